@@ -1,0 +1,128 @@
+// Everything the orchestrator does with S3: URIs, one client, and folder-sized transfers.
+// Artifacts are folders (a model, a tokenizer), so the unit here is a prefix, not an object.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readdir, stat } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  CreateBucketCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { Settings } from '../common/settings.js';
+
+export interface S3Location {
+  bucket: string;
+  key: string;
+}
+
+export function parseS3Uri(uri: string): S3Location {
+  const match = /^s3:\/\/([^/]+)\/(.*)$/.exec(uri);
+  if (!match) throw new Error(`not an s3:// URI: ${uri}`);
+  return { bucket: match[1], key: match[2] };
+}
+
+export const s3Uri = (bucket: string, key: string) => `s3://${bucket}/${key}`;
+
+export function createS3Client(settings: Pick<Settings, 'LAWGPT_S3_ENDPOINT' | 'LAWGPT_S3_FORCE_PATH_STYLE' | 'AWS_REGION'>) {
+  return new S3Client({
+    region: settings.AWS_REGION,
+    endpoint: settings.LAWGPT_S3_ENDPOINT,
+    forcePathStyle: settings.LAWGPT_S3_FORCE_PATH_STYLE === 'true',
+  });
+}
+
+export async function ensureBucket(client: S3Client, bucket: string): Promise<void> {
+  try {
+    await client.send(new HeadBucketCommand({ Bucket: bucket }));
+  } catch {
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  }
+}
+
+export async function listKeys(client: S3Client, uri: string): Promise<string[]> {
+  const { bucket, key: prefix } = parseS3Uri(uri);
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    keys.push(...(page.Contents ?? []).map((o) => o.Key!));
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return keys;
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true });
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).sort();
+}
+
+export interface TransferStats {
+  files: number;
+  bytes: number;
+}
+
+/** Uploads a single file (multipart when large). */
+export async function uploadFile(client: S3Client, path: string, uri: string): Promise<number> {
+  const { bucket, key } = parseS3Uri(uri);
+  await new Upload({ client, params: { Bucket: bucket, Key: key, Body: createReadStream(path) } }).done();
+  return (await stat(path)).size;
+}
+
+/** Uploads every file under `dir` to the prefix `uri` (which ends with '/'), keeping relative paths. */
+export async function uploadDir(client: S3Client, dir: string, uri: string, onFile?: () => void): Promise<TransferStats> {
+  const stats = { files: 0, bytes: 0 };
+  for (const path of await filesUnder(dir)) {
+    stats.bytes += await uploadFile(client, path, uri + relative(dir, path).split(sep).join('/'));
+    stats.files += 1;
+    onFile?.();
+  }
+  return stats;
+}
+
+async function downloadObject(client: S3Client, bucket: string, key: string, path: string): Promise<number> {
+  const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  await mkdir(dirname(path), { recursive: true });
+  await pipeline(object.Body as Readable, createWriteStream(path));
+  return object.ContentLength ?? 0;
+}
+
+/**
+ * Downloads an artifact: a prefix URI (ending with '/') becomes the folder `dir`; an object URI
+ * becomes the file `dir/<its name>`. Returns the local path the trainer should be given.
+ */
+export async function downloadArtifact(client: S3Client, uri: string, dir: string, onFile?: () => void): Promise<{ path: string } & TransferStats> {
+  const { bucket, key } = parseS3Uri(uri);
+  const stats = { files: 0, bytes: 0 };
+  if (!uri.endsWith('/')) {
+    const path = join(dir, key.split('/').pop()!);
+    stats.bytes = await downloadObject(client, bucket, key, path);
+    return { path, files: 1, bytes: stats.bytes };
+  }
+  for (const objectKey of await listKeys(client, uri)) {
+    if (objectKey.endsWith('/')) continue;
+    const parts = objectKey.slice(key.length).split('/');
+    if (parts.some((p) => p === '..' || p === '.' || p === '')) throw new Error(`refusing to download ${objectKey}: unsafe path`);
+    stats.bytes += await downloadObject(client, bucket, objectKey, join(dir, ...parts));
+    stats.files += 1;
+    onFile?.();
+  }
+  if (stats.files === 0) throw new Error(`nothing under ${uri}`);
+  return { path: dir, ...stats };
+}
+
+/** Removes every object under a prefix, so a retried stage never leaves a mix of two attempts. */
+export async function deletePrefix(client: S3Client, uri: string): Promise<number> {
+  const { bucket } = parseS3Uri(uri);
+  const keys = await listKeys(client, uri);
+  for (let i = 0; i < keys.length; i += 1000) {
+    const batch = keys.slice(i, i + 1000).map((Key) => ({ Key }));
+    await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch, Quiet: true } }));
+  }
+  return keys.length;
+}

@@ -1,0 +1,96 @@
+// The one place that starts a trainer process (python -m lawgpt_trainer <stage> --request <file>).
+// It enforces the contract from the orchestrator's side: every stdout line must be a TrainerEvent,
+// the stderr tail is kept for error messages, and the whole process group dies on cancellation.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { TrainerEvent } from '../common/contract.js';
+import type { StageName } from '../common/stages.js';
+
+const STDERR_TAIL_CHARS = 4000;
+const KILL_GRACE_MS = 10_000;
+
+export interface TrainerLaunch {
+  python: string;
+  stage: StageName;
+  requestPath: string;
+  cwd: string;
+  onEvent: (event: TrainerEvent) => void;
+  onStderr?: (line: string) => void;
+  signal?: AbortSignal;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface TrainerExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  events: TrainerEvent[];
+  stderrTail: string;
+  /** stdout lines that were not contract events: a trainer bug, reported rather than ignored. */
+  protocolErrors: string[];
+}
+
+// The trainer needs no credentials: it reads and writes local files only. Nothing secret is
+// passed down, so nothing secret can reach its logs.
+const SECRET_ENV = /^(AWS_|MINIO_|LAWGPT_WEBHOOK_)|(SECRET|TOKEN|PASSWORD)/i;
+
+export function trainerEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const clean = Object.fromEntries(Object.entries(env).filter(([name]) => !SECRET_ENV.test(name)));
+  return { ...clean, PYTHONUNBUFFERED: '1', HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '1' };
+}
+
+export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
+  const child = spawn(launch.python, ['-m', 'lawgpt_trainer', launch.stage, '--request', launch.requestPath], {
+    cwd: launch.cwd,
+    env: launch.env ?? trainerEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Own process group, so cancellation also reaches DeepSpeed's or DataLoader's children.
+    detached: true,
+  });
+  const events: TrainerEvent[] = [];
+  const protocolErrors: string[] = [];
+  let stderrTail = '';
+
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      protocolErrors.push(line);
+      return;
+    }
+    const event = TrainerEvent.safeParse(parsed);
+    if (!event.success) {
+      protocolErrors.push(line);
+      return;
+    }
+    events.push(event.data);
+    launch.onEvent(event.data);
+  });
+  createInterface({ input: child.stderr! }).on('line', (line) => {
+    stderrTail = (stderrTail + line + '\n').slice(-STDERR_TAIL_CHARS);
+    launch.onStderr?.(line);
+  });
+
+  const killGroup = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid!, sig);
+    } catch {
+      // already gone
+    }
+  };
+  let forceKill: NodeJS.Timeout | undefined;
+  const onAbort = () => {
+    killGroup('SIGTERM');
+    forceKill = setTimeout(() => killGroup('SIGKILL'), KILL_GRACE_MS);
+  };
+  launch.signal?.addEventListener('abort', onAbort, { once: true });
+
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(forceKill);
+      launch.signal?.removeEventListener('abort', onAbort);
+      resolve({ code, signal, events, stderrTail, protocolErrors });
+    });
+  });
+}

@@ -1,0 +1,168 @@
+// The run config: one JSON file per recipe (configs/*.json), validated here before anything starts.
+// Each stage's section travels unchanged to the trainer as `request.config`, so field names are
+// snake_case on both sides. Defaults are the demo's tiny sizes unless a comment names a recipe.
+import { z } from 'zod';
+import { StageName, STAGES } from './stages.js';
+
+const S3_URI = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/.+$/;
+export const S3Uri = z.string().regex(S3_URI, 'must look like s3://bucket/key');
+// A prefix URI ends with '/' and names every object under it (a corpus folder, a model).
+export const S3PrefixUri = S3Uri.refine((s) => s.endsWith('/'), 'must end with "/" (a folder)');
+
+const positiveInt = z.number().int().positive();
+const probability = z.number().min(0).max(1);
+
+export const BaseConfig = z
+  .object({
+    // A 32k LLaMA-family SentencePiece model shipped inside the PyPI package mistral_common (Apache-2.0).
+    tokenizer: z.literal('mistral_common:tokenizer.model.v1').default('mistral_common:tokenizer.model.v1'),
+    hidden_size: positiveInt.default(64),
+    intermediate_size: positiveInt.default(176),
+    num_hidden_layers: positiveInt.default(2),
+    num_attention_heads: positiveInt.default(4),
+    num_key_value_heads: positiveInt.default(4),
+    max_position_embeddings: positiveInt.default(512),
+    seed: z.number().int().nonnegative().default(0),
+  })
+  .strict();
+
+export const VocabConfig = z
+  .object({
+    model_type: z.enum(['bpe', 'unigram']).default('bpe'),
+    // Chinese-LLaMA trained a 20k Chinese model; the demo corpus is far smaller.
+    vocab_size: positiveInt.default(3000),
+    character_coverage: probability.default(0.9995),
+    split_digits: z.boolean().default(true),
+    byte_fallback: z.boolean().default(true),
+    max_sentence_length: positiveInt.default(4096),
+    input_sentence_size: z.number().int().nonnegative().default(200000),
+  })
+  .strict();
+
+const TrainingLoop = {
+  max_steps: positiveInt,
+  micro_batch_size: positiveInt.default(4),
+  gradient_accumulation_steps: positiveInt.default(1),
+  // LaWGPT used 3e-4 for both phases (with LoRA).
+  learning_rate: z.number().positive().max(1).default(3e-4),
+  warmup_steps: z.number().int().nonnegative().default(0),
+  logging_steps: positiveInt.default(1),
+  seed: z.number().int().nonnegative().default(42),
+};
+
+export const PretrainConfig = z
+  .object({
+    ...TrainingLoop,
+    max_steps: positiveInt.default(30),
+    block_size: positiveInt.default(128),
+  })
+  .strict();
+
+export const LoraConfig = z
+  .object({
+    r: positiveInt.default(8),
+    alpha: positiveInt.default(16),
+    dropout: probability.default(0.05),
+    target_modules: z.array(z.string().min(1)).nonempty().default(['q_proj', 'v_proj']),
+  })
+  .strict();
+
+export const SftConfig = z
+  .object({
+    ...TrainingLoop,
+    max_steps: positiveInt.default(30),
+    cutoff_len: positiveInt.default(256),
+    lora: LoraConfig.prefault({}),
+    // A consultation may carry several lawyers' answers: one sample each, or only the first.
+    dialogue_answers: z.enum(['first', 'all']).default('first'),
+    max_dialogue_records: positiveInt.default(300),
+    max_exam_records: positiveInt.default(300),
+  })
+  .strict();
+
+export const EvalConfig = z
+  .object({
+    block_size: positiveInt.default(128),
+    max_heldout_blocks: positiveInt.default(32),
+    max_exam_questions: positiveInt.default(40),
+    max_new_tokens: positiveInt.default(8),
+  })
+  .strict();
+
+// How documents and exam questions are split into training and held-out parts; every stage
+// applies the same rule so that nothing held out is ever trained on.
+export const SplitConfig = z
+  .object({
+    heldout_percent: z.number().int().min(1).max(50).default(10),
+  })
+  .strict();
+
+export const RuntimeConfig = z
+  .object({
+    stage_timeout_minutes: positiveInt.default(24 * 60),
+    heartbeat_timeout_seconds: positiveInt.default(120),
+    max_attempts: positiveInt.max(20).default(3),
+    // How often a running stage reports step and loss to the workflow (each report is a history event).
+    progress_report_seconds: positiveInt.default(30),
+  })
+  .strict();
+
+export const STAGE_CONFIGS = {
+  base: BaseConfig,
+  vocab: VocabConfig,
+  pretrain: PretrainConfig,
+  sft: SftConfig,
+  eval: EvalConfig,
+} as const satisfies Record<StageName, z.ZodType>;
+
+export const RunConfig = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and "-", at most 40'),
+    bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name'),
+    stages: z
+      .array(StageName)
+      .nonempty()
+      .default([...STAGES])
+      // Each stage needs its predecessors' outputs, so a run is the first N stages.
+      .refine((s) => s.every((name, i) => name === STAGES[i]), {
+        message: `must be the first stages of the pipeline, in order (${STAGES.join(', ')})`,
+      }),
+    data: z
+      .object({
+        corpus: S3PrefixUri,
+        dialogue: S3Uri,
+        exam: S3Uri,
+        split: SplitConfig.prefault({}),
+      })
+      .strict(),
+    base: BaseConfig.prefault({}),
+    vocab: VocabConfig.prefault({}),
+    pretrain: PretrainConfig.prefault({}),
+    sft: SftConfig.prefault({}),
+    eval: EvalConfig.prefault({}),
+    runtime: RuntimeConfig.prefault({}),
+  })
+  .strict();
+
+export type RunConfig = z.infer<typeof RunConfig>;
+export type RunConfigInput = z.input<typeof RunConfig>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid run config (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path.length ? issue.path.join('.') : '(root)';
+  if (issue.code === 'unrecognized_keys') return `${path}: unknown field(s) ${issue.keys.join(', ')}`;
+  return `${path}: ${issue.message}`;
+}
+
+/** Validates a parsed config, naming every wrong field at once. */
+export function parseRunConfig(raw: unknown): RunConfig {
+  const result = RunConfig.safeParse(raw);
+  if (!result.success) throw new ConfigError(result.error.issues.map(describeIssue));
+  return result.data;
+}

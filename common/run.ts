@@ -1,0 +1,55 @@
+// What the workflow and its activities say to each other, and what a run reports to the outside.
+// Types only (plus constants), so that workflow code can import it freely.
+import type { RunConfig } from './config.js';
+import type { StageName } from './stages.js';
+
+/** Input of the `runStage` activity: one stage of one run, with its inputs as S3 URIs. */
+export interface StageTask {
+  runId: string;
+  bucket: string;
+  stage: StageName;
+  inputs: Record<string, string>;
+  config: RunConfig[StageName];
+  split: RunConfig['data']['split'];
+  progressReportSeconds: number;
+}
+
+/** Output of `runStage`: where each output artifact now lives, and the trainer's metrics. */
+export interface StageResult {
+  stage: StageName;
+  outputs: Record<string, string>;
+  metrics: Record<string, number>;
+}
+
+/** Sent by a running stage to its workflow, at most every `progress_report_seconds`. */
+export interface StageProgress {
+  stage: StageName;
+  step: number;
+  totalSteps: number;
+  loss?: number;
+}
+
+export type StageState = 'pending' | 'running' | 'completed' | 'failed';
+
+/** Answer of the `status` query. */
+export interface PipelineStatus {
+  runName: string;
+  stage: StageName | null;
+  step: number | null;
+  totalSteps: number | null;
+  loss: number | null;
+  stages: Record<StageName, StageState>;
+  results: Partial<Record<StageName, StageResult>>;
+}
+
+export interface PipelineResult {
+  runName: string;
+  stages: Partial<Record<StageName, StageResult>>;
+  /** The eval report's metrics, when the run included eval. */
+  evaluation?: Record<string, number>;
+}
+
+export const WORKFLOW_TYPE = 'lawgptPipeline';
+export const STAGE_SEARCH_ATTRIBUTE = 'LawgptStage';
+export const PROGRESS_SIGNAL = 'progress';
+export const STATUS_QUERY = 'status';

@@ -1,0 +1,28 @@
+// Where the orchestrator finds its services, read once from the environment (infra/with-stack-env.sh
+// fills it for the local stack; a deployment sets the same variables). Never imported by workflows.
+// S3 credentials are not here: the AWS SDK reads them from its usual chain (AWS_ACCESS_KEY_ID, ...),
+// so pointing at AWS S3 instead of MinIO is a change of environment, not of code.
+import { z } from 'zod';
+
+const Settings = z.object({
+  TEMPORAL_ADDRESS: z.string().default('127.0.0.1:7233'),
+  TEMPORAL_NAMESPACE: z.string().default('default'),
+  TEMPORAL_UI_URL: z.string().url().default('http://127.0.0.1:8233'),
+  LAWGPT_TASK_QUEUE: z.string().default('lawgpt-training'),
+  // Unset for AWS S3; the MinIO endpoint locally.
+  LAWGPT_S3_ENDPOINT: z.string().url().optional(),
+  LAWGPT_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
+  AWS_REGION: z.string().default('us-east-1'),
+  LAWGPT_PYTHON: z.string().default('python3'),
+  LAWGPT_WORK_DIR: z.string().default('.state/work'),
+});
+export type Settings = z.infer<typeof Settings>;
+
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const parsed = Settings.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new Error(`invalid environment:\n  ${problems.join('\n  ')}`);
+  }
+  return parsed.data;
+}

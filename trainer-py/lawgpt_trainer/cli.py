@@ -1,0 +1,46 @@
+"""`python -m lawgpt_trainer <stage> --request <request.json>`: runs one stage and reports on stdout."""
+
+import argparse
+import ctypes
+import importlib
+import os
+import signal
+import sys
+import traceback
+
+from lawgpt_trainer import __version__, contract
+from lawgpt_trainer.errors import InvalidInput
+from lawgpt_trainer.events import EventStream
+
+STAGES = tuple(contract.schema()["stage_io"])
+
+
+def _die_with_parent() -> None:
+    # If the worker that launched us dies, so do we: no orphan trainer holding GPUs.
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lawgpt_trainer", description=__doc__)
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--request", required=True, help="path of the request JSON (see contract.schema.json)")
+    args = parser.parse_args(argv)
+
+    _die_with_parent()
+    events = EventStream.take_stdout()
+    try:
+        request = contract.load_request(args.request, args.stage)
+        events.emit("started", stage=args.stage, trainer_version=__version__, pid=os.getpid())
+        stage = importlib.import_module(f"lawgpt_trainer.stages.{args.stage}")
+        outputs, metrics = stage.run(request, events)
+        events.emit("completed", outputs=outputs, metrics=metrics)
+        return 0
+    except InvalidInput as e:
+        print(f"invalid input: {e}", file=sys.stderr)
+        events.emit("failed", kind="invalid_input", message=str(e))
+        return contract.exit_invalid_input()
+    except Exception as e:  # noqa: BLE001 - reported to the orchestrator, which decides on retries
+        traceback.print_exc()
+        events.emit("failed", kind="internal", message=f"{type(e).__name__}: {e}")
+        return 1

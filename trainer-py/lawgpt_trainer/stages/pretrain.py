@@ -1,0 +1,40 @@
+"""pretrain: continued pretraining of the base model on the legal corpus with the merged
+vocabulary; the embeddings are resized to that vocabulary first."""
+
+import tempfile
+from pathlib import Path
+
+from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
+
+from lawgpt_trainer import data, packing, training
+from lawgpt_trainer.errors import InvalidInput
+
+PAD_VOCAB_TO_MULTIPLE_OF = 64  # tensor-core friendly embedding sizes
+
+
+def run(request: dict, events) -> tuple[dict, dict]:
+    config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
+    tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
+    model = LlamaForCausalLM.from_pretrained(inputs["base_model"])
+    base_vocab = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=PAD_VOCAB_TO_MULTIPLE_OF)
+
+    train_docs, _ = data.split_documents(data.read_corpus(inputs["corpus"]), request["split"]["heldout_percent"])
+    blocks = packing.pack(tokenizer, train_docs, config["block_size"])
+    if not blocks:
+        raise InvalidInput(f"the corpus yields no full block of {config['block_size']} tokens")
+    events.log(f"{len(train_docs)} documents -> {len(blocks)} blocks of {config['block_size']} tokens")
+
+    with tempfile.TemporaryDirectory() as work:
+        losses = training.train(model, packing.lm_dataset(blocks), default_data_collator, config, work, events)
+
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    metrics = {
+        "base_vocab_size": base_vocab,
+        "embedding_rows": model.get_input_embeddings().weight.shape[0],
+        "train_blocks": len(blocks),
+        "first_loss": losses[0],
+        "final_loss": losses[-1],
+    }
+    return {"model": "model"}, metrics

@@ -1,0 +1,73 @@
+"""sft: instruction tuning with LoRA on lawyer consultations and judicial-exam questions; the loss
+covers the response tokens only. Writes the adapter and the standalone merged model."""
+
+import tempfile
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lawgpt_trainer import data, prompt, training
+from lawgpt_trainer.errors import InvalidInput
+
+IGNORE_INDEX = -100  # label value the loss skips
+
+
+def encode(tokenizer, sample: data.Sample, cutoff_len: int) -> dict:
+    """BOS + prompt (masked out of the loss) + response + EOS, cut to cutoff_len tokens."""
+    prompt_ids = [tokenizer.bos_token_id] + tokenizer(prompt.render_prompt(sample.instruction, sample.input), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(sample.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    input_ids = (prompt_ids + response_ids)[:cutoff_len]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:cutoff_len]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def pad_collator(pad_id: int):
+    def collate(batch: list[dict]) -> dict:
+        width = max(len(item["input_ids"]) for item in batch)
+        fill = lambda seq, value: seq + [value] * (width - len(seq))  # noqa: E731
+        return {
+            "input_ids": torch.tensor([fill(b["input_ids"], pad_id) for b in batch]),
+            "labels": torch.tensor([fill(b["labels"], IGNORE_INDEX) for b in batch]),
+            "attention_mask": torch.tensor([fill([1] * len(b["input_ids"]), 0) for b in batch]),
+        }
+
+    return collate
+
+
+def samples(request: dict) -> list[data.Sample]:
+    config, inputs = request["config"], request["inputs"]
+    dialogue = data.read_dialogue(inputs["dialogue"], config["dialogue_answers"], config["max_dialogue_records"])
+    exam_train, _ = data.split_exam(data.read_exam(inputs["exam"]), request["split"]["heldout_percent"])
+    return dialogue + [prompt.exam_sample(q) for q in exam_train[: config["max_exam_records"]]]
+
+
+def run(request: dict, events) -> tuple[dict, dict]:
+    config, out = request["config"], Path(request["output_dir"])
+    tokenizer = AutoTokenizer.from_pretrained(request["inputs"]["model"])
+    model = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"])
+
+    dataset = [encode(tokenizer, s, config["cutoff_len"]) for s in samples(request)]
+    dataset = [item for item in dataset if any(label != IGNORE_INDEX for label in item["labels"])]
+    if not dataset:
+        raise InvalidInput(f"no sample keeps a response token within cutoff_len={config['cutoff_len']}")
+    events.log(f"{len(dataset)} instruction samples")
+
+    lora = config["lora"]
+    model = get_peft_model(
+        model,
+        LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], target_modules=lora["target_modules"], task_type="CAUSAL_LM"),
+    )
+    with tempfile.TemporaryDirectory() as work:
+        losses = training.train(model, dataset, pad_collator(tokenizer.unk_token_id), config, work, events)
+
+    model.save_pretrained(out / "adapter")
+    merged = model.merge_and_unload()
+    rows = merged.get_input_embeddings().weight.shape[0]
+    if rows < len(tokenizer):
+        raise RuntimeError(f"merged model has {rows} embedding rows for a {len(tokenizer)}-token vocabulary")
+    merged.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    metrics = {"train_samples": len(dataset), "first_loss": losses[0], "final_loss": losses[-1]}
+    return {"adapter": "adapter", "model": "model"}, metrics

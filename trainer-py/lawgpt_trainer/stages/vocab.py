@@ -1,0 +1,88 @@
+"""vocab: train SentencePiece on the legal corpus and merge its new pieces into the base tokenizer
+(the Chinese-LLaMA merge), then measure the merged tokenizer on held-out documents."""
+
+import tempfile
+from pathlib import Path
+
+import sentencepiece as spm
+
+from lawgpt_trainer import data
+from lawgpt_trainer import tokenizer as tok
+from lawgpt_trainer.errors import InvalidInput
+
+
+def _training_text(docs: list[data.Document], path: Path, max_sentence_length: int) -> int:
+    lines = [line.strip() for d in docs for line in d.text.splitlines() if line.strip()]
+    path.write_text("\n".join(line[:max_sentence_length] for line in lines), "utf-8")
+    return len(lines)
+
+
+def _tokens_per_char(sp: spm.SentencePieceProcessor, docs: list[data.Document]) -> tuple[float, int]:
+    tokens = chars = broken = 0
+    for d in docs:
+        ids = sp.encode(d.text)
+        tokens += len(ids)
+        chars += len(d.text)
+        broken += sp.decode(ids) != d.text
+    return tokens / max(chars, 1), broken
+
+
+def _train_sentencepiece(text: Path, prefix: str, config: dict) -> None:
+    spm.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=prefix,
+        model_type=config["model_type"],
+        vocab_size=config["vocab_size"],
+        character_coverage=config["character_coverage"],
+        split_digits=config["split_digits"],
+        byte_fallback=config["byte_fallback"],
+        max_sentence_length=config["max_sentence_length"],
+        input_sentence_size=config["input_sentence_size"],
+        shuffle_input_sentence=True,
+        # A small corpus may not support the configured size; take what it supports.
+        hard_vocab_limit=False,
+        num_threads=2,
+        minloglevel=1,
+    )
+
+
+def run(request: dict, events) -> tuple[dict, dict]:
+    config, out = request["config"], Path(request["output_dir"])
+    docs = data.read_corpus(request["inputs"]["corpus"])
+    train_docs, heldout = data.split_documents(docs, request["split"]["heldout_percent"])
+    base_path = Path(request["inputs"]["base_tokenizer"]) / tok.SP_FILE
+
+    with tempfile.TemporaryDirectory() as work:
+        text = Path(work) / "corpus.txt"
+        if _training_text(train_docs, text, config["max_sentence_length"]) == 0:
+            raise InvalidInput("the corpus has no text to train a vocabulary on")
+        spm.set_random_generator_seed(0)
+        try:
+            _train_sentencepiece(text, f"{work}/domain", config)
+        except RuntimeError as e:
+            # SentencePiece reports a vocab_size too small for the corpus's characters this way.
+            if "vocab_size" in str(e):
+                raise InvalidInput(f"vocab.vocab_size={config['vocab_size']} does not fit this corpus: {e}") from e
+            raise
+        events.progress(1, 3)
+        domain = tok.load_proto(f"{work}/domain.model")
+
+    base = tok.load_proto(base_path)
+    merged, added = tok.merge(base, domain)
+    tok.save_tokenizer(merged, out / "tokenizer")
+    events.progress(2, 3)
+
+    base_rate, _ = _tokens_per_char(spm.SentencePieceProcessor(model_file=str(base_path)), heldout)
+    merged_rate, broken = _tokens_per_char(spm.SentencePieceProcessor(model_file=str(out / "tokenizer" / tok.SP_FILE)), heldout)
+    events.progress(3, 3)
+    metrics = {
+        "base_vocab_size": len(base.pieces),
+        "domain_vocab_size": len(domain.pieces),
+        "merged_vocab_size": len(merged.pieces),
+        "pieces_added": added,
+        "heldout_documents": len(heldout),
+        "heldout_tokens_per_char_base": round(base_rate, 4),
+        "heldout_tokens_per_char_merged": round(merged_rate, 4),
+        "heldout_roundtrip_failures": broken,
+    }
+    return {"tokenizer": "tokenizer"}, metrics

@@ -1,0 +1,51 @@
+"""SentencePiece models and their Hugging Face twins: the Chinese-LLaMA merge lives here."""
+
+import shutil
+from importlib import resources
+from pathlib import Path
+
+from sentencepiece import sentencepiece_model_pb2 as sp_pb
+
+SP_FILE = "tokenizer.model"
+PACKAGED_BASE = {"mistral_common:tokenizer.model.v1": ("mistral_common", "data/tokenizer.model.v1")}
+
+
+def load_proto(path: str | Path) -> sp_pb.ModelProto:
+    proto = sp_pb.ModelProto()
+    proto.ParseFromString(Path(path).read_bytes())
+    return proto
+
+
+def merge(base: sp_pb.ModelProto, domain: sp_pb.ModelProto) -> tuple[sp_pb.ModelProto, int]:
+    """Appends the domain model's normal pieces that the base lacks, score 0, after every base
+    piece: base ids stay what they were, so the base model's embeddings keep their meaning."""
+    merged = sp_pb.ModelProto()
+    merged.CopyFrom(base)
+    known = {p.piece for p in base.pieces}
+    added = 0
+    for piece in domain.pieces:
+        if piece.type != sp_pb.ModelProto.SentencePiece.NORMAL or piece.piece in known:
+            continue
+        merged.pieces.add(piece=piece.piece, score=0.0, type=sp_pb.ModelProto.SentencePiece.NORMAL)
+        known.add(piece.piece)
+        added += 1
+    return merged, added
+
+
+def save_tokenizer(proto: sp_pb.ModelProto, out_dir: Path):
+    """Writes the SentencePiece model and the Hugging Face tokenizer built from it into one folder."""
+    from transformers import LlamaTokenizer
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SP_FILE).write_bytes(proto.SerializeToString())
+    hf = LlamaTokenizer.from_pretrained(str(out_dir))
+    hf.save_pretrained(str(out_dir))
+    return hf
+
+
+def copy_packaged_base(name: str, out_dir: Path) -> sp_pb.ModelProto:
+    package, relative = PACKAGED_BASE[name]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(resources.files(package).joinpath(relative)) as source:
+        shutil.copyfile(source, out_dir / SP_FILE)
+    return load_proto(out_dir / SP_FILE)

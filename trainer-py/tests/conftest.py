@@ -1,0 +1,104 @@
+"""Tiny inputs cut from ../shared/data, and a helper that runs a stage through the real CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from lawgpt_trainer import contract
+
+TRAINER_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LAWGPT_SHARED_DATA", TRAINER_ROOT.parents[1] / "shared" / "data"))
+
+TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256, "seed": 0}
+LOOP = {"micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0, "logging_steps": 1, "seed": 7}
+CONFIGS = {
+    "base": {"tokenizer": "mistral_common:tokenizer.model.v1", **TINY_MODEL},
+    "vocab": {"model_type": "bpe", "vocab_size": 2000, "character_coverage": 0.9995, "split_digits": True, "byte_fallback": True, "max_sentence_length": 4096, "input_sentence_size": 20000},
+    "pretrain": {**LOOP, "max_steps": 4, "block_size": 64},
+    "sft": {**LOOP, "max_steps": 3, "cutoff_len": 96, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}, "dialogue_answers": "first", "max_dialogue_records": 12, "max_exam_records": 12},
+    "eval": {"block_size": 64, "max_heldout_blocks": 4, "max_exam_questions": 4, "max_new_tokens": 4},
+}
+
+
+@dataclass
+class StageRun:
+    returncode: int
+    events: list[dict]
+    stderr: str
+    output_dir: Path
+
+    def completed(self) -> dict:
+        assert self.returncode == 0, self.stderr[-3000:]
+        return next(e for e in self.events if e["event"] == "completed")
+
+
+def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, split=None) -> StageRun:
+    """Runs `python -m lawgpt_trainer <stage>` as the orchestrator does; every stdout line must be
+    a contract event."""
+    work.mkdir(parents=True, exist_ok=True)
+    request = {
+        "contract_version": contract.schema()["contract_version"],
+        "stage": stage,
+        "run_id": "pytest",
+        "output_dir": str(work / "out"),
+        "split": split or {"heldout_percent": 20},
+        "inputs": {k: str(v) for k, v in inputs.items()},
+        "config": config or CONFIGS[stage],
+    }
+    (work / "request.json").write_text(json.dumps(request), "utf-8")
+    env = {**os.environ, "PYTHONPATH": str(TRAINER_ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "lawgpt_trainer", stage, "--request", str(work / "request.json")], capture_output=True, text=True, env=env, timeout=600)
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    for event in events:
+        assert contract.problems("event", event) == [], event
+    return StageRun(proc.returncode, events, proc.stderr, work / "out")
+
+
+def _jsonl_head(source: Path, target: Path, lines: int) -> Path:
+    with source.open(encoding="utf-8") as f:
+        target.write_text("".join(islice(f, lines)), "utf-8")
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict:
+    """A few statutes and cases, and the first records of the dialogue and exam files."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared data not found at {SHARED_DATA} (set LAWGPT_SHARED_DATA)")
+    root = tmp_path_factory.mktemp("data")
+    statutes = sorted((SHARED_DATA / "corpus" / "statutes").rglob("*.md"))
+    cases = sorted((SHARED_DATA / "corpus" / "cases").rglob("*.md"))
+    picked = statutes[:: max(1, len(statutes) // 6)][:6] + cases[:2]
+    for path in picked:
+        target = root / "corpus" / path.relative_to(SHARED_DATA / "corpus")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text("utf-8")[:6000], "utf-8")
+    return {
+        "corpus": root / "corpus",
+        "dialogue": _jsonl_head(SHARED_DATA / "dialogue" / "legal_consultation.jsonl", root / "dialogue.jsonl", 20),
+        "exam": _jsonl_head(SHARED_DATA / "exam" / "disc_law_eval_mcq.jsonl", root / "exam.jsonl", 60),
+    }
+
+
+@pytest.fixture(scope="session")
+def pipeline(tiny_data, tmp_path_factory) -> dict:
+    """Runs every stage once, in order, on the tiny inputs; tests inspect the results."""
+    work = tmp_path_factory.mktemp("stages")
+    runs = {}
+    runs["base"] = run_stage("base", {}, work / "base")
+    base_out = runs["base"].output_dir
+    runs["vocab"] = run_stage("vocab", {"corpus": tiny_data["corpus"], "base_tokenizer": base_out / "tokenizer"}, work / "vocab")
+    runs["pretrain"] = run_stage(
+        "pretrain", {"corpus": tiny_data["corpus"], "tokenizer": runs["vocab"].output_dir / "tokenizer", "base_model": base_out / "model"}, work / "pretrain"
+    )
+    runs["sft"] = run_stage("sft", {"model": runs["pretrain"].output_dir / "model", "dialogue": tiny_data["dialogue"], "exam": tiny_data["exam"]}, work / "sft")
+    runs["eval"] = run_stage("eval", {"model": runs["sft"].output_dir / "model", "corpus": tiny_data["corpus"], "exam": tiny_data["exam"]}, work / "eval")
+    yield runs
+    shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,46 @@
+"""The command line side of the contract: exit codes and events for requests the trainer must refuse."""
+
+import json
+
+from lawgpt_trainer import contract
+
+from conftest import CONFIGS, run_stage
+
+
+def test_contract_names_the_same_stages_as_the_cli():
+    from lawgpt_trainer.cli import STAGES
+
+    assert STAGES == ("base", "vocab", "pretrain", "sft", "eval")
+    assert contract.schema()["stage_io"]["pretrain"]["inputs"] == ["corpus", "tokenizer", "base_model"]
+
+
+def test_invalid_request_exits_with_the_invalid_input_code(tmp_path):
+    bad = {**CONFIGS["pretrain"], "max_steps": 0, "surprise": True}
+    run = run_stage("pretrain", {"corpus": tmp_path, "tokenizer": tmp_path}, tmp_path / "w", config=bad)
+    assert run.returncode == contract.exit_invalid_input() == 2
+    failed = run.events[-1]
+    assert failed["event"] == "failed" and failed["kind"] == "invalid_input"
+    for field in ("inputs", "config.max_steps", "config"):
+        assert field in failed["message"]
+    assert "surprise" in failed["message"] and "base_model" in failed["message"]
+
+
+def test_bad_data_is_invalid_input_naming_the_line(tmp_path, pipeline):
+    exam = tmp_path / "exam.jsonl"
+    exam.write_text(json.dumps({"question": "问", "options": {"A": "甲"}, "answer": "Z"}) + "\n", "utf-8")
+    run = run_stage("sft", {"model": pipeline["pretrain"].output_dir / "model", "dialogue": exam, "exam": exam}, tmp_path / "w")
+    assert run.returncode == 2
+    assert "exam.jsonl:1" in run.events[-1]["message"]
+
+
+def test_a_vocabulary_too_small_for_the_corpus_is_named(tmp_path, tiny_data, pipeline):
+    config = {**CONFIGS["vocab"], "vocab_size": 50}
+    run = run_stage("vocab", {"corpus": tiny_data["corpus"], "base_tokenizer": pipeline["base"].output_dir / "tokenizer"}, tmp_path / "w", config=config)
+    assert run.returncode == 2
+    assert "vocab.vocab_size=50" in run.events[-1]["message"]
+
+
+def test_stdout_carries_only_contract_events(pipeline):
+    for run in pipeline.values():
+        assert run.events[0]["event"] == "started"
+        assert run.events[-1]["event"] == "completed"

@@ -1,0 +1,56 @@
+"""Data formats: clear errors naming file and line, and a held-out split decided by keys alone."""
+
+import json
+
+import pytest
+
+from lawgpt_trainer import data
+from lawgpt_trainer.errors import InvalidInput
+from lawgpt_trainer.prompt import extract_choice
+
+
+def _jsonl(tmp_path, records) -> str:
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records), "utf-8")
+    return str(path)
+
+
+def test_exam_errors_name_file_line_and_field(tmp_path):
+    good = {"question": "问", "options": {"A": "甲", "B": "乙"}, "answer": "A"}
+    with pytest.raises(InvalidInput, match=r"records.jsonl:2: field 'answer' 'C' names a letter not in 'options'"):
+        data.read_exam(_jsonl(tmp_path, [good, {**good, "answer": "C"}]))
+    with pytest.raises(InvalidInput, match=r"records.jsonl:3: not valid JSON"):
+        data.read_exam(_jsonl(tmp_path, [good, good, "{oops"]))
+    with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'question' must be a non-empty str"):
+        data.read_exam(_jsonl(tmp_path, [{**good, "question": " "}]))
+
+
+def test_dialogue_yields_one_sample_per_answer_when_asked(tmp_path):
+    path = _jsonl(tmp_path, [{"question": "欠钱不还", "answers": ["起诉", "协商"]}, {"question": "离婚", "answers": ["诉讼"]}])
+    assert [s.output for s in data.read_dialogue(path, "all", 10)] == ["起诉", "协商", "诉讼"]
+    assert [s.output for s in data.read_dialogue(path, "first", 10)] == ["起诉", "诉讼"]
+    with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'answers'"):
+        data.read_dialogue(_jsonl(tmp_path, [{"question": "q", "answers": [""]}]), "all", 10)
+
+
+def test_heldout_split_depends_on_keys_not_order():
+    docs = [data.Document(key=f"law-{i}.md", text="x") for i in range(200)]
+    train, heldout = data.split_documents(docs, 10)
+    train_rev, heldout_rev = data.split_documents(list(reversed(docs)), 10)
+    assert {d.key for d in heldout} == {d.key for d in heldout_rev}
+    assert not {d.key for d in train} & {d.key for d in heldout}
+    assert 5 <= len(heldout) <= 40
+
+
+def test_corpus_rejects_non_utf8(tmp_path):
+    (tmp_path / "law.md").write_bytes("民法".encode("gbk"))
+    with pytest.raises(InvalidInput, match="law.md: not UTF-8"):
+        data.read_corpus(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("generated", "letters", "chosen"),
+    [("B", "ABCD", "B"), (" C。因为……", "ABCD", "C"), ("A、C", "ABCD", "AC"), ("答案是 D", "ABCD", "D"), ("ABOUT", "ABCD", ""), ("\n", "ABCD", ""), ("AE\nB", "ABCD", "")],
+)
+def test_extract_choice(generated, letters, chosen):
+    assert extract_choice(generated, letters) == chosen

@@ -1,0 +1,110 @@
+// The LaWGPT pipeline as a Temporal workflow. It only decides what runs next and hands S3 URIs
+// forward; every stage is the `runStage` activity, which runs trainer-py.
+//
+//   base -> vocab -> pretrain -> sft -> eval
+//
+// Deterministic: no I/O, no clocks, no randomness here.
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { createStageActivities } from '../activities/stage.js';
+import type { RunConfig } from '../common/config.js';
+import type { PipelineResult, PipelineStatus, StageResult } from '../common/run.js';
+import { STAGES, type StageName } from '../common/stages.js';
+import { progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
+
+type Outputs = Partial<Record<StageName, Record<string, string>>>;
+
+// Where each stage's inputs come from: the run's data, or an earlier stage's outputs.
+// Input names are the trainer's (common/stages.ts STAGE_IO).
+const PLAN: { [S in StageName]: (data: RunConfig['data'], done: Outputs) => Record<string, string> } = {
+  base: () => ({}),
+  vocab: (data, done) => ({ corpus: data.corpus, base_tokenizer: done.base!.tokenizer }),
+  pretrain: (data, done) => ({ corpus: data.corpus, tokenizer: done.vocab!.tokenizer, base_model: done.base!.model }),
+  sft: (data, done) => ({ model: done.pretrain!.model, dialogue: data.dialogue, exam: data.exam }),
+  eval: (data, done) => ({ model: done.sft!.model, corpus: data.corpus, exam: data.exam }),
+};
+
+export async function lawgptPipeline(config: RunConfig): Promise<PipelineResult> {
+  const { runStage } = proxyActivities<ReturnType<typeof createStageActivities>>({
+    startToCloseTimeout: `${config.runtime.stage_timeout_minutes} minutes`,
+    heartbeatTimeout: `${config.runtime.heartbeat_timeout_seconds} seconds`,
+    retry: { maximumAttempts: config.runtime.max_attempts, nonRetryableErrorTypes: ['InvalidInput', 'ContractViolation'] },
+  });
+  const status = trackStatus(config);
+  const done: Outputs = {};
+
+  for (const stage of config.stages) {
+    status.begin(stage);
+    let result: StageResult;
+    try {
+      result = await runStage({
+        runId: workflowInfo().workflowId,
+        bucket: config.bucket,
+        stage,
+        inputs: PLAN[stage](config.data, done),
+        config: config[stage],
+        split: config.data.split,
+        progressReportSeconds: config.runtime.progress_report_seconds,
+      });
+    } catch (err) {
+      status.fail(stage);
+      const cause = err instanceof ActivityFailure && err.cause ? err.cause : err;
+      throw ApplicationFailure.create({
+        message: `stage ${stage} failed: ${(cause as Error).message}`,
+        type: 'StageFailed',
+        nonRetryable: true,
+        cause: err as Error,
+      });
+    }
+    done[stage] = result.outputs;
+    status.complete(result);
+  }
+  return status.result();
+}
+
+/** The run's visible state: the `status` query, the progress signal, the LawgptStage search attribute. */
+function trackStatus(config: RunConfig) {
+  const status: PipelineStatus = {
+    runName: config.name,
+    stage: null,
+    step: null,
+    totalSteps: null,
+    loss: null,
+    stages: Object.fromEntries(STAGES.map((s) => [s, 'pending'])) as PipelineStatus['stages'],
+    results: {},
+  };
+  setHandler(statusQuery, () => status);
+  setHandler(progressSignal, (progress) => {
+    if (progress.stage !== status.stage) return; // a late report from a finished stage
+    status.step = progress.step;
+    status.totalSteps = progress.totalSteps;
+    status.loss = progress.loss ?? status.loss;
+  });
+  const show = (value: string) => upsertSearchAttributes([{ key: STAGE_KEY, value }]);
+
+  return {
+    begin(stage: StageName) {
+      Object.assign(status, { stage, step: null, totalSteps: null, loss: null });
+      status.stages[stage] = 'running';
+      show(stage);
+    },
+    fail(stage: StageName) {
+      status.stages[stage] = 'failed';
+      show(`${stage}:failed`);
+    },
+    complete(result: StageResult) {
+      status.stages[result.stage] = 'completed';
+      status.results[result.stage] = result;
+      if (result.stage === config.stages[config.stages.length - 1]) show('done');
+    },
+    result(): PipelineResult {
+      return { runName: config.name, stages: status.results, evaluation: status.results.eval?.metrics };
+    },
+  };
+}
