@@ -11,6 +11,8 @@ export AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID="$MINIO_ROOT_USER"
 export AWS_SECRET_ACCESS_KEY="$MINIO_ROOT_PASSWORD"
 unset MINIO_ROOT_USER MINIO_ROOT_PASSWORD
+# The pinned SDK supports Node 20 (this machine's); its notice about 2027 releases is not actionable here.
+export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
 export LAWGPT_PYTHON="$VENV/bin/python"
 export LAWGPT_WORK_DIR="$STATE/work"
 cd "$ROOT"

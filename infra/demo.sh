@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `npm run demo`: set up, start the local stack, upload the demo data, run the whole pipeline once
+# on configs/demo.json and follow it to the end. The stack stays up for browsing the run in the
+# Temporal UI; `npm run stack:down` stops it.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+CONFIG="${1:-configs/demo.json}"
+
+bash "$ROOT/infra/setup.sh"
+bash "$ROOT/infra/stack.sh" up
+env_run() { bash "$ROOT/infra/with-stack-env.sh" "$@"; }
+
+env_run tsx infra/demo-data.ts "$CONFIG"
+
+mkdir -p "$STATE/logs"
+env_run tsx worker.ts >"$STATE/logs/worker.log" 2>&1 &
+worker=$!
+trap 'kill "$worker" 2>/dev/null; wait "$worker" 2>/dev/null' EXIT
+log "worker started (log: .state/logs/worker.log)"
+
+if ! env_run tsx start-run.ts "$CONFIG" --follow; then
+  log "the run failed; last lines of the worker log:"
+  tail -40 "$STATE/logs/worker.log" >&2
+  exit 1
+fi
+log "done. Browse the run at http://127.0.0.1:$TEMPORAL_UI_PORT ; stop the stack with 'npm run stack:down'"
