@@ -92,6 +92,15 @@ async function downloadObject(client: S3Client, bucket: string, key: string, pat
   return object.ContentLength ?? 0;
 }
 
+/** The path segments of `objectKey` below `prefix`; AWS S3 accepts keys such as 'a/../../x', so check. */
+export function relativeParts(prefix: string, objectKey: string): string[] {
+  const parts = objectKey.slice(prefix.length).split('/');
+  if (!objectKey.startsWith(prefix) || parts.some((p) => p === '..' || p === '.' || p === '')) {
+    throw new Error(`refusing to download ${objectKey}: not a plain path below ${prefix}`);
+  }
+  return parts;
+}
+
 /**
  * Downloads an artifact: a prefix URI (ending with '/') becomes the folder `dir`; an object URI
  * becomes the file `dir/<its name>`. Returns the local path the trainer should be given.
@@ -106,9 +115,7 @@ export async function downloadArtifact(client: S3Client, uri: string, dir: strin
   }
   for (const objectKey of await listKeys(client, uri)) {
     if (objectKey.endsWith('/')) continue;
-    const parts = objectKey.slice(key.length).split('/');
-    if (parts.some((p) => p === '..' || p === '.' || p === '')) throw new Error(`refusing to download ${objectKey}: unsafe path`);
-    stats.bytes += await downloadObject(client, bucket, objectKey, join(dir, ...parts));
+    stats.bytes += await downloadObject(client, bucket, objectKey, join(dir, ...relativeParts(key, objectKey)));
     stats.files += 1;
     onFile?.();
   }

@@ -49,3 +49,12 @@ def copy_packaged_base(name: str, out_dir: Path) -> sp_pb.ModelProto:
     with resources.as_file(resources.files(package).joinpath(relative)) as source:
         shutil.copyfile(source, out_dir / SP_FILE)
     return load_proto(out_dir / SP_FILE)
+
+
+def save_with_model(hf_tokenizer, source_dir: str | Path, model_dir: Path) -> None:
+    """A model folder carries its tokenizer in both forms: Hugging Face's files for loading with
+    the model, and the SentencePiece model (when the source has one) for tools that read LLaMA
+    tokenizers directly."""
+    hf_tokenizer.save_pretrained(str(model_dir))
+    if (Path(source_dir) / SP_FILE).is_file():
+        shutil.copyfile(Path(source_dir) / SP_FILE, model_dir / SP_FILE)

@@ -31,7 +31,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         )
     )
     model.save_pretrained(out / "model")
-    hf_tokenizer.save_pretrained(out / "model")
+    tok.save_with_model(hf_tokenizer, out / "tokenizer", out / "model")
     events.progress(2, 2)
     parameters = sum(p.numel() for p in model.parameters())
     return {"tokenizer": "tokenizer", "model": "model"}, {"vocab_size": len(hf_tokenizer), "parameters": parameters}

@@ -7,6 +7,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
 
 from lawgpt_trainer import data, packing, training
+from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
 PAD_VOCAB_TO_MULTIPLE_OF = 64  # tensor-core friendly embedding sizes
@@ -29,7 +30,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         losses = training.train(model, packing.lm_dataset(blocks), default_data_collator, config, work, events)
 
     model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
+    tok.save_with_model(tokenizer, inputs["tokenizer"], out / "model")
     metrics = {
         "base_vocab_size": base_vocab,
         "embedding_rows": model.get_input_embeddings().weight.shape[0],

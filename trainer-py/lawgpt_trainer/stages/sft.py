@@ -9,6 +9,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lawgpt_trainer import data, prompt, training
+from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
 IGNORE_INDEX = -100  # label value the loss skips
@@ -68,6 +69,6 @@ def run(request: dict, events) -> tuple[dict, dict]:
     if rows < len(tokenizer):
         raise RuntimeError(f"merged model has {rows} embedding rows for a {len(tokenizer)}-token vocabulary")
     merged.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
+    tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
     metrics = {"train_samples": len(dataset), "first_loss": losses[0], "final_loss": losses[-1]}
     return {"adapter": "adapter", "model": "model"}, metrics

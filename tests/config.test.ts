@@ -1,0 +1,47 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseRunConfig } from '../common/config.js';
+
+const demo = JSON.parse(readFileSync(new URL('../configs/demo.json', import.meta.url), 'utf8'));
+
+function problems(raw: unknown): string[] {
+  try {
+    parseRunConfig(raw);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+}
+
+describe('run config', () => {
+  it('accepts the demo config and fills every default', () => {
+    const config = parseRunConfig(demo);
+    expect(config.stages).toEqual(['base', 'vocab', 'pretrain', 'sft', 'eval']);
+    expect(config.sft.lora.target_modules).toEqual(['q_proj', 'v_proj']);
+    expect(config.runtime.max_attempts).toBe(3);
+  });
+
+  it('names every wrong field at once', () => {
+    const bad = { ...demo, bucket: 'Not_A_Bucket', pretrain: { ...demo.pretrain, max_steps: -1 }, sft: { ...demo.sft, lora: { r: 8, alfa: 16 } } };
+    const found = problems(bad);
+    expect(found).toHaveLength(3);
+    expect(found.join('\n')).toMatch(/^bucket: /m);
+    expect(found.join('\n')).toMatch(/^pretrain\.max_steps: /m);
+    expect(found.join('\n')).toMatch(/^sft\.lora: unknown field\(s\) alfa/m);
+  });
+
+  it('requires the data locations as S3 URIs, the corpus as a folder', () => {
+    const found = problems({ ...demo, data: { corpus: 's3://lawgpt/corpus', dialogue: '/tmp/d.jsonl' } });
+    expect(found).toEqual([
+      'data.corpus: must end with "/" (a folder)',
+      'data.dialogue: must look like s3://bucket/key',
+      expect.stringMatching(/^data\.exam: /),
+    ]);
+  });
+
+  it('runs a leading part of the pipeline only', () => {
+    expect(parseRunConfig({ ...demo, stages: ['base', 'vocab'] }).stages).toEqual(['base', 'vocab']);
+    expect(problems({ ...demo, stages: ['vocab', 'pretrain'] })).toEqual([expect.stringMatching(/^stages: must be the first stages/)]);
+  });
+});

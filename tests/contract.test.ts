@@ -1,0 +1,31 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { TrainerEvent, TrainerRequest } from '../common/contract.js';
+import { CONTRACT_SCHEMA_PATH, renderContractSchema } from '../common/write-contract-schema.js';
+
+describe('trainer contract', () => {
+  it("trainer-py's schema is generated from the current contract (npm run contract)", () => {
+    expect(readFileSync(CONTRACT_SCHEMA_PATH, 'utf8')).toBe(renderContractSchema());
+  });
+
+  it('accepts the events a trainer emits and rejects anything else', () => {
+    expect(TrainerEvent.parse({ event: 'progress', step: 3, total_steps: 10, loss: 2.5 })).toMatchObject({ step: 3 });
+    expect(TrainerEvent.safeParse({ event: 'progress', step: 3 }).success).toBe(false);
+    expect(TrainerEvent.safeParse({ event: 'progress', step: 1, total_steps: 2, extra: 1 }).success).toBe(false);
+    expect(TrainerEvent.safeParse({ event: 'shrug' }).success).toBe(false);
+  });
+
+  it('requires exactly the inputs each stage consumes', () => {
+    const request = {
+      contract_version: 1,
+      run_id: 'r',
+      output_dir: '/tmp/out',
+      split: { heldout_percent: 10 },
+      stage: 'vocab',
+      config: { model_type: 'bpe', vocab_size: 100, character_coverage: 1, split_digits: true, byte_fallback: true, max_sentence_length: 10, input_sentence_size: 0 },
+    };
+    expect(TrainerRequest.safeParse({ ...request, inputs: { corpus: '/c', base_tokenizer: '/t' } }).success).toBe(true);
+    expect(TrainerRequest.safeParse({ ...request, inputs: { corpus: '/c' } }).success).toBe(false);
+    expect(TrainerRequest.safeParse({ ...request, inputs: { corpus: '/c', base_tokenizer: '/t', model: '/m' } }).success).toBe(false);
+  });
+});

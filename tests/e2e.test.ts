@@ -1,0 +1,88 @@
+// The whole pipeline for real: Temporal dev server, MinIO, the trainer with a tiny LLaMA.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listKeys } from '../activities/s3.js';
+import { createStageActivities } from '../activities/stage.js';
+import { parseRunConfig } from '../common/config.js';
+import { STAGE_IO } from '../common/stages.js';
+import { uploadDemoData } from '../infra/demo-data.js';
+import { lawgptPipeline } from '../workflows/pipeline.js';
+import { STAGE_KEY, statusQuery } from '../workflows/definitions.js';
+import { startMinio, type TestMinio } from './helpers/minio.js';
+import { startTemporal, workflowsPath } from './helpers/temporal.js';
+import { tools } from './helpers/tools.js';
+
+const config = parseRunConfig({
+  name: 'e2e',
+  bucket: 'lawgpt-e2e',
+  data: {
+    corpus: 's3://lawgpt-e2e/datasets/tiny/corpus/',
+    dialogue: 's3://lawgpt-e2e/datasets/tiny/dialogue.jsonl',
+    exam: 's3://lawgpt-e2e/datasets/tiny/exam.jsonl',
+  },
+  base: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 256 },
+  vocab: { vocab_size: 3000, input_sentence_size: 20000 },
+  pretrain: { max_steps: 4, micro_batch_size: 2, block_size: 64 },
+  sft: { max_steps: 3, micro_batch_size: 2, cutoff_len: 128, max_dialogue_records: 16, max_exam_records: 16 },
+  eval: { block_size: 64, max_heldout_blocks: 4, max_exam_questions: 4, max_new_tokens: 4 },
+  runtime: { max_attempts: 1, progress_report_seconds: 1 },
+});
+
+let env: TestWorkflowEnvironment;
+let minio: TestMinio;
+let work: string;
+
+beforeAll(async () => {
+  [env, minio] = await Promise.all([startTemporal(), startMinio()]);
+  work = await mkdtemp(join(tmpdir(), 'lawgpt-e2e-'));
+  await uploadDemoData(minio.client, config.data, { statutes: 6, cases: 2, dialogueRecords: 40, examRecords: 80 });
+});
+afterAll(async () => {
+  await env?.teardown();
+  await minio?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('the real pipeline', () => {
+  it('runs every stage on the tiny model and leaves every artifact in S3', { timeout: 600_000 }, async () => {
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: 'e2e',
+      workflowsPath,
+      activities: createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, temporal: env.client }),
+    });
+    const { result, status, stageAttribute } = await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'e2e-run', taskQueue: 'e2e', args: [config] });
+      const result = await handle.result();
+      return { result, status: await handle.query(statusQuery), stageAttribute: (await handle.describe()).typedSearchAttributes.get(STAGE_KEY) };
+    });
+
+    expect(Object.keys(result.stages)).toEqual(['base', 'vocab', 'pretrain', 'sft', 'eval']);
+    expect(Object.values(status.stages).every((s) => s === 'completed')).toBe(true);
+    expect(stageAttribute).toBe('done');
+    for (const [stage, stageResult] of Object.entries(result.stages)) {
+      expect(Object.keys(stageResult.outputs).sort()).toEqual([...STAGE_IO[stage as keyof typeof STAGE_IO].outputs].sort());
+      for (const uri of Object.values(stageResult.outputs)) expect((await listKeys(minio.client, uri)).length).toBeGreaterThan(0);
+    }
+
+    const files = (uri: string) => listKeys(minio.client, uri).then((keys) => keys.map((k) => k.split('/').pop()));
+    expect(await files(result.stages.vocab!.outputs.tokenizer)).toEqual(expect.arrayContaining(['tokenizer.model', 'tokenizer_config.json']));
+    expect(await files(result.stages.sft!.outputs.model)).toEqual(expect.arrayContaining(['config.json', 'model.safetensors', 'tokenizer.model']));
+    expect(await files(result.stages.sft!.outputs.adapter)).toEqual(expect.arrayContaining(['adapter_config.json']));
+
+    const vocab = result.stages.vocab!.metrics;
+    expect(vocab.merged_vocab_size).toBe(vocab.base_vocab_size + vocab.pieces_added);
+    expect(vocab.heldout_tokens_per_char_merged).toBeLessThan(vocab.heldout_tokens_per_char_base);
+    expect(result.stages.pretrain!.metrics.embedding_rows).toBeGreaterThanOrEqual(vocab.merged_vocab_size);
+
+    const reportKey = `runs/e2e-run/eval/report/report.json`;
+    const report = JSON.parse(await (await minio.client.send(new GetObjectCommand({ Bucket: 'lawgpt-e2e', Key: reportKey }))).Body!.transformToString());
+    expect(result.evaluation!.heldout_perplexity).toBe(report.heldout_perplexity);
+    expect(report.exam_questions).toBeGreaterThan(0);
+  });
+});

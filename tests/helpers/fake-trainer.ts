@@ -1,0 +1,55 @@
+// A stand-in trainer package for launcher and activity tests: same CLI, same events, but each
+// stage misbehaves in one known way. Put its folder first on PYTHONPATH to use it.
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const MAIN = String.raw`
+import json, os, subprocess, sys, time
+
+stage, request_path = sys.argv[1], sys.argv[3]
+request = json.load(open(request_path))
+def emit(**event):
+    print(json.dumps(event), flush=True)
+
+emit(event="started", stage=stage, trainer_version="fake", pid=os.getpid())
+if stage == "base":
+    # Succeeds: writes its outputs, reports progress, and shows which environment it got.
+    print("env: " + " ".join(sorted(os.environ)), file=sys.stderr)
+    for name in ("tokenizer", "model"):
+        os.makedirs(os.path.join(request["output_dir"], name), exist_ok=True)
+        with open(os.path.join(request["output_dir"], name, "weights.txt"), "w") as f:
+            f.write(name + " from " + ",".join(sorted(request["inputs"])))
+    for step in (1, 2):
+        emit(event="progress", step=step, total_steps=2, loss=3.0 / step)
+    emit(event="completed", outputs={"tokenizer": "tokenizer", "model": "model"}, metrics={"parameters": 42})
+elif stage == "vocab":
+    # Crashes the way real code does.
+    print("loading corpus", file=sys.stderr)
+    print("Traceback (most recent call last):\nMemoryError: out of memory in sentencepiece", file=sys.stderr)
+    sys.exit(3)
+elif stage == "pretrain":
+    # Refuses its input.
+    print("invalid input: block_size too large", file=sys.stderr)
+    emit(event="failed", kind="invalid_input", message="block_size too large for the corpus")
+    sys.exit(2)
+elif stage == "sft":
+    # Breaks the protocol on stdout.
+    print("hello from a stray print", flush=True)
+    emit(event="completed", outputs={}, metrics={})
+elif stage == "eval":
+    # Hangs, with a child of its own, until killed.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(os.path.join(os.path.dirname(request_path), "grandchild.pid"), "w") as f:
+        f.write(str(child.pid))
+    emit(event="progress", step=1, total_steps=100)
+    time.sleep(600)
+`;
+
+export async function createFakeTrainer(): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), 'lawgpt-fake-trainer-'));
+  await mkdir(join(root, 'lawgpt_trainer'));
+  await writeFile(join(root, 'lawgpt_trainer', '__init__.py'), '');
+  await writeFile(join(root, 'lawgpt_trainer', '__main__.py'), MAIN);
+  return root;
+}

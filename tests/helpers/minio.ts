@@ -1,0 +1,58 @@
+// A throwaway MinIO server on free ports with fresh credentials, for tests that need real S3.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { S3Client } from '@aws-sdk/client-s3';
+import { tools } from './tools.js';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+export interface TestMinio {
+  endpoint: string;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  client: S3Client;
+  stop(): Promise<void>;
+}
+
+export async function startMinio(): Promise<TestMinio> {
+  const dir = await mkdtemp(join(tmpdir(), 'lawgpt-minio-'));
+  const [port, consolePort] = [await freePort(), await freePort()];
+  const credentials = { accessKeyId: `test-${randomBytes(4).toString('hex')}`, secretAccessKey: randomBytes(20).toString('hex') };
+  const server = spawn(tools.minio, ['server', dir, '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, '--quiet'], {
+    env: { ...process.env, MINIO_ROOT_USER: credentials.accessKeyId, MINIO_ROOT_PASSWORD: credentials.secretAccessKey },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  server.stderr!.on('data', (chunk) => (stderr += chunk));
+  const endpoint = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (server.exitCode !== null) throw new Error(`minio exited: ${stderr}`);
+    if (await fetch(`${endpoint}/minio/health/live`).then((r) => r.ok, () => false)) break;
+    if (i > 120) throw new Error(`minio did not start: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
+  return {
+    endpoint,
+    credentials,
+    client,
+    async stop() {
+      client.destroy();
+      server.kill('SIGTERM');
+      await new Promise((r) => server.once('exit', r));
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

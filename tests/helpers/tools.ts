@@ -1,0 +1,18 @@
+// Paths of the installed tools the tests start (exported by infra/test.sh from infra/lib.sh).
+function required(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run the tests through 'npm test' (infra/test.sh)`);
+  return value;
+}
+
+export const tools = {
+  get python() {
+    return required('LAWGPT_PYTHON');
+  },
+  get temporal() {
+    return required('LAWGPT_TEMPORAL_BIN');
+  },
+  get minio() {
+    return required('LAWGPT_MINIO_BIN');
+  },
+};

@@ -1,0 +1,73 @@
+// Artifact transfers against a real MinIO server.
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deletePrefix, downloadArtifact, ensureBucket, listKeys, relativeParts, uploadDir, uploadFile } from '../activities/s3.js';
+import { startMinio, type TestMinio } from './helpers/minio.js';
+
+let minio: TestMinio;
+let work: string;
+
+beforeAll(async () => {
+  minio = await startMinio();
+  await ensureBucket(minio.client, 'artifacts');
+  await ensureBucket(minio.client, 'artifacts'); // idempotent
+  work = await mkdtemp(join(tmpdir(), 'lawgpt-s3-'));
+});
+afterAll(async () => {
+  await minio?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+async function tree(dir: string): Promise<Record<string, string>> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  const files = entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+  return Object.fromEntries(await Promise.all(files.map(async (f) => [f.slice(dir.length + 1), await readFile(f, 'utf8')])));
+}
+
+describe('S3 artifacts', () => {
+  it('round-trips a folder with nested and non-ASCII names', async () => {
+    const source = join(work, 'model');
+    await mkdir(join(source, 'sub dir', '民法'), { recursive: true });
+    await writeFile(join(source, 'config.json'), '{"vocab_size": 32960}');
+    await writeFile(join(source, 'sub dir', '民法', '第一条.md'), '第一条 为了保护民事主体的合法权益');
+    await writeFile(join(source, 'big.bin'), 'x'.repeat(12 * 1024 * 1024)); // multipart
+
+    const stats = await uploadDir(minio.client, source, 's3://artifacts/runs/r1/pretrain/model/');
+    expect(stats.files).toBe(3);
+    expect((await listKeys(minio.client, 's3://artifacts/runs/r1/pretrain/model/')).sort()).toEqual([
+      'runs/r1/pretrain/model/big.bin',
+      'runs/r1/pretrain/model/config.json',
+      'runs/r1/pretrain/model/sub dir/民法/第一条.md',
+    ]);
+
+    const copy = await downloadArtifact(minio.client, 's3://artifacts/runs/r1/pretrain/model/', join(work, 'copy'));
+    expect(copy.files).toBe(3);
+    expect(await tree(copy.path)).toEqual(await tree(source));
+  });
+
+  it('downloads a single object as a file named like the key', async () => {
+    await uploadFile(minio.client, join(work, 'model', 'config.json'), 's3://artifacts/datasets/exam.jsonl');
+    const got = await downloadArtifact(minio.client, 's3://artifacts/datasets/exam.jsonl', join(work, 'exam'));
+    expect(got.path).toBe(join(work, 'exam', 'exam.jsonl'));
+    expect(await readFile(got.path, 'utf8')).toBe('{"vocab_size": 32960}');
+  });
+
+  it('says what is missing', async () => {
+    await expect(downloadArtifact(minio.client, 's3://artifacts/nope/', join(work, 'x'))).rejects.toThrow('nothing under s3://artifacts/nope/');
+    await expect(downloadArtifact(minio.client, 's3://artifacts/nope.jsonl', join(work, 'y'))).rejects.toThrow(/NoSuchKey|does not exist/);
+  });
+
+  it('refuses keys that are not plain paths below the prefix', () => {
+    expect(relativeParts('runs/r1/', 'runs/r1/sub/a.json')).toEqual(['sub', 'a.json']);
+    for (const key of ['runs/r1/../../etc/passwd', 'runs/r1/a//b', 'runs/r1/./a', 'other/a']) {
+      expect(() => relativeParts('runs/r1/', key)).toThrow(/not a plain path/);
+    }
+  });
+
+  it('clears a prefix before a retried stage uploads again', async () => {
+    expect(await deletePrefix(minio.client, 's3://artifacts/runs/r1/pretrain/model/')).toBe(3);
+    expect(await listKeys(minio.client, 's3://artifacts/runs/r1/pretrain/model/')).toEqual([]);
+  });
+});

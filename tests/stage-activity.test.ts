@@ -1,0 +1,113 @@
+// The runStage activity against a real MinIO, with the stand-in trainer: inputs down, outputs up,
+// and trainer failures turned into the right kind of activity failure.
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseRunConfig } from '../common/config.js';
+import type { StageTask } from '../common/run.js';
+import type { StageName } from '../common/stages.js';
+import { downloadArtifact, ensureBucket, listKeys } from '../activities/s3.js';
+import { createStageActivities } from '../activities/stage.js';
+import { createFakeTrainer } from './helpers/fake-trainer.js';
+import { startMinio, type TestMinio } from './helpers/minio.js';
+import { tools } from './helpers/tools.js';
+
+let minio: TestMinio;
+let fake: string;
+let work: string;
+let savedPythonPath: string | undefined;
+
+const config = parseRunConfig({
+  name: 'activity-test',
+  bucket: 'lawgpt-test',
+  data: { corpus: 's3://lawgpt-test/data/corpus/', dialogue: 's3://lawgpt-test/data/d.jsonl', exam: 's3://lawgpt-test/data/e.jsonl' },
+});
+
+function task(stage: StageName, inputs: Record<string, string> = {}): StageTask {
+  return { runId: 'run-1', bucket: 'lawgpt-test', stage, inputs, config: config[stage], split: config.data.split, progressReportSeconds: 1 };
+}
+
+async function runStage(t: StageTask) {
+  const { runStage } = createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work } });
+  const heartbeats: unknown[] = [];
+  const env = new MockActivityEnvironment({ attempt: 1 }, { logger: new DefaultLogger('ERROR') });
+  env.on('heartbeat', (d) => heartbeats.push(d));
+  const outcome = await env.run(runStage, t).then(
+    (value) => ({ value, error: undefined }),
+    (error: unknown) => ({ value: undefined, error: error as ApplicationFailure }),
+  );
+  return { ...outcome, heartbeats };
+}
+
+beforeAll(async () => {
+  minio = await startMinio();
+  fake = await createFakeTrainer();
+  work = await mkdtemp(join(tmpdir(), 'lawgpt-activity-'));
+  await ensureBucket(minio.client, 'lawgpt-test');
+  await minio.client.send(new PutObjectCommand({ Bucket: 'lawgpt-test', Key: 'data/corpus/law.md', Body: '第一条' }));
+  savedPythonPath = process.env.PYTHONPATH;
+  process.env.PYTHONPATH = fake;
+});
+afterAll(async () => {
+  process.env.PYTHONPATH = savedPythonPath;
+  await minio?.stop();
+  await rm(fake, { recursive: true, force: true });
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('runStage', () => {
+  it('uploads every output under runs/<run>/<stage>/ and returns their URIs and metrics', async () => {
+    const { value, error, heartbeats } = await runStage(task('base', { corpus: 's3://lawgpt-test/data/corpus/' }));
+    expect(error).toBeUndefined();
+    expect(value).toEqual({
+      stage: 'base',
+      outputs: { tokenizer: 's3://lawgpt-test/runs/run-1/base/tokenizer/', model: 's3://lawgpt-test/runs/run-1/base/model/' },
+      metrics: { parameters: 42 },
+    });
+    expect(await listKeys(minio.client, 's3://lawgpt-test/runs/run-1/base/')).toEqual(['runs/run-1/base/model/weights.txt', 'runs/run-1/base/tokenizer/weights.txt']);
+    expect(heartbeats).toContainEqual({ stage: 'base', step: 2, totalSteps: 2, loss: 1.5 });
+  });
+
+  it('hands the trainer local copies of its inputs', async () => {
+    await runStage(task('base', { corpus: 's3://lawgpt-test/data/corpus/' }));
+    const model = await downloadArtifact(minio.client, 's3://lawgpt-test/runs/run-1/base/model/', join(work, 'check'));
+    expect(await readFile(join(model.path, 'weights.txt'), 'utf8')).toBe('model from corpus');
+  });
+
+  it('fails retryably with the stderr tail when the trainer crashes', async () => {
+    const { error } = await runStage(task('vocab'));
+    expect(error).toBeInstanceOf(ApplicationFailure);
+    expect(error!.type).toBe('TrainerFailed');
+    expect(error!.nonRetryable).toBeFalsy();
+    expect(error!.message).toContain('trainer vocab exited with 3');
+    expect(error!.message).toContain('MemoryError: out of memory in sentencepiece');
+  });
+
+  it('fails without retry when the trainer refuses its input', async () => {
+    const { error } = await runStage(task('pretrain'));
+    expect(error!.type).toBe('InvalidInput');
+    expect(error!.nonRetryable).toBe(true);
+    expect(error!.message).toContain('block_size too large for the corpus');
+  });
+
+  it('fails without retry when an input is missing from S3', async () => {
+    const { error } = await runStage(task('base', { corpus: 's3://lawgpt-test/data/missing/' }));
+    expect(error!.type).toBe('InvalidInput');
+    expect(error!.message).toBe("input 'corpus' not found: s3://lawgpt-test/data/missing/");
+  });
+
+  it('treats a broken event stream as a contract violation', async () => {
+    const { error } = await runStage(task('sft'));
+    expect(error!.type).toBe('ContractViolation');
+    expect(error!.message).toContain('hello from a stray print');
+  });
+
+  it('leaves no working files behind', async () => {
+    expect(await readdir(join(work, 'run-1'), { recursive: true })).toEqual(expect.not.arrayContaining([expect.stringMatching(/attempt-/)]));
+  });
+});

@@ -1,0 +1,72 @@
+// start-run.ts as a user runs it: a bad config is refused before anything is started.
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTemporal } from './helpers/temporal.js';
+
+const run = promisify(execFile);
+let env: TestWorkflowEnvironment;
+let work: string;
+
+beforeAll(async () => {
+  env = await startTemporal();
+  work = await mkdtemp(join(tmpdir(), 'lawgpt-start-run-'));
+});
+afterAll(async () => {
+  await env?.teardown();
+  await rm(work, { recursive: true, force: true });
+});
+
+async function startRun(config: unknown) {
+  const path = join(work, 'config.json');
+  await writeFile(path, typeof config === 'string' ? config : JSON.stringify(config));
+  const address = env.connection.options.address;
+  return run('npx', ['tsx', 'start-run.ts', path], { env: { ...process.env, TEMPORAL_ADDRESS: address } }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }),
+  );
+}
+
+async function workflowCount() {
+  let count = 0;
+  for await (const _ of env.client.workflow.list()) count++;
+  return count;
+}
+
+describe('start-run.ts', () => {
+  it('rejects a config with three wrong fields, names all three and starts nothing', async () => {
+    const demo = JSON.parse(await readFile(new URL('../configs/demo.json', import.meta.url), 'utf8'));
+    const bad = { ...demo, name: 'Has Spaces', vocab: { ...demo.vocab, vocab_size: 0 }, sft: { ...demo.sft, dialogue_answers: 'some' } };
+    const result = await startRun(bad);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('invalid run config (3 problems)');
+    expect(result.stderr).toMatch(/^\s+name: /m);
+    expect(result.stderr).toMatch(/^\s+vocab\.vocab_size: /m);
+    expect(result.stderr).toMatch(/^\s+sft\.dialogue_answers: /m);
+    expect(result.stderr).toContain('nothing was started');
+    expect(await workflowCount()).toBe(0);
+  });
+
+  it('rejects a file that is not JSON', async () => {
+    const result = await startRun('{"name": "demo",');
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/config\.json: .*JSON/);
+    expect(await workflowCount()).toBe(0);
+  });
+
+  it('starts a valid config and prints its Temporal UI link', async () => {
+    const demo = JSON.parse(await readFile(new URL('../configs/demo.json', import.meta.url), 'utf8'));
+    const result = await startRun(demo);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const id = /started run (\S+)/.exec(result.stdout)![1];
+    expect(result.stdout).toContain(`/namespaces/default/workflows/${id}/`);
+    const description = await env.client.workflow.getHandle(id).describe();
+    expect(description.type).toBe('lawgptPipeline');
+    await env.client.workflow.getHandle(id).terminate('test over');
+  });
+});

@@ -1,0 +1,92 @@
+// The trainer launcher with a stand-in trainer: event parsing, exits, cancellation, environment.
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TrainerEvent } from '../common/contract.js';
+import type { StageName } from '../common/stages.js';
+import { launchTrainer, trainerEnv } from '../activities/trainer-process.js';
+import { createFakeTrainer } from './helpers/fake-trainer.js';
+import { tools } from './helpers/tools.js';
+
+let fake: string;
+let work: string;
+
+beforeAll(async () => {
+  fake = await createFakeTrainer();
+  work = await mkdtemp(join(tmpdir(), 'lawgpt-launch-'));
+});
+afterAll(async () => {
+  await rm(fake, { recursive: true, force: true });
+  await rm(work, { recursive: true, force: true });
+});
+
+async function launch(stage: StageName, signal?: AbortSignal, env: NodeJS.ProcessEnv = {}) {
+  const requestPath = join(work, `${stage}.json`);
+  await writeFile(requestPath, JSON.stringify({ output_dir: join(work, `${stage}-out`), inputs: { corpus: '/c' } }));
+  const seen: TrainerEvent[] = [];
+  const exit = await launchTrainer({
+    python: tools.python,
+    stage,
+    requestPath,
+    cwd: work,
+    signal,
+    onEvent: (e) => seen.push(e),
+    env: { ...trainerEnv({ ...process.env, ...env }), PYTHONPATH: fake },
+  });
+  return { exit, seen };
+}
+
+// A killed process can linger as a zombie until someone reaps it; that one is not running.
+const alive = async (pid: number) => {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat !== '' && stat.split(') ')[1]?.[0] !== 'Z';
+};
+
+describe('launchTrainer', () => {
+  it('parses every event, in order, as it arrives', async () => {
+    const { exit, seen } = await launch('base');
+    expect(exit.code).toBe(0);
+    expect(seen.map((e) => e.event)).toEqual(['started', 'progress', 'progress', 'completed']);
+    expect(seen[2]).toEqual({ event: 'progress', step: 2, total_steps: 2, loss: 1.5 });
+    expect(exit.events).toEqual(seen);
+    expect(exit.protocolErrors).toEqual([]);
+  });
+
+  it('keeps the stderr tail of a crashed trainer', async () => {
+    const { exit } = await launch('vocab');
+    expect(exit.code).toBe(3);
+    expect(exit.stderrTail).toContain('MemoryError: out of memory in sentencepiece');
+  });
+
+  it('reports stdout lines that are not contract events', async () => {
+    const { exit, seen } = await launch('sft');
+    expect(exit.protocolErrors).toEqual(['hello from a stray print']);
+    expect(seen.map((e) => e.event)).toEqual(['started', 'completed']);
+  });
+
+  it('kills the whole process group when aborted', async () => {
+    const abort = new AbortController();
+    const pending = launch('eval', abort.signal);
+    const pidFile = join(work, 'grandchild.pid');
+    let grandchild = 0;
+    for (let i = 0; i < 100 && !grandchild; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      grandchild = Number(await readFile(pidFile, 'utf8').catch(() => '0'));
+    }
+    expect(await alive(grandchild)).toBe(true);
+    abort.abort();
+    const { exit } = await pending;
+    expect(exit.signal).toBe('SIGTERM');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await alive(grandchild)).toBe(false);
+  });
+
+  it('passes no credentials down to the trainer', async () => {
+    const secrets = { AWS_SECRET_ACCESS_KEY: 's3cr3t', AWS_ACCESS_KEY_ID: 'id', MINIO_ROOT_PASSWORD: 'pw', LAWGPT_WEBHOOK_TOKEN: 't', HF_TOKEN: 'hf' };
+    const { exit } = await launch('base', undefined, secrets);
+    const envLine = exit.stderrTail.split('\n').find((l) => l.startsWith('env: '))!;
+    for (const name of Object.keys(secrets)) expect(envLine).not.toContain(name);
+    expect(envLine).toContain('HF_HUB_OFFLINE');
+  });
+});

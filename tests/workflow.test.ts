@@ -1,0 +1,129 @@
+// The pipeline workflow on a real local Temporal server, with `runStage` mocked.
+import { readFileSync } from 'node:fs';
+import { ApplicationFailure } from '@temporalio/activity';
+import { WorkflowFailedError } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { parseRunConfig, type RunConfig } from '../common/config.js';
+import type { StageResult, StageTask } from '../common/run.js';
+import { STAGE_IO } from '../common/stages.js';
+import { lawgptPipeline } from '../workflows/pipeline.js';
+import { progressSignal, STAGE_KEY, statusQuery } from '../workflows/definitions.js';
+import { startTemporal, workflowsPath } from './helpers/temporal.js';
+
+const demo = JSON.parse(readFileSync(new URL('../configs/demo.json', import.meta.url), 'utf8'));
+const config = (overrides: object = {}): RunConfig =>
+  parseRunConfig({ ...demo, ...overrides, runtime: { max_attempts: 3, progress_report_seconds: 1, ...(overrides as { runtime?: object }).runtime } });
+
+/** A stand-in for the real activity: outputs at the URIs the real one would use. */
+function fakeStage(task: StageTask): StageResult {
+  const outputs = Object.fromEntries(STAGE_IO[task.stage].outputs.map((o) => [o, `s3://${task.bucket}/runs/${task.runId}/${task.stage}/${o}/`]));
+  return { stage: task.stage, outputs, metrics: { steps: 1 } };
+}
+
+let env: TestWorkflowEnvironment;
+let taskQueueCounter = 0;
+
+beforeAll(async () => {
+  env = await startTemporal();
+});
+afterAll(async () => {
+  await env?.teardown();
+});
+
+async function run(runStage: (task: StageTask) => Promise<StageResult>, cfg: RunConfig, during?: (id: string) => Promise<void>) {
+  const taskQueue = `wf-test-${++taskQueueCounter}`;
+  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowsPath, activities: { runStage } });
+  const workflowId = `${cfg.name}-${taskQueue}`;
+  return worker.runUntil(async () => {
+    const handle = await env.client.workflow.start(lawgptPipeline, { workflowId, taskQueue, args: [cfg] });
+    await during?.(workflowId);
+    const outcome = await handle.result().then(
+      (value) => ({ value, error: undefined }),
+      (error: unknown) => ({ value: undefined, error }),
+    );
+    const description = await handle.describe();
+    return { ...outcome, handle, description, status: await handle.query(statusQuery) };
+  });
+}
+
+describe('lawgptPipeline', () => {
+  it('runs the stages in order and hands each one the S3 URIs of earlier outputs', async () => {
+    const runStage = vi.fn(async (task: StageTask) => fakeStage(task));
+    const { value, description, status, handle } = await run(runStage, config());
+
+    const tasks = runStage.mock.calls.map(([task]) => task);
+    expect(tasks.map((t) => t.stage)).toEqual(['base', 'vocab', 'pretrain', 'sft', 'eval']);
+    const id = handle.workflowId;
+    const out = (stage: string, name: string) => `s3://lawgpt/runs/${id}/${stage}/${name}/`;
+    expect(tasks[1].inputs).toEqual({ corpus: demo.data.corpus, base_tokenizer: out('base', 'tokenizer') });
+    expect(tasks[2].inputs).toEqual({ corpus: demo.data.corpus, tokenizer: out('vocab', 'tokenizer'), base_model: out('base', 'model') });
+    expect(tasks[3].inputs).toEqual({ model: out('pretrain', 'model'), dialogue: demo.data.dialogue, exam: demo.data.exam });
+    expect(tasks[4].inputs).toEqual({ model: out('sft', 'model'), corpus: demo.data.corpus, exam: demo.data.exam });
+    expect(tasks[2].config).toEqual(config().pretrain);
+
+    expect(value!.stages.sft!.outputs.adapter).toBe(out('sft', 'adapter'));
+    expect(value!.evaluation).toEqual({ steps: 1 });
+    expect(Object.values(status.stages)).toEqual(['completed', 'completed', 'completed', 'completed', 'completed']);
+    expect(description.typedSearchAttributes.get(STAGE_KEY)).toBe('done');
+  });
+
+  it('stops after the configured leading stages', async () => {
+    const runStage = vi.fn(async (task: StageTask) => fakeStage(task));
+    const { value } = await run(runStage, config({ stages: ['base', 'vocab'] }));
+    expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base', 'vocab']);
+    expect(Object.keys(value!.stages)).toEqual(['base', 'vocab']);
+  });
+
+  it('stops at a failing stage with an error naming it, and runs nothing after it', async () => {
+    const runStage = vi.fn(async (task: StageTask) => {
+      if (task.stage === 'pretrain') throw ApplicationFailure.nonRetryable('corpus yields no full block', 'InvalidInput');
+      return fakeStage(task);
+    });
+    const { error, status, description } = await run(runStage, config());
+
+    expect(error).toBeInstanceOf(WorkflowFailedError);
+    expect(((error as WorkflowFailedError).cause as Error).message).toBe('stage pretrain failed: corpus yields no full block');
+    expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base', 'vocab', 'pretrain']);
+    expect(status.stages).toMatchObject({ pretrain: 'failed', sft: 'pending', eval: 'pending' });
+    expect(description.typedSearchAttributes.get(STAGE_KEY)).toBe('pretrain:failed');
+  });
+
+  it('retries a stage that fails for a transient reason, up to max_attempts', async () => {
+    let calls = 0;
+    const runStage = vi.fn(async (task: StageTask) => {
+      if (task.stage === 'vocab' && ++calls < 3) throw ApplicationFailure.retryable('worker lost the disk', 'TrainerFailed');
+      return fakeStage(task);
+    });
+    const { value } = await run(runStage, config({ stages: ['base', 'vocab'] }));
+    expect(calls).toBe(3);
+    expect(value!.stages.vocab).toBeDefined();
+
+    calls = 0;
+    const { error } = await run(runStage, config({ stages: ['base', 'vocab'], runtime: { max_attempts: 2 } }));
+    expect(calls).toBe(2);
+    expect(((error as WorkflowFailedError).cause as Error).message).toMatch(/^stage vocab failed: worker lost the disk/);
+  });
+
+  it('shows the running stage, step and loss through the status query', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const runStage = vi.fn(async (task: StageTask) => {
+      if (task.stage === 'pretrain') await gate;
+      return fakeStage(task);
+    });
+    const seen: unknown[] = [];
+    await run(runStage, config({ stages: ['base', 'vocab', 'pretrain'] }), async (id) => {
+      const handle = env.client.workflow.getHandle(id);
+      await vi.waitFor(async () => expect((await handle.query(statusQuery)).stage).toBe('pretrain'), { timeout: 20_000 });
+      await handle.signal(progressSignal, { stage: 'pretrain', step: 7, totalSteps: 30, loss: 4.25 });
+      await handle.signal(progressSignal, { stage: 'vocab', step: 3, totalSteps: 3 }); // stale: ignored
+      seen.push(await handle.query(statusQuery));
+      seen.push((await handle.describe()).typedSearchAttributes.get(STAGE_KEY));
+      release();
+    });
+    expect(seen[0]).toMatchObject({ stage: 'pretrain', step: 7, totalSteps: 30, loss: 4.25, stages: { vocab: 'completed', pretrain: 'running' } });
+    expect(seen[1]).toBe('pretrain');
+  });
+});
