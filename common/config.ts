@@ -47,6 +47,8 @@ const TrainingLoop = {
   learning_rate: z.number().positive().max(1).default(3e-4),
   warmup_steps: z.number().int().nonnegative().default(0),
   logging_steps: positiveInt.default(1),
+  // A checkpoint every this many optimizer steps; at most this many steps are lost to a crash.
+  checkpoint_steps: positiveInt.default(10),
   seed: z.number().int().nonnegative().default(42),
 };
 
@@ -104,6 +106,10 @@ export const RuntimeConfig = z
     max_attempts: positiveInt.max(20).default(3),
     // How often a running stage reports step and loss to the workflow (each report is a history event).
     progress_report_seconds: positiveInt.default(30),
+    // Committed checkpoints kept per stage; older ones are deleted once a newer one is committed.
+    keep_checkpoints: positiveInt.default(2),
+    // After SIGTERM, how long a trainer may take to save its final checkpoint before SIGKILL.
+    stop_grace_seconds: positiveInt.default(120),
   })
   .strict();
 

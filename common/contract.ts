@@ -19,6 +19,8 @@ const RequestCommon = {
   run_id: z.string().min(1),
   output_dir: z.string().min(1),
   split: SplitConfig,
+  // A verified checkpoint folder (with its manifest.json) to continue training from.
+  resume_from: z.string().min(1).optional(),
 };
 
 function requestFor<S extends StageName>(stage: S) {
@@ -47,6 +49,15 @@ export const TrainerEvent = z.discriminatedUnion('event', [
       learning_rate: finite.optional(),
     })
     .strict(),
+  z
+    .object({
+      event: z.literal('checkpoint'),
+      step: z.number().int().positive(),
+      // Folder under output_dir, complete and with its manifest.json: from here on it belongs to
+      // the orchestrator, which uploads it (manifest last) and then deletes it.
+      path: z.string().min(1),
+    })
+    .strict(),
   z.object({ event: z.literal('log'), level: z.enum(['info', 'warning']), message: z.string() }).strict(),
   z
     .object({
@@ -56,9 +67,35 @@ export const TrainerEvent = z.discriminatedUnion('event', [
       metrics: z.record(z.string(), finite),
     })
     .strict(),
-  z.object({ event: z.literal('failed'), kind: z.enum(['invalid_input', 'internal']), message: z.string() }).strict(),
+  // `interrupted`: stopped by SIGTERM after saving a checkpoint (cancellation, pause, shutdown).
+  z.object({ event: z.literal('failed'), kind: z.enum(['invalid_input', 'internal', 'interrupted']), message: z.string() }).strict(),
 ]);
 export type TrainerEvent = z.infer<typeof TrainerEvent>;
+
+/**
+ * A checkpoint's manifest.json, written by the trainer into the checkpoint folder once every file
+ * is saved, and uploaded to S3 after all of them: a checkpoint without a valid manifest whose
+ * sizes and hashes match does not exist.
+ *   s3://<bucket>/runs/<runId>/<stage>/checkpoints/checkpoint-<step>/{...files, manifest.json}
+ */
+export const CheckpointManifest = z
+  .object({
+    manifest_version: z.literal(1),
+    run_id: z.string().min(1),
+    stage: StageName,
+    step: z.number().int().positive(),
+    world_size: z.number().int().positive(),
+    // sha256 of the stage's config section (canonical JSON): resuming under another config is refused.
+    config_hash: z.string().regex(/^[0-9a-f]{64}$/),
+    vocab_size: z.number().int().positive(),
+    trainer_version: z.string(),
+    files: z
+      .array(z.object({ path: z.string().min(1), size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).strict())
+      .nonempty(),
+  })
+  .strict();
+export type CheckpointManifest = z.infer<typeof CheckpointManifest>;
+export const MANIFEST_FILE = 'manifest.json';
 
 /** The JSON Schema trainer-py validates requests and events against. */
 export function contractJsonSchema(): Record<string, unknown> {
@@ -71,5 +108,7 @@ export function contractJsonSchema(): Record<string, unknown> {
     stage_io: STAGE_IO,
     request: z.toJSONSchema(TrainerRequest, { io: 'output', target: 'draft-2020-12' }),
     event: z.toJSONSchema(TrainerEvent, { target: 'draft-2020-12' }),
+    manifest_file: MANIFEST_FILE,
+    manifest: z.toJSONSchema(CheckpointManifest, { target: 'draft-2020-12' }),
   };
 }

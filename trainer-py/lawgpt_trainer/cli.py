@@ -9,7 +9,7 @@ import sys
 import traceback
 
 from lawgpt_trainer import __version__, contract
-from lawgpt_trainer.errors import InvalidInput
+from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
 STAGES = tuple(contract.schema()["stage_io"])
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid input: {e}", file=sys.stderr)
         events.emit("failed", kind="invalid_input", message=str(e))
         return contract.exit_invalid_input()
+    except Interrupted as e:
+        events.emit("failed", kind="interrupted", message=str(e))
+        return 128 + signal.SIGTERM
     except Exception as e:  # noqa: BLE001 - reported to the orchestrator, which decides on retries
         traceback.print_exc()
         events.emit("failed", kind="internal", message=f"{type(e).__name__}: {e}")

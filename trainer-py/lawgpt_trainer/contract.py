@@ -28,12 +28,18 @@ def exit_invalid_input() -> int:
 
 def problems(part: str, document: dict) -> list[str]:
     """Every way `document` breaks the `part` ("request" or "event") schema, one line each."""
+    if part == "manifest":
+        return _format(Draft202012Validator(schema()["manifest"]).iter_errors(document))
     tag = "stage" if part == "request" else "event"
     variants = _variants(part)
     validator = variants.get(document.get(tag)) if isinstance(document, dict) else None
     if validator is None:
         return [f"{tag}: must be one of {', '.join(variants)}"]
-    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    return _format(validator.iter_errors(document))
+
+
+def _format(errors) -> list[str]:
+    errors = sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])
     return [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors]
 
 

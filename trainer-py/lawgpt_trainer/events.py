@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import threading
 
 from lawgpt_trainer import contract
 
@@ -14,6 +15,7 @@ from lawgpt_trainer import contract
 class EventStream:
     def __init__(self, out):
         self._out = out
+        self._lock = threading.Lock()  # checkpoints are reported from a background thread
 
     @classmethod
     def take_stdout(cls) -> "EventStream":
@@ -28,7 +30,8 @@ class EventStream:
         broken = contract.problems("event", document)
         if broken:
             raise ValueError(f"event breaks the contract: {broken}")
-        self._out.write(json.dumps(document, ensure_ascii=False) + "\n")
+        with self._lock:
+            self._out.write(json.dumps(document, ensure_ascii=False) + "\n")
 
     def progress(self, step: int, total_steps: int, loss: float | None = None, learning_rate: float | None = None):
         finite = lambda x: x if x is not None and math.isfinite(x) else None  # noqa: E731

@@ -1,10 +1,18 @@
-"""What pretrain and sft share: device and precision choice, the Hugging Face Trainer setup, and
-progress events from inside the training loop."""
+"""What pretrain and sft share: device and precision choice, the Hugging Face Trainer setup,
+checkpoints handed to the orchestrator, resume, and progress events from inside the loop."""
+
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from lawgpt_trainer import checkpoints
+from lawgpt_trainer.errors import Interrupted
 from lawgpt_trainer.events import EventStream
+
+CHECKPOINTS_DIR = "checkpoints"
 
 
 def precision() -> dict:
@@ -19,26 +27,63 @@ def precision() -> dict:
 class ProgressEvents(TrainerCallback):
     def __init__(self, events: EventStream):
         self.events = events
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "loss" in logs:
-            self.events.progress(state.global_step, state.max_steps, logs["loss"], logs.get("learning_rate"))
-
-
-class LossHistory(TrainerCallback):
-    def __init__(self):
         self.losses: list[float] = []
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.losses.append(float(logs["loss"]))
+            self.events.progress(state.global_step, state.max_steps, logs["loss"], logs.get("learning_rate"))
 
 
-def train(model, dataset, collator, config: dict, work_dir: str, events: EventStream) -> list[float]:
-    """Runs the configured number of optimizer steps and returns the logged losses."""
+class CheckpointHandoff(TrainerCallback):
+    """Once the Trainer has finished writing checkpoint-N, hashes it into a manifest on a background
+    thread (training goes on meanwhile) and reports it; the orchestrator uploads it from there."""
+
+    def __init__(self, events: EventStream, request: dict, vocab_size: int):
+        self.events, self.request, self.vocab_size = events, request, vocab_size
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest")
+        self.pending = []
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.pending.append(self.pool.submit(self._commit, folder, state.global_step, args.world_size))
+
+    def _commit(self, folder: Path, step: int, world_size: int) -> None:
+        checkpoints.write_manifest(folder, self.request, step, world_size, self.vocab_size)
+        relative = folder.relative_to(self.request["output_dir"]).as_posix()
+        self.events.emit("checkpoint", step=step, path=relative)
+
+    def wait(self) -> None:
+        for future in self.pending:
+            future.result()
+        self.pool.shutdown()
+
+
+class StopOnSigterm(TrainerCallback):
+    """SIGTERM (cancel, pause, shutdown, a dying worker) ends training after the current step with
+    a checkpoint, so at most one step is lost."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum, frame):
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def train(model, dataset, collator, request: dict, events: EventStream, vocab_size: int) -> dict:
+    """Runs the configured optimizer steps (resuming from `request.resume_from` when given), hands
+    every checkpoint to the orchestrator, and returns the losses logged and the step resumed at."""
+    config = request["config"]
     args = TrainingArguments(
-        output_dir=work_dir,
+        output_dir=str(Path(request["output_dir"]) / CHECKPOINTS_DIR),
         max_steps=config["max_steps"],
         per_device_train_batch_size=config["micro_batch_size"],
         gradient_accumulation_steps=config["gradient_accumulation_steps"],
@@ -46,7 +91,8 @@ def train(model, dataset, collator, config: dict, work_dir: str, events: EventSt
         warmup_steps=config["warmup_steps"],
         lr_scheduler_type="cosine",
         logging_steps=config["logging_steps"],
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=config["checkpoint_steps"],
         report_to=[],
         disable_tqdm=True,
         seed=config["seed"],
@@ -55,13 +101,25 @@ def train(model, dataset, collator, config: dict, work_dir: str, events: EventSt
         remove_unused_columns=False,
         **precision(),
     )
-    history = LossHistory()
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=collator,
-        callbacks=[ProgressEvents(events), history],
-    )
-    trainer.train()
-    return history.losses
+    resumed_at = 0
+    if request.get("resume_from"):
+        resumed_at = checkpoints.check_resumable(request["resume_from"], request, args.world_size, vocab_size)["step"]
+        events.log(f"resuming from checkpoint-{resumed_at}")
+
+    progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnSigterm()
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[progress, handoff, stop])
+    try:
+        trainer.train(resume_from_checkpoint=request.get("resume_from"))
+    finally:
+        handoff.wait()
+    if stop.requested:
+        raise Interrupted(f"stopped by SIGTERM at step {trainer.state.global_step}, checkpoint saved")
+    return {"losses": progress.losses, "resumed_at": resumed_at}
+
+
+def loss_metrics(trained: dict) -> dict:
+    losses = trained["losses"]
+    metrics = {"resumed_from_step": trained["resumed_at"]}
+    if losses:
+        metrics.update(first_loss=losses[0], final_loss=losses[-1])
+    return metrics

@@ -17,7 +17,7 @@ TRAINER_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LAWGPT_SHARED_DATA", TRAINER_ROOT.parents[1] / "shared" / "data"))
 
 TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256, "seed": 0}
-LOOP = {"micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0, "logging_steps": 1, "seed": 7}
+LOOP = {"micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0, "logging_steps": 1, "checkpoint_steps": 2, "seed": 7}
 CONFIGS = {
     "base": {"tokenizer": "mistral_common:tokenizer.model.v1", **TINY_MODEL},
     "vocab": {"model_type": "bpe", "vocab_size": 2000, "character_coverage": 0.9995, "split_digits": True, "byte_fallback": True, "max_sentence_length": 4096, "input_sentence_size": 20000},
@@ -39,7 +39,7 @@ class StageRun:
         return next(e for e in self.events if e["event"] == "completed")
 
 
-def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, split=None) -> StageRun:
+def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, split=None, resume_from: Path | None = None) -> StageRun:
     """Runs `python -m lawgpt_trainer <stage>` as the orchestrator does; every stdout line must be
     a contract event."""
     work.mkdir(parents=True, exist_ok=True)
@@ -52,6 +52,8 @@ def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, 
         "inputs": {k: str(v) for k, v in inputs.items()},
         "config": config or CONFIGS[stage],
     }
+    if resume_from:
+        request["resume_from"] = str(resume_from)
     (work / "request.json").write_text(json.dumps(request), "utf-8")
     env = {**os.environ, "PYTHONPATH": str(TRAINER_ROOT)}
     proc = subprocess.run([sys.executable, "-m", "lawgpt_trainer", stage, "--request", str(work / "request.json")], capture_output=True, text=True, env=env, timeout=600)

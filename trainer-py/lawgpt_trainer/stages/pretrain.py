@@ -1,7 +1,6 @@
 """pretrain: continued pretraining of the base model on the legal corpus with the merged
 vocabulary; the embeddings are resized to that vocabulary first."""
 
-import tempfile
 from pathlib import Path
 
 from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
@@ -26,8 +25,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         raise InvalidInput(f"the corpus yields no full block of {config['block_size']} tokens")
     events.log(f"{len(train_docs)} documents -> {len(blocks)} blocks of {config['block_size']} tokens")
 
-    with tempfile.TemporaryDirectory() as work:
-        losses = training.train(model, packing.lm_dataset(blocks), default_data_collator, config, work, events)
+    trained = training.train(model, packing.lm_dataset(blocks), default_data_collator, request, events, len(tokenizer))
 
     model.save_pretrained(out / "model")
     tok.save_with_model(tokenizer, inputs["tokenizer"], out / "model")
@@ -35,7 +33,6 @@ def run(request: dict, events) -> tuple[dict, dict]:
         "base_vocab_size": base_vocab,
         "embedding_rows": model.get_input_embeddings().weight.shape[0],
         "train_blocks": len(blocks),
-        "first_loss": losses[0],
-        "final_loss": losses[-1],
+        **training.loss_metrics(trained),
     }
     return {"model": "model"}, metrics

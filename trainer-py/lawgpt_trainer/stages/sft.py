@@ -1,7 +1,6 @@
 """sft: instruction tuning with LoRA on lawyer consultations and judicial-exam questions; the loss
 covers the response tokens only. Writes the adapter and the standalone merged model."""
 
-import tempfile
 from pathlib import Path
 
 import torch
@@ -60,8 +59,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         model,
         LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], target_modules=lora["target_modules"], task_type="CAUSAL_LM"),
     )
-    with tempfile.TemporaryDirectory() as work:
-        losses = training.train(model, dataset, pad_collator(tokenizer.unk_token_id), config, work, events)
+    trained = training.train(model, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
 
     model.save_pretrained(out / "adapter")
     merged = model.merge_and_unload()
@@ -70,5 +68,5 @@ def run(request: dict, events) -> tuple[dict, dict]:
         raise RuntimeError(f"merged model has {rows} embedding rows for a {len(tokenizer)}-token vocabulary")
     merged.save_pretrained(out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
-    metrics = {"train_samples": len(dataset), "first_loss": losses[0], "final_loss": losses[-1]}
+    metrics = {"train_samples": len(dataset), **training.loss_metrics(trained)}
     return {"adapter": "adapter", "model": "model"}, metrics

@@ -1,0 +1,67 @@
+"""Checkpoints as the orchestrator sees them: a finished Hugging Face checkpoint folder plus a
+manifest.json (layout in contract.schema.json) that lists every file with its size and sha256.
+
+The manifest is what makes a checkpoint exist: it is written last, after the folder is complete,
+and resuming checks the checkpoint against it and against the run that wants to continue."""
+
+import hashlib
+import json
+from pathlib import Path
+
+from lawgpt_trainer import __version__, contract
+from lawgpt_trainer.errors import InvalidInput
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, request: dict, step: int, world_size: int, vocab_size: int) -> dict:
+    name = contract.schema()["manifest_file"]
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != name)
+    manifest = {
+        "manifest_version": 1,
+        "run_id": request["run_id"],
+        "stage": request["stage"],
+        "step": step,
+        "world_size": world_size,
+        "config_hash": config_hash(request["config"]),
+        "vocab_size": vocab_size,
+        "trainer_version": __version__,
+        "files": [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)} for p in files],
+    }
+    broken = contract.problems("manifest", manifest)
+    if broken:
+        raise ValueError(f"manifest breaks the contract: {broken}")
+    (folder / name).write_text(json.dumps(manifest, indent=2), "utf-8")
+    return manifest
+
+
+def check_resumable(folder: str, request: dict, world_size: int, vocab_size: int) -> dict:
+    """The manifest of the checkpoint to resume from, if this run may continue from it."""
+    path = Path(folder) / contract.schema()["manifest_file"]
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InvalidInput(f"cannot resume from {folder}: no readable manifest ({e})") from e
+    broken = contract.problems("manifest", manifest)
+    if broken:
+        raise InvalidInput(f"cannot resume from {folder}: invalid manifest: {broken}")
+    expected = {
+        "stage": request["stage"],
+        "world_size": world_size,
+        "vocab_size": vocab_size,
+        "config_hash": config_hash(request["config"]),
+    }
+    mismatched = [f"{k} is {manifest[k]!r} there, {v!r} here" for k, v in expected.items() if manifest[k] != v]
+    if mismatched:
+        raise InvalidInput(f"cannot resume from checkpoint-{manifest['step']}: " + "; ".join(mismatched))
+    return manifest

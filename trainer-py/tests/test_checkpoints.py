@@ -1,0 +1,95 @@
+"""Checkpoints: handed over with a manifest, resumed exactly, refused when they do not fit."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from lawgpt_trainer import contract
+
+from conftest import CONFIGS, TRAINER_ROOT, run_stage
+
+
+def _checkpoint_events(run):
+    return [e for e in run.events if e["event"] == "checkpoint"]
+
+
+def _pretrain_inputs(pipeline, tiny_data):
+    return {"corpus": tiny_data["corpus"], "tokenizer": pipeline["vocab"].output_dir / "tokenizer", "base_model": pipeline["base"].output_dir / "model"}
+
+
+def test_every_checkpoint_is_reported_with_a_manifest_that_matches_its_files(pipeline):
+    run = pipeline["pretrain"]
+    events = _checkpoint_events(run)
+    assert [e["step"] for e in events] == [2, 4]
+    for event in events:
+        folder = run.output_dir / event["path"]
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert contract.problems("manifest", manifest) == []
+        assert (manifest["stage"], manifest["step"], manifest["world_size"]) == ("pretrain", event["step"], 1)
+        listed = {f["path"]: f for f in manifest["files"]}
+        on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"}
+        assert set(listed) == on_disk and "trainer_state.json" in on_disk
+        for path, entry in listed.items():
+            content = (folder / path).read_bytes()
+            assert (len(content), hashlib.sha256(content).hexdigest()) == (entry["size"], entry["sha256"])
+
+
+def test_checkpoint_events_come_after_the_step_they_save(pipeline):
+    order = [(e["event"], e.get("step")) for e in pipeline["pretrain"].events if e["event"] in ("progress", "checkpoint")]
+    assert order.index(("checkpoint", 2)) > order.index(("progress", 2))
+
+
+def test_resume_reproduces_the_uninterrupted_losses_and_weights(pipeline, tiny_data, tmp_path):
+    full = pipeline["pretrain"]
+    checkpoint = full.output_dir / _checkpoint_events(full)[0]["path"]
+    resumed = run_stage("pretrain", _pretrain_inputs(pipeline, tiny_data), tmp_path, resume_from=checkpoint)
+
+    losses = lambda run: {e["step"]: e["loss"] for e in run.events if e["event"] == "progress"}  # noqa: E731
+    after = losses(resumed)
+    assert sorted(after) == [3, 4]
+    for step, loss in after.items():
+        assert abs(loss - losses(full)[step]) <= 1e-6, (step, loss, losses(full)[step])
+    assert resumed.completed()["metrics"]["resumed_from_step"] == 2
+
+    a = LlamaForCausalLM.from_pretrained(full.output_dir / "model").state_dict()
+    b = LlamaForCausalLM.from_pretrained(resumed.output_dir / "model").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_under_another_config_is_refused(pipeline, tiny_data, tmp_path):
+    full = pipeline["pretrain"]
+    checkpoint = full.output_dir / _checkpoint_events(full)[0]["path"]
+    config = {**CONFIGS["pretrain"], "learning_rate": 5e-4}
+    run = run_stage("pretrain", _pretrain_inputs(pipeline, tiny_data), tmp_path, config=config, resume_from=checkpoint)
+    assert run.returncode == 2
+    assert "cannot resume from checkpoint-2: config_hash is" in run.events[-1]["message"]
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(pipeline, tiny_data, tmp_path):
+    request = {
+        "contract_version": 1, "stage": "pretrain", "run_id": "pytest", "output_dir": str(tmp_path / "out"), "split": {"heldout_percent": 20},
+        "inputs": {k: str(v) for k, v in _pretrain_inputs(pipeline, tiny_data).items()},
+        "config": {**CONFIGS["pretrain"], "max_steps": 500, "checkpoint_steps": 1000},
+    }  # fmt: skip
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lawgpt_trainer", "pretrain", "--request", str(tmp_path / "request.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": str(TRAINER_ROOT)},
+    )  # fmt: skip
+    events = []
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["event"] == "progress" and events[-1]["step"] == 3:
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    checkpoint = next(e for e in events if e["event"] == "checkpoint")
+    assert 3 <= checkpoint["step"] < 500
+    assert (tmp_path / "out" / checkpoint["path"] / "manifest.json").is_file()
+    assert events[-1]["event"] == "failed" and events[-1]["kind"] == "interrupted"
