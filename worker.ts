@@ -3,7 +3,7 @@
 import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
-import { createStageActivities } from './activities/stage.js';
+import { createStageActivities, STAGE_WORKER_OPTIONS } from './activities/stage.js';
 import { createS3Client } from './activities/s3.js';
 import { loadSettings } from './common/settings.js';
 
@@ -17,8 +17,7 @@ async function main() {
     taskQueue: settings.LAWGPT_TASK_QUEUE,
     workflowsPath: fileURLToPath(new URL('./workflows/index.ts', import.meta.url)),
     activities: createStageActivities({ s3: createS3Client(settings), settings, temporal: client }),
-    // One stage at a time: a training stage wants the whole machine.
-    maxConcurrentActivityTaskExecutions: 1,
+    ...STAGE_WORKER_OPTIONS,
   });
   console.log(`worker polling task queue '${settings.LAWGPT_TASK_QUEUE}' on ${settings.TEMPORAL_ADDRESS}`);
   await worker.run();

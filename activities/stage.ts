@@ -1,7 +1,8 @@
 // The `runStage` activity: one pipeline stage, start to finish, on this worker.
-//   download inputs from S3 -> write the trainer request -> run the trainer -> upload outputs to S3
+//   download inputs (and the newest verified checkpoint) from S3 -> write the trainer request
+//   -> run the trainer, uploading its checkpoints as they come -> upload outputs to S3
 // Progress flows three ways: heartbeats (liveness and cancellation), a throttled signal to the
-// workflow (its `status` query and search attributes), and the worker's log.
+// workflow (its `status` query), and the worker's log.
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
@@ -12,6 +13,7 @@ import type { StageProgress, StageResult, StageTask } from '../common/run.js';
 import type { Settings } from '../common/settings.js';
 import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
+import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
 import { deletePrefix, downloadArtifact, s3Uri, uploadDir } from './s3.js';
 import { launchTrainer } from './trainer-process.js';
 
@@ -22,11 +24,19 @@ export interface StageDeps {
   temporal?: Client;
 }
 
-/** Error types a workflow must not retry: the same input would fail the same way. */
-export const NON_RETRYABLE_ERRORS = ['InvalidInput'];
-
 export const artifactPrefix = (task: Pick<StageTask, 'bucket' | 'runId' | 'stage'>, output: string) =>
   s3Uri(task.bucket, `runs/${task.runId}/${task.stage}/${output}/`);
+
+const HEARTBEAT_MS = 5_000;
+
+/** Worker options that stage activities rely on. */
+export const STAGE_WORKER_OPTIONS = {
+  // A cancel reaches an activity only with a heartbeat's answer, and heartbeats are throttled
+  // (by default up to 60 s): keep that short so a cancelled trainer stops within seconds.
+  maxHeartbeatThrottleInterval: '5 seconds',
+  // One stage at a time: a training stage wants the whole machine.
+  maxConcurrentActivityTaskExecutions: 1,
+} as const;
 
 export function createStageActivities(deps: StageDeps) {
   async function fetchInputs(task: StageTask, dir: string): Promise<Record<string, string>> {
@@ -51,14 +61,18 @@ export function createStageActivities(deps: StageDeps) {
     await mkdir(join(work, 'out'), { recursive: true });
     try {
       ctx.log.info(`stage ${task.stage}: fetching inputs`, { inputs: task.inputs });
+      const inputs = await fetchInputs(task, join(work, 'inputs'));
+      const resume = await findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m), () => ctx.heartbeat());
+      if (resume) ctx.log.info(`stage ${task.stage}: resuming from checkpoint-${resume.step}`);
       const request = {
         contract_version: CONTRACT_VERSION,
         run_id: task.runId,
         stage: task.stage,
         output_dir: join(work, 'out'),
         split: task.split,
-        inputs: await fetchInputs(task, join(work, 'inputs')),
+        inputs,
         config: task.config,
+        ...(resume && { resume_from: resume.path }),
       } as TrainerRequest;
       const requestPath = join(work, 'request.json');
       await writeFile(requestPath, JSON.stringify(request, null, 2));
@@ -70,51 +84,42 @@ export function createStageActivities(deps: StageDeps) {
     }
   }
 
-  async function runTrainer(task: StageTask, requestPath: string, cwd: string) {
+  async function runTrainer(task: StageTask, requestPath: string, work: string) {
     const ctx = Context.current();
     const reporter = progressReporter(task, deps.temporal);
-    // The trainer may be silent for minutes (tokenising, saving); heartbeat while it is alive so
-    // that a dead worker, not a quiet trainer, is what the heartbeat timeout detects.
-    const beat = setInterval(() => ctx.heartbeat(reporter.latest()), 5_000);
+    const uploader = new CheckpointUploader(deps.s3, checkpointsPrefix(task), task.runtime.keep_checkpoints, (c) => {
+      ctx.log.info(`stage ${task.stage}: checkpoint-${c.step} committed to ${c.uri}`);
+      reporter.checkpoint(c.step);
+    });
+    // The trainer may be silent for minutes (tokenising, saving); heartbeat while it is alive and
+    // while its checkpoints upload, so that a dead worker, not a quiet trainer, is what the
+    // heartbeat timeout detects.
+    const beat = setInterval(() => ctx.heartbeat(reporter.latest()), HEARTBEAT_MS);
     let exit;
+    let uploadFailure: unknown;
     try {
       exit = await launchTrainer({
         python: deps.settings.LAWGPT_PYTHON,
         stage: task.stage,
         requestPath,
-        cwd,
+        cwd: work,
         signal: ctx.cancellationSignal,
-        onEvent: (event) => onEvent(task, event, reporter),
+        stopGraceMs: task.runtime.stop_grace_seconds * 1000,
+        onEvent: (event) => {
+          if (event.event === 'progress') reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
+          if (event.event === 'checkpoint') uploader.submit(event.step, join(work, 'out', event.path));
+          if (event.event === 'log') ctx.log[event.level === 'warning' ? 'warn' : 'info'](`[${task.stage}] ${event.message}`);
+        },
         onStderr: (line) => ctx.log.debug(`[${task.stage}] ${line}`),
       });
+      // Checkpoints saved before a crash or a cancel are complete: commit them either way.
+      await uploader.drain().catch((err) => (uploadFailure = err));
     } finally {
       clearInterval(beat);
     }
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
-
-    const completed = exit.events.find((e) => e.event === 'completed');
-    const failed = exit.events.find((e) => e.event === 'failed');
-    const outcome = `trainer ${task.stage} exited with ${exit.code ?? exit.signal}`;
-    if (exit.protocolErrors.length) {
-      throw ApplicationFailure.nonRetryable(
-        `${outcome}; it broke the event contract on stdout: ${exit.protocolErrors.slice(0, 3).join(' | ')}`,
-        'ContractViolation',
-      );
-    }
-    if (exit.code === EXIT_INVALID_INPUT) {
-      throw ApplicationFailure.nonRetryable(`${outcome}: ${failed?.message ?? 'invalid input'}\n${exit.stderrTail}`, 'InvalidInput');
-    }
-    if (exit.code !== 0 || !completed) {
-      throw ApplicationFailure.retryable(`${outcome}: ${failed?.message ?? 'no completed event'}\n--- stderr tail ---\n${exit.stderrTail}`, 'TrainerFailed');
-    }
-    return completed;
-  }
-
-  function onEvent(task: StageTask, event: TrainerEvent, reporter: ReturnType<typeof progressReporter>) {
-    const log = Context.current().log;
-    if (event.event === 'progress') reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
-    if (event.event === 'log') log[event.level === 'warning' ? 'warn' : 'info'](`[${task.stage}] ${event.message}`);
+    return outcome(task, exit, uploadFailure);
   }
 
   async function publish(task: StageTask, work: string, completed: Extract<TrainerEvent, { event: 'completed' }>): Promise<StageResult> {
@@ -137,10 +142,32 @@ export function createStageActivities(deps: StageDeps) {
   return { runStage };
 }
 
-/** Keeps the latest progress and forwards it to the workflow at most every `progressReportSeconds`. */
+/** Turns how the trainer ended into the stage's completion, or a failure of the right kind. */
+function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>>, uploadFailure: unknown) {
+  const completed = exit.events.find((e) => e.event === 'completed');
+  const failed = exit.events.find((e) => e.event === 'failed');
+  const ended = `trainer ${task.stage} exited with ${exit.code ?? exit.signal}`;
+  if (exit.protocolErrors.length) {
+    throw ApplicationFailure.nonRetryable(
+      `${ended}; it broke the event contract on stdout: ${exit.protocolErrors.slice(0, 3).join(' | ')}`,
+      'ContractViolation',
+    );
+  }
+  if (exit.code === EXIT_INVALID_INPUT) {
+    throw ApplicationFailure.nonRetryable(`${ended}: ${failed?.message ?? 'invalid input'}\n${exit.stderrTail}`, 'InvalidInput');
+  }
+  if (exit.code !== 0 || !completed) {
+    throw ApplicationFailure.retryable(`${ended}: ${failed?.message ?? 'no completed event'}\n--- stderr tail ---\n${exit.stderrTail}`, 'TrainerFailed');
+  }
+  if (uploadFailure) throw ApplicationFailure.retryable(`checkpoint upload failed: ${(uploadFailure as Error).message}`, 'CheckpointUploadFailed');
+  return completed;
+}
+
+/** Keeps the latest progress and forwards it to the workflow at most every `progress_report_seconds`. */
 function progressReporter(task: StageTask, temporal?: Client) {
   const ctx = Context.current();
   let latest: StageProgress | undefined;
+  let checkpoint: number | undefined;
   let sentAt = 0;
   let pending: StageProgress | undefined;
 
@@ -158,13 +185,19 @@ function progressReporter(task: StageTask, temporal?: Client) {
     }
   }
 
+  function update(progress: StageProgress) {
+    latest = { ...progress, ...(checkpoint !== undefined && { checkpoint }) };
+    ctx.heartbeat(latest);
+    if (Date.now() - sentAt >= task.runtime.progress_report_seconds * 1000) void send(latest);
+    else pending = latest;
+  }
+
   return {
     latest: () => latest,
-    update(progress: StageProgress) {
-      latest = progress;
-      ctx.heartbeat(progress);
-      if (Date.now() - sentAt >= task.progressReportSeconds * 1000) void send(progress);
-      else pending = progress;
+    update,
+    checkpoint(step: number) {
+      checkpoint = step;
+      if (latest) update(latest);
     },
     async flush() {
       if (pending) await send(pending);

@@ -7,7 +7,6 @@ import { TrainerEvent } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
 
 const STDERR_TAIL_CHARS = 4000;
-const KILL_GRACE_MS = 10_000;
 
 export interface TrainerLaunch {
   python: string;
@@ -16,7 +15,10 @@ export interface TrainerLaunch {
   cwd: string;
   onEvent: (event: TrainerEvent) => void;
   onStderr?: (line: string) => void;
+  /** Aborting sends SIGTERM to the trainer's process group (it saves a checkpoint and exits)... */
   signal?: AbortSignal;
+  /** ...and SIGKILL to whatever is left this long after. */
+  stopGraceMs?: number;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -81,7 +83,7 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   let forceKill: NodeJS.Timeout | undefined;
   const onAbort = () => {
     killGroup('SIGTERM');
-    forceKill = setTimeout(() => killGroup('SIGKILL'), KILL_GRACE_MS);
+    forceKill = setTimeout(() => killGroup('SIGKILL'), launch.stopGraceMs ?? 10_000);
   };
   launch.signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -89,6 +91,8 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(forceKill);
+      // The trainer is gone; nothing of its group may outlive it (a DataLoader or launcher child).
+      killGroup('SIGKILL');
       launch.signal?.removeEventListener('abort', onAbort);
       resolve({ code, signal, events, stderrTail, protocolErrors });
     });

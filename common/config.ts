@@ -102,7 +102,8 @@ export const SplitConfig = z
 export const RuntimeConfig = z
   .object({
     stage_timeout_minutes: positiveInt.default(24 * 60),
-    heartbeat_timeout_seconds: positiveInt.default(120),
+    // A stage heartbeats every 5 s while its trainer lives; a missing worker is noticed after this.
+    heartbeat_timeout_seconds: positiveInt.min(15).default(120),
     max_attempts: positiveInt.max(20).default(3),
     // How often a running stage reports step and loss to the workflow (each report is a history event).
     progress_report_seconds: positiveInt.default(30),

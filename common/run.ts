@@ -11,7 +11,7 @@ export interface StageTask {
   inputs: Record<string, string>;
   config: RunConfig[StageName];
   split: RunConfig['data']['split'];
-  progressReportSeconds: number;
+  runtime: RunConfig['runtime'];
 }
 
 /** Output of `runStage`: where each output artifact now lives, and the trainer's metrics. */
@@ -27,9 +27,11 @@ export interface StageProgress {
   step: number;
   totalSteps: number;
   loss?: number;
+  /** Step of the newest checkpoint committed to S3. */
+  checkpoint?: number;
 }
 
-export type StageState = 'pending' | 'running' | 'completed' | 'failed';
+export type StageState = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
 
 /** Answer of the `status` query. */
 export interface PipelineStatus {
@@ -38,6 +40,7 @@ export interface PipelineStatus {
   step: number | null;
   totalSteps: number | null;
   loss: number | null;
+  checkpoint: number | null;
   stages: Record<StageName, StageState>;
   results: Partial<Record<StageName, StageResult>>;
 }

@@ -7,7 +7,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listKeys } from '../activities/s3.js';
-import { createStageActivities } from '../activities/stage.js';
+import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { parseRunConfig } from '../common/config.js';
 import { STAGE_IO } from '../common/stages.js';
 import { uploadDemoData } from '../infra/demo-data.js';
@@ -55,6 +55,7 @@ describe('the real pipeline', () => {
       taskQueue: 'e2e',
       workflowsPath,
       activities: createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, temporal: env.client }),
+      ...STAGE_WORKER_OPTIONS,
     });
     const { result, status, stageAttribute } = await worker.runUntil(async () => {
       const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'e2e-run', taskQueue: 'e2e', args: [config] });

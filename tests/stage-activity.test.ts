@@ -29,7 +29,7 @@ const config = parseRunConfig({
 });
 
 function task(stage: StageName, inputs: Record<string, string> = {}): StageTask {
-  return { runId: 'run-1', bucket: 'lawgpt-test', stage, inputs, config: config[stage], split: config.data.split, progressReportSeconds: 1 };
+  return { runId: 'run-1', bucket: 'lawgpt-test', stage, inputs, config: config[stage], split: config.data.split, runtime: { ...config.runtime, progress_report_seconds: 1 } };
 }
 
 async function runStage(t: StageTask) {

@@ -7,6 +7,7 @@ import type { TrainerEvent } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
 import { launchTrainer, trainerEnv } from '../activities/trainer-process.js';
 import { createFakeTrainer } from './helpers/fake-trainer.js';
+import { findProcesses } from './helpers/processes.js';
 import { tools } from './helpers/tools.js';
 
 let fake: string;
@@ -38,10 +39,7 @@ async function launch(stage: StageName, signal?: AbortSignal, env: NodeJS.Proces
 }
 
 // A killed process can linger as a zombie until someone reaps it; that one is not running.
-const alive = async (pid: number) => {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  return stat !== '' && stat.split(') ')[1]?.[0] !== 'Z';
-};
+const alive = async (pid: number) => (await findProcesses('')).includes(pid);
 
 describe('launchTrainer', () => {
   it('parses every event, in order, as it arrives', async () => {

@@ -5,8 +5,10 @@
 //
 // Deterministic: no I/O, no clocks, no randomness here.
 import {
+  ActivityCancellationType,
   ActivityFailure,
   ApplicationFailure,
+  isCancellation,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -35,6 +37,8 @@ export async function lawgptPipeline(config: RunConfig): Promise<PipelineResult>
     startToCloseTimeout: `${config.runtime.stage_timeout_minutes} minutes`,
     heartbeatTimeout: `${config.runtime.heartbeat_timeout_seconds} seconds`,
     retry: { maximumAttempts: config.runtime.max_attempts, nonRetryableErrorTypes: ['InvalidInput', 'ContractViolation'] },
+    // On cancel, wait while the stage stops its trainer and commits a final checkpoint.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   });
   const status = trackStatus(config);
   const done: Outputs = {};
@@ -50,10 +54,14 @@ export async function lawgptPipeline(config: RunConfig): Promise<PipelineResult>
         inputs: PLAN[stage](config.data, done),
         config: config[stage],
         split: config.data.split,
-        progressReportSeconds: config.runtime.progress_report_seconds,
+        runtime: config.runtime,
       });
     } catch (err) {
-      status.fail(stage);
+      if (isCancellation(err)) {
+        status.end(stage, 'cancelled');
+        throw err;
+      }
+      status.end(stage, 'failed');
       const cause = err instanceof ActivityFailure && err.cause ? err.cause : err;
       throw ApplicationFailure.create({
         message: `stage ${stage} failed: ${(cause as Error).message}`,
@@ -76,6 +84,7 @@ function trackStatus(config: RunConfig) {
     step: null,
     totalSteps: null,
     loss: null,
+    checkpoint: null,
     stages: Object.fromEntries(STAGES.map((s) => [s, 'pending'])) as PipelineStatus['stages'],
     results: {},
   };
@@ -85,18 +94,19 @@ function trackStatus(config: RunConfig) {
     status.step = progress.step;
     status.totalSteps = progress.totalSteps;
     status.loss = progress.loss ?? status.loss;
+    status.checkpoint = progress.checkpoint ?? status.checkpoint;
   });
   const show = (value: string) => upsertSearchAttributes([{ key: STAGE_KEY, value }]);
 
   return {
     begin(stage: StageName) {
-      Object.assign(status, { stage, step: null, totalSteps: null, loss: null });
+      Object.assign(status, { stage, step: null, totalSteps: null, loss: null, checkpoint: null });
       status.stages[stage] = 'running';
       show(stage);
     },
-    fail(stage: StageName) {
-      status.stages[stage] = 'failed';
-      show(`${stage}:failed`);
+    end(stage: StageName, state: 'failed' | 'cancelled') {
+      status.stages[stage] = state;
+      show(`${stage}:${state}`);
     },
     complete(result: StageResult) {
       status.stages[result.stage] = 'completed';

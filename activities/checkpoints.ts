@@ -1,0 +1,151 @@
+// Checkpoints in S3. The trainer hands over finished checkpoint folders (with manifest.json);
+// here they are uploaded with the manifest LAST, so a checkpoint is visible only once complete,
+// older ones are pruned, and a retried stage finds the newest one that verifies.
+//   s3://<bucket>/runs/<runId>/<stage>/checkpoints/checkpoint-<step>/{...files, manifest.json}
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CheckpointManifest, MANIFEST_FILE } from '../common/contract.js';
+import type { StageTask } from '../common/run.js';
+import { deletePrefix, downloadArtifact, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFile } from './s3.js';
+
+const PARALLEL_UPLOADS = 4;
+const CHECKPOINT_DIR = /checkpoints\/checkpoint-(\d+)\/$/;
+
+export const checkpointsPrefix = (task: Pick<StageTask, 'bucket' | 'runId' | 'stage'>) =>
+  s3Uri(task.bucket, `runs/${task.runId}/${task.stage}/checkpoints/`);
+
+export interface CommittedCheckpoint {
+  step: number;
+  uri: string;
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk);
+  return hash.digest('hex');
+}
+
+/** Checkpoint folders under the stage's prefix, newest first, each with whether it has a manifest. */
+async function listCheckpoints(s3: S3Client, prefix: string): Promise<{ step: number; uri: string; committed: boolean }[]> {
+  const { bucket } = parseS3Uri(prefix);
+  const folders = new Map<number, { uri: string; committed: boolean }>();
+  for (const key of await listKeys(s3, prefix)) {
+    const folder = key.slice(0, key.lastIndexOf('/') + 1);
+    const match = CHECKPOINT_DIR.exec(folder);
+    if (!match) continue;
+    const entry = folders.get(Number(match[1])) ?? { uri: s3Uri(bucket, folder), committed: false };
+    entry.committed ||= key === folder + MANIFEST_FILE;
+    folders.set(Number(match[1]), entry);
+  }
+  return [...folders.entries()].map(([step, f]) => ({ step, ...f })).sort((a, b) => b.step - a.step);
+}
+
+/**
+ * Uploads checkpoints one after another in the background while training goes on. Each one's
+ * files go up in parallel, its manifest last; then checkpoints beyond the newest `keep` are
+ * deleted (manifest first, so none is ever half-visible) and the local copy is removed.
+ */
+export class CheckpointUploader {
+  private queue: Promise<void> = Promise.resolve();
+  private failure: unknown;
+  committed: CommittedCheckpoint | undefined;
+
+  constructor(
+    private readonly s3: S3Client,
+    private readonly prefix: string,
+    private readonly keep: number,
+    private readonly onCommitted: (checkpoint: CommittedCheckpoint) => void = () => {},
+  ) {}
+
+  submit(step: number, localDir: string): void {
+    this.queue = this.queue.then(() => this.commit(step, localDir)).catch((err) => {
+      this.failure ??= err;
+    });
+  }
+
+  /** Waits for every submitted checkpoint; throws the first upload failure. */
+  async drain(): Promise<void> {
+    await this.queue;
+    if (this.failure) throw this.failure;
+  }
+
+  private async commit(step: number, localDir: string): Promise<void> {
+    const manifest = CheckpointManifest.parse(JSON.parse(await readFile(join(localDir, MANIFEST_FILE), 'utf8')));
+    const uri = `${this.prefix}checkpoint-${step}/`;
+    const files = [...manifest.files];
+    const workers = Array.from({ length: PARALLEL_UPLOADS }, async () => {
+      for (let file = files.shift(); file; file = files.shift()) await uploadFile(this.s3, join(localDir, file.path), uri + file.path);
+    });
+    await Promise.all(workers);
+    await uploadFile(this.s3, join(localDir, MANIFEST_FILE), uri + MANIFEST_FILE);
+    this.committed = { step, uri };
+    this.onCommitted(this.committed);
+    await rm(localDir, { recursive: true, force: true });
+    await this.prune(step);
+  }
+
+  private async prune(newest: number): Promise<void> {
+    const all = await listCheckpoints(this.s3, this.prefix);
+    const kept = new Set(all.filter((c) => c.committed).slice(0, this.keep).map((c) => c.step));
+    for (const old of all.filter((c) => c.step < newest && !kept.has(c.step))) {
+      await deletePrefix(this.s3, old.uri + MANIFEST_FILE);
+      await deletePrefix(this.s3, old.uri);
+    }
+  }
+}
+
+export interface ResumePoint {
+  step: number;
+  path: string;
+}
+
+/**
+ * Downloads the newest committed checkpoint whose files all match their manifest. A checkpoint
+ * that does not verify is reported through `warn` and skipped, and the one before it is tried.
+ */
+export async function findResumePoint(
+  s3: S3Client,
+  prefix: string,
+  dir: string,
+  warn: (message: string) => void,
+  onFile?: () => void,
+): Promise<ResumePoint | undefined> {
+  for (const checkpoint of (await listCheckpoints(s3, prefix)).filter((c) => c.committed)) {
+    const local = join(dir, `checkpoint-${checkpoint.step}`);
+    const problem = await downloadVerified(s3, checkpoint.uri, local, onFile);
+    if (!problem) return { step: checkpoint.step, path: local };
+    warn(`checkpoint-${checkpoint.step} at ${checkpoint.uri} is unusable (${problem}); trying the one before it`);
+    await rm(local, { recursive: true, force: true });
+  }
+  return undefined;
+}
+
+async function downloadVerified(s3: S3Client, uri: string, local: string, onFile?: () => void): Promise<string | undefined> {
+  const { bucket, key } = parseS3Uri(uri + MANIFEST_FILE);
+  const body = await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToString();
+  let parsed;
+  try {
+    parsed = CheckpointManifest.safeParse(JSON.parse(body));
+  } catch {
+    return 'manifest is not JSON';
+  }
+  if (!parsed.success) return `invalid manifest: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`;
+  const manifest = parsed.data;
+  for (const file of manifest.files) {
+    try {
+      const parts = relativeParts('', file.path);
+      const { path, bytes } = await downloadArtifact(s3, uri + file.path, join(local, ...parts.slice(0, -1)), onFile);
+      if (bytes !== file.size) return `${file.path} has ${bytes} bytes, the manifest says ${file.size}`;
+      if ((await sha256File(path)) !== file.sha256) return `${file.path} does not match its sha256`;
+    } catch (err) {
+      return `${file.path}: ${(err as Error).message}`;
+    }
+  }
+  await mkdir(local, { recursive: true });
+  // The trainer checks the manifest too (world size, config) before resuming.
+  await writeFile(join(local, MANIFEST_FILE), body);
+  return undefined;
+}

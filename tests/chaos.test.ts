@@ -1,0 +1,152 @@
+// Tests that kill things, on the real pipeline: Temporal dev server, MinIO, the trainer and a tiny
+// LLaMA. Each prints what it killed and what it found.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { CancelledFailure } from '@temporalio/common';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listKeys } from '../activities/s3.js';
+import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
+import { parseRunConfig, type RunConfig } from '../common/config.js';
+import { uploadDemoData } from '../infra/demo-data.js';
+import { lawgptPipeline } from '../workflows/pipeline.js';
+import { statusQuery } from '../workflows/definitions.js';
+import { startMinio, type TestMinio } from './helpers/minio.js';
+import { findProcesses, waitFor } from './helpers/processes.js';
+import { startTemporal, workflowsPath } from './helpers/temporal.js';
+import { tools } from './helpers/tools.js';
+
+const CHECKPOINT_STEPS = 5;
+
+function chaosConfig(name: string, maxSteps = 60): RunConfig {
+  return parseRunConfig({
+    name,
+    bucket: 'lawgpt-chaos',
+    stages: ['base', 'vocab', 'pretrain'],
+    data: { corpus: 's3://lawgpt-chaos/data/corpus/', dialogue: 's3://lawgpt-chaos/data/d.jsonl', exam: 's3://lawgpt-chaos/data/e.jsonl' },
+    base: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 256 },
+    vocab: { vocab_size: 3000, input_sentence_size: 20000 },
+    pretrain: { max_steps: maxSteps, micro_batch_size: 2, block_size: 64, checkpoint_steps: CHECKPOINT_STEPS },
+    runtime: { max_attempts: 3, progress_report_seconds: 1, heartbeat_timeout_seconds: 15, stop_grace_seconds: 30 },
+  });
+}
+
+let env: TestWorkflowEnvironment;
+let minio: TestMinio;
+let work: string;
+
+beforeAll(async () => {
+  [env, minio] = await Promise.all([startTemporal(), startMinio()]);
+  work = await mkdtemp(join(tmpdir(), 'lawgpt-chaos-'));
+  await uploadDemoData(minio.client, chaosConfig('x').data, { statutes: 6, cases: 2, dialogueRecords: 10, examRecords: 10 });
+});
+afterAll(async () => {
+  await env?.teardown();
+  await minio?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+const activities = (workDir: string) =>
+  createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: workDir }, temporal: env.client });
+
+/** The step of the newest checkpoint the running pretrain stage has committed, once there is one. */
+const committedCheckpoint = (handle: WorkflowHandle) =>
+  waitFor('a committed pretrain checkpoint', async () => {
+    const status = await handle.query(statusQuery);
+    return status.stage === 'pretrain' && status.checkpoint !== null ? status.checkpoint : undefined;
+  });
+
+async function committedSteps(runId: string): Promise<number[]> {
+  const keys = await listKeys(minio.client, `s3://lawgpt-chaos/runs/${runId}/pretrain/checkpoints/`);
+  return keys.filter((k) => k.endsWith('/manifest.json')).map((k) => Number(/checkpoint-(\d+)\//.exec(k)![1]));
+}
+
+describe('chaos', () => {
+  it('SIGKILL of the trainer mid-training: the stage is retried and resumes from its last checkpoint', { timeout: 300_000 }, async () => {
+    const workDir = join(work, 'kill-trainer');
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'kill-trainer', workflowsPath, activities: activities(workDir), ...STAGE_WORKER_OPTIONS });
+    const result = await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'kill-trainer', taskQueue: 'kill-trainer', args: [chaosConfig('kill-trainer')] });
+      const committed = await committedCheckpoint(handle);
+      const [pid] = await findProcesses('lawgpt_trainer', 'pretrain', workDir);
+      process.kill(pid, 'SIGKILL');
+      console.log(`killed trainer pid ${pid} (SIGKILL) after checkpoint-${committed} was committed`);
+      return { committed, value: await handle.result() };
+    });
+    const resumed = result.value.stages.pretrain!.metrics.resumed_from_step;
+    console.log(`the run completed; the retried pretrain resumed from checkpoint-${resumed}`);
+    expect(resumed).toBeGreaterThanOrEqual(result.committed);
+  });
+
+  it('SIGKILL of the worker: its trainer dies with it, another worker retries and resumes', { timeout: 300_000 }, async () => {
+    const workDir = join(work, 'kill-worker');
+    const startWorker = (): ChildProcess =>
+      spawn('npx', ['tsx', 'worker.ts'], {
+        env: {
+          ...process.env,
+          TEMPORAL_ADDRESS: env.connection.options.address,
+          LAWGPT_TASK_QUEUE: 'kill-worker',
+          LAWGPT_S3_ENDPOINT: minio.endpoint,
+          LAWGPT_S3_FORCE_PATH_STYLE: 'true',
+          AWS_ACCESS_KEY_ID: minio.credentials.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: minio.credentials.secretAccessKey,
+          LAWGPT_PYTHON: tools.python,
+          LAWGPT_WORK_DIR: workDir,
+        },
+        stdio: 'ignore',
+        detached: true,
+      });
+    const first = startWorker();
+    const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'kill-worker', taskQueue: 'kill-worker', args: [chaosConfig('kill-worker')] });
+    const committed = await committedCheckpoint(handle);
+    const [trainer] = await findProcesses('lawgpt_trainer', 'pretrain', workDir);
+    // The worker runs under npx/tsx: kill the node process that spawned the trainer.
+    const workerPid = Number((await readFile(`/proc/${trainer}/stat`, 'utf8')).split(') ')[1].split(' ')[1]); // its parent
+    process.kill(workerPid, 'SIGKILL');
+    console.log(`killed worker pid ${workerPid} (SIGKILL) after checkpoint-${committed}; its trainer was pid ${trainer}`);
+    await waitFor('the orphaned trainer to exit', async () => ((await findProcesses('lawgpt_trainer', workDir)).length === 0 ? true : undefined), 30_000);
+    console.log('the trainer exited with its worker');
+
+    const second = startWorker();
+    try {
+      const result = await handle.result();
+      const resumed = result.stages.pretrain!.metrics.resumed_from_step;
+      console.log(`a second worker completed the run, resuming pretrain from checkpoint-${resumed}`);
+      expect(resumed).toBeGreaterThanOrEqual(committed);
+    } finally {
+      for (const child of [first, second]) {
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
+  });
+
+  it('cancel during training: the trainer stops, a final checkpoint is committed, the run is cancelled', { timeout: 300_000 }, async () => {
+    const workDir = join(work, 'cancel');
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'cancel', workflowsPath, activities: activities(workDir), ...STAGE_WORKER_OPTIONS });
+    await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'cancel', taskQueue: 'cancel', args: [chaosConfig('cancel', 5000)] });
+      await committedCheckpoint(handle);
+      const stepAtCancel = (await handle.query(statusQuery)).step!;
+      await handle.cancel();
+      console.log(`cancelled the run at pretrain step ${stepAtCancel}`);
+      const error = await handle.result().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(WorkflowFailedError);
+      expect((error as WorkflowFailedError).cause).toBeInstanceOf(CancelledFailure);
+      expect((await handle.describe()).status.name).toBe('CANCELLED');
+
+      await waitFor('no trainer process left', async () => ((await findProcesses('lawgpt_trainer', workDir)).length === 0 ? true : undefined), 30_000);
+      const steps = await committedSteps('cancel');
+      console.log(`no trainer process left; committed checkpoints: ${steps.sort((a, b) => a - b).join(', ')}`);
+      expect(Math.max(...steps)).toBeGreaterThanOrEqual(stepAtCancel);
+      expect((await handle.query(statusQuery)).stages.pretrain).toBe('cancelled');
+    });
+  });
+});

@@ -1,0 +1,94 @@
+// Checkpoints in a real MinIO: manifest last, retention, and resume that skips what does not verify.
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CheckpointUploader, findResumePoint, sha256File } from '../activities/checkpoints.js';
+import { ensureBucket, listKeys } from '../activities/s3.js';
+import type { CheckpointManifest } from '../common/contract.js';
+import { startMinio, type TestMinio } from './helpers/minio.js';
+
+let minio: TestMinio;
+let work: string;
+const prefix = 's3://ckpt/runs/r1/pretrain/checkpoints/';
+
+/** A checkpoint folder as the trainer leaves it: files, then manifest.json describing them. */
+async function fakeCheckpoint(step: number, extraListed?: string): Promise<string> {
+  const dir = join(work, 'local', `checkpoint-${step}`);
+  await mkdir(join(dir, 'global_step'), { recursive: true });
+  await writeFile(join(dir, 'model.safetensors'), `weights at ${step}`.repeat(1000));
+  await writeFile(join(dir, 'global_step', 'optim_states.pt'), `optimizer at ${step}`);
+  const paths = ['model.safetensors', 'global_step/optim_states.pt'];
+  const files = await Promise.all(
+    paths.map(async (path) => ({ path, size: (await readFile(join(dir, path))).length, sha256: await sha256File(join(dir, path)) })),
+  );
+  if (extraListed) files.push({ path: extraListed, size: 1, sha256: '0'.repeat(64) });
+  const manifest: CheckpointManifest = {
+    manifest_version: 1, run_id: 'r1', stage: 'pretrain', step, world_size: 1, config_hash: 'a'.repeat(64), vocab_size: 100, trainer_version: 't',
+    files: files as CheckpointManifest['files'],
+  }; // prettier-ignore
+  await writeFile(join(dir, 'manifest.json'), JSON.stringify(manifest));
+  return dir;
+}
+
+const committedSteps = async () =>
+  (await listKeys(minio.client, prefix)).filter((k) => k.endsWith('/manifest.json')).map((k) => Number(/checkpoint-(\d+)/.exec(k)![1])).sort();
+
+beforeAll(async () => {
+  minio = await startMinio();
+  await ensureBucket(minio.client, 'ckpt');
+  work = await mkdtemp(join(tmpdir(), 'lawgpt-ckpt-'));
+});
+afterAll(async () => {
+  await minio?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('checkpoints', () => {
+  it('commits each checkpoint, keeps the newest ones and frees the local copies', async () => {
+    const seen: number[] = [];
+    const uploader = new CheckpointUploader(minio.client, prefix, 2, (c) => seen.push(c.step));
+    const dirs = [await fakeCheckpoint(2), await fakeCheckpoint(4), await fakeCheckpoint(6)];
+    dirs.forEach((dir, i) => uploader.submit([2, 4, 6][i], dir));
+    await uploader.drain();
+
+    expect(seen).toEqual([2, 4, 6]);
+    expect(uploader.committed?.step).toBe(6);
+    expect(await committedSteps()).toEqual([4, 6]);
+    expect((await listKeys(minio.client, prefix)).filter((k) => k.includes('checkpoint-2/'))).toEqual([]);
+    expect(dirs.some((d) => existsSync(d))).toBe(false);
+  });
+
+  it('never writes the manifest of a checkpoint whose files did not all upload', async () => {
+    const uploader = new CheckpointUploader(minio.client, prefix, 2);
+    uploader.submit(8, await fakeCheckpoint(8, 'missing-file.bin'));
+    await expect(uploader.drain()).rejects.toThrow(/missing-file\.bin/);
+    expect(await committedSteps()).toEqual([4, 6]);
+  });
+
+  it('resumes from the newest committed checkpoint, ignoring an uncommitted newer one', async () => {
+    const point = await findResumePoint(minio.client, prefix, join(work, 'resume-a'), () => {});
+    expect(point?.step).toBe(6);
+    expect(await readFile(join(point!.path, 'global_step', 'optim_states.pt'), 'utf8')).toBe('optimizer at 6');
+    expect(JSON.parse(await readFile(join(point!.path, 'manifest.json'), 'utf8')).step).toBe(6);
+  });
+
+  it('detects a corrupt file and falls back to the checkpoint before', async () => {
+    await minio.client.send(new PutObjectCommand({ Bucket: 'ckpt', Key: 'runs/r1/pretrain/checkpoints/checkpoint-6/model.safetensors', Body: 'flipped bits' }));
+    const warnings: string[] = [];
+    const point = await findResumePoint(minio.client, prefix, join(work, 'resume-b'), (w) => warnings.push(w));
+    expect(point?.step).toBe(4);
+    expect(warnings).toEqual([expect.stringMatching(/^checkpoint-6 .* unusable \(model\.safetensors has 12 bytes, the manifest says \d+\)/)]);
+    expect(existsSync(join(work, 'resume-b', 'checkpoint-6'))).toBe(false);
+  });
+
+  it('skips an invalid manifest, and finds nothing where there is nothing', async () => {
+    await minio.client.send(new PutObjectCommand({ Bucket: 'ckpt', Key: 'runs/r1/pretrain/checkpoints/checkpoint-9/manifest.json', Body: '{"step": 9}' }));
+    const warnings: string[] = [];
+    expect((await findResumePoint(minio.client, prefix, join(work, 'resume-c'), (w) => warnings.push(w)))?.step).toBe(4);
+    expect(warnings[0]).toMatch(/^checkpoint-9 .* unusable \(invalid manifest: manifest_version: /);
+    expect(await findResumePoint(minio.client, 's3://ckpt/runs/other/pretrain/checkpoints/', join(work, 'resume-d'), () => {})).toBeUndefined();
+  });
+});

@@ -1,0 +1,26 @@
+// Finding and watching processes by their command line, for tests that kill things.
+import { readdir, readFile } from 'node:fs/promises';
+
+/** PIDs of running (not zombie) processes whose command line contains every one of `parts`. */
+export async function findProcesses(...parts: string[]): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).replaceAll('\0', ' ');
+    if (!parts.every((p) => cmdline.includes(p))) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    if (stat && stat.split(') ')[1]?.[0] !== 'Z') found.push(Number(entry));
+  }
+  return found;
+}
+
+/** Polls `check` until it returns a value that is not undefined, or fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
