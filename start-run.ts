@@ -1,6 +1,7 @@
-// Starts one pipeline run from a config file:   tsx start-run.ts configs/demo.json [--follow]
+// Starts one pipeline run from a config file:   tsx start-run.ts configs/demo.json [--follow] [--no-cache]
 // The config is validated before anything is contacted; with --follow, stage progress is shown live
-// until the run ends, then every artifact's S3 URI.
+// until the run ends, then every artifact's S3 URI. --no-cache runs every stage even where an
+// identical one completed before.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
@@ -52,15 +53,19 @@ async function follow(handle: WorkflowHandle): Promise<PipelineResult> {
 function printResult(result: PipelineResult) {
   console.log('artifacts:');
   for (const [stage, stageResult] of Object.entries(result.stages)) {
-    for (const [name, uri] of Object.entries(stageResult.outputs)) console.log(`  ${stage}.${name}: ${uri}`);
+    const cached = stageResult.cachedFrom ? `  (cached: made by run ${stageResult.cachedFrom})` : '';
+    for (const [name, uri] of Object.entries(stageResult.outputs)) console.log(`  ${stage}.${name}: ${uri}${cached}`);
   }
   if (result.evaluation) console.log(`evaluation: ${JSON.stringify(result.evaluation)}`);
 }
 
 async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { follow: { type: 'boolean', default: false } } });
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { follow: { type: 'boolean', default: false }, 'no-cache': { type: 'boolean', default: false } },
+  });
   if (positionals.length !== 1) {
-    console.error('usage: tsx start-run.ts <config.json> [--follow]');
+    console.error('usage: tsx start-run.ts <config.json> [--follow] [--no-cache]');
     return EXIT_INVALID_INPUT;
   }
   let config: RunConfig;
@@ -72,6 +77,7 @@ async function main(): Promise<number> {
     console.error('nothing was started.');
     return EXIT_INVALID_INPUT;
   }
+  if (values['no-cache']) config.runtime.cache = false;
 
   const settings = loadSettings();
   const client = new Client({ connection: await Connection.connect({ address: settings.TEMPORAL_ADDRESS }), namespace: settings.TEMPORAL_NAMESPACE });

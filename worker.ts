@@ -5,6 +5,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createStageActivities, STAGE_WORKER_OPTIONS } from './activities/stage.js';
 import { createS3Client } from './activities/s3.js';
+import { trainerVersion } from './activities/trainer-process.js';
 import { loadSettings } from './common/settings.js';
 
 async function main() {
@@ -16,7 +17,12 @@ async function main() {
     namespace: settings.TEMPORAL_NAMESPACE,
     taskQueue: settings.LAWGPT_TASK_QUEUE,
     workflowsPath: fileURLToPath(new URL('./workflows/index.ts', import.meta.url)),
-    activities: createStageActivities({ s3: createS3Client(settings), settings, temporal: client }),
+    activities: createStageActivities({
+      s3: createS3Client(settings),
+      settings,
+      temporal: client,
+      trainerVersion: await trainerVersion(settings.LAWGPT_PYTHON),
+    }),
     ...STAGE_WORKER_OPTIONS,
   });
   console.log(`worker polling task queue '${settings.LAWGPT_TASK_QUEUE}' on ${settings.TEMPORAL_ADDRESS}`);

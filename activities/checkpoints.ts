@@ -43,6 +43,12 @@ async function listCheckpoints(s3: S3Client, prefix: string): Promise<{ step: nu
   return [...folders.entries()].map(([step, f]) => ({ step, ...f })).sort((a, b) => b.step - a.step);
 }
 
+export interface UploadListener {
+  committed(checkpoint: CommittedCheckpoint): void;
+  /** An upload that failed (after the SDK's own retries); the next checkpoint is tried as usual. */
+  failed(step: number, error: Error): void;
+}
+
 /**
  * Uploads checkpoints one after another in the background while training goes on. Each one's
  * files go up in parallel, its manifest last; then checkpoints beyond the newest `keep` are
@@ -50,26 +56,22 @@ async function listCheckpoints(s3: S3Client, prefix: string): Promise<{ step: nu
  */
 export class CheckpointUploader {
   private queue: Promise<void> = Promise.resolve();
-  private failure: unknown;
   committed: CommittedCheckpoint | undefined;
 
   constructor(
     private readonly s3: S3Client,
     private readonly prefix: string,
     private readonly keep: number,
-    private readonly onCommitted: (checkpoint: CommittedCheckpoint) => void = () => {},
+    private readonly listener: UploadListener,
   ) {}
 
   submit(step: number, localDir: string): void {
-    this.queue = this.queue.then(() => this.commit(step, localDir)).catch((err) => {
-      this.failure ??= err;
-    });
+    this.queue = this.queue.then(() => this.commit(step, localDir).catch((err: Error) => this.listener.failed(step, err)));
   }
 
-  /** Waits for every submitted checkpoint; throws the first upload failure. */
-  async drain(): Promise<void> {
-    await this.queue;
-    if (this.failure) throw this.failure;
+  /** Resolves once every submitted checkpoint is committed or has failed. */
+  drain(): Promise<void> {
+    return this.queue;
   }
 
   private async commit(step: number, localDir: string): Promise<void> {
@@ -82,7 +84,7 @@ export class CheckpointUploader {
     await Promise.all(workers);
     await uploadFile(this.s3, join(localDir, MANIFEST_FILE), uri + MANIFEST_FILE);
     this.committed = { step, uri };
-    this.onCommitted(this.committed);
+    this.listener.committed(this.committed);
     await rm(localDir, { recursive: true, force: true });
     await this.prune(step);
   }
@@ -123,7 +125,8 @@ export async function findResumePoint(
   return undefined;
 }
 
-async function downloadVerified(s3: S3Client, uri: string, local: string, onFile?: () => void): Promise<string | undefined> {
+/** Downloads the checkpoint at `uri` into `local`; returns what is wrong with it, if anything. */
+export async function downloadVerified(s3: S3Client, uri: string, local: string, onFile?: () => void): Promise<string | undefined> {
   const { bucket, key } = parseS3Uri(uri + MANIFEST_FILE);
   const body = await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToString();
   let parsed;

@@ -45,16 +45,34 @@ export async function ensureBucket(client: S3Client, bucket: string): Promise<vo
   }
 }
 
-export async function listKeys(client: S3Client, uri: string): Promise<string[]> {
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  etag: string;
+}
+
+/** Every object whose key starts with the URI's key. */
+export async function listObjects(client: S3Client, uri: string): Promise<ObjectInfo[]> {
   const { bucket, key: prefix } = parseS3Uri(uri);
-  const keys: string[] = [];
+  const objects: ObjectInfo[] = [];
   let token: string | undefined;
   do {
     const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-    keys.push(...(page.Contents ?? []).map((o) => o.Key!));
+    objects.push(...(page.Contents ?? []).map((o) => ({ key: o.Key!, size: o.Size ?? 0, etag: o.ETag ?? '' })));
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
-  return keys;
+  return objects;
+}
+
+export async function listKeys(client: S3Client, uri: string): Promise<string[]> {
+  return (await listObjects(client, uri)).map((o) => o.key);
+}
+
+/** What an artifact URI names: the objects under a prefix URI, or exactly the one object. */
+export async function artifactObjects(client: S3Client, uri: string): Promise<ObjectInfo[]> {
+  const { key } = parseS3Uri(uri);
+  const objects = await listObjects(client, uri);
+  return uri.endsWith('/') ? objects : objects.filter((o) => o.key === key);
 }
 
 async function filesUnder(dir: string): Promise<string[]> {

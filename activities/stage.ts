@@ -14,6 +14,7 @@ import type { Settings } from '../common/settings.js';
 import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
+import { lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, s3Uri, uploadDir } from './s3.js';
 import { launchTrainer } from './trainer-process.js';
 
@@ -22,6 +23,8 @@ export interface StageDeps {
   settings: Pick<Settings, 'LAWGPT_PYTHON' | 'LAWGPT_WORK_DIR'>;
   /** Used to send progress to the workflow; without it progress only reaches heartbeats and logs. */
   temporal?: Client;
+  /** The installed trainer's version: part of every stage-cache key. */
+  trainerVersion: string;
 }
 
 export const artifactPrefix = (task: Pick<StageTask, 'bucket' | 'runId' | 'stage'>, output: string) =>
@@ -78,7 +81,9 @@ export function createStageActivities(deps: StageDeps) {
       await writeFile(requestPath, JSON.stringify(request, null, 2));
 
       const completed = await runTrainer(task, requestPath, work);
-      return await publish(task, work, completed);
+      const result = await publish(task, work, completed);
+      if (task.cacheKey) await recordStage(deps.s3, task, task.cacheKey, result);
+      return result;
     } finally {
       await rm(work, { recursive: true, force: true });
     }
@@ -87,16 +92,20 @@ export function createStageActivities(deps: StageDeps) {
   async function runTrainer(task: StageTask, requestPath: string, work: string) {
     const ctx = Context.current();
     const reporter = progressReporter(task, deps.temporal);
-    const uploader = new CheckpointUploader(deps.s3, checkpointsPrefix(task), task.runtime.keep_checkpoints, (c) => {
-      ctx.log.info(`stage ${task.stage}: checkpoint-${c.step} committed to ${c.uri}`);
-      reporter.checkpoint(c.step);
+    const uploader = new CheckpointUploader(deps.s3, checkpointsPrefix(task), task.runtime.keep_checkpoints, {
+      committed(c) {
+        ctx.log.info(`stage ${task.stage}: checkpoint-${c.step} committed to ${c.uri}`);
+        reporter.checkpoint(c.step);
+      },
+      failed(step, err) {
+        ctx.log.warn(`stage ${task.stage}: checkpoint-${step} could not be uploaded (${err.message}); training goes on`);
+      },
     });
     // The trainer may be silent for minutes (tokenising, saving); heartbeat while it is alive and
     // while its checkpoints upload, so that a dead worker, not a quiet trainer, is what the
     // heartbeat timeout detects.
     const beat = setInterval(() => ctx.heartbeat(reporter.latest()), HEARTBEAT_MS);
     let exit;
-    let uploadFailure: unknown;
     try {
       exit = await launchTrainer({
         python: deps.settings.LAWGPT_PYTHON,
@@ -113,13 +122,13 @@ export function createStageActivities(deps: StageDeps) {
         onStderr: (line) => ctx.log.debug(`[${task.stage}] ${line}`),
       });
       // Checkpoints saved before a crash or a cancel are complete: commit them either way.
-      await uploader.drain().catch((err) => (uploadFailure = err));
+      await uploader.drain();
     } finally {
       clearInterval(beat);
     }
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
-    return outcome(task, exit, uploadFailure);
+    return outcome(task, exit);
   }
 
   async function publish(task: StageTask, work: string, completed: Extract<TrainerEvent, { event: 'completed' }>): Promise<StageResult> {
@@ -139,11 +148,18 @@ export function createStageActivities(deps: StageDeps) {
     return { stage: task.stage, outputs, metrics: completed.metrics };
   }
 
-  return { runStage };
+  /** The task's stage-cache key, and with `lookup` the result of an identical completed stage. */
+  async function stageCache(task: StageTask, lookup: boolean): Promise<{ key: string; hit?: StageResult }> {
+    const key = await stageCacheKey(deps.s3, task, deps.trainerVersion);
+    const hit = lookup ? await lookupStage(deps.s3, task, key, (m) => Context.current().log.warn(m)) : undefined;
+    return { key, hit };
+  }
+
+  return { runStage, stageCache };
 }
 
 /** Turns how the trainer ended into the stage's completion, or a failure of the right kind. */
-function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>>, uploadFailure: unknown) {
+function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>>) {
   const completed = exit.events.find((e) => e.event === 'completed');
   const failed = exit.events.find((e) => e.event === 'failed');
   const ended = `trainer ${task.stage} exited with ${exit.code ?? exit.signal}`;
@@ -159,7 +175,6 @@ function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>
   if (exit.code !== 0 || !completed) {
     throw ApplicationFailure.retryable(`${ended}: ${failed?.message ?? 'no completed event'}\n--- stderr tail ---\n${exit.stderrTail}`, 'TrainerFailed');
   }
-  if (uploadFailure) throw ApplicationFailure.retryable(`checkpoint upload failed: ${(uploadFailure as Error).message}`, 'CheckpointUploadFailed');
   return completed;
 }
 

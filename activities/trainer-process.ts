@@ -1,7 +1,8 @@
 // The one place that starts a trainer process (python -m lawgpt_trainer <stage> --request <file>).
 // It enforces the contract from the orchestrator's side: every stdout line must be a TrainerEvent,
 // the stderr tail is kept for error messages, and the whole process group dies on cancellation.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createInterface } from 'node:readline';
 import { TrainerEvent } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
@@ -38,6 +39,12 @@ const SECRET_ENV = /^(AWS_|MINIO_|LAWGPT_WEBHOOK_)|(SECRET|TOKEN|PASSWORD)/i;
 export function trainerEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const clean = Object.fromEntries(Object.entries(env).filter(([name]) => !SECRET_ENV.test(name)));
   return { ...clean, PYTHONUNBUFFERED: '1', HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '1' };
+}
+
+/** The version of the trainer package `python` would run. */
+export async function trainerVersion(python: string): Promise<string> {
+  const { stdout } = await promisify(execFile)(python, ['-c', 'import lawgpt_trainer; print(lawgpt_trainer.__version__)'], { env: trainerEnv() });
+  return stdout.trim();
 }
 
 export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {

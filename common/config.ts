@@ -107,6 +107,8 @@ export const RuntimeConfig = z
     max_attempts: positiveInt.max(20).default(3),
     // How often a running stage reports step and loss to the workflow (each report is a history event).
     progress_report_seconds: positiveInt.default(30),
+    // Skip a stage whose inputs, config and trainer match an earlier completed one (start-run --no-cache).
+    cache: z.boolean().default(true),
     // Committed checkpoints kept per stage; older ones are deleted once a newer one is committed.
     keep_checkpoints: positiveInt.default(2),
     // After SIGTERM, how long a trainer may take to save its final checkpoint before SIGKILL.

@@ -12,6 +12,8 @@ export interface StageTask {
   config: RunConfig[StageName];
   split: RunConfig['data']['split'];
   runtime: RunConfig['runtime'];
+  /** Stage-cache key of this task; a completed stage records its outputs under it. */
+  cacheKey?: string;
 }
 
 /** Output of `runStage`: where each output artifact now lives, and the trainer's metrics. */
@@ -19,6 +21,8 @@ export interface StageResult {
   stage: StageName;
   outputs: Record<string, string>;
   metrics: Record<string, number>;
+  /** Set when the stage was skipped: the run whose identical stage produced these outputs. */
+  cachedFrom?: string;
 }
 
 /** Sent by a running stage to its workflow, at most every `progress_report_seconds`. */
@@ -31,7 +35,7 @@ export interface StageProgress {
   checkpoint?: number;
 }
 
-export type StageState = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
+export type StageState = 'pending' | 'running' | 'completed' | 'cached' | 'failed' | 'cancelled';
 
 /** Answer of the `status` query. */
 export interface PipelineStatus {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run demo`: set up, start the local stack, upload the demo data, run the whole pipeline once
-# on configs/demo.json and follow it to the end. The stack stays up for browsing the run in the
-# Temporal UI; `npm run stack:down` stops it.
+# on configs/demo.json and follow it to the end. It always trains (--no-cache), even where an
+# earlier demo run left identical stages. The stack stays up for browsing the run in the Temporal
+# UI; `npm run stack:down` stops it.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 CONFIG="${1:-configs/demo.json}"
 
@@ -12,12 +13,13 @@ env_run() { bash "$ROOT/infra/with-stack-env.sh" "$@"; }
 env_run tsx infra/demo-data.ts "$CONFIG"
 
 mkdir -p "$STATE/logs"
-env_run tsx worker.ts >"$STATE/logs/worker.log" 2>&1 &
+# Its own process group, so that stopping it stops tsx, node and any trainer they started.
+setsid bash "$ROOT/infra/with-stack-env.sh" tsx worker.ts >"$STATE/logs/worker.log" 2>&1 &
 worker=$!
-trap 'kill "$worker" 2>/dev/null; wait "$worker" 2>/dev/null' EXIT
+trap 'kill -- -"$worker" 2>/dev/null; wait "$worker" 2>/dev/null' EXIT
 log "worker started (log: .state/logs/worker.log)"
 
-if ! env_run tsx start-run.ts "$CONFIG" --follow; then
+if ! env_run tsx start-run.ts "$CONFIG" --follow --no-cache; then
   log "the run failed; last lines of the worker log:"
   tail -40 "$STATE/logs/worker.log" >&2
   exit 1

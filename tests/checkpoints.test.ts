@@ -34,7 +34,7 @@ async function fakeCheckpoint(step: number, extraListed?: string): Promise<strin
 }
 
 const committedSteps = async () =>
-  (await listKeys(minio.client, prefix)).filter((k) => k.endsWith('/manifest.json')).map((k) => Number(/checkpoint-(\d+)/.exec(k)![1])).sort();
+  (await listKeys(minio.client, prefix)).filter((k) => k.endsWith('/manifest.json')).map((k) => Number(/checkpoint-(\d+)/.exec(k)![1])).sort((a, b) => a - b);
 
 beforeAll(async () => {
   minio = await startMinio();
@@ -49,11 +49,13 @@ afterAll(async () => {
 describe('checkpoints', () => {
   it('commits each checkpoint, keeps the newest ones and frees the local copies', async () => {
     const seen: number[] = [];
-    const uploader = new CheckpointUploader(minio.client, prefix, 2, (c) => seen.push(c.step));
+    const failures: Error[] = [];
+    const uploader = new CheckpointUploader(minio.client, prefix, 2, { committed: (c) => seen.push(c.step), failed: (_, err) => failures.push(err) });
     const dirs = [await fakeCheckpoint(2), await fakeCheckpoint(4), await fakeCheckpoint(6)];
     dirs.forEach((dir, i) => uploader.submit([2, 4, 6][i], dir));
     await uploader.drain();
 
+    expect(failures).toEqual([]);
     expect(seen).toEqual([2, 4, 6]);
     expect(uploader.committed?.step).toBe(6);
     expect(await committedSteps()).toEqual([4, 6]);
@@ -61,34 +63,37 @@ describe('checkpoints', () => {
     expect(dirs.some((d) => existsSync(d))).toBe(false);
   });
 
-  it('never writes the manifest of a checkpoint whose files did not all upload', async () => {
-    const uploader = new CheckpointUploader(minio.client, prefix, 2);
+  it('never writes the manifest of a checkpoint whose files did not all upload, and goes on with the next', async () => {
+    const failures: string[] = [];
+    const uploader = new CheckpointUploader(minio.client, prefix, 2, { committed: () => {}, failed: (step, err) => failures.push(`${step}: ${err.message}`) });
     uploader.submit(8, await fakeCheckpoint(8, 'missing-file.bin'));
-    await expect(uploader.drain()).rejects.toThrow(/missing-file\.bin/);
-    expect(await committedSteps()).toEqual([4, 6]);
+    uploader.submit(10, await fakeCheckpoint(10));
+    await uploader.drain();
+    expect(failures).toEqual([expect.stringMatching(/^8: .*missing-file\.bin/)]);
+    expect(await committedSteps()).toEqual([6, 10]);
   });
 
-  it('resumes from the newest committed checkpoint, ignoring an uncommitted newer one', async () => {
+  it('resumes from the newest committed checkpoint', async () => {
     const point = await findResumePoint(minio.client, prefix, join(work, 'resume-a'), () => {});
-    expect(point?.step).toBe(6);
-    expect(await readFile(join(point!.path, 'global_step', 'optim_states.pt'), 'utf8')).toBe('optimizer at 6');
-    expect(JSON.parse(await readFile(join(point!.path, 'manifest.json'), 'utf8')).step).toBe(6);
+    expect(point?.step).toBe(10);
+    expect(await readFile(join(point!.path, 'global_step', 'optim_states.pt'), 'utf8')).toBe('optimizer at 10');
+    expect(JSON.parse(await readFile(join(point!.path, 'manifest.json'), 'utf8')).step).toBe(10);
   });
 
   it('detects a corrupt file and falls back to the checkpoint before', async () => {
-    await minio.client.send(new PutObjectCommand({ Bucket: 'ckpt', Key: 'runs/r1/pretrain/checkpoints/checkpoint-6/model.safetensors', Body: 'flipped bits' }));
+    await minio.client.send(new PutObjectCommand({ Bucket: 'ckpt', Key: 'runs/r1/pretrain/checkpoints/checkpoint-10/model.safetensors', Body: 'flipped bits' }));
     const warnings: string[] = [];
     const point = await findResumePoint(minio.client, prefix, join(work, 'resume-b'), (w) => warnings.push(w));
-    expect(point?.step).toBe(4);
-    expect(warnings).toEqual([expect.stringMatching(/^checkpoint-6 .* unusable \(model\.safetensors has 12 bytes, the manifest says \d+\)/)]);
-    expect(existsSync(join(work, 'resume-b', 'checkpoint-6'))).toBe(false);
+    expect(point?.step).toBe(6);
+    expect(warnings).toEqual([expect.stringMatching(/^checkpoint-10 .* unusable \(model\.safetensors has 12 bytes, the manifest says \d+\)/)]);
+    expect(existsSync(join(work, 'resume-b', 'checkpoint-10'))).toBe(false);
   });
 
   it('skips an invalid manifest, and finds nothing where there is nothing', async () => {
-    await minio.client.send(new PutObjectCommand({ Bucket: 'ckpt', Key: 'runs/r1/pretrain/checkpoints/checkpoint-9/manifest.json', Body: '{"step": 9}' }));
+    await minio.client.send(new PutObjectCommand({ Bucket: 'ckpt', Key: 'runs/r1/pretrain/checkpoints/checkpoint-12/manifest.json', Body: '{"step": 12}' }));
     const warnings: string[] = [];
-    expect((await findResumePoint(minio.client, prefix, join(work, 'resume-c'), (w) => warnings.push(w)))?.step).toBe(4);
-    expect(warnings[0]).toMatch(/^checkpoint-9 .* unusable \(invalid manifest: manifest_version: /);
+    expect((await findResumePoint(minio.client, prefix, join(work, 'resume-c'), (w) => warnings.push(w)))?.step).toBe(6);
+    expect(warnings[0]).toMatch(/^checkpoint-12 .* unusable \(invalid manifest: manifest_version: /);
     expect(await findResumePoint(minio.client, 's3://ckpt/runs/other/pretrain/checkpoints/', join(work, 'resume-d'), () => {})).toBeUndefined();
   });
 });

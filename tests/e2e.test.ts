@@ -8,8 +8,9 @@ import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listKeys } from '../activities/s3.js';
 import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
-import { parseRunConfig } from '../common/config.js';
-import { STAGE_IO } from '../common/stages.js';
+import { trainerVersion } from '../activities/trainer-process.js';
+import { parseRunConfig, type RunConfig } from '../common/config.js';
+import { STAGE_IO, STAGES } from '../common/stages.js';
 import { uploadDemoData } from '../infra/demo-data.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
 import { STAGE_KEY, statusQuery } from '../workflows/definitions.js';
@@ -48,20 +49,29 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
+async function runPipeline(workflowId: string, runConfig: RunConfig) {
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue: 'e2e',
+    workflowsPath,
+    activities: createStageActivities({
+      s3: minio.client,
+      settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work },
+      temporal: env.client,
+      trainerVersion: await trainerVersion(tools.python),
+    }),
+    ...STAGE_WORKER_OPTIONS,
+  });
+  return worker.runUntil(async () => {
+    const handle = await env.client.workflow.start(lawgptPipeline, { workflowId, taskQueue: 'e2e', args: [runConfig] });
+    const result = await handle.result();
+    return { result, status: await handle.query(statusQuery), stageAttribute: (await handle.describe()).typedSearchAttributes.get(STAGE_KEY) };
+  });
+}
+
 describe('the real pipeline', () => {
   it('runs every stage on the tiny model and leaves every artifact in S3', { timeout: 600_000 }, async () => {
-    const worker = await Worker.create({
-      connection: env.nativeConnection,
-      taskQueue: 'e2e',
-      workflowsPath,
-      activities: createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, temporal: env.client }),
-      ...STAGE_WORKER_OPTIONS,
-    });
-    const { result, status, stageAttribute } = await worker.runUntil(async () => {
-      const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'e2e-run', taskQueue: 'e2e', args: [config] });
-      const result = await handle.result();
-      return { result, status: await handle.query(statusQuery), stageAttribute: (await handle.describe()).typedSearchAttributes.get(STAGE_KEY) };
-    });
+    const { result, status, stageAttribute } = await runPipeline('e2e-run', config);
 
     expect(Object.keys(result.stages)).toEqual(['base', 'vocab', 'pretrain', 'sft', 'eval']);
     expect(Object.values(status.stages).every((s) => s === 'completed')).toBe(true);
@@ -85,5 +95,18 @@ describe('the real pipeline', () => {
     const report = JSON.parse(await (await minio.client.send(new GetObjectCommand({ Bucket: 'lawgpt-e2e', Key: reportKey }))).Body!.transformToString());
     expect(result.evaluation!.heldout_perplexity).toBe(report.heldout_perplexity);
     expect(report.exam_questions).toBeGreaterThan(0);
+  });
+
+  it('serves an identical second run from the stage cache, unless the cache is off', { timeout: 300_000 }, async () => {
+    const first = (await runPipeline('e2e-again', config)).result;
+    for (const stage of STAGES) {
+      expect(first.stages[stage]!.cachedFrom).toBe('e2e-run');
+      expect(first.stages[stage]!.outputs).toEqual(Object.fromEntries(STAGE_IO[stage].outputs.map((o) => [o, `s3://lawgpt-e2e/runs/e2e-run/${stage}/${o}/`])));
+    }
+
+    const uncached = await runPipeline('e2e-no-cache', parseRunConfig({ ...config, stages: ['base'], runtime: { ...config.runtime, cache: false } }));
+    expect(uncached.status.stages.base).toBe('completed');
+    expect(uncached.result.stages.base!.cachedFrom).toBeUndefined();
+    expect(uncached.result.stages.base!.outputs.model).toBe('s3://lawgpt-e2e/runs/e2e-no-cache/base/model/');
   });
 });

@@ -33,7 +33,7 @@ function task(stage: StageName, inputs: Record<string, string> = {}): StageTask 
 }
 
 async function runStage(t: StageTask) {
-  const { runStage } = createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work } });
+  const { runStage } = createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, trainerVersion: 'fake' });
   const heartbeats: unknown[] = [];
   const env = new MockActivityEnvironment({ attempt: 1 }, { logger: new DefaultLogger('ERROR') });
   env.on('heartbeat', (d) => heartbeats.push(d));

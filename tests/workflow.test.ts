@@ -32,9 +32,16 @@ afterAll(async () => {
   await env?.teardown();
 });
 
-async function run(runStage: (task: StageTask) => Promise<StageResult>, cfg: RunConfig, during?: (id: string) => Promise<void>) {
+const noCache = async (task: StageTask) => ({ key: `key-${task.stage}` });
+
+async function run(
+  runStage: (task: StageTask) => Promise<StageResult>,
+  cfg: RunConfig,
+  during?: (id: string) => Promise<void>,
+  stageCache: (task: StageTask, lookup: boolean) => Promise<{ key: string; hit?: StageResult }> = noCache,
+) {
   const taskQueue = `wf-test-${++taskQueueCounter}`;
-  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowsPath, activities: { runStage } });
+  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowsPath, activities: { runStage, stageCache } });
   const workflowId = `${cfg.name}-${taskQueue}`;
   return worker.runUntil(async () => {
     const handle = await env.client.workflow.start(lawgptPipeline, { workflowId, taskQueue, args: [cfg] });
@@ -62,11 +69,28 @@ describe('lawgptPipeline', () => {
     expect(tasks[3].inputs).toEqual({ model: out('pretrain', 'model'), dialogue: demo.data.dialogue, exam: demo.data.exam });
     expect(tasks[4].inputs).toEqual({ model: out('sft', 'model'), corpus: demo.data.corpus, exam: demo.data.exam });
     expect(tasks[2].config).toEqual(config().pretrain);
+    expect(tasks[2].cacheKey).toBe('key-pretrain');
 
     expect(value!.stages.sft!.outputs.adapter).toBe(out('sft', 'adapter'));
     expect(value!.evaluation).toEqual({ steps: 1 });
     expect(Object.values(status.stages)).toEqual(['completed', 'completed', 'completed', 'completed', 'completed']);
     expect(description.typedSearchAttributes.get(STAGE_KEY)).toBe('done');
+  });
+
+  it('skips a stage the stage cache already holds, and says so', async () => {
+    const runStage = vi.fn(async (task: StageTask) => fakeStage(task));
+    const cached = { stage: 'base' as const, outputs: { tokenizer: 's3://lawgpt/runs/old/base/tokenizer/', model: 's3://lawgpt/runs/old/base/model/' }, metrics: {}, cachedFrom: 'old' };
+    const stageCache = vi.fn(async (task: StageTask, lookup: boolean) => ({ key: 'k', hit: task.stage === 'base' && lookup ? cached : undefined }));
+    const { value, status } = await run(runStage, config({ stages: ['base', 'vocab'] }), undefined, stageCache);
+
+    expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['vocab']);
+    expect(runStage.mock.calls[0][0].inputs.base_tokenizer).toBe('s3://lawgpt/runs/old/base/tokenizer/');
+    expect(value!.stages.base!.cachedFrom).toBe('old');
+    expect(status.stages).toMatchObject({ base: 'cached', vocab: 'completed' });
+
+    runStage.mockClear();
+    await run(runStage, config({ stages: ['base', 'vocab'], runtime: { cache: false } }), undefined, stageCache);
+    expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base', 'vocab']);
   });
 
   it('stops after the configured leading stages', async () => {

@@ -16,7 +16,7 @@ import {
 } from '@temporalio/workflow';
 import type { createStageActivities } from '../activities/stage.js';
 import type { RunConfig } from '../common/config.js';
-import type { PipelineResult, PipelineStatus, StageResult } from '../common/run.js';
+import type { PipelineResult, PipelineStatus, StageResult, StageTask } from '../common/run.js';
 import { STAGES, type StageName } from '../common/stages.js';
 import { progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
 
@@ -40,22 +40,29 @@ export async function lawgptPipeline(config: RunConfig): Promise<PipelineResult>
     // On cancel, wait while the stage stops its trainer and commits a final checkpoint.
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   });
+  // Looking up the stage cache lists S3 objects: quick, but worth a few retries.
+  const { stageCache } = proxyActivities<ReturnType<typeof createStageActivities>>({
+    startToCloseTimeout: '10 minutes',
+    retry: { maximumAttempts: 5 },
+  });
   const status = trackStatus(config);
   const done: Outputs = {};
 
   for (const stage of config.stages) {
     status.begin(stage);
+    const task: StageTask = {
+      runId: workflowInfo().workflowId,
+      bucket: config.bucket,
+      stage,
+      inputs: PLAN[stage](config.data, done),
+      config: config[stage],
+      split: config.data.split,
+      runtime: config.runtime,
+    };
     let result: StageResult;
     try {
-      result = await runStage({
-        runId: workflowInfo().workflowId,
-        bucket: config.bucket,
-        stage,
-        inputs: PLAN[stage](config.data, done),
-        config: config[stage],
-        split: config.data.split,
-        runtime: config.runtime,
-      });
+      const cache = await stageCache(task, config.runtime.cache);
+      result = cache.hit ?? (await runStage({ ...task, cacheKey: cache.key }));
     } catch (err) {
       if (isCancellation(err)) {
         status.end(stage, 'cancelled');
@@ -109,7 +116,7 @@ function trackStatus(config: RunConfig) {
       show(`${stage}:${state}`);
     },
     complete(result: StageResult) {
-      status.stages[result.stage] = 'completed';
+      status.stages[result.stage] = result.cachedFrom ? 'cached' : 'completed';
       status.results[result.stage] = result;
       if (result.stage === config.stages[config.stages.length - 1]) show('done');
     },

@@ -1,5 +1,6 @@
 // A throwaway MinIO server on free ports with fresh credentials, for tests that need real S3.
-import { spawn } from 'node:child_process';
+// `restart` stops it and starts it again on the same port and data, as an outage would.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -23,6 +24,8 @@ export interface TestMinio {
   endpoint: string;
   credentials: { accessKeyId: string; secretAccessKey: string };
   client: S3Client;
+  /** Down for `downMs`, then up again with the same data. */
+  restart(downMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -30,28 +33,41 @@ export async function startMinio(): Promise<TestMinio> {
   const dir = await mkdtemp(join(tmpdir(), 'lawgpt-minio-'));
   const [port, consolePort] = [await freePort(), await freePort()];
   const credentials = { accessKeyId: `test-${randomBytes(4).toString('hex')}`, secretAccessKey: randomBytes(20).toString('hex') };
-  const server = spawn(tools.minio, ['server', dir, '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, '--quiet'], {
-    env: { ...process.env, MINIO_ROOT_USER: credentials.accessKeyId, MINIO_ROOT_PASSWORD: credentials.secretAccessKey },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  server.stderr!.on('data', (chunk) => (stderr += chunk));
   const endpoint = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    if (server.exitCode !== null) throw new Error(`minio exited: ${stderr}`);
-    if (await fetch(`${endpoint}/minio/health/live`).then((r) => r.ok, () => false)) break;
-    if (i > 120) throw new Error(`minio did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 250));
+
+  async function launch(): Promise<ChildProcess> {
+    const server = spawn(tools.minio, ['server', dir, '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, '--quiet'], {
+      env: { ...process.env, MINIO_ROOT_USER: credentials.accessKeyId, MINIO_ROOT_PASSWORD: credentials.secretAccessKey },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    server.stderr!.on('data', (chunk) => (stderr += chunk));
+    for (let i = 0; ; i++) {
+      if (server.exitCode !== null) throw new Error(`minio exited: ${stderr}`);
+      if (await fetch(`${endpoint}/minio/health/live`).then((r) => r.ok, () => false)) return server;
+      if (i > 120) throw new Error(`minio did not start: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
+  const halt = async (server: ChildProcess) => {
+    server.kill('SIGKILL');
+    if (server.exitCode === null && server.signalCode === null) await new Promise((r) => server.once('exit', r));
+  };
+
+  let server = await launch();
   const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
   return {
     endpoint,
     credentials,
     client,
+    async restart(downMs: number) {
+      await halt(server);
+      await new Promise((r) => setTimeout(r, downMs));
+      server = await launch();
+    },
     async stop() {
       client.destroy();
-      server.kill('SIGTERM');
-      await new Promise((r) => server.once('exit', r));
+      await halt(server);
       await rm(dir, { recursive: true, force: true });
     },
   };

@@ -1,0 +1,70 @@
+// The stage cache: a stage whose inputs, config and trainer are exactly those of an earlier
+// completed stage is not run again; its recorded outputs are used.
+//   key   = sha256(stage, config section, split, trainer version, every input object's key/size/ETag)
+//   entry = s3://<bucket>/cache/<stage>/<key>.json, written after the stage's outputs are uploaded
+// An entry counts only while every output object it lists is still there, unchanged.
+import { createHash } from 'node:crypto';
+import { GetObjectCommand, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { z } from 'zod';
+import type { StageResult, StageTask } from '../common/run.js';
+import { artifactObjects, parseS3Uri, s3Uri, type ObjectInfo } from './s3.js';
+
+const ObjectList = z.array(z.object({ key: z.string(), size: z.number(), etag: z.string() }));
+const CacheEntry = z.object({
+  key: z.string(),
+  run_id: z.string(),
+  result: z.object({ stage: z.string(), outputs: z.record(z.string(), z.string()), metrics: z.record(z.string(), z.number()) }),
+  objects: z.record(z.string(), ObjectList),
+});
+
+const entryUri = (task: Pick<StageTask, 'bucket' | 'stage'>, key: string) => s3Uri(task.bucket, `cache/${task.stage}/${key}.json`);
+
+const sameObjects = (a: ObjectInfo[], b: ObjectInfo[]) =>
+  JSON.stringify([...a].sort((x, y) => x.key.localeCompare(y.key))) === JSON.stringify([...b].sort((x, y) => x.key.localeCompare(y.key)));
+
+export async function stageCacheKey(s3: S3Client, task: StageTask, trainerVersion: string): Promise<string> {
+  const inputs: Record<string, ObjectInfo[]> = {};
+  for (const name of Object.keys(task.inputs).sort()) {
+    inputs[name] = (await artifactObjects(s3, task.inputs[name])).map(({ key, size, etag }) => ({ key: key.slice(parseS3Uri(task.inputs[name]).key.length), size, etag }));
+  }
+  const identity = { stage: task.stage, config: task.config, split: task.split, trainer_version: trainerVersion, inputs };
+  return createHash('sha256').update(canonicalJson(identity)).digest('hex');
+}
+
+/** JSON with sorted keys, so equal values always hash alike. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The cached result for `key`, if its entry exists and all of its outputs are intact. */
+export async function lookupStage(s3: S3Client, task: StageTask, key: string, warn: (m: string) => void): Promise<StageResult | undefined> {
+  const { bucket, key: objectKey } = parseS3Uri(entryUri(task, key));
+  let entry;
+  try {
+    const body = await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: objectKey }))).Body!.transformToString();
+    entry = CacheEntry.parse(JSON.parse(body));
+  } catch (err) {
+    if (err instanceof NoSuchKey) return undefined;
+    warn(`ignoring unreadable cache entry ${entryUri(task, key)}: ${(err as Error).message}`);
+    return undefined;
+  }
+  for (const [name, uri] of Object.entries(entry.result.outputs)) {
+    if (!sameObjects(await artifactObjects(s3, uri), entry.objects[name] ?? [])) {
+      warn(`cache entry for ${task.stage} names ${uri}, which has changed since; running the stage`);
+      return undefined;
+    }
+  }
+  return { ...(entry.result as StageResult), cachedFrom: entry.run_id };
+}
+
+export async function recordStage(s3: S3Client, task: StageTask, key: string, result: StageResult): Promise<void> {
+  const objects: Record<string, ObjectInfo[]> = {};
+  for (const [name, uri] of Object.entries(result.outputs)) objects[name] = await artifactObjects(s3, uri);
+  const { bucket, key: objectKey } = parseS3Uri(entryUri(task, key));
+  const entry = { key, run_id: task.runId, result, objects };
+  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey, Body: JSON.stringify(entry), ContentType: 'application/json' }));
+}
