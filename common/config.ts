@@ -105,8 +105,9 @@ export const RuntimeConfig = z
     // A stage heartbeats every 5 s while its trainer lives; a missing worker is noticed after this.
     heartbeat_timeout_seconds: positiveInt.min(15).default(120),
     max_attempts: positiveInt.max(20).default(3),
-    // How often a running stage reports step and loss to the workflow (each report is a history event).
-    progress_report_seconds: positiveInt.default(30),
+    // How often a running stage reports step and loss to the workflow; each report adds about four
+    // history events, so 60 s lets one stage run for over a week within Temporal's history limit.
+    progress_report_seconds: positiveInt.default(60),
     // Skip a stage whose inputs, config and trainer match an earlier completed one (start-run --no-cache).
     cache: z.boolean().default(true),
     // Committed checkpoints kept per stage; older ones are deleted once a newer one is committed.

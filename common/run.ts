@@ -35,7 +35,7 @@ export interface StageProgress {
   checkpoint?: number;
 }
 
-export type StageState = 'pending' | 'running' | 'completed' | 'cached' | 'failed' | 'cancelled';
+export type StageState = 'pending' | 'running' | 'paused' | 'completed' | 'cached' | 'failed' | 'cancelled';
 
 /** Answer of the `status` query. */
 export interface PipelineStatus {
@@ -45,6 +45,7 @@ export interface PipelineStatus {
   totalSteps: number | null;
   loss: number | null;
   checkpoint: number | null;
+  paused: boolean;
   stages: Record<StageName, StageState>;
   results: Partial<Record<StageName, StageResult>>;
 }
@@ -60,3 +61,5 @@ export const WORKFLOW_TYPE = 'lawgptPipeline';
 export const STAGE_SEARCH_ATTRIBUTE = 'LawgptStage';
 export const PROGRESS_SIGNAL = 'progress';
 export const STATUS_QUERY = 'status';
+export const PAUSE_UPDATE = 'pause';
+export const RESUME_UPDATE = 'resume';

@@ -15,7 +15,7 @@ import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage
 import { parseRunConfig, type RunConfig } from '../common/config.js';
 import { uploadDemoData } from '../infra/demo-data.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
-import { statusQuery } from '../workflows/definitions.js';
+import { pauseUpdate, resumeUpdate, statusQuery } from '../workflows/definitions.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
 import { findProcesses, waitFor } from './helpers/processes.js';
 import { startTemporal, workflowsPath } from './helpers/temporal.js';
@@ -151,6 +151,26 @@ describe('chaos', () => {
     }
     console.log(`the run completed; ${committed.length} committed checkpoints all verify; ${folders.length - committed.length} uncommitted left behind`);
     expect(committed.length).toBeGreaterThan(0);
+  });
+
+  it('pause frees the machine after a checkpoint; resume continues from it', { timeout: 300_000 }, async () => {
+    const workDir = join(work, 'pause');
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'pause', workflowsPath, activities: activities(workDir), ...STAGE_WORKER_OPTIONS });
+    const result = await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'pause', taskQueue: 'pause', args: [chaosConfig('pause', 5, 120)] });
+      await committedCheckpoint(handle);
+      const paused = await handle.executeUpdate(pauseUpdate);
+      const trainers = await findProcesses('lawgpt_trainer', workDir);
+      const steps = await committedSteps('pause');
+      console.log(`paused at step ${paused.step}; trainer processes left: ${trainers.length}; committed checkpoints: ${steps.join(', ')}`);
+      expect(trainers).toEqual([]);
+      expect(paused.stages.pretrain).toBe('paused');
+      await handle.executeUpdate(resumeUpdate);
+      return { pausedAt: Math.max(...steps), value: await handle.result() };
+    });
+    const resumed = result.value.stages.pretrain!.metrics.resumed_from_step;
+    console.log(`resumed; pretrain continued from checkpoint-${resumed} and completed`);
+    expect(resumed).toBe(result.pausedAt);
   });
 
   it('cancel during training: the trainer stops, a final checkpoint is committed, the run is cancelled', { timeout: 300_000 }, async () => {

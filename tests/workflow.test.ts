@@ -1,7 +1,7 @@
 // The pipeline workflow on a real local Temporal server, with `runStage` mocked.
 import { readFileSync } from 'node:fs';
-import { ApplicationFailure } from '@temporalio/activity';
-import { WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { WorkflowFailedError, WorkflowUpdateFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -9,7 +9,8 @@ import { parseRunConfig, type RunConfig } from '../common/config.js';
 import type { StageResult, StageTask } from '../common/run.js';
 import { STAGE_IO } from '../common/stages.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
-import { progressSignal, STAGE_KEY, statusQuery } from '../workflows/definitions.js';
+import { STAGE_WORKER_OPTIONS } from '../activities/stage.js';
+import { pauseUpdate, progressSignal, resumeUpdate, STAGE_KEY, statusQuery } from '../workflows/definitions.js';
 import { startTemporal, workflowsPath } from './helpers/temporal.js';
 
 const demo = JSON.parse(readFileSync(new URL('../configs/demo.json', import.meta.url), 'utf8'));
@@ -41,7 +42,7 @@ async function run(
   stageCache: (task: StageTask, lookup: boolean) => Promise<{ key: string; hit?: StageResult }> = noCache,
 ) {
   const taskQueue = `wf-test-${++taskQueueCounter}`;
-  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowsPath, activities: { runStage, stageCache } });
+  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowsPath, activities: { runStage, stageCache }, ...STAGE_WORKER_OPTIONS });
   const workflowId = `${cfg.name}-${taskQueue}`;
   return worker.runUntil(async () => {
     const handle = await env.client.workflow.start(lawgptPipeline, { workflowId, taskQueue, args: [cfg] });
@@ -128,6 +129,42 @@ describe('lawgptPipeline', () => {
     const { error } = await run(runStage, config({ stages: ['base', 'vocab'], runtime: { max_attempts: 2 } }));
     expect(calls).toBe(2);
     expect(((error as WorkflowFailedError).cause as Error).message).toMatch(/^stage vocab failed: worker lost the disk/);
+  });
+
+  it('pauses a running stage until resumed, then runs it again', async () => {
+    let stopped = 0;
+    const runStage = vi.fn(async (task: StageTask) => {
+      if (task.stage === 'pretrain' && runStage.mock.calls.filter(([t]) => t.stage === 'pretrain').length === 1) {
+        // A trainer that runs until told to stop, as the real activity does on cancel.
+        const ctx = Context.current();
+        try {
+          for (;;) {
+            ctx.heartbeat();
+            await ctx.sleep(100);
+          }
+        } finally {
+          stopped++;
+        }
+      }
+      return fakeStage(task);
+    });
+    const seen: Record<string, unknown> = {};
+    const { value } = await run(runStage, config({ stages: ['base', 'vocab', 'pretrain', 'sft'] }), async (id) => {
+      const handle = env.client.workflow.getHandle(id);
+      await expect(handle.executeUpdate(resumeUpdate)).rejects.toThrow(WorkflowUpdateFailedError);
+      await vi.waitFor(async () => expect((await handle.query(statusQuery)).stages.pretrain).toBe('running'), { timeout: 20_000 });
+      seen.paused = await handle.executeUpdate(pauseUpdate);
+      seen.stoppedWhenPauseReturned = stopped;
+      seen.attribute = (await handle.describe()).typedSearchAttributes.get(STAGE_KEY);
+      await expect(handle.executeUpdate(pauseUpdate)).rejects.toThrow(WorkflowUpdateFailedError);
+      seen.resumed = await handle.executeUpdate(resumeUpdate);
+    });
+    expect(seen.paused).toMatchObject({ paused: true, stage: 'pretrain', stages: { pretrain: 'paused' } });
+    expect(seen.stoppedWhenPauseReturned).toBe(1);
+    expect(seen.attribute).toBe('pretrain:paused');
+    expect(seen.resumed).toMatchObject({ paused: false, stages: { pretrain: 'running' } });
+    expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base', 'vocab', 'pretrain', 'pretrain', 'sft']);
+    expect(Object.keys(value!.stages)).toEqual(['base', 'vocab', 'pretrain', 'sft']);
   });
 
   it('shows the running stage, step and loss through the status query', async () => {

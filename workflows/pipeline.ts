@@ -19,6 +19,7 @@ import type { RunConfig } from '../common/config.js';
 import type { PipelineResult, PipelineStatus, StageResult, StageTask } from '../common/run.js';
 import { STAGES, type StageName } from '../common/stages.js';
 import { progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
+import { pauseControl } from './pause.js';
 
 type Outputs = Partial<Record<StageName, Record<string, string>>>;
 
@@ -46,6 +47,7 @@ export async function lawgptPipeline(config: RunConfig): Promise<PipelineResult>
     retry: { maximumAttempts: 5 },
   });
   const status = trackStatus(config);
+  const pause = pauseControl({ onPause: () => status.pause(true), onResume: () => status.pause(false), status: () => status.current });
   const done: Outputs = {};
 
   for (const stage of config.stages) {
@@ -62,7 +64,7 @@ export async function lawgptPipeline(config: RunConfig): Promise<PipelineResult>
     let result: StageResult;
     try {
       const cache = await stageCache(task, config.runtime.cache);
-      result = cache.hit ?? (await runStage({ ...task, cacheKey: cache.key }));
+      result = cache.hit ?? (await pause.run(() => runStage({ ...task, cacheKey: cache.key })));
     } catch (err) {
       if (isCancellation(err)) {
         status.end(stage, 'cancelled');
@@ -92,6 +94,7 @@ function trackStatus(config: RunConfig) {
     totalSteps: null,
     loss: null,
     checkpoint: null,
+    paused: false,
     stages: Object.fromEntries(STAGES.map((s) => [s, 'pending'])) as PipelineStatus['stages'],
     results: {},
   };
@@ -110,6 +113,14 @@ function trackStatus(config: RunConfig) {
       Object.assign(status, { stage, step: null, totalSteps: null, loss: null, checkpoint: null });
       status.stages[stage] = 'running';
       show(stage);
+    },
+    current: status,
+    pause(paused: boolean) {
+      status.paused = paused;
+      const stage = status.stage;
+      if (!stage || !['running', 'paused'].includes(status.stages[stage])) return;
+      status.stages[stage] = paused ? 'paused' : 'running';
+      show(paused ? `${stage}:paused` : stage);
     },
     end(stage: StageName, state: 'failed' | 'cancelled') {
       status.stages[stage] = state;
