@@ -91,7 +91,14 @@ export class CheckpointUploader {
 
   private async prune(newest: number): Promise<void> {
     const all = await listCheckpoints(this.s3, this.prefix);
-    const kept = new Set(all.filter((c) => c.committed).slice(0, this.keep).map((c) => c.step));
+    const committed = all.filter((c) => c.committed);
+    const kept = new Set(committed.slice(0, this.keep).map((c) => c.step));
+    const scored = [];
+    for (const c of committed) {
+      const manifest = (await readManifest(this.s3, c.uri)).manifest;
+      if (manifest?.eval_loss !== undefined) scored.push({ step: c.step, loss: manifest.eval_loss });
+    }
+    if (scored.length) kept.add(scored.reduce((a, b) => (b.loss < a.loss ? b : a)).step);
     for (const old of all.filter((c) => c.step < newest && !kept.has(c.step))) {
       await deletePrefix(this.s3, old.uri + MANIFEST_FILE);
       await deletePrefix(this.s3, old.uri);
@@ -125,18 +132,23 @@ export async function findResumePoint(
   return undefined;
 }
 
-/** Downloads the checkpoint at `uri` into `local`; returns what is wrong with it, if anything. */
-export async function downloadVerified(s3: S3Client, uri: string, local: string, onFile?: () => void): Promise<string | undefined> {
+async function readManifest(s3: S3Client, uri: string): Promise<{ body: string; manifest?: CheckpointManifest; problem?: string }> {
   const { bucket, key } = parseS3Uri(uri + MANIFEST_FILE);
   const body = await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToString();
   let parsed;
   try {
     parsed = CheckpointManifest.safeParse(JSON.parse(body));
   } catch {
-    return 'manifest is not JSON';
+    return { body, problem: 'manifest is not JSON' };
   }
-  if (!parsed.success) return `invalid manifest: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`;
-  const manifest = parsed.data;
+  if (!parsed.success) return { body, problem: `invalid manifest: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` };
+  return { body, manifest: parsed.data };
+}
+
+/** Downloads the checkpoint at `uri` into `local`; returns what is wrong with it, if anything. */
+export async function downloadVerified(s3: S3Client, uri: string, local: string, onFile?: () => void): Promise<string | undefined> {
+  const { body, manifest, problem } = await readManifest(s3, uri);
+  if (!manifest) return problem;
   for (const file of manifest.files) {
     try {
       const parts = relativeParts('', file.path);

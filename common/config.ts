@@ -57,6 +57,8 @@ export const PretrainConfig = z
     ...TrainingLoop,
     max_steps: positiveInt.default(30),
     block_size: positiveInt.default(128),
+    // Held-out blocks scored at every checkpoint (0: none); the best checkpoint is always kept.
+    eval_blocks: z.number().int().nonnegative().default(16),
   })
   .strict();
 
@@ -110,7 +112,8 @@ export const RuntimeConfig = z
     progress_report_seconds: positiveInt.default(60),
     // Skip a stage whose inputs, config and trainer match an earlier completed one (start-run --no-cache).
     cache: z.boolean().default(true),
-    // Committed checkpoints kept per stage; older ones are deleted once a newer one is committed.
+    // Committed checkpoints kept per stage, plus the one with the lowest held-out loss; older ones
+    // are deleted once a newer one is committed.
     keep_checkpoints: positiveInt.default(2),
     // After SIGTERM, how long a trainer may take to save its final checkpoint before SIGKILL.
     stop_grace_seconds: positiveInt.default(120),

@@ -88,6 +88,8 @@ export const CheckpointManifest = z
     // sha256 of the stage's config section (canonical JSON): resuming under another config is refused.
     config_hash: z.string().regex(/^[0-9a-f]{64}$/),
     vocab_size: z.number().int().positive(),
+    // Loss on held-out data at this step, where the stage evaluates: retention keeps the best one.
+    eval_loss: finite.optional(),
     trainer_version: z.string(),
     files: z
       .array(z.object({ path: z.string().min(1), size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).strict())

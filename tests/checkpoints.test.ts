@@ -15,7 +15,7 @@ let work: string;
 const prefix = 's3://ckpt/runs/r1/pretrain/checkpoints/';
 
 /** A checkpoint folder as the trainer leaves it: files, then manifest.json describing them. */
-async function fakeCheckpoint(step: number, extraListed?: string): Promise<string> {
+async function fakeCheckpoint(step: number, extraListed?: string, evalLoss?: number): Promise<string> {
   const dir = join(work, 'local', `checkpoint-${step}`);
   await mkdir(join(dir, 'global_step'), { recursive: true });
   await writeFile(join(dir, 'model.safetensors'), `weights at ${step}`.repeat(1000));
@@ -27,7 +27,7 @@ async function fakeCheckpoint(step: number, extraListed?: string): Promise<strin
   if (extraListed) files.push({ path: extraListed, size: 1, sha256: '0'.repeat(64) });
   const manifest: CheckpointManifest = {
     manifest_version: 1, run_id: 'r1', stage: 'pretrain', step, world_size: 1, config_hash: 'a'.repeat(64), vocab_size: 100, trainer_version: 't',
-    files: files as CheckpointManifest['files'],
+    files: files as CheckpointManifest['files'], ...(evalLoss !== undefined && { eval_loss: evalLoss }),
   }; // prettier-ignore
   await writeFile(join(dir, 'manifest.json'), JSON.stringify(manifest));
   return dir;
@@ -71,6 +71,15 @@ describe('checkpoints', () => {
     await uploader.drain();
     expect(failures).toEqual([expect.stringMatching(/^8: .*missing-file\.bin/)]);
     expect(await committedSteps()).toEqual([6, 10]);
+  });
+
+  it('keeps the checkpoint with the lowest held-out loss besides the newest ones', async () => {
+    const bestPrefix = 's3://ckpt/runs/r2/pretrain/checkpoints/';
+    const uploader = new CheckpointUploader(minio.client, bestPrefix, 1, { committed: () => {}, failed: () => {} });
+    for (const [step, loss] of [[1, 3.0], [2, 1.5], [3, 2.0], [4, 2.5]]) uploader.submit(step, await fakeCheckpoint(step, undefined, loss));
+    await uploader.drain();
+    const steps = (await listKeys(minio.client, bestPrefix)).filter((k) => k.endsWith('/manifest.json')).map((k) => Number(/checkpoint-(\d+)/.exec(k)![1]));
+    expect(steps.sort((a, b) => a - b)).toEqual([2, 4]);
   });
 
   it('resumes from the newest committed checkpoint', async () => {

@@ -24,7 +24,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(folder: Path, request: dict, step: int, world_size: int, vocab_size: int) -> dict:
+def write_manifest(folder: Path, request: dict, step: int, world_size: int, vocab_size: int, eval_loss: float | None = None) -> dict:
     name = contract.schema()["manifest_file"]
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != name)
     manifest = {
@@ -36,6 +36,7 @@ def write_manifest(folder: Path, request: dict, step: int, world_size: int, voca
         "config_hash": config_hash(request["config"]),
         "vocab_size": vocab_size,
         "trainer_version": __version__,
+        **({"eval_loss": eval_loss} if eval_loss is not None else {}),
         "files": [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)} for p in files],
     }
     broken = contract.problems("manifest", manifest)

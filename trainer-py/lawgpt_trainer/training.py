@@ -37,21 +37,29 @@ class ProgressEvents(TrainerCallback):
 
 class CheckpointHandoff(TrainerCallback):
     """Once the Trainer has finished writing checkpoint-N, hashes it into a manifest on a background
-    thread (training goes on meanwhile) and reports it; the orchestrator uploads it from there."""
+    thread (training goes on meanwhile) and reports it; the orchestrator uploads it from there.
+    The held-out loss of that step, when the stage evaluates, goes into the manifest."""
 
     def __init__(self, events: EventStream, request: dict, vocab_size: int):
         self.events, self.request, self.vocab_size = events, request, vocab_size
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest")
         self.pending = []
+        self.eval_losses: dict[int, float] = {}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics:
+            self.eval_losses[state.global_step] = float(metrics["eval_loss"])
+            self.events.log(f"step {state.global_step}: held-out loss {metrics['eval_loss']:.4f}")
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        self.pending.append(self.pool.submit(self._commit, folder, state.global_step, args.world_size))
+        eval_loss = self.eval_losses.get(state.global_step)
+        self.pending.append(self.pool.submit(self._commit, folder, state.global_step, args.world_size, eval_loss))
 
-    def _commit(self, folder: Path, step: int, world_size: int) -> None:
-        checkpoints.write_manifest(folder, self.request, step, world_size, self.vocab_size)
+    def _commit(self, folder: Path, step: int, world_size: int, eval_loss: float | None) -> None:
+        checkpoints.write_manifest(folder, self.request, step, world_size, self.vocab_size, eval_loss)
         relative = folder.relative_to(self.request["output_dir"]).as_posix()
         self.events.emit("checkpoint", step=step, path=relative)
 
@@ -78,9 +86,10 @@ class StopOnSigterm(TrainerCallback):
             control.should_training_stop = True
 
 
-def train(model, dataset, collator, request: dict, events: EventStream, vocab_size: int) -> dict:
-    """Runs the configured optimizer steps (resuming from `request.resume_from` when given), hands
-    every checkpoint to the orchestrator, and returns the losses logged and the step resumed at."""
+def train(model, dataset, collator, request: dict, events: EventStream, vocab_size: int, eval_dataset=None) -> dict:
+    """Runs the configured optimizer steps (resuming from `request.resume_from` when given), scores
+    `eval_dataset` at every checkpoint, hands every checkpoint to the orchestrator, and returns the
+    losses logged and the step resumed at."""
     config = request["config"]
     args = TrainingArguments(
         output_dir=str(Path(request["output_dir"]) / CHECKPOINTS_DIR),
@@ -93,6 +102,9 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
         logging_steps=config["logging_steps"],
         save_strategy="steps",
         save_steps=config["checkpoint_steps"],
+        eval_strategy="steps" if eval_dataset else "no",
+        eval_steps=config["checkpoint_steps"],
+        per_device_eval_batch_size=config["micro_batch_size"],
         report_to=[],
         disable_tqdm=True,
         seed=config["seed"],
@@ -107,7 +119,9 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
         events.log(f"resuming from checkpoint-{resumed_at}")
 
     progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnSigterm()
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[progress, handoff, stop])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset, data_collator=collator, callbacks=[progress, handoff, stop]
+    )
     try:
         trainer.train(resume_from_checkpoint=request.get("resume_from"))
     finally:

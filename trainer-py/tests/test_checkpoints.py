@@ -33,6 +33,7 @@ def test_every_checkpoint_is_reported_with_a_manifest_that_matches_its_files(pip
         manifest = json.loads((folder / "manifest.json").read_text())
         assert contract.problems("manifest", manifest) == []
         assert (manifest["stage"], manifest["step"], manifest["world_size"]) == ("pretrain", event["step"], 1)
+        assert manifest["eval_loss"] > 0
         listed = {f["path"]: f for f in manifest["files"]}
         on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"}
         assert set(listed) == on_disk and "trainer_state.json" in on_disk

@@ -19,13 +19,15 @@ def run(request: dict, events) -> tuple[dict, dict]:
     base_vocab = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=PAD_VOCAB_TO_MULTIPLE_OF)
 
-    train_docs, _ = data.split_documents(data.read_corpus(inputs["corpus"]), request["split"]["heldout_percent"])
+    train_docs, heldout_docs = data.split_documents(data.read_corpus(inputs["corpus"]), request["split"]["heldout_percent"])
     blocks = packing.pack(tokenizer, train_docs, config["block_size"])
     if not blocks:
         raise InvalidInput(f"the corpus yields no full block of {config['block_size']} tokens")
     events.log(f"{len(train_docs)} documents -> {len(blocks)} blocks of {config['block_size']} tokens")
 
-    trained = training.train(model, packing.lm_dataset(blocks), default_data_collator, request, events, len(tokenizer))
+    heldout = packing.pack(tokenizer, heldout_docs, config["block_size"])[: config["eval_blocks"]]
+    eval_dataset = packing.lm_dataset(heldout) if heldout else None
+    trained = training.train(model, packing.lm_dataset(blocks), default_data_collator, request, events, len(tokenizer), eval_dataset)
 
     model.save_pretrained(out / "model")
     tok.save_with_model(tokenizer, inputs["tokenizer"], out / "model")
