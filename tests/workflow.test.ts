@@ -188,3 +188,27 @@ describe('lawgptPipeline', () => {
     expect(seen[1]).toBe('pretrain');
   });
 });
+
+describe('lawgptPipeline on a server that asks for continue-as-new early', () => {
+  let small: TestWorkflowEnvironment;
+  beforeAll(async () => {
+    small = await startTemporal(['--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=10']);
+  });
+  afterAll(async () => {
+    await small?.teardown();
+  });
+
+  it('starts a fresh history between stages and carries the finished stages over', async () => {
+    const runStage = vi.fn(async (task: StageTask) => fakeStage(task));
+    const worker = await Worker.create({ connection: small.nativeConnection, taskQueue: 'can', workflowsPath, activities: { runStage, stageCache: noCache } });
+    const result = await worker.runUntil(small.client.workflow.execute(lawgptPipeline, { workflowId: 'can', taskQueue: 'can', args: [config()] }));
+
+    expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base', 'vocab', 'pretrain', 'sft', 'eval']);
+    expect(runStage.mock.calls[4][0].inputs.model).toBe('s3://lawgpt/runs/can/sft/model/');
+    expect(Object.keys(result.stages)).toEqual(['base', 'vocab', 'pretrain', 'sft', 'eval']);
+    const runs = [];
+    for await (const execution of small.client.workflow.list({ query: "WorkflowId = 'can'" })) runs.push(execution.status.name);
+    expect(runs.length).toBeGreaterThan(1);
+    expect(runs.filter((s) => s === 'CONTINUED_AS_NEW')).toHaveLength(runs.length - 1);
+  });
+});

@@ -7,7 +7,10 @@
 import {
   ActivityCancellationType,
   ActivityFailure,
+  allHandlersFinished,
   ApplicationFailure,
+  condition,
+  continueAsNew,
   isCancellation,
   proxyActivities,
   setHandler,
@@ -33,7 +36,11 @@ const PLAN: { [S in StageName]: (data: RunConfig['data'], done: Outputs) => Reco
   eval: (data, done) => ({ model: done.sft!.model, corpus: data.corpus, exam: data.exam }),
 };
 
-export async function lawgptPipeline(config: RunConfig): Promise<PipelineResult> {
+/**
+ * `finished` carries the results of stages completed before a continue-as-new: a long run starts a
+ * fresh history between stages when Temporal suggests it, so it never nears the history limit.
+ */
+export async function lawgptPipeline(config: RunConfig, finished: Partial<Record<StageName, StageResult>> = {}): Promise<PipelineResult> {
   const { runStage } = proxyActivities<ReturnType<typeof createStageActivities>>({
     startToCloseTimeout: `${config.runtime.stage_timeout_minutes} minutes`,
     heartbeatTimeout: `${config.runtime.heartbeat_timeout_seconds} seconds`,
@@ -49,8 +56,17 @@ export async function lawgptPipeline(config: RunConfig): Promise<PipelineResult>
   const status = trackStatus(config);
   const pause = pauseControl({ onPause: () => status.pause(true), onResume: () => status.pause(false), status: () => status.current });
   const done: Outputs = {};
+  for (const result of Object.values(finished)) {
+    done[result.stage] = result.outputs;
+    status.complete(result);
+  }
 
   for (const stage of config.stages) {
+    if (finished[stage]) continue;
+    if (workflowInfo().continueAsNewSuggested && !status.current.paused) {
+      await condition(allHandlersFinished);
+      await continueAsNew<typeof lawgptPipeline>(config, status.current.results);
+    }
     status.begin(stage);
     const task: StageTask = {
       runId: workflowInfo().workflowId,

@@ -3,7 +3,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { STAGE_KEY } from '../../workflows/definitions.js';
 import { tools } from './tools.js';
 
-export function startTemporal(): Promise<TestWorkflowEnvironment> {
+export function startTemporal(extraArgs: string[] = []): Promise<TestWorkflowEnvironment> {
   return TestWorkflowEnvironment.createLocal({
     server: {
       executable: { type: 'existing-path', path: tools.temporal },
@@ -11,6 +11,7 @@ export function startTemporal(): Promise<TestWorkflowEnvironment> {
       ui: false,
       searchAttributes: [STAGE_KEY],
       log: { format: 'pretty', level: 'warn' },
+      extraArgs,
     },
   });
 }
