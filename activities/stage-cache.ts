@@ -22,13 +22,26 @@ const entryUri = (task: Pick<StageTask, 'bucket' | 'stage'>, key: string) => s3U
 const sameObjects = (a: ObjectInfo[], b: ObjectInfo[]) =>
   JSON.stringify([...a].sort((x, y) => x.key.localeCompare(y.key))) === JSON.stringify([...b].sort((x, y) => x.key.localeCompare(y.key)));
 
-export async function stageCacheKey(s3: S3Client, task: StageTask, trainerVersion: string): Promise<string> {
-  const inputs: Record<string, ObjectInfo[]> = {};
-  for (const name of Object.keys(task.inputs).sort()) {
-    inputs[name] = (await artifactObjects(s3, task.inputs[name])).map(({ key, size, etag }) => ({ key: key.slice(parseS3Uri(task.inputs[name]).key.length), size, etag }));
+/** Every input object's key (below its URI), size and ETag, by input name. */
+async function inputObjects(s3: S3Client, inputs: Record<string, string>): Promise<Record<string, ObjectInfo[]>> {
+  const objects: Record<string, ObjectInfo[]> = {};
+  for (const name of Object.keys(inputs).sort()) {
+    const below = parseS3Uri(inputs[name]).key.length;
+    objects[name] = (await artifactObjects(s3, inputs[name])).map(({ key, size, etag }) => ({ key: key.slice(below), size, etag }));
   }
-  const identity = { stage: task.stage, config: task.config, split: task.split, trainer_version: trainerVersion, inputs };
-  return createHash('sha256').update(canonicalJson(identity)).digest('hex');
+  return objects;
+}
+
+const sha256 = (value: unknown) => createHash('sha256').update(canonicalJson(value)).digest('hex');
+
+/** Identifies the exact input artifacts of a stage: a checkpoint is only resumed under the same ones. */
+export async function inputsHash(s3: S3Client, inputs: Record<string, string>): Promise<string> {
+  return sha256(await inputObjects(s3, inputs));
+}
+
+export async function stageCacheKey(s3: S3Client, task: StageTask, trainerVersion: string): Promise<string> {
+  const inputs = await inputObjects(s3, task.inputs);
+  return sha256({ stage: task.stage, config: task.config, split: task.split, trainer_version: trainerVersion, inputs });
 }
 
 /** JSON with sorted keys, so equal values always hash alike. */

@@ -14,7 +14,7 @@ import type { Settings } from '../common/settings.js';
 import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
-import { lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
+import { inputsHash, lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, s3Uri, uploadDir } from './s3.js';
 import { launchTrainer } from './trainer-process.js';
 
@@ -75,6 +75,7 @@ export function createStageActivities(deps: StageDeps) {
         split: task.split,
         inputs,
         config: task.config,
+        inputs_hash: await inputsHash(deps.s3, task.inputs),
         ...(resume && { resume_from: resume.path }),
       } as TrainerRequest;
       const requestPath = join(work, 'request.json');

@@ -21,6 +21,9 @@ const RequestCommon = {
   split: SplitConfig,
   // A verified checkpoint folder (with its manifest.json) to continue training from.
   resume_from: z.string().min(1).optional(),
+  // Identifies the exact input artifacts (sha256 of their S3 keys, sizes and ETags): a checkpoint
+  // records it, and is not resumed under other inputs (another base model, say).
+  inputs_hash: z.string().min(1).optional(),
 };
 
 function requestFor<S extends StageName>(stage: S) {
@@ -88,6 +91,7 @@ export const CheckpointManifest = z
     // sha256 of the stage's config section (canonical JSON): resuming under another config is refused.
     config_hash: z.string().regex(/^[0-9a-f]{64}$/),
     vocab_size: z.number().int().positive(),
+    inputs_hash: z.string().min(1).optional(),
     // Loss on held-out data at this step, where the stage evaluates: retention keeps the best one.
     eval_loss: finite.optional(),
     trainer_version: z.string(),

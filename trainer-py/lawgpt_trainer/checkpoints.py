@@ -37,6 +37,7 @@ def write_manifest(folder: Path, request: dict, step: int, world_size: int, voca
         "vocab_size": vocab_size,
         "trainer_version": __version__,
         **({"eval_loss": eval_loss} if eval_loss is not None else {}),
+        **({"inputs_hash": request["inputs_hash"]} if request.get("inputs_hash") else {}),
         "files": [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)} for p in files],
     }
     broken = contract.problems("manifest", manifest)
@@ -62,6 +63,8 @@ def check_resumable(folder: str, request: dict, world_size: int, vocab_size: int
         "vocab_size": vocab_size,
         "config_hash": config_hash(request["config"]),
     }
+    if request.get("inputs_hash") and manifest.get("inputs_hash"):
+        expected["inputs_hash"] = request["inputs_hash"]
     mismatched = [f"{k} is {manifest[k]!r} there, {v!r} here" for k, v in expected.items() if manifest[k] != v]
     if mismatched:
         raise InvalidInput(f"cannot resume from checkpoint-{manifest['step']}: " + "; ".join(mismatched))

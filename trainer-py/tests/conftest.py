@@ -39,7 +39,7 @@ class StageRun:
         return next(e for e in self.events if e["event"] == "completed")
 
 
-def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, split=None, resume_from: Path | None = None) -> StageRun:
+def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, split=None, resume_from: Path | None = None, inputs_hash: str | None = None) -> StageRun:
     """Runs `python -m lawgpt_trainer <stage>` as the orchestrator does; every stdout line must be
     a contract event."""
     work.mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,8 @@ def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, 
     }
     if resume_from:
         request["resume_from"] = str(resume_from)
+    if inputs_hash:
+        request["inputs_hash"] = inputs_hash
     (work / "request.json").write_text(json.dumps(request), "utf-8")
     env = {**os.environ, "PYTHONPATH": str(TRAINER_ROOT)}
     proc = subprocess.run([sys.executable, "-m", "lawgpt_trainer", stage, "--request", str(work / "request.json")], capture_output=True, text=True, env=env, timeout=600)

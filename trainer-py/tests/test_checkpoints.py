@@ -73,6 +73,14 @@ def test_resume_under_another_config_is_refused(pipeline, tiny_data, tmp_path):
     assert "cannot resume from checkpoint-2: config_hash is" in run.events[-1]["message"]
 
 
+def test_resume_with_other_inputs_is_refused(pipeline, tiny_data, tmp_path):
+    first = run_stage("pretrain", _pretrain_inputs(pipeline, tiny_data), tmp_path / "a", inputs_hash="base-model-A")
+    checkpoint = first.output_dir / _checkpoint_events(first)[0]["path"]
+    run = run_stage("pretrain", _pretrain_inputs(pipeline, tiny_data), tmp_path / "b", resume_from=checkpoint, inputs_hash="base-model-B")
+    assert run.returncode == 2
+    assert "inputs_hash is 'base-model-A' there, 'base-model-B' here" in run.events[-1]["message"]
+
+
 def test_sigterm_saves_a_checkpoint_and_stops(pipeline, tiny_data, tmp_path):
     request = {
         "contract_version": 1, "stage": "pretrain", "run_id": "pytest", "output_dir": str(tmp_path / "out"), "split": {"heldout_percent": 20},
