@@ -39,3 +39,34 @@ def test_trained_model_generates_with_the_merged_tokenizer(pipeline):
     ids = tokenizer("合同", return_tensors="pt")["input_ids"]
     out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.unk_token_id)
     assert out.shape[1] == ids.shape[1] + 3
+
+
+def test_new_rows_start_from_the_base_pieces_that_spell_them(pipeline):
+    import sentencepiece as spm
+
+    from lawgpt_trainer import embeddings
+    from lawgpt_trainer import tokenizer as tok
+
+    base_dir = pipeline["base"].output_dir / "model"
+    model = LlamaForCausalLM.from_pretrained(base_dir)
+    before = model.get_input_embeddings().weight.detach().clone()
+    tokenizer = AutoTokenizer.from_pretrained(pipeline["vocab"].output_dir / "tokenizer")
+    base = spm.SentencePieceProcessor(model_file=str(base_dir / tok.SP_FILE))
+    resized = embeddings.resize_from_base(model, tokenizer, base)
+
+    weight = model.get_input_embeddings().weight
+    assert torch.equal(weight[:32000], before)
+    new_id = next(i for i in range(32000, len(tokenizer)) if len(tokenizer.convert_ids_to_tokens(i)) >= 2)
+    spelling = embeddings.base_spelling(base, tokenizer.convert_ids_to_tokens(new_id))
+    assert base.decode(spelling) == tokenizer.convert_ids_to_tokens(new_id).replace("\u2581", " ").strip()
+    assert torch.allclose(weight[new_id], before[spelling].mean(dim=0))
+    assert resized["embedding_rows"] % 64 == 0
+    assert model.generation_config.suppress_tokens == (list(range(len(tokenizer), resized["embedding_rows"])) or None)
+
+
+def test_padding_rows_are_never_generated(pipeline):
+    folder = pipeline["pretrain"].output_dir / "model"
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert model.generation_config.suppress_tokens == (list(range(len(tokenizer), rows)) or None)

@@ -1,23 +1,22 @@
 """pretrain: continued pretraining of the base model on the legal corpus with the merged
-vocabulary; the embeddings are resized to that vocabulary first."""
+vocabulary; the embeddings are grown to that vocabulary first (see embeddings.py)."""
 
 from pathlib import Path
 
+import sentencepiece as spm
 from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
 
-from lawgpt_trainer import data, packing, training
+from lawgpt_trainer import data, embeddings, packing, training
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
-
-PAD_VOCAB_TO_MULTIPLE_OF = 64  # tensor-core friendly embedding sizes
 
 
 def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
     model = LlamaForCausalLM.from_pretrained(inputs["base_model"])
-    base_vocab = model.get_input_embeddings().weight.shape[0]
-    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=PAD_VOCAB_TO_MULTIPLE_OF)
+    base_tokenizer = spm.SentencePieceProcessor(model_file=str(Path(inputs["base_model"]) / tok.SP_FILE))
+    resized = embeddings.resize_from_base(model, tokenizer, base_tokenizer)
 
     train_docs, heldout_docs = data.split_documents(data.read_corpus(inputs["corpus"]), request["split"]["heldout_percent"])
     blocks = packing.pack(tokenizer, train_docs, config["block_size"])
@@ -32,8 +31,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
     model.save_pretrained(out / "model")
     tok.save_with_model(tokenizer, inputs["tokenizer"], out / "model")
     metrics = {
-        "base_vocab_size": base_vocab,
-        "embedding_rows": model.get_input_embeddings().weight.shape[0],
+        **resized,
         "train_blocks": len(blocks),
         **training.loss_metrics(trained),
     }
