@@ -3,20 +3,27 @@
 // Fetches the model from S3 (once; kept under .state/models/) and answers with the shared prompt
 // template through `python -m lawgpt_trainer.generate`; without --prompt it asks interactively.
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { rename, rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
-import { createS3Client, downloadArtifact, parseS3Uri } from './activities/s3.js';
+import { createS3Client, downloadArtifact } from './activities/s3.js';
 import { trainerEnv } from './activities/trainer-process.js';
 import { EXIT_INVALID_INPUT } from './common/contract.js';
 import type { PipelineResult } from './common/run.js';
 import { loadSettings, type Settings } from './common/settings.js';
 
+const MODELS = '.state/models';
+
 /** The newest model a finished run produced: the instruction-tuned one, else the pretrained one. */
 async function modelOfRun(settings: Settings, workflowId: string): Promise<string> {
   const client = new Client({ connection: await Connection.connect({ address: settings.TEMPORAL_ADDRESS }), namespace: settings.TEMPORAL_NAMESPACE });
-  const result: PipelineResult = await client.workflow.getHandle(workflowId).result();
+  const handle = client.workflow.getHandle(workflowId);
+  const state = (await handle.describe()).status.name;
+  if (state !== 'COMPLETED') throw new Error(`run ${workflowId} is ${state.toLowerCase()}, not completed: it has no final model yet`);
+  const result: PipelineResult = await handle.result();
   const model = result.stages.sft?.outputs.model ?? result.stages.pretrain?.outputs.model ?? result.stages.base?.outputs.model;
   if (!model) throw new Error(`run ${workflowId} produced no model`);
   return model;
@@ -37,12 +44,16 @@ async function main(): Promise<number> {
     return EXIT_INVALID_INPUT;
   }
   const settings = loadSettings();
-  const uri = values.model ?? (await modelOfRun(settings, values.run!));
-  const { bucket, key } = parseS3Uri(uri.endsWith('/') ? uri : `${uri}/`);
-  const local = resolve('.state/models', bucket, key);
-  if (!existsSync(join(local, 'config.json'))) {
+  const found = values.model ?? (await modelOfRun(settings, values.run!));
+  const uri = found.endsWith('/') ? found : `${found}/`;
+  // One local copy per model URI; it is renamed into place only once complete.
+  const local = resolve(MODELS, createHash('sha256').update(uri).digest('hex').slice(0, 16));
+  if (!existsSync(local)) {
     console.error(`fetching ${uri}`);
-    await downloadArtifact(createS3Client(settings), uri.endsWith('/') ? uri : `${uri}/`, local);
+    const partial = `${local}.partial`;
+    await rm(partial, { recursive: true, force: true });
+    await downloadArtifact(createS3Client(settings), uri, partial);
+    await rename(partial, local);
   }
 
   const args = ['-m', 'lawgpt_trainer.generate', '--model', local];
@@ -50,7 +61,10 @@ async function main(): Promise<number> {
   if (values['max-new-tokens']) args.push('--max-new-tokens', values['max-new-tokens']);
   if (values.temperature) args.push('--temperature', values.temperature);
   const child = spawn(settings.LAWGPT_PYTHON, args, { stdio: 'inherit', env: trainerEnv() });
-  return new Promise((done) => child.on('close', (code) => done(code ?? 1)));
+  return new Promise((done, fail) => {
+    child.on('error', fail);
+    child.on('close', (code) => done(code ?? 1));
+  });
 }
 
 main().then(

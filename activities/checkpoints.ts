@@ -6,10 +6,11 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
+import { describeIssues } from '../common/config.js';
 import { CheckpointManifest, MANIFEST_FILE } from '../common/contract.js';
 import type { StageTask } from '../common/run.js';
-import { deletePrefix, downloadArtifact, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFile } from './s3.js';
+import { deleteObject, deletePrefix, downloadArtifact, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFile } from './s3.js';
 
 const PARALLEL_UPLOADS = 4;
 const CHECKPOINT_DIR = /checkpoints\/checkpoint-(\d+)\/$/;
@@ -66,7 +67,13 @@ export class CheckpointUploader {
   ) {}
 
   submit(step: number, localDir: string): void {
-    this.queue = this.queue.then(() => this.commit(step, localDir).catch((err: Error) => this.listener.failed(step, err)));
+    const commit = () =>
+      this.commit(step, localDir).catch(async (err: Error) => {
+        this.listener.failed(step, err);
+        // Lost for good: keeping it would only fill the disk while S3 is away.
+        await rm(localDir, { recursive: true, force: true });
+      });
+    this.queue = this.queue.then(commit);
   }
 
   /** Resolves once every submitted checkpoint is committed or has failed. */
@@ -100,7 +107,7 @@ export class CheckpointUploader {
     }
     if (scored.length) kept.add(scored.reduce((a, b) => (b.loss < a.loss ? b : a)).step);
     for (const old of all.filter((c) => c.step < newest && !kept.has(c.step))) {
-      await deletePrefix(this.s3, old.uri + MANIFEST_FILE);
+      await deleteObject(this.s3, old.uri + MANIFEST_FILE);
       await deletePrefix(this.s3, old.uri);
     }
   }
@@ -120,11 +127,10 @@ export async function findResumePoint(
   prefix: string,
   dir: string,
   warn: (message: string) => void,
-  onFile?: () => void,
 ): Promise<ResumePoint | undefined> {
   for (const checkpoint of (await listCheckpoints(s3, prefix)).filter((c) => c.committed)) {
     const local = join(dir, `checkpoint-${checkpoint.step}`);
-    const problem = await downloadVerified(s3, checkpoint.uri, local, onFile);
+    const problem = await downloadVerified(s3, checkpoint.uri, local);
     if (!problem) return { step: checkpoint.step, path: local };
     warn(`checkpoint-${checkpoint.step} at ${checkpoint.uri} is unusable (${problem}); trying the one before it`);
     await rm(local, { recursive: true, force: true });
@@ -141,23 +147,32 @@ async function readManifest(s3: S3Client, uri: string): Promise<{ body: string; 
   } catch {
     return { body, problem: 'manifest is not JSON' };
   }
-  if (!parsed.success) return { body, problem: `invalid manifest: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` };
+  if (!parsed.success) return { body, problem: `invalid manifest: ${describeIssues(parsed.error).join('; ')}` };
   return { body, manifest: parsed.data };
 }
 
 /** Downloads the checkpoint at `uri` into `local`; returns what is wrong with it, if anything. */
-export async function downloadVerified(s3: S3Client, uri: string, local: string, onFile?: () => void): Promise<string | undefined> {
+export async function downloadVerified(s3: S3Client, uri: string, local: string): Promise<string | undefined> {
   const { body, manifest, problem } = await readManifest(s3, uri);
   if (!manifest) return problem;
   for (const file of manifest.files) {
+    let parts: string[];
     try {
-      const parts = relativeParts('', file.path);
-      const { path, bytes } = await downloadArtifact(s3, uri + file.path, join(local, ...parts.slice(0, -1)), onFile);
-      if (bytes !== file.size) return `${file.path} has ${bytes} bytes, the manifest says ${file.size}`;
-      if ((await sha256File(path)) !== file.sha256) return `${file.path} does not match its sha256`;
+      parts = relativeParts('', file.path);
     } catch (err) {
-      return `${file.path}: ${(err as Error).message}`;
+      return (err as Error).message;
     }
+    let downloaded;
+    try {
+      downloaded = await downloadArtifact(s3, uri + file.path, join(local, ...parts.slice(0, -1)));
+    } catch (err) {
+      // A missing file means a partial checkpoint; any other error is S3 being unwell, which a
+      // retry of the activity should meet again rather than fall back to an older checkpoint.
+      if (err instanceof NoSuchKey) return `${file.path} is missing`;
+      throw err;
+    }
+    if (downloaded.bytes !== file.size) return `${file.path} has ${downloaded.bytes} bytes, the manifest says ${file.size}`;
+    if ((await sha256File(downloaded.path)) !== file.sha256) return `${file.path} does not match its sha256`;
   }
   await mkdir(local, { recursive: true });
   // The trainer checks the manifest too (world size, config) before resuming.

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   CreateBucketCommand,
+  DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -88,17 +89,21 @@ export interface TransferStats {
 /** Uploads a single file (multipart when large). */
 export async function uploadFile(client: S3Client, path: string, uri: string): Promise<number> {
   const { bucket, key } = parseS3Uri(uri);
-  await new Upload({ client, params: { Bucket: bucket, Key: key, Body: createReadStream(path) } }).done();
+  const body = createReadStream(path);
+  try {
+    await new Upload({ client, params: { Bucket: bucket, Key: key, Body: body } }).done();
+  } finally {
+    body.destroy();
+  }
   return (await stat(path)).size;
 }
 
 /** Uploads every file under `dir` to the prefix `uri` (which ends with '/'), keeping relative paths. */
-export async function uploadDir(client: S3Client, dir: string, uri: string, onFile?: () => void): Promise<TransferStats> {
+export async function uploadDir(client: S3Client, dir: string, uri: string): Promise<TransferStats> {
   const stats = { files: 0, bytes: 0 };
   for (const path of await filesUnder(dir)) {
     stats.bytes += await uploadFile(client, path, uri + relative(dir, path).split(sep).join('/'));
     stats.files += 1;
-    onFile?.();
   }
   return stats;
 }
@@ -108,6 +113,13 @@ async function downloadObject(client: S3Client, bucket: string, key: string, pat
   await mkdir(dirname(path), { recursive: true });
   await pipeline(object.Body as Readable, createWriteStream(path));
   return object.ContentLength ?? 0;
+}
+
+export class EmptyPrefix extends Error {
+  constructor(readonly uri: string) {
+    super(`nothing under ${uri}`);
+    this.name = 'EmptyPrefix';
+  }
 }
 
 /** The path segments of `objectKey` below `prefix`; AWS S3 accepts keys such as 'a/../../x', so check. */
@@ -123,7 +135,7 @@ export function relativeParts(prefix: string, objectKey: string): string[] {
  * Downloads an artifact: a prefix URI (ending with '/') becomes the folder `dir`; an object URI
  * becomes the file `dir/<its name>`. Returns the local path the trainer should be given.
  */
-export async function downloadArtifact(client: S3Client, uri: string, dir: string, onFile?: () => void): Promise<{ path: string } & TransferStats> {
+export async function downloadArtifact(client: S3Client, uri: string, dir: string): Promise<{ path: string } & TransferStats> {
   const { bucket, key } = parseS3Uri(uri);
   const stats = { files: 0, bytes: 0 };
   if (!uri.endsWith('/')) {
@@ -135,19 +147,24 @@ export async function downloadArtifact(client: S3Client, uri: string, dir: strin
     if (objectKey.endsWith('/')) continue;
     stats.bytes += await downloadObject(client, bucket, objectKey, join(dir, ...relativeParts(key, objectKey)));
     stats.files += 1;
-    onFile?.();
   }
-  if (stats.files === 0) throw new Error(`nothing under ${uri}`);
+  if (stats.files === 0) throw new EmptyPrefix(uri);
   return { path: dir, ...stats };
 }
 
 /** Removes every object under a prefix, so a retried stage never leaves a mix of two attempts. */
+export async function deleteObject(client: S3Client, uri: string): Promise<void> {
+  const { bucket, key } = parseS3Uri(uri);
+  await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+}
+
 export async function deletePrefix(client: S3Client, uri: string): Promise<number> {
   const { bucket } = parseS3Uri(uri);
   const keys = await listKeys(client, uri);
   for (let i = 0; i < keys.length; i += 1000) {
     const batch = keys.slice(i, i + 1000).map((Key) => ({ Key }));
-    await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch, Quiet: true } }));
+    const { Errors } = await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch, Quiet: true } }));
+    if (Errors?.length) throw new Error(`could not delete ${Errors.length} objects under ${uri}, e.g. ${Errors[0].Key}: ${Errors[0].Message}`);
   }
   return keys.length;
 }

@@ -4,7 +4,7 @@
 // Progress flows three ways: heartbeats (liveness and cancellation), a throttled signal to the
 // workflow (its `status` query), and the worker's log.
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
@@ -15,7 +15,7 @@ import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
 import { inputsHash, lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
-import { deletePrefix, downloadArtifact, s3Uri, uploadDir } from './s3.js';
+import { deletePrefix, downloadArtifact, EmptyPrefix, s3Uri, uploadDir } from './s3.js';
 import { launchTrainer } from './trainer-process.js';
 
 export interface StageDeps {
@@ -31,6 +31,15 @@ export const artifactPrefix = (task: Pick<StageTask, 'bucket' | 'runId' | 'stage
   s3Uri(task.bucket, `runs/${task.runId}/${task.stage}/${output}/`);
 
 const HEARTBEAT_MS = 5_000;
+// Workflow ids become folder names and S3 keys.
+const SAFE_RUN_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
+
+/** `relativePath` under `dir`; a trainer must not point the orchestrator anywhere else. */
+function inside(dir: string, relativePath: string): string {
+  const path = resolve(dir, relativePath);
+  if (!path.startsWith(dir + sep)) throw ApplicationFailure.nonRetryable(`trainer reported a path outside its output folder: ${relativePath}`, 'ContractViolation');
+  return path;
+}
 
 /** Worker options that stage activities rely on. */
 export const STAGE_WORKER_OPTIONS = {
@@ -46,9 +55,9 @@ export function createStageActivities(deps: StageDeps) {
     const local: Record<string, string> = {};
     for (const [name, uri] of Object.entries(task.inputs)) {
       try {
-        local[name] = (await downloadArtifact(deps.s3, uri, join(dir, name), () => Context.current().heartbeat())).path;
+        local[name] = (await downloadArtifact(deps.s3, uri, join(dir, name))).path;
       } catch (err) {
-        if (err instanceof NoSuchKey || /^nothing under/.test((err as Error).message)) {
+        if (err instanceof NoSuchKey || err instanceof EmptyPrefix) {
           throw ApplicationFailure.nonRetryable(`input '${name}' not found: ${uri}`, 'InvalidInput');
         }
         throw err;
@@ -59,13 +68,20 @@ export function createStageActivities(deps: StageDeps) {
 
   async function runStage(task: StageTask): Promise<StageResult> {
     const ctx = Context.current();
-    const work = resolve(deps.settings.LAWGPT_WORK_DIR, task.runId, task.stage, `attempt-${ctx.info.attempt}`);
+    if (!SAFE_RUN_ID.test(task.runId)) throw ApplicationFailure.nonRetryable(`run id ${JSON.stringify(task.runId)} is not a plain name`, 'InvalidInput');
+    // One folder per stage: a new attempt first clears what a killed earlier one left behind.
+    const work = resolve(deps.settings.LAWGPT_WORK_DIR, task.runId, task.stage);
     await rm(work, { recursive: true, force: true });
     await mkdir(join(work, 'out'), { recursive: true });
+    const reporter = progressReporter(task, deps.temporal);
+    // Heartbeat for the whole stage, not per event or file: the trainer may be silent for minutes
+    // (tokenising, saving) and one large file may take minutes to move, while a dead worker is
+    // what the heartbeat timeout must detect.
+    const beat = setInterval(() => ctx.heartbeat(reporter.latest()), HEARTBEAT_MS);
     try {
       ctx.log.info(`stage ${task.stage}: fetching inputs`, { inputs: task.inputs });
       const inputs = await fetchInputs(task, join(work, 'inputs'));
-      const resume = await findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m), () => ctx.heartbeat());
+      const resume = await findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m));
       if (resume) ctx.log.info(`stage ${task.stage}: resuming from checkpoint-${resume.step}`);
       const request = {
         contract_version: CONTRACT_VERSION,
@@ -81,18 +97,23 @@ export function createStageActivities(deps: StageDeps) {
       const requestPath = join(work, 'request.json');
       await writeFile(requestPath, JSON.stringify(request, null, 2));
 
-      const completed = await runTrainer(task, requestPath, work);
+      const completed = await runTrainer(task, requestPath, work, reporter);
       const result = await publish(task, work, completed);
-      if (task.cacheKey) await recordStage(deps.s3, task, task.cacheKey, result);
+      if (task.cacheKey) {
+        await recordStage(deps.s3, task, task.cacheKey, result).catch((err: Error) =>
+          ctx.log.warn(`stage ${task.stage}: could not record it in the stage cache (${err.message})`),
+        );
+      }
       return result;
     } finally {
+      clearInterval(beat);
       await rm(work, { recursive: true, force: true });
     }
   }
 
-  async function runTrainer(task: StageTask, requestPath: string, work: string) {
+  async function runTrainer(task: StageTask, requestPath: string, work: string, reporter: ReturnType<typeof progressReporter>) {
     const ctx = Context.current();
-    const reporter = progressReporter(task, deps.temporal);
+    const out = join(work, 'out');
     const uploader = new CheckpointUploader(deps.s3, checkpointsPrefix(task), task.runtime.keep_checkpoints, {
       committed(c) {
         ctx.log.info(`stage ${task.stage}: checkpoint-${c.step} committed to ${c.uri}`);
@@ -102,13 +123,7 @@ export function createStageActivities(deps: StageDeps) {
         ctx.log.warn(`stage ${task.stage}: checkpoint-${step} could not be uploaded (${err.message}); training goes on`);
       },
     });
-    // The trainer may be silent for minutes (tokenising, saving); heartbeat while it is alive and
-    // while its checkpoints upload, so that a dead worker, not a quiet trainer, is what the
-    // heartbeat timeout detects.
-    const beat = setInterval(() => ctx.heartbeat(reporter.latest()), HEARTBEAT_MS);
-    let exit;
-    try {
-      exit = await launchTrainer({
+    const exit = await launchTrainer({
         python: deps.settings.LAWGPT_PYTHON,
         stage: task.stage,
         requestPath,
@@ -117,16 +132,13 @@ export function createStageActivities(deps: StageDeps) {
         stopGraceMs: task.runtime.stop_grace_seconds * 1000,
         onEvent: (event) => {
           if (event.event === 'progress') reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
-          if (event.event === 'checkpoint') uploader.submit(event.step, join(work, 'out', event.path));
+          if (event.event === 'checkpoint') uploader.submit(event.step, inside(out, event.path));
           if (event.event === 'log') ctx.log[event.level === 'warning' ? 'warn' : 'info'](`[${task.stage}] ${event.message}`);
         },
         onStderr: (line) => ctx.log.debug(`[${task.stage}] ${line}`),
       });
-      // Checkpoints saved before a crash or a cancel are complete: commit them either way.
-      await uploader.drain();
-    } finally {
-      clearInterval(beat);
-    }
+    // Checkpoints saved before a crash or a cancel are complete: commit them either way.
+    await uploader.drain();
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
     return outcome(task, exit);
@@ -142,7 +154,7 @@ export function createStageActivities(deps: StageDeps) {
     for (const [name, relativePath] of Object.entries(completed.outputs)) {
       const target = artifactPrefix(task, name);
       await deletePrefix(deps.s3, target);
-      const stats = await uploadDir(deps.s3, join(work, 'out', relativePath), target, () => Context.current().heartbeat());
+      const stats = await uploadDir(deps.s3, inside(join(work, 'out'), relativePath), target);
       Context.current().log.info(`stage ${task.stage}: uploaded ${name} (${stats.files} files, ${stats.bytes} bytes) to ${target}`);
       outputs[name] = target;
     }

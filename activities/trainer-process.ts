@@ -32,18 +32,20 @@ export interface TrainerExit {
   protocolErrors: string[];
 }
 
-// The trainer needs no credentials: it reads and writes local files only. Nothing secret is
-// passed down, so nothing secret can reach its logs.
-const SECRET_ENV = /^(AWS_|MINIO_|LAWGPT_WEBHOOK_)|(SECRET|TOKEN|PASSWORD)/i;
+// The trainer needs no credentials: it reads and writes local files only. Only variables that
+// shape the Python, CUDA and threading runtime are passed down, and never one that looks like a
+// secret, so nothing secret can reach its logs.
+const PASSED_ENV = /^(PATH|HOME|USER|LANG|LC_\w+|TZ|TMPDIR|LD_LIBRARY_PATH|PYTHON\w*|CUDA\w*|NVIDIA\w*|NCCL\w*|HF_\w+|TRANSFORMERS_\w+|TORCH\w*|OMP_\w+|MKL_\w+|TOKENIZERS_PARALLELISM|DS_\w+)$/;
+const SECRET_ENV = /SECRET|TOKEN|PASSWORD|CREDENTIAL|(^|_)KEY($|_)/i;
 
 export function trainerEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  const clean = Object.fromEntries(Object.entries(env).filter(([name]) => !SECRET_ENV.test(name)));
-  return { ...clean, PYTHONUNBUFFERED: '1', HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '1' };
+  const passed = Object.entries(env).filter(([name]) => PASSED_ENV.test(name) && !SECRET_ENV.test(name));
+  return { ...Object.fromEntries(passed), PYTHONUNBUFFERED: '1', HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '1' };
 }
 
-/** The version of the trainer package `python` would run. */
+/** The version and source hash of the trainer package `python` would run (see fingerprint()). */
 export async function trainerVersion(python: string): Promise<string> {
-  const { stdout } = await promisify(execFile)(python, ['-c', 'import lawgpt_trainer; print(lawgpt_trainer.__version__)'], { env: trainerEnv() });
+  const { stdout } = await promisify(execFile)(python, ['-c', 'import lawgpt_trainer; print(lawgpt_trainer.fingerprint())'], { env: trainerEnv() });
   return stdout.trim();
 }
 
@@ -93,6 +95,8 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
     forceKill = setTimeout(() => killGroup('SIGKILL'), launch.stopGraceMs ?? 10_000);
   };
   launch.signal?.addEventListener('abort', onAbort, { once: true });
+  // A cancel that arrived while inputs were downloading still stops this trainer at once.
+  if (launch.signal?.aborted) onAbort();
 
   return new Promise((resolve, reject) => {
     child.on('error', reject);

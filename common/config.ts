@@ -4,10 +4,10 @@
 import { z } from 'zod';
 import { StageName, STAGES } from './stages.js';
 
-const S3_URI = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/.+$/;
-export const S3Uri = z.string().regex(S3_URI, 'must look like s3://bucket/key');
+const BUCKET = '[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]';
+const S3Uri = z.string().regex(new RegExp(`^s3://${BUCKET}/.+$`), 'must look like s3://bucket/key');
 // A prefix URI ends with '/' and names every object under it (a corpus folder, a model).
-export const S3PrefixUri = S3Uri.refine((s) => s.endsWith('/'), 'must end with "/" (a folder)');
+const S3PrefixUri = S3Uri.refine((s) => s.endsWith('/'), 'must end with "/" (a folder)');
 
 const positiveInt = z.number().int().positive();
 const probability = z.number().min(0).max(1);
@@ -62,7 +62,7 @@ export const PretrainConfig = z
   })
   .strict();
 
-export const LoraConfig = z
+const LoraConfig = z
   .object({
     r: positiveInt.default(8),
     alpha: positiveInt.default(16),
@@ -81,6 +81,7 @@ export const SftConfig = z
     dialogue_answers: z.enum(['first', 'all']).default('first'),
     max_dialogue_records: positiveInt.default(300),
     max_exam_records: positiveInt.default(300),
+    max_instruction_records: positiveInt.default(300),
   })
   .strict();
 
@@ -131,7 +132,7 @@ export const STAGE_CONFIGS = {
 export const RunConfig = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and "-", at most 40'),
-    bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name'),
+    bucket: z.string().regex(new RegExp(`^${BUCKET}$`), 'must be a valid S3 bucket name'),
     stages: z
       .array(StageName)
       .nonempty()
@@ -143,8 +144,12 @@ export const RunConfig = z
     data: z
       .object({
         corpus: S3PrefixUri,
-        dialogue: S3Uri,
-        exam: S3Uri,
+        // JSONL of lawyer consultations {question, answers[]}
+        dialogue: S3Uri.optional(),
+        // JSONL of multiple-choice exam questions {question, options, answer, subject?}
+        exam: S3Uri.optional(),
+        // JSONL of Alpaca-shape instructions {instruction, input, output} (worked exam reasoning, BenTsao QA)
+        instructions: S3Uri.optional(),
         split: SplitConfig.prefault({}),
       })
       .strict(),
@@ -155,10 +160,13 @@ export const RunConfig = z
     eval: EvalConfig.prefault({}),
     runtime: RuntimeConfig.prefault({}),
   })
-  .strict();
+  .strict()
+  .refine((c) => !c.stages.includes('sft') || c.data.dialogue || c.data.exam || c.data.instructions, {
+    path: ['data'],
+    message: 'sft needs instruction data: set at least one of dialogue, exam, instructions',
+  });
 
 export type RunConfig = z.infer<typeof RunConfig>;
-export type RunConfigInput = z.input<typeof RunConfig>;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -167,15 +175,18 @@ export class ConfigError extends Error {
   }
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string {
-  const path = issue.path.length ? issue.path.join('.') : '(root)';
-  if (issue.code === 'unrecognized_keys') return `${path}: unknown field(s) ${issue.keys.join(', ')}`;
-  return `${path}: ${issue.message}`;
+/** One line per problem, `path: message`, for every zod validation this project reports. */
+export function describeIssues(error: z.ZodError): string[] {
+  return error.issues.map((issue) => {
+    const path = issue.path.length ? issue.path.join('.') : '(root)';
+    if (issue.code === 'unrecognized_keys') return `${path}: unknown field(s) ${issue.keys.join(', ')}`;
+    return `${path}: ${issue.message}`;
+  });
 }
 
 /** Validates a parsed config, naming every wrong field at once. */
 export function parseRunConfig(raw: unknown): RunConfig {
   const result = RunConfig.safeParse(raw);
-  if (!result.success) throw new ConfigError(result.error.issues.map(describeIssue));
+  if (!result.success) throw new ConfigError(describeIssues(result.error));
   return result.data;
 }

@@ -13,6 +13,8 @@ import { StageName, STAGE_IO, STAGES } from './stages.js';
 
 export const CONTRACT_VERSION = 1;
 export const EXIT_INVALID_INPUT = 2;
+// 128 + SIGTERM: stopped on request after handing over a final checkpoint.
+export const EXIT_INTERRUPTED = 143;
 
 const RequestCommon = {
   contract_version: z.literal(CONTRACT_VERSION),
@@ -27,7 +29,10 @@ const RequestCommon = {
 };
 
 function requestFor<S extends StageName>(stage: S) {
-  const inputs = Object.fromEntries(STAGE_IO[stage].inputs.map((name) => [name, z.string().min(1)]));
+  const inputs = Object.fromEntries([
+    ...STAGE_IO[stage].inputs.map((name) => [name, z.string().min(1)]),
+    ...STAGE_IO[stage].optional.map((name) => [name, z.string().min(1).optional()]),
+  ]);
   return z
     .object({ ...RequestCommon, stage: z.literal(stage), inputs: z.object(inputs).strict(), config: STAGE_CONFIGS[stage] })
     .strict();
@@ -111,6 +116,7 @@ export function contractJsonSchema(): Record<string, unknown> {
     description: 'Generated from common/contract.ts by `npm run contract`; do not edit by hand.',
     contract_version: CONTRACT_VERSION,
     exit_invalid_input: EXIT_INVALID_INPUT,
+    exit_interrupted: EXIT_INTERRUPTED,
     stage_io: STAGE_IO,
     request: z.toJSONSchema(TrainerRequest, { io: 'output', target: 'draft-2020-12' }),
     event: z.toJSONSchema(TrainerEvent, { target: 'draft-2020-12' }),

@@ -3,6 +3,7 @@
 // S3 credentials are not here: the AWS SDK reads them from its usual chain (AWS_ACCESS_KEY_ID, ...),
 // so pointing at AWS S3 instead of MinIO is a change of environment, not of code.
 import { z } from 'zod';
+import { describeIssues } from './config.js';
 
 const Settings = z.object({
   TEMPORAL_ADDRESS: z.string().default('127.0.0.1:7233'),
@@ -21,8 +22,7 @@ export type Settings = z.infer<typeof Settings>;
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const parsed = Settings.safeParse(env);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
-    throw new Error(`invalid environment:\n  ${problems.join('\n  ')}`);
+    throw new Error(`invalid environment:\n  ${describeIssues(parsed.error).join('\n  ')}`);
   }
   return parsed.data;
 }

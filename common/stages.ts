@@ -6,12 +6,14 @@ export const STAGES = ['base', 'vocab', 'pretrain', 'sft', 'eval'] as const;
 export const StageName = z.enum(STAGES);
 export type StageName = z.infer<typeof StageName>;
 
-// Input names are what the trainer finds under `request.inputs`; output names are the entries
-// it reports in its `completed` event, uploaded to s3://<bucket>/runs/<runId>/<stage>/<output>/.
+// Input names are what the trainer finds under `request.inputs` (`optional` ones only when the
+// run's data has them); output names are the entries it reports in its `completed` event,
+// uploaded to s3://<bucket>/runs/<runId>/<stage>/<output>/.
 export const STAGE_IO = {
-  base: { inputs: [], outputs: ['tokenizer', 'model'] },
-  vocab: { inputs: ['corpus', 'base_tokenizer'], outputs: ['tokenizer'] },
-  pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], outputs: ['model'] },
-  sft: { inputs: ['model', 'dialogue', 'exam'], outputs: ['adapter', 'model'] },
-  eval: { inputs: ['model', 'corpus', 'exam'], outputs: ['report'] },
-} as const satisfies Record<StageName, { inputs: readonly string[]; outputs: readonly string[] }>;
+  base: { inputs: [], optional: [], outputs: ['tokenizer', 'model'] },
+  vocab: { inputs: ['corpus', 'base_tokenizer'], optional: [], outputs: ['tokenizer'] },
+  pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], optional: [], outputs: ['model'] },
+  // Instruction data in any of three shapes; at least one is required (checked in the run config).
+  sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions'], outputs: ['adapter', 'model'] },
+  eval: { inputs: ['model', 'corpus'], optional: ['exam'], outputs: ['report'] },
+} as const satisfies Record<StageName, { inputs: readonly string[]; optional: readonly string[]; outputs: readonly string[] }>;

@@ -16,11 +16,17 @@ export const SHARED_DATA = process.env.LAWGPT_SHARED_DATA ?? new URL('../../shar
 export interface DemoDataSize {
   statutes: number;
   cases: number;
-  dialogueRecords: number;
-  examRecords: number;
+  records: number;
 }
 
-export const DEMO_SIZE: DemoDataSize = { statutes: 12, cases: 10, dialogueRecords: 300, examRecords: 300 };
+export const DEMO_SIZE: DemoDataSize = { statutes: 12, cases: 10, records: 300 };
+
+// Which file of ../shared/data feeds each instruction-data location of a run config.
+const RECORD_SOURCES = {
+  dialogue: 'dialogue/legal_consultation.jsonl',
+  exam: 'exam/disc_law_eval_mcq.jsonl',
+  instructions: 'instructions/judicial_exam_reasoning.jsonl',
+} as const;
 const STATUTE_BYTES = { min: 5_000, max: 40_000 };
 
 function markdownFiles(dir: string): string[] {
@@ -64,7 +70,11 @@ export async function uploadDemoData(s3: S3Client, data: RunConfig['data'], size
     ...pickStatutes(join(corpusRoot, 'statutes'), size.statutes),
     ...markdownFiles(join(corpusRoot, 'cases')).slice(0, size.cases),
   ];
-  const buckets = new Set([data.corpus, data.dialogue, data.exam].map((u) => parseS3Uri(u).bucket));
+  const records = Object.entries(RECORD_SOURCES).flatMap(([name, source]) => {
+    const uri = data[name as keyof typeof RECORD_SOURCES];
+    return uri ? [{ uri, source }] : [];
+  });
+  const buckets = new Set([data.corpus, ...records.map((r) => r.uri)].map((u) => parseS3Uri(u).bucket));
   for (const bucket of buckets) await ensureBucket(s3, bucket);
 
   const encoding = get_encoding('cl100k_base');
@@ -80,15 +90,13 @@ export async function uploadDemoData(s3: S3Client, data: RunConfig['data'], size
   } finally {
     encoding.free();
   }
-  await put(s3, data.dialogue, spreadLines(join(shared, 'dialogue', 'legal_consultation.jsonl'), size.dialogueRecords));
-  await put(s3, data.exam, spreadLines(join(shared, 'exam', 'disc_law_eval_mcq.jsonl'), size.examRecords));
-  return { documents: documents.length, chars, cl100kTokens: tokens };
+  for (const { uri, source } of records) await put(s3, uri, spreadLines(join(shared, source), size.records));
+  return { documents: documents.length, chars, cl100kTokens: tokens, records: records.map((r) => r.uri) };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const config = parseRunConfig(JSON.parse(readFileSync(process.argv[2] ?? 'configs/demo.json', 'utf8')));
   const stats = await uploadDemoData(createS3Client(loadSettings()), config.data);
   console.log(`uploaded ${stats.documents} legal documents (${stats.chars} characters, ~${stats.cl100kTokens} cl100k tokens) to ${config.data.corpus}`);
-  console.log(`uploaded ${DEMO_SIZE.dialogueRecords} consultations to ${config.data.dialogue}`);
-  console.log(`uploaded ${DEMO_SIZE.examRecords} exam questions to ${config.data.exam}`);
+  for (const uri of stats.records) console.log(`uploaded ${DEMO_SIZE.records} records to ${uri}`);
 }

@@ -45,7 +45,7 @@ let work: string;
 beforeAll(async () => {
   [env, minio] = await Promise.all([startTemporal(), startMinio()]);
   work = await mkdtemp(join(tmpdir(), 'lawgpt-chaos-'));
-  await uploadDemoData(minio.client, chaosConfig('x', 0).data, { statutes: 6, cases: 2, dialogueRecords: 10, examRecords: 10 });
+  await uploadDemoData(minio.client, chaosConfig('x', 0).data, { statutes: 6, cases: 2, records: 10 });
 });
 afterAll(async () => {
   await env?.teardown();

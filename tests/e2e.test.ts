@@ -25,11 +25,12 @@ const config = parseRunConfig({
     corpus: 's3://lawgpt-e2e/datasets/tiny/corpus/',
     dialogue: 's3://lawgpt-e2e/datasets/tiny/dialogue.jsonl',
     exam: 's3://lawgpt-e2e/datasets/tiny/exam.jsonl',
+    instructions: 's3://lawgpt-e2e/datasets/tiny/instructions.jsonl',
   },
   base: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 256 },
   vocab: { vocab_size: 3000, input_sentence_size: 20000 },
   pretrain: { max_steps: 4, micro_batch_size: 2, block_size: 64 },
-  sft: { max_steps: 3, micro_batch_size: 2, cutoff_len: 128, max_dialogue_records: 16, max_exam_records: 16 },
+  sft: { max_steps: 3, micro_batch_size: 2, cutoff_len: 128, max_dialogue_records: 16, max_exam_records: 16, max_instruction_records: 16 },
   eval: { block_size: 64, max_heldout_blocks: 4, max_exam_questions: 4, max_new_tokens: 4 },
   runtime: { max_attempts: 1, progress_report_seconds: 1 },
 });
@@ -41,7 +42,7 @@ let work: string;
 beforeAll(async () => {
   [env, minio] = await Promise.all([startTemporal(), startMinio()]);
   work = await mkdtemp(join(tmpdir(), 'lawgpt-e2e-'));
-  await uploadDemoData(minio.client, config.data, { statutes: 6, cases: 2, dialogueRecords: 40, examRecords: 80 });
+  await uploadDemoData(minio.client, config.data, { statutes: 6, cases: 2, records: 60 });
 });
 afterAll(async () => {
   await env?.teardown();

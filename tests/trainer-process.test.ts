@@ -81,10 +81,28 @@ describe('launchTrainer', () => {
   });
 
   it('passes no credentials down to the trainer', async () => {
-    const secrets = { AWS_SECRET_ACCESS_KEY: 's3cr3t', AWS_ACCESS_KEY_ID: 'id', MINIO_ROOT_PASSWORD: 'pw', LAWGPT_WEBHOOK_TOKEN: 't', HF_TOKEN: 'hf' };
+    const secrets = {
+      AWS_SECRET_ACCESS_KEY: 's3cr3t',
+      AWS_ACCESS_KEY_ID: 'id',
+      MINIO_ROOT_PASSWORD: 'pw',
+      HF_TOKEN: 'hf',
+      OPENAI_API_KEY: 'sk',
+      GOOGLE_APPLICATION_CREDENTIALS: '/keys.json',
+      SOME_SERVICE_URL: 'https://user:pw@host',
+    };
     const { exit } = await launch('base', undefined, secrets);
     const envLine = exit.stderrTail.split('\n').find((l) => l.startsWith('env: '))!;
     for (const name of Object.keys(secrets)) expect(envLine).not.toContain(name);
     expect(envLine).toContain('HF_HUB_OFFLINE');
+    expect(envLine).toContain('PATH');
+  });
+
+  it('stops at once a trainer whose cancel came before it started', async () => {
+    const abort = new AbortController();
+    abort.abort();
+    const started = Date.now();
+    const { exit } = await launch('eval', abort.signal);
+    expect(exit.signal).toBe('SIGTERM');
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 });

@@ -12,16 +12,24 @@ export interface PauseHooks {
   status(): PipelineStatus;
 }
 
-export function pauseControl(hooks: PauseHooks) {
-  let paused = false;
+export function pauseControl(hooks: PauseHooks, startPaused = false) {
+  let paused = startPaused;
+  // True from a pause request until the running stage has stopped: resume waits for that.
+  let stopping = false;
   let running: CancellationScope | undefined;
+  const stoppedForPause = new WeakSet<CancellationScope>();
 
   setHandler(
     pauseUpdate,
     async () => {
       paused = true;
-      running?.cancel();
+      stopping = true;
+      if (running) {
+        stoppedForPause.add(running);
+        running.cancel();
+      }
       await condition(() => running === undefined);
+      stopping = false;
       hooks.onPause();
       return hooks.status();
     },
@@ -41,11 +49,13 @@ export function pauseControl(hooks: PauseHooks) {
     {
       validator: () => {
         if (!paused) throw new Error('the run is not paused');
+        if (stopping) throw new Error('the run is still pausing: its stage is saving a checkpoint');
       },
     },
   );
 
   return {
+    isPaused: () => paused,
     /** Runs a stage; one stopped by a pause runs again after resume. */
     async run<T>(stage: () => Promise<T>): Promise<T> {
       for (;;) {
@@ -55,8 +65,7 @@ export function pauseControl(hooks: PauseHooks) {
         try {
           return await scope.run(stage);
         } catch (err) {
-          const stoppedForPause = paused && isCancellation(err) && !CancellationScope.current().consideredCancelled;
-          if (!stoppedForPause) throw err;
+          if (!(isCancellation(err) && stoppedForPause.has(scope))) throw err;
         } finally {
           running = undefined;
         }

@@ -32,15 +32,25 @@ const PLAN: { [S in StageName]: (data: RunConfig['data'], done: Outputs) => Reco
   base: () => ({}),
   vocab: (data, done) => ({ corpus: data.corpus, base_tokenizer: done.base!.tokenizer }),
   pretrain: (data, done) => ({ corpus: data.corpus, tokenizer: done.vocab!.tokenizer, base_model: done.base!.model }),
-  sft: (data, done) => ({ model: done.pretrain!.model, dialogue: data.dialogue, exam: data.exam }),
-  eval: (data, done) => ({ model: done.sft!.model, corpus: data.corpus, exam: data.exam }),
+  sft: (data, done) => given({ model: done.pretrain!.model, dialogue: data.dialogue, exam: data.exam, instructions: data.instructions }),
+  eval: (data, done) => given({ model: done.sft!.model, corpus: data.corpus, exam: data.exam }),
 };
 
+/** Leaves out the optional inputs this run has no data for. */
+const given = (inputs: Record<string, string | undefined>) =>
+  Object.fromEntries(Object.entries(inputs).filter((entry): entry is [string, string] => entry[1] !== undefined));
+
+/** What a run carries into its next execution when it continues as new. */
+export interface CarriedOver {
+  finished: Partial<Record<StageName, StageResult>>;
+  paused: boolean;
+}
+
 /**
- * `finished` carries the results of stages completed before a continue-as-new: a long run starts a
- * fresh history between stages when Temporal suggests it, so it never nears the history limit.
+ * A long run starts a fresh history between stages when Temporal suggests it, so it never nears
+ * the history limit; `carried` brings the finished stages (and a pause) into the new execution.
  */
-export async function lawgptPipeline(config: RunConfig, finished: Partial<Record<StageName, StageResult>> = {}): Promise<PipelineResult> {
+export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = { finished: {}, paused: false }): Promise<PipelineResult> {
   const { runStage } = proxyActivities<ReturnType<typeof createStageActivities>>({
     startToCloseTimeout: `${config.runtime.stage_timeout_minutes} minutes`,
     heartbeatTimeout: `${config.runtime.heartbeat_timeout_seconds} seconds`,
@@ -54,18 +64,19 @@ export async function lawgptPipeline(config: RunConfig, finished: Partial<Record
     retry: { maximumAttempts: 5 },
   });
   const status = trackStatus(config);
-  const pause = pauseControl({ onPause: () => status.pause(true), onResume: () => status.pause(false), status: () => status.current });
+  const pause = pauseControl({ onPause: () => status.pause(true), onResume: () => status.pause(false), status: () => status.current }, carried.paused);
   const done: Outputs = {};
-  for (const result of Object.values(finished)) {
+  for (const result of Object.values(carried.finished)) {
     done[result.stage] = result.outputs;
     status.complete(result);
   }
+  if (carried.paused) status.pause(true);
 
   for (const stage of config.stages) {
-    if (finished[stage]) continue;
-    if (workflowInfo().continueAsNewSuggested && !status.current.paused) {
+    if (carried.finished[stage]) continue;
+    if (workflowInfo().continueAsNewSuggested) {
       await condition(allHandlersFinished);
-      await continueAsNew<typeof lawgptPipeline>(config, status.current.results);
+      await continueAsNew<typeof lawgptPipeline>(config, { finished: status.current.results, paused: pause.isPaused() });
     }
     status.begin(stage);
     const task: StageTask = {
@@ -127,8 +138,8 @@ function trackStatus(config: RunConfig) {
   return {
     begin(stage: StageName) {
       Object.assign(status, { stage, step: null, totalSteps: null, loss: null, checkpoint: null });
-      status.stages[stage] = 'running';
-      show(stage);
+      status.stages[stage] = status.paused ? 'paused' : 'running';
+      show(status.paused ? `${stage}:paused` : stage);
     },
     current: status,
     pause(paused: boolean) {

@@ -1,4 +1,18 @@
 """The ML half of lawgpt-pipeline: one module per pipeline stage, run by the orchestrator as
 `python -m lawgpt_trainer <stage> --request <request.json>` (see contract.py)."""
 
+import hashlib
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+
+def fingerprint() -> str:
+    """The version plus a hash of every source and data file of this package: the stage cache must
+    not reuse outputs of a trainer whose code has changed since, released or not."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:16]}"

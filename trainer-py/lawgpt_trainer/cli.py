@@ -16,9 +16,10 @@ STAGES = tuple(contract.schema()["stage_io"])
 
 
 def _die_with_parent() -> None:
-    # If the worker that launched us dies, so do we: no orphan trainer holding GPUs.
+    # If the worker that launched us dies, so do we, at once (nobody is left to upload a final
+    # checkpoint): no orphan trainer holding GPUs.
     if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return contract.exit_invalid_input()
     except Interrupted as e:
         events.emit("failed", kind="interrupted", message=str(e))
-        return 128 + signal.SIGTERM
+        return contract.schema()["exit_interrupted"]
     except Exception as e:  # noqa: BLE001 - reported to the orchestrator, which decides on retries
         traceback.print_exc()
         events.emit("failed", kind="internal", message=f"{type(e).__name__}: {e}")

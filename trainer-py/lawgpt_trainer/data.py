@@ -19,7 +19,8 @@ class Document:
 
 @dataclass(frozen=True)
 class Sample:
-    """One instruction-tuning example: `prompt` is not trained on, `response` is."""
+    """One instruction-tuning example: the prompt built from `instruction` and `input` is not
+    trained on, `output` is."""
 
     instruction: str
     input: str
@@ -103,6 +104,21 @@ def read_dialogue(path: str, answers: str, limit: int) -> list[Sample]:
     return samples[:limit]
 
 
+def read_instructions(path: str, limit: int) -> list[Sample]:
+    """Alpaca-shape records `{instruction, input?, output}` (worked exam reasoning, BenTsao's QA)."""
+    name, samples = Path(path).name, []
+    for number, record in read_jsonl(path):
+        instruction = _field(name, number, record, "instruction", str)
+        output = _field(name, number, record, "output", str)
+        extra = record.get("input", "")
+        if not isinstance(extra, str):
+            raise InvalidInput(f"{name}:{number}: field 'input' must be a string")
+        samples.append(Sample(instruction=instruction, input=extra, output=output))
+        if len(samples) >= limit:
+            break
+    return samples
+
+
 def read_exam(path: str) -> list[ExamQuestion]:
     """Multiple-choice questions `{id?, question, options{letter: text}, answer, subject?}`."""
     name, questions = Path(path).name, []
@@ -114,8 +130,11 @@ def read_exam(path: str) -> list[ExamQuestion]:
             raise InvalidInput(f"{name}:{number}: field 'options' must map single letters to text")
         if not set(answer) <= set(options):
             raise InvalidInput(f"{name}:{number}: field 'answer' {answer!r} names a letter not in 'options'")
+        subject = record.get("subject")
+        if subject is not None and not isinstance(subject, str):
+            raise InvalidInput(f"{name}:{number}: field 'subject' must be a string")
         key = str(record.get("id") or question)
-        questions.append(ExamQuestion(key, question, options, "".join(sorted(answer)), record.get("subject")))
+        questions.append(ExamQuestion(key, question, options, "".join(sorted(answer)), subject))
     if not questions:
         raise InvalidInput(f"{name}: no questions")
     return questions

@@ -2,6 +2,7 @@
 checkpoints handed to the orchestrator, resume, and progress events from inside the loop."""
 
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -124,8 +125,14 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
     )
     try:
         trainer.train(resume_from_checkpoint=request.get("resume_from"))
-    finally:
-        handoff.wait()
+    except BaseException:
+        # Hand over the checkpoints already saved, but let the training error be the one reported.
+        try:
+            handoff.wait()
+        except Exception as e:  # noqa: BLE001
+            print(f"could not finish a checkpoint after the failure: {e}", file=sys.stderr)
+        raise
+    handoff.wait()
     if stop.requested:
         raise Interrupted(f"stopped by SIGTERM at step {trainer.state.global_step}, checkpoint saved")
     return {"losses": progress.losses, "resumed_at": resumed_at}

@@ -22,7 +22,7 @@ CONFIGS = {
     "base": {"tokenizer": "mistral_common:tokenizer.model.v1", **TINY_MODEL},
     "vocab": {"model_type": "bpe", "vocab_size": 2000, "character_coverage": 0.9995, "split_digits": True, "byte_fallback": True, "max_sentence_length": 4096, "input_sentence_size": 20000},
     "pretrain": {**LOOP, "max_steps": 4, "block_size": 64, "eval_blocks": 4},
-    "sft": {**LOOP, "max_steps": 3, "cutoff_len": 96, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}, "dialogue_answers": "first", "max_dialogue_records": 12, "max_exam_records": 12},
+    "sft": {**LOOP, "max_steps": 3, "cutoff_len": 96, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}, "dialogue_answers": "first", "max_dialogue_records": 12, "max_exam_records": 12, "max_instruction_records": 12},
     "eval": {"block_size": 64, "max_heldout_blocks": 4, "max_exam_questions": 4, "max_new_tokens": 4},
 }
 
@@ -88,6 +88,8 @@ def tiny_data(tmp_path_factory) -> dict:
         "corpus": root / "corpus",
         "dialogue": _jsonl_head(SHARED_DATA / "dialogue" / "legal_consultation.jsonl", root / "dialogue.jsonl", 20),
         "exam": _jsonl_head(SHARED_DATA / "exam" / "disc_law_eval_mcq.jsonl", root / "exam.jsonl", 60),
+        "instructions": _jsonl_head(SHARED_DATA / "instructions" / "judicial_exam_reasoning.jsonl", root / "instructions.jsonl", 20),
+        "medical": _jsonl_head(SHARED_DATA / "instructions" / "bentsao_llama_data.jsonl", root / "medical.jsonl", 20),
     }
 
 
@@ -102,7 +104,8 @@ def pipeline(tiny_data, tmp_path_factory) -> dict:
     runs["pretrain"] = run_stage(
         "pretrain", {"corpus": tiny_data["corpus"], "tokenizer": runs["vocab"].output_dir / "tokenizer", "base_model": base_out / "model"}, work / "pretrain"
     )
-    runs["sft"] = run_stage("sft", {"model": runs["pretrain"].output_dir / "model", "dialogue": tiny_data["dialogue"], "exam": tiny_data["exam"]}, work / "sft")
+    sft_data = {name: tiny_data[name] for name in ("dialogue", "exam", "instructions")}
+    runs["sft"] = run_stage("sft", {"model": runs["pretrain"].output_dir / "model", **sft_data}, work / "sft")
     runs["eval"] = run_stage("eval", {"model": runs["sft"].output_dir / "model", "corpus": tiny_data["corpus"], "exam": tiny_data["exam"]}, work / "eval")
     yield runs
     shutil.rmtree(work, ignore_errors=True)

@@ -83,7 +83,7 @@ def test_resume_with_other_inputs_is_refused(pipeline, tiny_data, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_stops(pipeline, tiny_data, tmp_path):
     request = {
-        "contract_version": 1, "stage": "pretrain", "run_id": "pytest", "output_dir": str(tmp_path / "out"), "split": {"heldout_percent": 20},
+        "contract_version": contract.schema()["contract_version"], "stage": "pretrain", "run_id": "pytest", "output_dir": str(tmp_path / "out"), "split": {"heldout_percent": 20},
         "inputs": {k: str(v) for k, v in _pretrain_inputs(pipeline, tiny_data).items()},
         "config": {**CONFIGS["pretrain"], "max_steps": 500, "checkpoint_steps": 1000},
     }  # fmt: skip
@@ -97,7 +97,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(pipeline, tiny_data, tmp_path):
         events.append(json.loads(line))
         if events[-1]["event"] == "progress" and events[-1]["step"] == 3:
             proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert proc.wait(timeout=60) == contract.schema()["exit_interrupted"] == 128 + signal.SIGTERM
     checkpoint = next(e for e in events if e["event"] == "checkpoint")
     assert 3 <= checkpoint["step"] < 500
     assert (tmp_path / "out" / checkpoint["path"] / "manifest.json").is_file()

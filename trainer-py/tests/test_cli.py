@@ -4,7 +4,7 @@ import json
 
 from lawgpt_trainer import contract
 
-from conftest import CONFIGS, run_stage
+from conftest import CONFIGS, TRAINER_ROOT, run_stage
 
 
 def test_contract_names_the_same_stages_as_the_cli():
@@ -44,3 +44,17 @@ def test_stdout_carries_only_contract_events(pipeline):
     for run in pipeline.values():
         assert run.events[0]["event"] == "started"
         assert run.events[-1]["event"] == "completed"
+
+
+def test_fingerprint_changes_with_the_code(tmp_path, monkeypatch):
+    import shutil
+
+    import lawgpt_trainer
+
+    copy = tmp_path / "lawgpt_trainer"
+    shutil.copytree(TRAINER_ROOT / "lawgpt_trainer", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(lawgpt_trainer, "__file__", str(copy / "__init__.py"))
+    before = lawgpt_trainer.fingerprint()
+    (copy / "stages" / "pretrain.py").write_text((copy / "stages" / "pretrain.py").read_text() + "\n# changed\n")
+    assert lawgpt_trainer.fingerprint() != before
+    assert before.startswith(lawgpt_trainer.__version__ + "+")

@@ -54,3 +54,12 @@ def test_corpus_rejects_non_utf8(tmp_path):
 )
 def test_extract_choice(generated, letters, chosen):
     assert extract_choice(generated, letters) == chosen
+
+
+def test_instructions_errors_name_file_line_and_field(tmp_path):
+    good = {"instruction": "解释不当得利", "input": "", "output": "没有法律根据取得利益"}
+    assert [s.output for s in data.read_instructions(_jsonl(tmp_path, [good, {**good, "input": "材料"}]), 10)] == [good["output"]] * 2
+    with pytest.raises(InvalidInput, match=r"records.jsonl:2: field 'output' must be a non-empty str"):
+        data.read_instructions(_jsonl(tmp_path, [good, {**good, "output": ""}]), 10)
+    with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'input' must be a string"):
+        data.read_instructions(_jsonl(tmp_path, [{**good, "input": ["x"]}]), 10)

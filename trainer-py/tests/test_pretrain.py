@@ -61,7 +61,8 @@ def test_new_rows_start_from_the_base_pieces_that_spell_them(pipeline):
     assert base.decode(spelling) == tokenizer.convert_ids_to_tokens(new_id).replace("\u2581", " ").strip()
     assert torch.allclose(weight[new_id], before[spelling].mean(dim=0))
     assert resized["embedding_rows"] % 64 == 0
-    assert model.generation_config.suppress_tokens == (list(range(len(tokenizer), resized["embedding_rows"])) or None)
+    assert resized["embedding_rows"] > len(tokenizer)  # the tiny merge leaves padding rows to check
+    assert model.generation_config.suppress_tokens == list(range(len(tokenizer), resized["embedding_rows"]))
 
 
 def test_padding_rows_are_never_generated(pipeline):
@@ -69,4 +70,14 @@ def test_padding_rows_are_never_generated(pipeline):
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     rows = model.get_input_embeddings().weight.shape[0]
-    assert model.generation_config.suppress_tokens == (list(range(len(tokenizer), rows)) or None)
+    assert rows > len(tokenizer)
+    assert model.generation_config.suppress_tokens == list(range(len(tokenizer), rows))
+    # Make every padding row by far the likeliest next token: generation still never picks one.
+    ids = tokenizer("合同", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        hidden = model.model(ids).last_hidden_state[0, -1]
+        model.lm_head.weight[len(tokenizer) :] = hidden * (1000 / hidden.dot(hidden))
+    next_token = lambda: model.generate(ids, max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.unk_token_id)[0, -1].item()  # noqa: E731
+    assert next_token() < len(tokenizer)
+    model.generation_config.suppress_tokens = None
+    assert next_token() >= len(tokenizer)

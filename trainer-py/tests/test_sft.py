@@ -46,3 +46,22 @@ def test_adapter_and_merged_model_are_written(pipeline):
     # LoRA leaves everything outside its target modules untouched.
     name = "model.layers.0.mlp.up_proj.weight"
     assert torch.equal(merged.state_dict()[name], pretrained.state_dict()[name])
+
+
+def test_every_instruction_source_contributes_samples(pipeline, tiny_data):
+    from lawgpt_trainer.stages.sft import samples
+
+    config = {"dialogue_answers": "first", "max_dialogue_records": 5, "max_exam_records": 5, "max_instruction_records": 5}
+    request = {"config": config, "split": {"heldout_percent": 20}, "inputs": {k: str(tiny_data[k]) for k in ("dialogue", "exam", "instructions")}}
+    found = samples(request)
+    assert len(found) == 15
+    assert found[-1].output == json.loads(tiny_data["instructions"].read_text("utf-8").splitlines()[4])["output"]
+    assert "请选出正确答案" in found[5].instruction
+
+
+def test_instructions_alone_are_enough(pipeline, tiny_data, tmp_path):
+    """BenTsao's recipe: Alpaca-shape QA only."""
+    from conftest import run_stage
+
+    run = run_stage("sft", {"model": pipeline["pretrain"].output_dir / "model", "instructions": tiny_data["medical"]}, tmp_path)
+    assert run.completed()["metrics"]["train_samples"] > 0

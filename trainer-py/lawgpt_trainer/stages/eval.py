@@ -40,7 +40,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
     _, heldout_docs = data.split_documents(data.read_corpus(inputs["corpus"]), percent)
     blocks = packing.pack(tokenizer, heldout_docs, config["block_size"])[: config["max_heldout_blocks"]]
     ppl = perplexity(model, blocks) if blocks else float("nan")
-    _, questions = data.split_exam(data.read_exam(inputs["exam"]), percent)
+    questions = data.split_exam(data.read_exam(inputs["exam"]), percent)[1] if "exam" in inputs else []
     questions = questions[: config["max_exam_questions"]]
     total = len(questions) + 1
     events.progress(1, total)

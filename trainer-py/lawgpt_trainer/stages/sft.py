@@ -37,10 +37,18 @@ def pad_collator(pad_id: int):
 
 
 def samples(request: dict) -> list[data.Sample]:
+    """Every instruction sample the run's data provides: consultations, the training part of the
+    exam questions, and Alpaca-shape instructions, each source optional."""
     config, inputs = request["config"], request["inputs"]
-    dialogue = data.read_dialogue(inputs["dialogue"], config["dialogue_answers"], config["max_dialogue_records"])
-    exam_train, _ = data.split_exam(data.read_exam(inputs["exam"]), request["split"]["heldout_percent"])
-    return dialogue + [prompt.exam_sample(q) for q in exam_train[: config["max_exam_records"]]]
+    found: list[data.Sample] = []
+    if "dialogue" in inputs:
+        found += data.read_dialogue(inputs["dialogue"], config["dialogue_answers"], config["max_dialogue_records"])
+    if "exam" in inputs:
+        exam_train, _ = data.split_exam(data.read_exam(inputs["exam"]), request["split"]["heldout_percent"])
+        found += [prompt.exam_sample(q) for q in exam_train[: config["max_exam_records"]]]
+    if "instructions" in inputs:
+        found += data.read_instructions(inputs["instructions"], config["max_instruction_records"])
+    return found
 
 
 def run(request: dict, events) -> tuple[dict, dict]:
