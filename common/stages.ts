@@ -15,5 +15,5 @@ export const STAGE_IO = {
   pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], optional: [], outputs: ['model'] },
   // Instruction data in any of three shapes; at least one is required (checked in the run config).
   sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions'], outputs: ['adapter', 'model'] },
-  eval: { inputs: ['model', 'corpus'], optional: ['exam'], outputs: ['report'] },
+  eval: { inputs: ['model', 'corpus'], optional: ['exam', 'base_model'], outputs: ['report'] },
 } as const satisfies Record<StageName, { inputs: readonly string[]; optional: readonly string[]; outputs: readonly string[] }>;

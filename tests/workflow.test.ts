@@ -68,7 +68,7 @@ describe('lawgptPipeline', () => {
     expect(tasks[1].inputs).toEqual({ corpus: demo.data.corpus, base_tokenizer: out('base', 'tokenizer') });
     expect(tasks[2].inputs).toEqual({ corpus: demo.data.corpus, tokenizer: out('vocab', 'tokenizer'), base_model: out('base', 'model') });
     expect(tasks[3].inputs).toEqual({ model: out('pretrain', 'model'), dialogue: demo.data.dialogue, exam: demo.data.exam, instructions: demo.data.instructions });
-    expect(tasks[4].inputs).toEqual({ model: out('sft', 'model'), corpus: demo.data.corpus, exam: demo.data.exam });
+    expect(tasks[4].inputs).toEqual({ model: out('sft', 'model'), corpus: demo.data.corpus, exam: demo.data.exam, base_model: out('base', 'model') });
     expect(tasks[2].config).toEqual(config().pretrain);
     expect(tasks[2].cacheKey).toBe('key-pretrain');
 

@@ -33,7 +33,7 @@ const PLAN: { [S in StageName]: (data: RunConfig['data'], done: Outputs) => Reco
   vocab: (data, done) => ({ corpus: data.corpus, base_tokenizer: done.base!.tokenizer }),
   pretrain: (data, done) => ({ corpus: data.corpus, tokenizer: done.vocab!.tokenizer, base_model: done.base!.model }),
   sft: (data, done) => given({ model: done.pretrain!.model, dialogue: data.dialogue, exam: data.exam, instructions: data.instructions }),
-  eval: (data, done) => given({ model: done.sft!.model, corpus: data.corpus, exam: data.exam }),
+  eval: (data, done) => given({ model: done.sft!.model, corpus: data.corpus, exam: data.exam, base_model: done.base!.model }),
 };
 
 /** Leaves out the optional inputs this run has no data for. */

@@ -1,4 +1,8 @@
-"""eval: held-out perplexity on legal text and judicial-exam accuracy of a model."""
+"""eval: how well a model predicts held-out legal text, against the base model it grew from, and
+how it answers held-out judicial-exam questions.
+
+Perplexity depends on the vocabulary, so the comparison with the base model (a different
+tokenizer) is in bits per character of the same held-out text."""
 
 import json
 import math
@@ -8,64 +12,62 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lawgpt_trainer import data, packing, prompt
+from lawgpt_trainer import data, generate, packing, prompt
 
 
 @torch.no_grad()
-def perplexity(model, blocks: list[torch.Tensor]) -> float:
-    losses = [model(input_ids=b[None], labels=b[None]).loss.item() for b in blocks]
-    return math.exp(sum(losses) / len(losses))
+def language_modelling(model, tokenizer, docs: list[data.Document], block_size: int, max_blocks: int) -> dict:
+    """Perplexity per token and bits per character over the first `max_blocks` held-out blocks."""
+    blocks = packing.pack(tokenizer, docs, block_size)[:max_blocks]
+    if not blocks:
+        return {"blocks": 0}
+    nats = sum(model(input_ids=b[None], labels=b[None]).loss.item() * (len(b) - 1) for b in blocks)
+    predicted = sum(len(b) - 1 for b in blocks)
+    chars = sum(len(tokenizer.decode(b, skip_special_tokens=True)) for b in blocks)
+    return {"blocks": len(blocks), "perplexity": math.exp(nats / predicted), "bits_per_char": nats / math.log(2) / max(chars, 1)}
 
 
-@torch.no_grad()
-def answer(model, tokenizer, question: data.ExamQuestion, max_new_tokens: int) -> str:
-    sample = prompt.exam_sample(question)
-    ids = [tokenizer.bos_token_id] + tokenizer(prompt.render_prompt(sample.instruction), add_special_tokens=False)["input_ids"]
-    generated = model.generate(
-        input_ids=torch.tensor([ids]),
-        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.unk_token_id,
-    )
-    return tokenizer.decode(generated[0, len(ids) :], skip_special_tokens=True)
+def exam(model, tokenizer, questions: list[data.ExamQuestion], max_new_tokens: int, events) -> tuple[list[dict], dict[str, list[bool]]]:
+    by_subject: dict[str, list[bool]] = defaultdict(list)
+    answers = []
+    for i, q in enumerate(questions, start=1):
+        text = generate.answer(tokenizer, model, prompt.exam_sample(q).instruction, max_new_tokens, temperature=0.0)
+        chosen = prompt.extract_choice(text, "".join(q.options))
+        by_subject[q.subject or "unknown"].append(chosen == q.answer)
+        answers.append({"key": q.key, "expected": q.answer, "chosen": chosen, "generated": text})
+        events.progress(i + 1, len(questions) + 1)
+    return answers, by_subject
 
 
 def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
     percent = request["split"]["heldout_percent"]
-    tokenizer = AutoTokenizer.from_pretrained(inputs["model"])
-    model = AutoModelForCausalLM.from_pretrained(inputs["model"]).eval()
+    tokenizer, model = generate.load(inputs["model"])
 
     _, heldout_docs = data.split_documents(data.read_corpus(inputs["corpus"]), percent)
-    blocks = packing.pack(tokenizer, heldout_docs, config["block_size"])[: config["max_heldout_blocks"]]
-    ppl = perplexity(model, blocks) if blocks else float("nan")
-    questions = data.split_exam(data.read_exam(inputs["exam"]), percent)[1] if "exam" in inputs else []
-    questions = questions[: config["max_exam_questions"]]
-    total = len(questions) + 1
-    events.progress(1, total)
+    held_out = language_modelling(model, tokenizer, heldout_docs, config["block_size"], config["max_heldout_blocks"])
+    base = {}
+    if "base_model" in inputs:
+        base_tokenizer, base_model = AutoTokenizer.from_pretrained(inputs["base_model"]), AutoModelForCausalLM.from_pretrained(inputs["base_model"]).eval()
+        base = language_modelling(base_model, base_tokenizer, heldout_docs, config["block_size"], config["max_heldout_blocks"])
+    questions = data.split_exam(data.read_exam(inputs["exam"]), percent)[1][: config["max_exam_questions"]] if "exam" in inputs else []
+    events.progress(1, len(questions) + 1)
+    answers, by_subject = exam(model, tokenizer, questions, config["max_new_tokens"], events)
 
-    by_subject: dict[str, list[bool]] = defaultdict(list)
-    answers = []
-    for i, q in enumerate(questions, start=2):
-        text = answer(model, tokenizer, q, config["max_new_tokens"])
-        chosen = prompt.extract_choice(text, "".join(q.options))
-        by_subject[q.subject or "unknown"].append(chosen == q.answer)
-        answers.append({"key": q.key, "expected": q.answer, "chosen": chosen, "generated": text})
-        events.progress(i, total)
-
-    correct = sum(sum(v) for v in by_subject.values())
-    report = {
-        "heldout_perplexity": ppl,
-        "heldout_blocks": len(blocks),
+    metrics = {
+        "heldout_blocks": held_out["blocks"],
+        "heldout_perplexity": held_out.get("perplexity"),
+        "heldout_bits_per_char": held_out.get("bits_per_char"),
+        "base_heldout_bits_per_char": base.get("bits_per_char"),
         "exam_questions": len(questions),
-        "exam_accuracy": correct / len(questions) if questions else None,
+        "exam_accuracy": sum(sum(v) for v in by_subject.values()) / len(questions) if questions else None,
+    }
+    report = {
+        **metrics,
+        "base_heldout_perplexity": base.get("perplexity"),
         "exam_accuracy_by_subject": {s: sum(v) / len(v) for s, v in sorted(by_subject.items())},
         "answers": answers,
     }
     (out / "report").mkdir(parents=True, exist_ok=True)
     (out / "report" / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), "utf-8")
-    metrics = {"heldout_perplexity": ppl, "heldout_blocks": len(blocks), "exam_questions": len(questions)}
-    if questions:
-        metrics["exam_accuracy"] = report["exam_accuracy"]
-    return {"report": "report"}, {k: v for k, v in metrics.items() if math.isfinite(v)}
+    return {"report": "report"}, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
