@@ -53,7 +53,7 @@ export interface ObjectInfo {
 }
 
 /** Every object whose key starts with the URI's key. */
-export async function listObjects(client: S3Client, uri: string): Promise<ObjectInfo[]> {
+async function listObjects(client: S3Client, uri: string): Promise<ObjectInfo[]> {
   const { bucket, key: prefix } = parseS3Uri(uri);
   const objects: ObjectInfo[] = [];
   let token: string | undefined;

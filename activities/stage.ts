@@ -27,7 +27,7 @@ export interface StageDeps {
   trainerVersion: string;
 }
 
-export const artifactPrefix = (task: Pick<StageTask, 'bucket' | 'runId' | 'stage'>, output: string) =>
+const artifactPrefix = (task: Pick<StageTask, 'bucket' | 'runId' | 'stage'>, output: string) =>
   s3Uri(task.bucket, `runs/${task.runId}/${task.stage}/${output}/`);
 
 const HEARTBEAT_MS = 5_000;
