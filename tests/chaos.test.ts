@@ -136,9 +136,28 @@ describe('chaos', () => {
     const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'minio-restart', workflowsPath, activities: activities(workDir), ...STAGE_WORKER_OPTIONS });
     const result = await worker.runUntil(async () => {
       const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'minio-restart', taskQueue: 'minio-restart', args: [chaosConfig('minio-restart', 4, 150)] });
-      const committed = await committedCheckpoint(handle);
+      await committedCheckpoint(handle);
+      // Catch an upload in the act: a checkpoint newer than every committed one, with files but no
+      // manifest yet (older manifest-less folders are being pruned, not uploaded).
+      const prefix = 's3://lawgpt-chaos/runs/minio-restart/pretrain/checkpoints/';
+      const inFlight = await waitFor(
+        'a checkpoint upload in progress',
+        async () => {
+          const keys = await listKeys(minio.client, prefix);
+          const step = (k: string) => Number(/checkpoint-(\d+)\//.exec(k)?.[1] ?? -1);
+          const newestCommitted = Math.max(-1, ...keys.filter((k) => k.endsWith('/manifest.json')).map(step));
+          const uploading = keys.map(step).filter((s) => s > newestCommitted);
+          return uploading.length ? Math.min(...uploading) : undefined;
+        },
+        60_000,
+        10,
+      ).catch(() => undefined);
       await minio.restart(3_000);
-      console.log(`restarted MinIO (down 3 s) after checkpoint-${committed}, while training and uploads went on`);
+      console.log(
+        inFlight === undefined
+          ? 'restarted MinIO (down 3 s) without catching an upload in the act; training and uploads went on'
+          : `restarted MinIO (down 3 s) while checkpoint-${inFlight} was half uploaded`,
+      );
       return handle.result();
     });
     expect(result.stages.pretrain).toBeDefined();
