@@ -69,11 +69,14 @@ def run(request: dict, events) -> tuple[dict, dict]:
 
     base = tok.load_proto(base_path)
     merged, added = tok.merge(base, domain)
-    tok.save_tokenizer(merged, out / "tokenizer")
+    hf_tokenizer = tok.save_tokenizer(merged, out / "tokenizer")
     events.progress(2, 3)
 
     base_rate, _ = _tokens_per_char(spm.SentencePieceProcessor(model_file=str(base_path)), heldout)
-    merged_rate, broken = _tokens_per_char(spm.SentencePieceProcessor(model_file=str(out / "tokenizer" / tok.SP_FILE)), heldout)
+    merged_sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer" / tok.SP_FILE))
+    merged_rate, broken = _tokens_per_char(merged_sp, heldout)
+    lines = [line for d in heldout for line in d.text.splitlines() if line.strip()]
+    disagreeing = sum(hf_tokenizer(line, add_special_tokens=False)["input_ids"] != merged_sp.encode(line) for line in lines)
     events.progress(3, 3)
     metrics = {
         "base_vocab_size": len(base.pieces),
@@ -84,5 +87,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
         "heldout_tokens_per_char_base": round(base_rate, 4),
         "heldout_tokens_per_char_merged": round(merged_rate, 4),
         "heldout_roundtrip_failures": broken,
+        # Lines the Hugging Face tokenizer splits differently from the SentencePiece model.
+        "heldout_hf_sp_mismatched_lines": disagreeing,
+        "heldout_lines": len(lines),
     }
     return {"tokenizer": "tokenizer"}, metrics
