@@ -28,6 +28,9 @@ export const BaseConfig = z
 
 export const VocabConfig = z
   .object({
+    // Train a SentencePiece model on the corpus and merge its pieces (Chinese-LLaMA); with
+    // data.vocab_words the words are merged too (LaWGPT), or alone when this is false.
+    train_sentencepiece: z.boolean().default(true),
     model_type: z.enum(['bpe', 'unigram']).default('bpe'),
     // Chinese-LLaMA trained a 20k Chinese model; the demo corpus is far smaller.
     vocab_size: positiveInt.default(3000),
@@ -150,6 +153,8 @@ export const RunConfig = z
         exam: S3Uri.optional(),
         // JSONL of Alpaca-shape instructions {instruction, input, output} (worked exam reasoning, BenTsao QA)
         instructions: S3Uri.optional(),
+        // A domain word list, one word per line, merged into the vocabulary as LaWGPT did (optional)
+        vocab_words: S3Uri.optional(),
         split: SplitConfig.prefault({}),
       })
       .strict(),
@@ -164,6 +169,10 @@ export const RunConfig = z
   .refine((c) => !c.stages.includes('sft') || c.data.dialogue || c.data.exam || c.data.instructions, {
     path: ['data'],
     message: 'sft needs instruction data: set at least one of dialogue, exam, instructions',
+  })
+  .refine((c) => c.vocab.train_sentencepiece || c.data.vocab_words, {
+    path: ['vocab', 'train_sentencepiece'],
+    message: 'with train_sentencepiece false, data.vocab_words must give the words to merge',
   });
 
 export type RunConfig = z.infer<typeof RunConfig>;

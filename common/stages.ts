@@ -11,7 +11,7 @@ export type StageName = z.infer<typeof StageName>;
 // uploaded to s3://<bucket>/runs/<runId>/<stage>/<output>/.
 export const STAGE_IO = {
   base: { inputs: [], optional: [], outputs: ['tokenizer', 'model'] },
-  vocab: { inputs: ['corpus', 'base_tokenizer'], optional: [], outputs: ['tokenizer'] },
+  vocab: { inputs: ['corpus', 'base_tokenizer'], optional: ['words'], outputs: ['tokenizer'] },
   pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], optional: [], outputs: ['model'] },
   // Instruction data in any of three shapes; at least one is required (checked in the run config).
   sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions'], outputs: ['adapter', 'model'] },

@@ -43,6 +43,13 @@ describe('run config', () => {
     expect(problems({ ...corpusOnly, data: { ...corpusOnly.data, instructions: 's3://lawgpt/i.jsonl' } })).toEqual([]);
   });
 
+  it('merges a word list alone only when one is given', () => {
+    expect(problems({ ...demo, vocab: { train_sentencepiece: false } })).toEqual([
+      'vocab.train_sentencepiece: with train_sentencepiece false, data.vocab_words must give the words to merge',
+    ]);
+    expect(problems({ ...demo, vocab: { train_sentencepiece: false }, data: { ...demo.data, vocab_words: 's3://lawgpt/words.txt' } })).toEqual([]);
+  });
+
   it('runs a leading part of the pipeline only', () => {
     expect(parseRunConfig({ ...demo, stages: ['base', 'vocab'] }).stages).toEqual(['base', 'vocab']);
     expect(problems({ ...demo, stages: ['vocab', 'pretrain'] })).toEqual([expect.stringMatching(/^stages: must be the first stages/)]);

@@ -30,7 +30,7 @@ type Outputs = Partial<Record<StageName, Record<string, string>>>;
 // Input names are the trainer's (common/stages.ts STAGE_IO).
 const PLAN: { [S in StageName]: (data: RunConfig['data'], done: Outputs) => Record<string, string> } = {
   base: () => ({}),
-  vocab: (data, done) => ({ corpus: data.corpus, base_tokenizer: done.base!.tokenizer }),
+  vocab: (data, done) => given({ corpus: data.corpus, base_tokenizer: done.base!.tokenizer, words: data.vocab_words }),
   pretrain: (data, done) => ({ corpus: data.corpus, tokenizer: done.vocab!.tokenizer, base_model: done.base!.model }),
   sft: (data, done) => given({ model: done.pretrain!.model, dialogue: data.dialogue, exam: data.exam, instructions: data.instructions }),
   eval: (data, done) => given({ model: done.sft!.model, corpus: data.corpus, exam: data.exam, base_model: done.base!.model }),

@@ -16,9 +16,10 @@ def load_proto(path: str | Path) -> sp_pb.ModelProto:
     return proto
 
 
-def merge(base: sp_pb.ModelProto, domain: sp_pb.ModelProto) -> tuple[sp_pb.ModelProto, int]:
-    """Appends the domain model's normal pieces that the base lacks after every base piece: base
-    ids stay what they were, so the base model's embeddings keep their meaning.
+def merge(base: sp_pb.ModelProto, domain: sp_pb.ModelProto | None, words: list[str] = ()) -> tuple[sp_pb.ModelProto, int]:
+    """Appends the domain model's normal pieces that the base lacks, then the words of a domain
+    word list (LaWGPT's way), after every base piece: base ids stay what they were, so the base
+    model's embeddings keep their meaning.
 
     Chinese-LLaMA gave every appended piece score 0, above every base merge. Here they stay above
     every base merge but keep the domain model's order, in (-1, 0]: with thousands of pieces tied
@@ -26,10 +27,11 @@ def merge(base: sp_pb.ModelProto, domain: sp_pb.ModelProto) -> tuple[sp_pb.Model
     differently and disagree on about one line in twenty of Chinese legal text."""
     known = {p.piece for p in base.pieces}
     new = []
-    for piece in domain.pieces:
-        if piece.type == sp_pb.ModelProto.SentencePiece.NORMAL and piece.piece not in known:
-            new.append(piece.piece)
-            known.add(piece.piece)
+    trained = [p.piece for p in domain.pieces if p.type == sp_pb.ModelProto.SentencePiece.NORMAL] if domain else []
+    for piece in [*trained, *words]:
+        if piece not in known:
+            new.append(piece)
+            known.add(piece)
     merged = sp_pb.ModelProto()
     merged.CopyFrom(base)
     for rank, piece in enumerate(new):

@@ -20,7 +20,7 @@ TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1
 LOOP = {"micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0, "logging_steps": 1, "checkpoint_steps": 2, "seed": 7}
 CONFIGS = {
     "base": {"tokenizer": "mistral_common:tokenizer.model.v1", **TINY_MODEL},
-    "vocab": {"model_type": "bpe", "vocab_size": 2000, "character_coverage": 0.9995, "split_digits": True, "byte_fallback": True, "max_sentence_length": 4096, "input_sentence_size": 20000},
+    "vocab": {"train_sentencepiece": True, "model_type": "bpe", "vocab_size": 2000, "character_coverage": 0.9995, "split_digits": True, "byte_fallback": True, "max_sentence_length": 4096, "input_sentence_size": 20000},
     "pretrain": {**LOOP, "max_steps": 4, "block_size": 64, "eval_blocks": 4},
     "sft": {**LOOP, "max_steps": 3, "cutoff_len": 96, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}, "dialogue_answers": "first", "max_dialogue_records": 12, "max_exam_records": 12, "max_instruction_records": 12},
     "eval": {"block_size": 64, "max_heldout_blocks": 4, "max_exam_questions": 4, "max_new_tokens": 4},

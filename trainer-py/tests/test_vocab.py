@@ -68,3 +68,32 @@ def test_merge_appends_in_domain_order_above_every_base_piece():
     assert added == 2
     assert [p.piece for p in merged.pieces] == ["<s>", "a", "法", "法律", "合同"]
     assert [p.score for p in merged.pieces] == pytest.approx([-1.0, -1.0, -1.0, 0.0, -1 / 3])
+
+
+def _vocab_with_words(pipeline, tiny_data, tmp_path, words: str, **config):
+    from conftest import CONFIGS, run_stage
+
+    (tmp_path / "words.txt").write_text(words, "utf-8")
+    inputs = {"corpus": tiny_data["corpus"], "base_tokenizer": pipeline["base"].output_dir / "tokenizer", "words": tmp_path / "words.txt"}
+    return run_stage("vocab", inputs, tmp_path / "run", config={**CONFIGS["vocab"], **config})
+
+
+def test_word_list_is_merged_after_the_trained_pieces(pipeline, tiny_data, tmp_path):
+    run = _vocab_with_words(pipeline, tiny_data, tmp_path, "诉讼时效期间届满\n\n  不当得利之债  \n的\n")
+    merged = tok.load_proto(run.output_dir / "tokenizer" / tok.SP_FILE)
+    pieces = [p.piece for p in merged.pieces]
+    assert pieces[-2:] == ["诉讼时效期间届满", "不当得利之债"]
+    assert pieces.count("的") == 1  # already known: not added again
+    assert run.completed()["metrics"]["word_list_size"] == 3
+
+
+def test_word_list_alone_needs_no_training(pipeline, tiny_data, tmp_path):
+    run = _vocab_with_words(pipeline, tiny_data, tmp_path, "诉讼时效期间届满\n不当得利之债\n", train_sentencepiece=False)
+    metrics = run.completed()["metrics"]
+    assert (metrics["domain_vocab_size"], metrics["pieces_added"], metrics["merged_vocab_size"]) == (0, 2, 32002)
+
+
+def test_word_list_entries_with_spaces_are_refused(pipeline, tiny_data, tmp_path):
+    run = _vocab_with_words(pipeline, tiny_data, tmp_path, "诉讼时效\n不当 得利\n")
+    assert run.returncode == 2
+    assert "words.txt:2: a word list entry may not contain spaces" in run.events[-1]["message"]

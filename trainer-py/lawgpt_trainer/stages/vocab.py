@@ -46,12 +46,19 @@ def _train_sentencepiece(text: Path, prefix: str, config: dict) -> None:
     )
 
 
-def run(request: dict, events) -> tuple[dict, dict]:
-    config, out = request["config"], Path(request["output_dir"])
-    docs = data.read_corpus(request["inputs"]["corpus"])
-    train_docs, heldout = data.split_documents(docs, request["split"]["heldout_percent"])
-    base_path = Path(request["inputs"]["base_tokenizer"]) / tok.SP_FILE
+def _read_words(path: str) -> list[str]:
+    """A word list: one word per line (blank lines and surrounding spaces ignored)."""
+    words = []
+    for number, line in enumerate(Path(path).read_text("utf-8").splitlines(), start=1):
+        word = line.strip()
+        if any(ch.isspace() for ch in word):
+            raise InvalidInput(f"{Path(path).name}:{number}: a word list entry may not contain spaces: {word!r}")
+        if word:
+            words.append(word)
+    return words
 
+
+def _train_domain_model(train_docs: list[data.Document], config: dict, events):
     with tempfile.TemporaryDirectory() as work:
         text = Path(work) / "corpus.txt"
         if _training_text(train_docs, text, config["max_sentence_length"]) == 0:
@@ -65,10 +72,22 @@ def run(request: dict, events) -> tuple[dict, dict]:
                 raise InvalidInput(f"vocab.vocab_size={config['vocab_size']} does not fit this corpus: {e}") from e
             raise
         events.progress(1, 3)
-        domain = tok.load_proto(f"{work}/domain.model")
+        return tok.load_proto(f"{work}/domain.model")
+
+
+def run(request: dict, events) -> tuple[dict, dict]:
+    config, out = request["config"], Path(request["output_dir"])
+    docs = data.read_corpus(request["inputs"]["corpus"])
+    train_docs, heldout = data.split_documents(docs, request["split"]["heldout_percent"])
+    base_path = Path(request["inputs"]["base_tokenizer"]) / tok.SP_FILE
+
+    words = _read_words(request["inputs"]["words"]) if "words" in request["inputs"] else []
+    domain = _train_domain_model(train_docs, config, events) if config["train_sentencepiece"] else None
+    if domain is None and not words:
+        raise InvalidInput("vocab.train_sentencepiece is false and no word list was given: nothing to merge")
 
     base = tok.load_proto(base_path)
-    merged, added = tok.merge(base, domain)
+    merged, added = tok.merge(base, domain, words)
     hf_tokenizer = tok.save_tokenizer(merged, out / "tokenizer")
     events.progress(2, 3)
 
@@ -80,7 +99,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
     events.progress(3, 3)
     metrics = {
         "base_vocab_size": len(base.pieces),
-        "domain_vocab_size": len(domain.pieces),
+        "domain_vocab_size": len(domain.pieces) if domain else 0,
+        "word_list_size": len(words),
         "merged_vocab_size": len(merged.pieces),
         "pieces_added": added,
         "heldout_documents": len(heldout),
