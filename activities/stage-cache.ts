@@ -7,13 +7,14 @@ import { createHash } from 'node:crypto';
 import { GetObjectCommand, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import type { StageResult, StageTask } from '../common/run.js';
+import { StageName } from '../common/stages.js';
 import { artifactObjects, parseS3Uri, s3Uri, type ObjectInfo } from './s3.js';
 
 const ObjectList = z.array(z.object({ key: z.string(), size: z.number(), etag: z.string() }));
 const CacheEntry = z.object({
   key: z.string(),
   run_id: z.string(),
-  result: z.object({ stage: z.string(), outputs: z.record(z.string(), z.string()), metrics: z.record(z.string(), z.number()) }),
+  result: z.object({ stage: StageName, outputs: z.record(z.string(), z.string()), metrics: z.record(z.string(), z.number()) }),
   objects: z.record(z.string(), ObjectList),
 });
 
@@ -71,7 +72,7 @@ export async function lookupStage(s3: S3Client, task: StageTask, key: string, wa
       return undefined;
     }
   }
-  return { ...(entry.result as StageResult), cachedFrom: entry.run_id };
+  return { ...entry.result, cachedFrom: entry.run_id };
 }
 
 export async function recordStage(s3: S3Client, task: StageTask, key: string, result: StageResult): Promise<void> {
