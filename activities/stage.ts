@@ -16,6 +16,7 @@ import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
 import { inputsHash, lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, EmptyPrefix, s3Uri, uploadDir } from './s3.js';
+import { hostfile } from './deepspeed-launch.js';
 import { launchTrainer } from './trainer-process.js';
 
 export interface StageDeps {
@@ -31,6 +32,8 @@ const artifactPrefix = (task: Pick<StageTask, 'bucket' | 'runId' | 'stage'>, out
   s3Uri(task.bucket, `runs/${task.runId}/${task.stage}/${output}/`);
 
 const HEARTBEAT_MS = 5_000;
+// Created in the stage's folder to ask the trainer to checkpoint and stop (request.stop_file).
+const STOP_FILE = 'STOP';
 // Workflow ids become folder names and S3 keys.
 const SAFE_RUN_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 
@@ -92,6 +95,7 @@ export function createStageActivities(deps: StageDeps) {
         inputs,
         config: task.config,
         inputs_hash: await inputsHash(deps.s3, task.inputs),
+        stop_file: join(work, STOP_FILE),
         ...(resume && { resume_from: resume.path }),
       } as TrainerRequest;
       const requestPath = join(work, 'request.json');
@@ -123,11 +127,16 @@ export function createStageActivities(deps: StageDeps) {
         ctx.log.warn(`stage ${task.stage}: checkpoint-${step} could not be uploaded (${err.message}); training goes on`);
       },
     });
+    const deepspeed = 'deepspeed' in task.config ? task.config.deepspeed : undefined;
+    const hostfilePath = join(work, 'hostfile');
+    if (deepspeed) await writeFile(hostfilePath, hostfile(deepspeed));
     const exit = await launchTrainer({
         python: deps.settings.LAWGPT_PYTHON,
         stage: task.stage,
         requestPath,
         cwd: work,
+        ...(deepspeed && { deepspeed: { config: deepspeed, hostfilePath } }),
+        stopFile: join(work, STOP_FILE),
         signal: ctx.cancellationSignal,
         stopGraceMs: task.runtime.stop_grace_seconds * 1000,
         onEvent: (event) => {

@@ -1,11 +1,15 @@
-// The one place that starts a trainer process (python -m lawgpt_trainer <stage> --request <file>).
-// It enforces the contract from the orchestrator's side: every stdout line must be a TrainerEvent,
-// the stderr tail is kept for error messages, and the whole process group dies on cancellation.
+// The one place that starts a trainer process (python -m lawgpt_trainer <stage> --request <file>),
+// directly or through the DeepSpeed launcher. It enforces the contract from the orchestrator's
+// side: every stdout line must be a TrainerEvent (the launcher's own log lines excepted), the
+// stderr tail is kept for error messages, and the whole process group dies on cancellation.
 import { execFile, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { createInterface } from 'node:readline';
+import type { DeepSpeedConfig } from '../common/config.js';
 import { TrainerEvent } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
+import { launcherArgs, launcherEnv } from './deepspeed-launch.js';
 
 const STDERR_TAIL_CHARS = 4000;
 
@@ -16,7 +20,11 @@ export interface TrainerLaunch {
   cwd: string;
   onEvent: (event: TrainerEvent) => void;
   onStderr?: (line: string) => void;
-  /** Aborting sends SIGTERM to the trainer's process group (it saves a checkpoint and exits)... */
+  /** Launch through the DeepSpeed launcher with this hostfile, instead of one plain process. */
+  deepspeed?: { config: DeepSpeedConfig; hostfilePath: string };
+  /** The request's stop_file: created on abort, so that every rank stops at the same step... */
+  stopFile?: string;
+  /** ...aborting also sends SIGTERM to a plain trainer's process group (it saves and exits)... */
   signal?: AbortSignal;
   /** ...and SIGKILL to whatever is left this long after. */
   stopGraceMs?: number;
@@ -35,7 +43,7 @@ export interface TrainerExit {
 // The trainer needs no credentials: it reads and writes local files only. Only variables that
 // shape the Python, CUDA and threading runtime are passed down, and never one that looks like a
 // secret, so nothing secret can reach its logs.
-const PASSED_ENV = /^(PATH|HOME|USER|LANG|LC_\w+|TZ|TMPDIR|LD_LIBRARY_PATH|PYTHON\w*|CUDA\w*|NVIDIA\w*|NCCL\w*|HF_\w+|TRANSFORMERS_\w+|TORCH\w*|OMP_\w+|MKL_\w+|TOKENIZERS_PARALLELISM|DS_\w+)$/;
+const PASSED_ENV = /^(PATH|HOME|USER|LANG|LC_\w+|TZ|TMPDIR|LD_LIBRARY_PATH|PYTHON\w*|CUDA\w*|NVIDIA\w*|NCCL\w*|HF_\w+|TRANSFORMERS_\w+|TORCH\w*|OMP_\w+|MKL_\w+|TOKENIZERS_PARALLELISM|DS_\w+|SSH_AUTH_SOCK|PDSH_\w+)$/;
 const SECRET_ENV = /SECRET|TOKEN|PASSWORD|CREDENTIAL|(^|_)KEY($|_)/i;
 
 export function trainerEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
@@ -50,9 +58,12 @@ export async function trainerVersion(python: string): Promise<string> {
 }
 
 export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
-  const child = spawn(launch.python, ['-m', 'lawgpt_trainer', launch.stage, '--request', launch.requestPath], {
+  const ds = launch.deepspeed;
+  const args = ds ? launcherArgs(ds.config, ds.hostfilePath, launch.stage, launch.requestPath) : ['-m', 'lawgpt_trainer', launch.stage, '--request', launch.requestPath];
+  const child = spawn(launch.python, args, {
     cwd: launch.cwd,
-    env: launch.env ?? trainerEnv(),
+    // Ranks are the launcher's children, not ours: they watch this process and die with it.
+    env: { ...(launch.env ?? trainerEnv()), ...(ds && launcherEnv(ds.config)), LAWGPT_SUPERVISOR_PID: String(process.pid) },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Own process group, so cancellation also reaches DeepSpeed's or DataLoader's children.
     detached: true,
@@ -61,7 +72,16 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   const protocolErrors: string[] = [];
   let stderrTail = '';
 
+  const keepStderr = (line: string) => {
+    stderrTail = (stderrTail + line + '\n').slice(-STDERR_TAIL_CHARS);
+    launch.onStderr?.(line);
+  };
   createInterface({ input: child.stdout! }).on('line', (line) => {
+    // The launcher logs to stdout; rank 0's events are the only lines there that are JSON.
+    if (ds && !line.startsWith('{')) {
+      keepStderr(line);
+      return;
+    }
     let parsed: unknown;
     try {
       parsed = JSON.parse(line);
@@ -77,10 +97,7 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
     events.push(event.data);
     launch.onEvent(event.data);
   });
-  createInterface({ input: child.stderr! }).on('line', (line) => {
-    stderrTail = (stderrTail + line + '\n').slice(-STDERR_TAIL_CHARS);
-    launch.onStderr?.(line);
-  });
+  createInterface({ input: child.stderr! }).on('line', keepStderr);
 
   const killGroup = (sig: NodeJS.Signals) => {
     try {
@@ -91,7 +108,10 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   };
   let forceKill: NodeJS.Timeout | undefined;
   const onAbort = () => {
-    killGroup('SIGTERM');
+    if (launch.stopFile) writeFileSync(launch.stopFile, 'stop requested by the orchestrator\n');
+    // The launcher answers SIGTERM by killing its ranks 30 s later, maybe mid-save: under
+    // DeepSpeed the stop file alone asks, and SIGKILL after the grace period is the backstop.
+    if (!ds) killGroup('SIGTERM');
     forceKill = setTimeout(() => killGroup('SIGKILL'), launch.stopGraceMs ?? 10_000);
   };
   launch.signal?.addEventListener('abort', onAbort, { once: true });

@@ -55,6 +55,54 @@ const TrainingLoop = {
   seed: z.number().int().nonnegative().default(42),
 };
 
+// LoRA adapters; each phase has its own defaults (LaWGPT's, see the README's config reference).
+function loraConfig(defaults: { r: number; alpha: number; target_modules: [string, ...string[]]; modules_to_save: string[] }) {
+  return z
+    .object({
+      r: positiveInt.default(defaults.r),
+      alpha: positiveInt.default(defaults.alpha),
+      dropout: probability.default(0.05),
+      target_modules: z.array(z.string().min(1)).nonempty().default(defaults.target_modules),
+      // Modules trained in full next to the adapters: Chinese-LLaMA trains embed_tokens and
+      // lm_head this way, so that the rows of the new vocabulary learn.
+      modules_to_save: z.array(z.string().min(1)).default(defaults.modules_to_save),
+    })
+    .strict()
+    .prefault({});
+}
+
+// A host of the DeepSpeed hostfile: its name as the launcher reaches it (ssh), and its slots
+// (processes: GPUs, or CPU processes for the cpu profile).
+const DeepSpeedHost = z
+  .object({
+    host: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.-]*$/, 'a host name or address'),
+    slots: positiveInt,
+  })
+  .strict();
+
+export const DEEPSPEED_PROFILES = ['cpu', 'v100'] as const;
+
+// Training through the `deepspeed` launcher on every host listed; absent: one plain process.
+// The trainer generates the DeepSpeed config from the profile (deepspeed_config.py):
+//   v100: fp16 with dynamic loss scaling (V100 has no bf16), SDPA attention (no FlashAttention-2)
+//   cpu:  fp32 on the gloo backend, so that the same code path runs in CI without a GPU
+export const DeepSpeedConfig = z
+  .object({
+    profile: z.enum(DEEPSPEED_PROFILES),
+    // ZeRO-3: a 7B model with its optimizer state does not fit 8 x 32 GB reliably with ZeRO-2.
+    zero_stage: z.number().int().min(0).max(3).default(3),
+    // Recompute activations in the backward pass: part of what lets 7B fit on V100s.
+    gradient_checkpointing: z.boolean().default(false),
+    hosts: z.array(DeepSpeedHost).nonempty().default([{ host: 'localhost', slots: 2 }]),
+    master_addr: z.string().min(1).default('127.0.0.1'),
+    master_port: z.number().int().min(1024).max(65535).default(29500),
+  })
+  .strict();
+export type DeepSpeedConfig = z.infer<typeof DeepSpeedConfig>;
+
+/** Training processes of a stage: every slot of every host under DeepSpeed, else one. */
+export const worldSize = (deepspeed: DeepSpeedConfig | undefined) => (deepspeed ? deepspeed.hosts.reduce((sum, h) => sum + h.slots, 0) : 1);
+
 export const PretrainConfig = z
   .object({
     ...TrainingLoop,
@@ -62,24 +110,26 @@ export const PretrainConfig = z
     block_size: positiveInt.default(128),
     // Held-out blocks scored at every checkpoint (0: none); the best checkpoint is always kept.
     eval_blocks: z.number().int().nonnegative().default(16),
+    // Sequences per optimizer step over all processes; when set, gradient_accumulation_steps is
+    // derived from it (global = micro_batch_size x processes x accumulation). LaWGPT: 128.
+    global_batch_size: positiveInt.optional(),
+    // LaWGPT continued pretraining with LoRA; `full` trains every weight.
+    method: z.enum(['lora', 'full']).default('lora'),
+    lora: loraConfig({ r: 16, alpha: 32, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], modules_to_save: ['embed_tokens', 'lm_head'] }),
+    deepspeed: DeepSpeedConfig.optional(),
   })
-  .strict();
-
-const LoraConfig = z
-  .object({
-    r: positiveInt.default(8),
-    alpha: positiveInt.default(16),
-    dropout: probability.default(0.05),
-    target_modules: z.array(z.string().min(1)).nonempty().default(['q_proj', 'v_proj']),
-  })
-  .strict();
+  .strict()
+  .refine((c) => !c.global_batch_size || c.global_batch_size % (c.micro_batch_size * worldSize(c.deepspeed)) === 0, {
+    path: ['global_batch_size'],
+    message: 'must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)',
+  });
 
 export const SftConfig = z
   .object({
     ...TrainingLoop,
     max_steps: positiveInt.default(30),
     cutoff_len: positiveInt.default(256),
-    lora: LoraConfig.prefault({}),
+    lora: loraConfig({ r: 8, alpha: 16, target_modules: ['q_proj', 'v_proj'], modules_to_save: [] }),
     // A consultation may carry several lawyers' answers: one sample each, or only the first.
     dialogue_answers: z.enum(['first', 'all']).default('first'),
     max_dialogue_records: positiveInt.default(300),

@@ -26,6 +26,9 @@ const RequestCommon = {
   // Identifies the exact input artifacts (sha256 of their S3 keys, sizes and ETags): a checkpoint
   // records it, and is not resumed under other inputs (another base model, say).
   inputs_hash: z.string().min(1).optional(),
+  // Created by the orchestrator to stop training: every process saves a checkpoint at the same
+  // step and exits as if SIGTERMed. Under the DeepSpeed launcher it is the only way to ask.
+  stop_file: z.string().min(1).optional(),
 };
 
 function requestFor<S extends StageName>(stage: S) {

@@ -24,8 +24,9 @@ import { tools } from './helpers/tools.js';
 const CHECKPOINT_STEPS = 5;
 
 // Each test trains its own pretrain stage (a seed of its own keeps the stage cache out of the
-// way); base and vocab are shared through the cache after the first test.
-function chaosConfig(name: string, seed: number, maxSteps = 60): RunConfig {
+// way); base and vocab are shared through the cache after the first test. With `deepspeed`, the
+// stage runs as two processes under the DeepSpeed launcher (cpu profile).
+function chaosConfig(name: string, seed: number, maxSteps = 60, deepspeed?: { master_port: number }): RunConfig {
   return parseRunConfig({
     name,
     bucket: 'lawgpt-chaos',
@@ -33,7 +34,14 @@ function chaosConfig(name: string, seed: number, maxSteps = 60): RunConfig {
     data: { corpus: 's3://lawgpt-chaos/data/corpus/', dialogue: 's3://lawgpt-chaos/data/d.jsonl', exam: 's3://lawgpt-chaos/data/e.jsonl' },
     base: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 256 },
     vocab: { vocab_size: 3000, input_sentence_size: 20000 },
-    pretrain: { max_steps: maxSteps, micro_batch_size: 2, block_size: 64, checkpoint_steps: CHECKPOINT_STEPS, seed },
+    pretrain: {
+      max_steps: maxSteps,
+      micro_batch_size: 2,
+      block_size: 64,
+      checkpoint_steps: CHECKPOINT_STEPS,
+      seed,
+      ...(deepspeed && { deepspeed: { profile: 'cpu', hosts: [{ host: 'localhost', slots: 2 }], ...deepspeed } }),
+    },
     runtime: { max_attempts: 3, progress_report_seconds: 1, heartbeat_timeout_seconds: 15, stop_grace_seconds: 30 },
   });
 }
@@ -85,7 +93,7 @@ describe('chaos', () => {
     expect(resumed).toBeGreaterThanOrEqual(result.committed);
   });
 
-  it('SIGKILL of the worker: its trainer dies with it, another worker retries and resumes', { timeout: 300_000 }, async () => {
+  it('SIGKILL of the worker: its DeepSpeed ranks die with it, another worker retries and resumes', { timeout: 300_000 }, async () => {
     const workDir = join(work, 'kill-worker');
     const startWorker = (): ChildProcess =>
       spawn('npx', ['tsx', 'worker.ts'], {
@@ -104,15 +112,21 @@ describe('chaos', () => {
         detached: true,
       });
     const first = startWorker();
-    const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'kill-worker', taskQueue: 'kill-worker', args: [chaosConfig('kill-worker', 2)] });
+    const handle = await env.client.workflow.start(lawgptPipeline, {
+      workflowId: 'kill-worker',
+      taskQueue: 'kill-worker',
+      args: [chaosConfig('kill-worker', 2, 60, { master_port: 29611 })],
+    });
     const committed = await committedCheckpoint(handle);
-    const [trainer] = await findProcesses('lawgpt_trainer', 'pretrain', workDir);
-    // The worker runs under npx/tsx: kill the node process that spawned the trainer.
-    const workerPid = Number((await readFile(`/proc/${trainer}/stat`, 'utf8')).split(') ')[1].split(' ')[1]); // its parent
+    const [launcher] = await findProcesses('deepspeed.launcher.runner', 'pretrain', workDir);
+    const ranks = await findProcesses('-m lawgpt_trainer', 'pretrain', workDir);
+    expect(ranks).toHaveLength(2);
+    // The worker runs under npx/tsx: kill the node process that spawned the launcher.
+    const workerPid = Number((await readFile(`/proc/${launcher}/stat`, 'utf8')).split(') ')[1].split(' ')[1]); // its parent
     process.kill(workerPid, 'SIGKILL');
-    console.log(`killed worker pid ${workerPid} (SIGKILL) after checkpoint-${committed}; its trainer was pid ${trainer}`);
-    await waitFor('the orphaned trainer to exit', async () => ((await findProcesses('lawgpt_trainer', workDir)).length === 0 ? true : undefined), 30_000);
-    console.log('the trainer exited with its worker');
+    console.log(`killed worker pid ${workerPid} (SIGKILL) after checkpoint-${committed}; its ranks were pids ${ranks.join(', ')}`);
+    await waitFor('the orphaned launcher and ranks to exit', async () => ((await findProcesses('lawgpt_trainer', workDir)).length === 0 ? true : undefined), 30_000);
+    console.log('the launcher and both ranks exited with their worker');
 
     const second = startWorker();
     try {
@@ -192,11 +206,11 @@ describe('chaos', () => {
     expect(resumed).toBe(result.pausedAt);
   });
 
-  it('cancel during training: the trainer stops, a final checkpoint is committed, the run is cancelled', { timeout: 300_000 }, async () => {
+  it('cancel during DeepSpeed training: both ranks stop, a final checkpoint is committed, the run is cancelled', { timeout: 300_000 }, async () => {
     const workDir = join(work, 'cancel');
     const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'cancel', workflowsPath, activities: activities(workDir), ...STAGE_WORKER_OPTIONS });
     await worker.runUntil(async () => {
-      const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'cancel', taskQueue: 'cancel', args: [chaosConfig('cancel', 3, 5000)] });
+      const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'cancel', taskQueue: 'cancel', args: [chaosConfig('cancel', 3, 5000, { master_port: 29612 })] });
       await committedCheckpoint(handle);
       const stepAtCancel = (await handle.query(statusQuery)).step!;
       await handle.cancel();

@@ -54,4 +54,37 @@ describe('run config', () => {
     expect(parseRunConfig({ ...demo, stages: ['base', 'vocab'] }).stages).toEqual(['base', 'vocab']);
     expect(problems({ ...demo, stages: ['vocab', 'pretrain'] })).toEqual([expect.stringMatching(/^stages: must be the first stages/)]);
   });
+
+  it('defaults each phase to LaWGPT\'s LoRA settings', () => {
+    const config = parseRunConfig({ ...demo, pretrain: {}, sft: {} });
+    expect(config.pretrain.method).toBe('lora');
+    expect(config.pretrain.lora).toEqual({
+      r: 16,
+      alpha: 32,
+      dropout: 0.05,
+      target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'],
+      modules_to_save: ['embed_tokens', 'lm_head'],
+    });
+    expect(config.sft.lora).toEqual({ r: 8, alpha: 16, dropout: 0.05, target_modules: ['q_proj', 'v_proj'], modules_to_save: [] });
+    expect(config.pretrain.deepspeed).toBeUndefined();
+  });
+
+  it('checks a DeepSpeed section and the global batch against its processes before anything starts', () => {
+    const hosts = [
+      { host: 'node-1', slots: 8 },
+      { host: 'node-2', slots: 8 },
+    ];
+    const ok = parseRunConfig({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 128, deepspeed: { profile: 'v100', hosts } } });
+    expect(ok.pretrain.deepspeed).toMatchObject({ zero_stage: 3, master_port: 29500 });
+    expect(problems({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 96, deepspeed: { profile: 'v100', hosts } } })).toEqual([
+      'pretrain.global_batch_size: must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)',
+    ]);
+    const found = problems({ ...demo, pretrain: { deepspeed: { profile: 'a100', zero_stage: 4, hosts: [{ host: 'bad host', slots: 0 }] } } });
+    expect(found.map((p) => p.split(':')[0]).sort()).toEqual([
+      'pretrain.deepspeed.hosts.0.host',
+      'pretrain.deepspeed.hosts.0.slots',
+      'pretrain.deepspeed.profile',
+      'pretrain.deepspeed.zero_stage',
+    ]);
+  });
 });

@@ -29,7 +29,7 @@ const config = parseRunConfig({
   },
   base: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 256 },
   vocab: { vocab_size: 3000, input_sentence_size: 20000 },
-  pretrain: { max_steps: 4, micro_batch_size: 2, block_size: 64 },
+  pretrain: { max_steps: 4, micro_batch_size: 2, block_size: 64, deepspeed: { profile: 'cpu', master_port: 29613 } },
   sft: { max_steps: 3, micro_batch_size: 2, cutoff_len: 128, max_dialogue_records: 16, max_exam_records: 16, max_instruction_records: 16 },
   eval: { block_size: 64, max_heldout_blocks: 4, max_exam_questions: 4, max_new_tokens: 4 },
   runtime: { max_attempts: 1, progress_report_seconds: 1 },

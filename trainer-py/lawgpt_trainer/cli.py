@@ -4,8 +4,10 @@ import argparse
 import ctypes
 import importlib
 import os
+import select
 import signal
 import sys
+import threading
 import traceback
 
 from lawgpt_trainer import __version__, contract
@@ -22,6 +24,25 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _die_with_supervisor() -> None:
+    # Under DeepSpeed our parent is the launcher, not the worker: LAWGPT_SUPERVISOR_PID names the
+    # worker, and a pidfd tells us the moment it is gone (a pidfd cannot be fooled by pid reuse).
+    pid = os.environ.get("LAWGPT_SUPERVISOR_PID")
+    if not pid or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        pidfd = os.pidfd_open(int(pid))
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lawgpt_trainer", description=__doc__)
     parser.add_argument("stage", choices=STAGES)
@@ -29,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     _die_with_parent()
+    _die_with_supervisor()
     events = EventStream.take_stdout()
     try:
         request = contract.load_request(args.request, args.stage)

@@ -1,7 +1,8 @@
 """The JSON-lines event stream on stdout: the only thing the trainer writes there.
 
 Libraries print to stdout freely (and C code writes to fd 1), so on open the real stdout is kept
-for events and fd 1 is pointed at stderr: a stray print can never corrupt the protocol."""
+for events and fd 1 is pointed at stderr: a stray print can never corrupt the protocol. Under
+DeepSpeed only rank 0 speaks for the stage; the other ranks' events go to stderr, for debugging."""
 
 import json
 import math
@@ -9,7 +10,7 @@ import os
 import sys
 import threading
 
-from lawgpt_trainer import contract
+from lawgpt_trainer import contract, distributed
 
 
 class EventStream:
@@ -23,6 +24,9 @@ class EventStream:
         events_fd = os.dup(1)
         os.dup2(2, 1)
         sys.stdout = sys.stderr
+        if not distributed.is_main():
+            os.close(events_fd)
+            return cls(sys.stderr)
         return cls(os.fdopen(events_fd, "w", encoding="utf-8", buffering=1))
 
     def emit(self, event: str, **fields) -> None:

@@ -1,6 +1,8 @@
-"""What pretrain and sft share: device and precision choice, the Hugging Face Trainer setup,
-checkpoints handed to the orchestrator, resume, and progress events from inside the loop."""
+"""What pretrain and sft share: device and precision choice, the Hugging Face Trainer setup (with
+DeepSpeed when the stage config asks for it), checkpoints handed to the orchestrator, resume, and
+progress events from inside the loop."""
 
+import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -9,17 +11,22 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from lawgpt_trainer import checkpoints
-from lawgpt_trainer.errors import Interrupted
+from lawgpt_trainer import checkpoints, deepspeed_config, distributed
+from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
 CHECKPOINTS_DIR = "checkpoints"
 
 
-def precision() -> dict:
+def precision(deepspeed: dict | None) -> dict:
     """fp16 on GPUs without bf16 (V100 is compute capability 7.0; `is_bf16_supported()` can claim
-    otherwise), bf16 on newer GPUs, fp32 on CPU."""
-    if not torch.cuda.is_available():
+    otherwise), bf16 on newer GPUs, fp32 on CPU; a DeepSpeed profile decides for itself."""
+    profile = deepspeed["profile"] if deepspeed else None
+    if profile == "v100" and not torch.cuda.is_available():
+        raise InvalidInput("deepspeed.profile v100 needs CUDA GPUs, and none is visible; the cpu profile runs without")
+    if profile == "v100":
+        return {"fp16": True}
+    if profile == "cpu" or not torch.cuda.is_available():
         return {"use_cpu": True}
     major, _ = torch.cuda.get_device_capability()
     return {"bf16": True} if major >= 8 else {"fp16": True}
@@ -53,7 +60,10 @@ class CheckpointHandoff(TrainerCallback):
             self.events.log(f"step {state.global_step}: held-out loss {metrics['eval_loss']:.4f}")
 
     def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
+        # Every rank writes its own shards and RNG state: the checkpoint is complete only once all
+        # of them are done, and only then may the manifest make it exist.
+        distributed.barrier()
+        if not distributed.is_main():
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         eval_loss = self.eval_losses.get(state.global_step)
@@ -70,11 +80,14 @@ class CheckpointHandoff(TrainerCallback):
         self.pool.shutdown()
 
 
-class StopOnSigterm(TrainerCallback):
-    """SIGTERM (cancel, pause, shutdown, a dying worker) ends training after the current step with
-    a checkpoint, so at most one step is lost."""
+class StopOnRequest(TrainerCallback):
+    """SIGTERM or the request's stop file (cancel, pause, shutdown) ends training after the current
+    step with a checkpoint, so at most one step is lost. Under DeepSpeed the orchestrator cannot
+    signal the ranks themselves (the launcher would kill them after 30 s, mid-save), so it creates
+    the stop file and the ranks agree on the step to stop at."""
 
-    def __init__(self):
+    def __init__(self, stop_file: str | None):
+        self.stop_file = stop_file
         self.requested = False
         signal.signal(signal.SIGTERM, self._request)
 
@@ -82,21 +95,49 @@ class StopOnSigterm(TrainerCallback):
         self.requested = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
+        asked = self.requested or bool(self.stop_file and os.path.exists(self.stop_file))
+        if distributed.any_rank(asked, args.device):
+            self.requested = True
             control.should_save = True
             control.should_training_stop = True
 
 
-def train(model, dataset, collator, request: dict, events: EventStream, vocab_size: int, eval_dataset=None) -> dict:
+def world_size(config: dict) -> int:
+    """Processes the launcher started, checked against the config's hosts: a run launched in
+    another shape than configured would write checkpoints nobody can resume."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    deepspeed = config.get("deepspeed")
+    configured = sum(h["slots"] for h in deepspeed["hosts"]) if deepspeed else 1
+    if launched != configured:
+        raise InvalidInput(f"launched as {launched} processes, the config's deepspeed.hosts give {configured}")
+    return launched
+
+
+def accumulation_steps(config: dict, processes: int) -> int:
+    if config.get("global_batch_size"):
+        return config["global_batch_size"] // (config["micro_batch_size"] * processes)
+    return config["gradient_accumulation_steps"]
+
+
+def train(model, dataset, collator, request: dict, events: EventStream, vocab_size: int, eval_dataset=None) -> tuple[Trainer, dict]:
     """Runs the configured optimizer steps (resuming from `request.resume_from` when given), scores
     `eval_dataset` at every checkpoint, hands every checkpoint to the orchestrator, and returns the
-    losses logged and the step resumed at."""
+    trainer (to save the result with: under ZeRO-3 only it holds whole weights) with the losses
+    logged and the step resumed at."""
     config = request["config"]
+    deepspeed = config.get("deepspeed")
+    processes = world_size(config)
+    accumulation = accumulation_steps(config, processes)
+    extra = {}
+    if deepspeed:
+        extra["deepspeed"] = deepspeed_config.generate(deepspeed, config["micro_batch_size"], accumulation, processes)
+        if deepspeed["gradient_checkpointing"]:
+            extra.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
     args = TrainingArguments(
         output_dir=str(Path(request["output_dir"]) / CHECKPOINTS_DIR),
         max_steps=config["max_steps"],
         per_device_train_batch_size=config["micro_batch_size"],
-        gradient_accumulation_steps=config["gradient_accumulation_steps"],
+        gradient_accumulation_steps=accumulation,
         learning_rate=config["learning_rate"],
         warmup_steps=config["warmup_steps"],
         lr_scheduler_type="cosine",
@@ -112,14 +153,16 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
         data_seed=config["seed"],
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        **precision(),
+        max_grad_norm=deepspeed_config.MAX_GRAD_NORM,
+        **precision(deepspeed),
+        **extra,
     )
     resumed_at = 0
     if request.get("resume_from"):
         resumed_at = checkpoints.check_resumable(request["resume_from"], request, args.world_size, vocab_size)["step"]
         events.log(f"resuming from checkpoint-{resumed_at}")
 
-    progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnSigterm()
+    progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnRequest(request.get("stop_file"))
     trainer = Trainer(
         model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset, data_collator=collator, callbacks=[progress, handoff, stop]
     )
@@ -133,9 +176,12 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
             print(f"could not finish a checkpoint after the failure: {e}", file=sys.stderr)
         raise
     handoff.wait()
+    # No rank leaves before rank 0 has handed over the last checkpoint: the launcher stops every
+    # rank as soon as one exits with an error, which an interrupted rank does.
+    distributed.barrier()
     if stop.requested:
-        raise Interrupted(f"stopped by SIGTERM at step {trainer.state.global_step}, checkpoint saved")
-    return {"losses": progress.losses, "resumed_at": resumed_at}
+        raise Interrupted(f"stopped on request at step {trainer.state.global_step}, checkpoint saved")
+    return trainer, {"losses": progress.losses, "resumed_at": resumed_at}
 
 
 def loss_metrics(trained: dict) -> dict:

@@ -21,8 +21,8 @@ LOOP = {"micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate"
 CONFIGS = {
     "base": {"tokenizer": "mistral_common:tokenizer.model.v1", **TINY_MODEL},
     "vocab": {"train_sentencepiece": True, "model_type": "bpe", "vocab_size": 2000, "character_coverage": 0.9995, "split_digits": True, "byte_fallback": True, "max_sentence_length": 4096, "input_sentence_size": 20000},
-    "pretrain": {**LOOP, "max_steps": 4, "block_size": 64, "eval_blocks": 4},
-    "sft": {**LOOP, "max_steps": 3, "cutoff_len": 96, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}, "dialogue_answers": "first", "max_dialogue_records": 12, "max_exam_records": 12, "max_instruction_records": 12},
+    "pretrain": {**LOOP, "max_steps": 4, "block_size": 64, "eval_blocks": 4, "method": "full", "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["embed_tokens", "lm_head"]}},
+    "sft": {**LOOP, "max_steps": 3, "cutoff_len": 96, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "modules_to_save": []}, "dialogue_answers": "first", "max_dialogue_records": 12, "max_exam_records": 12, "max_instruction_records": 12},
     "eval": {"block_size": 64, "max_heldout_blocks": 4, "max_exam_questions": 4, "max_new_tokens": 4},
 }
 
@@ -39,7 +39,7 @@ class StageRun:
         return next(e for e in self.events if e["event"] == "completed")
 
 
-def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, split=None, resume_from: Path | None = None, inputs_hash: str | None = None) -> StageRun:
+def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, split=None, resume_from: Path | None = None, inputs_hash: str | None = None, stop_file: Path | None = None) -> StageRun:
     """Runs `python -m lawgpt_trainer <stage>` as the orchestrator does; every stdout line must be
     a contract event."""
     work.mkdir(parents=True, exist_ok=True)
@@ -56,10 +56,21 @@ def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, 
         request["resume_from"] = str(resume_from)
     if inputs_hash:
         request["inputs_hash"] = inputs_hash
+    if stop_file:
+        request["stop_file"] = str(stop_file)
     (work / "request.json").write_text(json.dumps(request), "utf-8")
     env = {**os.environ, "PYTHONPATH": str(TRAINER_ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "lawgpt_trainer", stage, "--request", str(work / "request.json")], capture_output=True, text=True, env=env, timeout=600)
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    command = [sys.executable, "-m", "lawgpt_trainer", stage, "--request", str(work / "request.json")]
+    deepspeed = request["config"].get("deepspeed")
+    if deepspeed:
+        # What activities/deepspeed-launch.ts starts, for one host.
+        (work / "hostfile").write_text("".join(f"{h['host']} slots={h['slots']}\n" for h in deepspeed["hosts"]), "utf-8")
+        command = [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(work / "hostfile"), "--master_addr", deepspeed["master_addr"],
+                   "--master_port", str(deepspeed["master_port"]), "--no_ssh_check", "--no_local_rank", "--log_level", "warning", "--module", *command[2:]]
+        env["DS_ACCELERATOR"] = "cpu"
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    # Under the launcher, stdout also carries its log lines; events are the JSON ones.
+    events = [json.loads(line) for line in proc.stdout.splitlines() if not deepspeed or line.startswith("{")]
     for event in events:
         assert contract.problems("event", event) == [], event
     return StageRun(proc.returncode, events, proc.stderr, work / "out")

@@ -1,22 +1,33 @@
 """pretrain: continued pretraining of the base model on the legal corpus with the merged
-vocabulary; the embeddings are grown to that vocabulary first (see embeddings.py)."""
+vocabulary, in one process or across DeepSpeed ranks. LoRA (embeddings and LM head trained in full,
+as Chinese-LLaMA did, so the new vocabulary learns) ends with the adapter folded into a standalone
+model; `full` trains every weight. The embeddings are grown to the vocabulary first (embeddings.py)."""
 
 from pathlib import Path
 
 import sentencepiece as spm
+from peft import PeftModel
 from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
+from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from lawgpt_trainer import data, embeddings, packing, training
+from lawgpt_trainer import data, distributed, embeddings, merge, packing, training
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
+
+
+def resized_base(base_model: str, tokenizer) -> tuple[LlamaForCausalLM, dict]:
+    # SDPA, never FlashAttention-2: the same attention runs on CPU, V100 and newer GPUs.
+    model = LlamaForCausalLM.from_pretrained(base_model, attn_implementation="sdpa")
+    base_tokenizer = spm.SentencePieceProcessor(model_file=str(Path(base_model) / tok.SP_FILE))
+    return model, embeddings.resize_from_base(model, tokenizer, base_tokenizer)
 
 
 def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
-    model = LlamaForCausalLM.from_pretrained(inputs["base_model"])
-    base_tokenizer = spm.SentencePieceProcessor(model_file=str(Path(inputs["base_model"]) / tok.SP_FILE))
-    resized = embeddings.resize_from_base(model, tokenizer, base_tokenizer)
+    model, resized = resized_base(inputs["base_model"], tokenizer)
+    if config["method"] == "lora":
+        model = merge.with_lora(model, config["lora"])
 
     train_docs, heldout_docs = data.split_documents(data.read_corpus(inputs["corpus"]), request["split"]["heldout_percent"])
     blocks = packing.pack(tokenizer, train_docs, config["block_size"])
@@ -26,13 +37,23 @@ def run(request: dict, events) -> tuple[dict, dict]:
 
     heldout = packing.pack(tokenizer, heldout_docs, config["block_size"])[: config["eval_blocks"]]
     eval_dataset = packing.lm_dataset(heldout) if heldout else None
-    trained = training.train(model, packing.lm_dataset(blocks), default_data_collator, request, events, len(tokenizer), eval_dataset)
+    trainer, trained = training.train(model, packing.lm_dataset(blocks), default_data_collator, request, events, len(tokenizer), eval_dataset)
 
-    model.save_pretrained(out / "model")
+    # Saving is collective (ZeRO-3 gathers the shards); what follows is rank 0's alone.
+    trainer.save_model(str(out / ("adapter" if config["method"] == "lora" else "model")))
+    if not distributed.is_main():
+        return {}, {}
+    if config["method"] == "lora":
+        # The training run's DeepSpeed config would make from_pretrained partition the base model
+        # across ranks that have finished; the fold happens in this process alone.
+        unset_hf_deepspeed_config()
+        base, _ = resized_base(inputs["base_model"], tokenizer)
+        merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, inputs["tokenizer"], out / "model")
     metrics = {
         **resized,
         "train_blocks": len(blocks),
+        "processes": training.world_size(config),
         **training.loss_metrics(trained),
     }
     return {"model": "model"}, metrics

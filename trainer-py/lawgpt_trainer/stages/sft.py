@@ -4,10 +4,9 @@ covers the response tokens only. Writes the adapter and the standalone merged mo
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lawgpt_trainer import data, prompt, training
+from lawgpt_trainer import data, merge, prompt, training
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
@@ -62,19 +61,11 @@ def run(request: dict, events) -> tuple[dict, dict]:
         raise InvalidInput(f"no sample keeps a response token within cutoff_len={config['cutoff_len']}")
     events.log(f"{len(dataset)} instruction samples")
 
-    lora = config["lora"]
-    model = get_peft_model(
-        model,
-        LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], target_modules=lora["target_modules"], task_type="CAUSAL_LM"),
-    )
-    trained = training.train(model, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
+    model = merge.with_lora(model, config["lora"])
+    _, trained = training.train(model, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
 
     model.save_pretrained(out / "adapter")
-    merged = model.merge_and_unload()
-    rows = merged.get_input_embeddings().weight.shape[0]
-    if rows < len(tokenizer):
-        raise RuntimeError(f"merged model has {rows} embedding rows for a {len(tokenizer)}-token vocabulary")
-    merged.save_pretrained(out / "model")
+    merge.fold(model, len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
     metrics = {"train_samples": len(dataset), **training.loss_metrics(trained)}
     return {"adapter": "adapter", "model": "model"}, metrics

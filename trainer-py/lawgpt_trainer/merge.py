@@ -1,0 +1,28 @@
+"""The `merge` step: a LoRA adapter folded into its base, giving a standalone model that later
+stages and users load without peft. Its embeddings must cover the tokenizer it ships with."""
+
+from peft import LoraConfig, PeftModel, get_peft_model
+
+
+def with_lora(model, lora: dict):
+    """`model` with LoRA adapters as the stage config's `lora` section describes them."""
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=lora["target_modules"],
+            modules_to_save=lora["modules_to_save"] or None,
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
+def fold(model: PeftModel, vocab_size: int):
+    merged = model.merge_and_unload()
+    for name, embedding in (("input", merged.get_input_embeddings()), ("output", merged.get_output_embeddings())):
+        rows = embedding.weight.shape[0]
+        if rows < vocab_size:
+            raise RuntimeError(f"merged model has {rows} {name} embedding rows for a {vocab_size}-token vocabulary")
+    return merged

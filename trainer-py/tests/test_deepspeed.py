@@ -1,0 +1,126 @@
+"""pretrain through the DeepSpeed launcher: two CPU processes (gloo, ZeRO-3, LoRA with trainable
+embeddings) really train, agree on checkpoints and stops, and the v100 profile's generated config
+passes DeepSpeed's and Hugging Face's own checks."""
+
+import json
+import socket
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import CONFIGS, run_stage
+from lawgpt_trainer import deepspeed_config, training
+from lawgpt_trainer.errors import InvalidInput
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_process_config(**overrides) -> dict:
+    deepspeed = {"profile": "cpu", "zero_stage": 3, "gradient_checkpointing": True, "hosts": [{"host": "localhost", "slots": 2}], "master_addr": "127.0.0.1", "master_port": free_port()}
+    return {**CONFIGS["pretrain"], "method": "lora", "max_steps": 6, "checkpoint_steps": 3, "learning_rate": 5e-3, "global_batch_size": 4, "deepspeed": deepspeed, **overrides}
+
+
+@pytest.fixture(scope="module")
+def two_processes(pipeline, tiny_data, tmp_path_factory):
+    inputs = {"corpus": tiny_data["corpus"], "tokenizer": pipeline["vocab"].output_dir / "tokenizer", "base_model": pipeline["base"].output_dir / "model"}
+    config = two_process_config()
+    return SimpleNamespace(inputs=inputs, config=config, run=run_stage("pretrain", inputs, tmp_path_factory.mktemp("ds"), config))
+
+
+def test_two_processes_train_and_the_loss_falls(two_processes):
+    metrics = two_processes.run.completed()["metrics"]
+    assert metrics["processes"] == 2
+    assert metrics["final_loss"] < metrics["first_loss"]
+    # Rank 0 alone speaks for the stage.
+    assert [e["event"] for e in two_processes.run.events].count("started") == 1
+
+
+def test_every_checkpoint_holds_both_ranks_state_before_its_manifest(two_processes):
+    checkpoints = [e for e in two_processes.run.events if e["event"] == "checkpoint"]
+    assert [c["step"] for c in checkpoints] == [3, 6]
+    manifest = json.loads((two_processes.run.output_dir / checkpoints[0]["path"] / "manifest.json").read_text("utf-8"))
+    assert manifest["world_size"] == 2
+    paths = {f["path"] for f in manifest["files"]}
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= paths
+    assert any("zero_pp_rank_1_" in p for p in paths) and any("zero_pp_rank_0_" in p for p in paths)
+
+
+def test_lora_with_trainable_embeddings_ends_as_a_standalone_model(two_processes, pipeline):
+    folder = two_processes.run.output_dir / "model"
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
+    base = AutoModelForCausalLM.from_pretrained(pipeline["base"].output_dir / "model")
+    # Both the adapted attention and the fully trained embeddings moved away from the base.
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight"):
+        trained, before = model.state_dict()[name], base.state_dict()[name]
+        assert not torch.equal(trained[: before.shape[0]], before), name
+
+
+def test_a_checkpoint_is_not_resumed_by_another_number_of_processes(two_processes, tmp_path):
+    checkpoint = next(e for e in two_processes.run.events if e["event"] == "checkpoint")
+    config = {**two_processes.config, "deepspeed": None}
+    config.pop("deepspeed")
+    run = run_stage("pretrain", two_processes.inputs, tmp_path, config, resume_from=two_processes.run.output_dir / checkpoint["path"])
+    assert run.returncode == 2
+    assert "world_size is 2 there, 1 here" in run.stderr
+
+
+def test_a_stop_file_stops_every_rank_at_the_same_step_with_a_checkpoint(two_processes, tmp_path):
+    stop = tmp_path / "STOP"
+    stop.write_text("stop")
+    config = two_process_config(deepspeed={**two_processes.config["deepspeed"], "master_port": free_port()})
+    run = run_stage("pretrain", two_processes.inputs, tmp_path / "work", config, stop_file=stop)
+    assert run.returncode == 143, run.stderr[-3000:]
+    assert [e["step"] for e in run.events if e["event"] == "checkpoint"] == [1]
+    assert next(e for e in run.events if e["event"] == "failed")["kind"] == "interrupted"
+
+
+def test_v100_config_passes_deepspeed_and_hugging_face_checks(monkeypatch):
+    import deepspeed
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    profile = {"profile": "v100", "zero_stage": 3}
+    # LaWGPT's shape: 8 processes, micro-batch 8, global batch 128.
+    config = deepspeed_config.generate(profile, micro_batch_size=8, accumulation=training.accumulation_steps({"global_batch_size": 128, "micro_batch_size": 8}, 8), world_size=8)
+
+    hf = HfTrainerDeepSpeedConfig(json.loads(json.dumps(config)))
+    args = SimpleNamespace(
+        world_size=8, per_device_train_batch_size=8, gradient_accumulation_steps=2, max_grad_norm=1.0, learning_rate=3e-4, adam_beta1=0.9, adam_beta2=0.999,
+        adam_epsilon=1e-8, weight_decay=0.0, save_on_each_node=False, fp16=True, fp16_full_eval=False, bf16=False, bf16_full_eval=False,
+        warmup_steps=0, eval_strategy="no", get_warmup_steps=lambda steps: 0,
+    )
+    hf.trainer_config_process(args)
+    hf.trainer_config_finalize(args, SimpleNamespace(config=SimpleNamespace(hidden_size=4096)), 1000)
+    assert hf.dtype() == torch.float16 and hf.is_zero3()
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    deepspeed.init_distributed(dist_backend="gloo")
+    try:
+        # DeepSpeed checks the batch arithmetic against the data-parallel size a model-parallel unit reports.
+        parsed = DeepSpeedConfig(config, mpu=SimpleNamespace(get_data_parallel_world_size=lambda: 8, get_model_parallel_world_size=lambda: 1))
+    finally:
+        torch.distributed.destroy_process_group()
+    assert (parsed.train_batch_size, parsed.train_micro_batch_size_per_gpu, parsed.gradient_accumulation_steps) == (128, 8, 2)
+    assert parsed.float16_config.enabled and not parsed.bfloat16_config.enabled
+    assert parsed.float16_config.loss_scale == 0  # dynamic loss scaling
+    assert parsed.zero_optimization_stage == 3
+
+
+def test_the_v100_profile_refuses_to_start_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.fail("this check assumes a machine without CUDA")
+    with pytest.raises(InvalidInput, match="v100 needs CUDA"):
+        training.precision({"profile": "v100"})
