@@ -2,7 +2,7 @@
 // Each stage's section travels unchanged to the trainer as `request.config`, so field names are
 // snake_case on both sides. Defaults are the demo's tiny sizes unless a comment names a recipe.
 import { z } from 'zod';
-import { StageName, STAGES } from './stages.js';
+import { StageName, STAGE_IO, STAGES, UPSTREAM } from './stages.js';
 
 const BUCKET = '[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]';
 const S3Uri = z.string().regex(new RegExp(`^s3://${BUCKET}/.+$`), 'must look like s3://bucket/key');
@@ -44,6 +44,9 @@ export const VocabConfig = z
 
 const TrainingLoop = {
   max_steps: positiveInt,
+  // Passes over the training data; when set, it decides the length instead of max_steps
+  // (LaWGPT: 1 for continued pretraining, 20 for instruction tuning; BenTsao: 10).
+  epochs: z.number().positive().optional(),
   micro_batch_size: positiveInt.default(4),
   gradient_accumulation_steps: positiveInt.default(1),
   // LaWGPT used 3e-4 for both phases (with LoRA).
@@ -182,6 +185,41 @@ export const STAGE_CONFIGS = {
   eval: EvalConfig,
 } as const satisfies Record<StageName, z.ZodType>;
 
+// Outputs of stages this run does not run, by stage and output name: a published model or an
+// earlier run's artifact, e.g. { "pretrain": { "model": "s3://models/chinese-llama-7b/" } } to
+// start at sft.
+const Artifacts = z
+  .partialRecord(StageName, z.record(z.string(), S3PrefixUri))
+  .superRefine((given, ctx) => {
+    for (const [stage, outputs] of Object.entries(given)) {
+      const known: readonly string[] = STAGE_IO[stage as StageName].outputs;
+      for (const name of Object.keys(outputs ?? {}).filter((o) => !known.includes(o))) {
+        ctx.addIssue({ code: 'custom', path: [stage, name], message: `${stage} has no output ${name} (it has ${known.join(', ')})` });
+      }
+    }
+  });
+
+// A metric bound checked after a stage: a run whose stage misses it fails before the next stage.
+const Gate = z
+  .object({ min: z.number().optional(), max: z.number().optional() })
+  .strict()
+  .refine((g) => g.min !== undefined || g.max !== undefined, 'set min, max or both');
+export type Gate = z.infer<typeof Gate>;
+
+/** Which required inputs of the run's stages neither an earlier stage of the run nor `artifacts` provides. */
+function missingUpstream(stages: readonly StageName[], artifacts: z.infer<typeof Artifacts>): string[] {
+  const missing: string[] = [];
+  stages.forEach((stage, i) => {
+    for (const [input, [from, output]] of Object.entries(UPSTREAM[stage]) as [string, readonly [StageName, string]][]) {
+      const required = (STAGE_IO[stage].inputs as readonly string[]).includes(input);
+      if (required && !stages.slice(0, i).includes(from) && !artifacts[from]?.[output]) {
+        missing.push(`${stage} needs ${from}'s ${output}: run ${from} first, or give artifacts.${from}.${output}`);
+      }
+    }
+  });
+  return missing;
+}
+
 export const RunConfig = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and "-", at most 40'),
@@ -190,13 +228,16 @@ export const RunConfig = z
       .array(StageName)
       .nonempty()
       .default([...STAGES])
-      // Each stage needs its predecessors' outputs, so a run is the first N stages.
-      .refine((s) => s.every((name, i) => name === STAGES[i]), {
-        message: `must be the first stages of the pipeline, in order (${STAGES.join(', ')})`,
+      .refine((s) => s.every((name, i) => i === 0 || STAGES.indexOf(name) > STAGES.indexOf(s[i - 1])), {
+        message: `must be stages of the pipeline in its order (${STAGES.join(', ')}), each once`,
       }),
+    artifacts: Artifacts.default({}),
+    // Bounds on a stage's metrics, e.g. { "eval": { "exam_accuracy": { "min": 0.3 } } }.
+    gates: z.partialRecord(StageName, z.record(z.string(), Gate)).default({}),
     data: z
       .object({
-        corpus: S3PrefixUri,
+        // Needed by vocab, pretrain and eval; an instruction-tuning-only run can do without.
+        corpus: S3PrefixUri.optional(),
         // JSONL of lawyer consultations {question, answers[]}
         dialogue: S3Uri.optional(),
         // JSONL of multiple-choice exam questions {question, options, answer, subject?}
@@ -223,6 +264,14 @@ export const RunConfig = z
   .refine((c) => c.vocab.train_sentencepiece || c.data.vocab_words, {
     path: ['vocab', 'train_sentencepiece'],
     message: 'with train_sentencepiece false, data.vocab_words must give the words to merge',
+  })
+  .superRefine((c, ctx) => {
+    const needCorpus = c.stages.filter((s) => (STAGE_IO[s].inputs as readonly string[]).includes('corpus'));
+    if (needCorpus.length && !c.data.corpus) ctx.addIssue({ code: 'custom', path: ['data', 'corpus'], message: `required by ${needCorpus.join(', ')}` });
+    for (const message of missingUpstream(c.stages, c.artifacts)) ctx.addIssue({ code: 'custom', path: ['stages'], message });
+    for (const stage of c.stages.filter((s) => c.artifacts[s])) {
+      ctx.addIssue({ code: 'custom', path: ['artifacts', stage], message: `${stage} runs in this run, so its outputs cannot be given` });
+    }
   });
 
 export type RunConfig = z.infer<typeof RunConfig>;

@@ -35,7 +35,8 @@ export interface StageProgress {
   checkpoint?: number;
 }
 
-export type StageState = 'pending' | 'running' | 'paused' | 'completed' | 'cached' | 'failed' | 'cancelled';
+// `skipped`: not part of this run (its outputs, if needed, are given as artifacts).
+export type StageState = 'pending' | 'running' | 'paused' | 'completed' | 'cached' | 'failed' | 'cancelled' | 'skipped';
 
 /** Answer of the `status` query. */
 export interface PipelineStatus {

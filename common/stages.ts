@@ -17,3 +17,14 @@ export const STAGE_IO = {
   sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions'], outputs: ['adapter', 'model'] },
   eval: { inputs: ['model', 'corpus'], optional: ['exam', 'base_model'], outputs: ['report'] },
 } as const satisfies Record<StageName, { inputs: readonly string[]; optional: readonly string[]; outputs: readonly string[] }>;
+
+// Inputs that are an earlier stage's outputs, as [stage, output]. A run takes each from that stage
+// when it runs it, or else from the config's `artifacts` (a published model, an earlier run's
+// output); optional ones may be absent altogether.
+export const UPSTREAM = {
+  base: {},
+  vocab: { base_tokenizer: ['base', 'tokenizer'] },
+  pretrain: { tokenizer: ['vocab', 'tokenizer'], base_model: ['base', 'model'] },
+  sft: { model: ['pretrain', 'model'] },
+  eval: { model: ['sft', 'model'], base_model: ['base', 'model'] },
+} as const satisfies Record<StageName, Record<string, readonly [StageName, string]>>;

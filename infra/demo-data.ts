@@ -65,6 +65,7 @@ async function put(s3: S3Client, uri: string, body: string | Buffer) {
 }
 
 export async function uploadDemoData(s3: S3Client, data: RunConfig['data'], size: DemoDataSize = DEMO_SIZE, shared = SHARED_DATA) {
+  if (!data.corpus) throw new Error('the demo data needs data.corpus in the config');
   const corpusRoot = join(shared, 'corpus');
   const documents = [
     ...pickStatutes(join(corpusRoot, 'statutes'), size.statutes),
@@ -74,7 +75,8 @@ export async function uploadDemoData(s3: S3Client, data: RunConfig['data'], size
     const uri = data[name as keyof typeof RECORD_SOURCES];
     return uri ? [{ uri, source }] : [];
   });
-  const buckets = new Set([data.corpus, ...records.map((r) => r.uri)].map((u) => parseS3Uri(u).bucket));
+  const corpus = data.corpus;
+  const buckets = new Set([corpus, ...records.map((r) => r.uri)].map((u) => parseS3Uri(u).bucket));
   for (const bucket of buckets) await ensureBucket(s3, bucket);
 
   const encoding = get_encoding('cl100k_base');
@@ -85,7 +87,7 @@ export async function uploadDemoData(s3: S3Client, data: RunConfig['data'], size
       const text = readFileSync(path, 'utf8');
       chars += text.length;
       tokens += encoding.encode(text).length;
-      await put(s3, data.corpus + relative(corpusRoot, path), text);
+      await put(s3, corpus + relative(corpusRoot, path), text);
     }
   } finally {
     encoding.free();

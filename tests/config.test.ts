@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseRunConfig } from '../common/config.js';
 
-const demo = JSON.parse(readFileSync(new URL('../configs/demo.json', import.meta.url), 'utf8'));
+const read = (name: string) => JSON.parse(readFileSync(new URL(`../configs/${name}`, import.meta.url), 'utf8'));
+const demo = read('demo.json');
 
 function problems(raw: unknown): string[] {
   try {
@@ -52,7 +53,48 @@ describe('run config', () => {
 
   it('runs a leading part of the pipeline only', () => {
     expect(parseRunConfig({ ...demo, stages: ['base', 'vocab'] }).stages).toEqual(['base', 'vocab']);
-    expect(problems({ ...demo, stages: ['vocab', 'pretrain'] })).toEqual([expect.stringMatching(/^stages: must be the first stages/)]);
+    expect(problems({ ...demo, stages: ['base', 'pretrain', 'vocab'] })).toContainEqual(expect.stringMatching(/^stages: must be stages of the pipeline in its order/));
+  });
+
+  it('starts later in the pipeline only from given artifacts, and names what is missing', () => {
+    expect(problems({ ...demo, stages: ['vocab', 'pretrain'] })).toEqual([
+      "stages: vocab needs base's tokenizer: run base first, or give artifacts.base.tokenizer",
+      "stages: pretrain needs base's model: run base first, or give artifacts.base.model",
+    ]);
+    const base = { tokenizer: 's3://models/llama/', model: 's3://models/llama/' };
+    expect(problems({ ...demo, stages: ['vocab', 'pretrain'], artifacts: { base } })).toEqual([]);
+    expect(problems({ ...demo, stages: ['base', 'vocab', 'pretrain'], artifacts: { sft: { weights: 's3://models/x' } } })).toEqual([
+      'artifacts.sft.weights: must end with "/" (a folder)',
+      'artifacts.sft.weights: sft has no output weights (it has adapter, model)',
+    ]);
+    expect(problems({ ...demo, artifacts: { base } })).toEqual(['artifacts.base: base runs in this run, so its outputs cannot be given']);
+  });
+
+  it('ships the LaWGPT and BenTsao recipes with their published values', () => {
+    const lawgpt = parseRunConfig(read('lawgpt.json'));
+    expect(lawgpt.stages).toEqual(['vocab', 'pretrain', 'sft', 'eval']);
+    expect(lawgpt.vocab.vocab_size).toBe(20000);
+    expect(lawgpt.pretrain).toMatchObject({ epochs: 1, micro_batch_size: 8, global_batch_size: 128, learning_rate: 3e-4, block_size: 1024, method: 'lora' });
+    expect(lawgpt.pretrain.lora).toMatchObject({ r: 16, alpha: 32, dropout: 0.05, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });
+    expect(lawgpt.pretrain.deepspeed).toMatchObject({ profile: 'v100', zero_stage: 3, gradient_checkpointing: true, hosts: [{ host: 'localhost', slots: 8 }] });
+    expect(lawgpt.sft).toMatchObject({ epochs: 20, micro_batch_size: 8, gradient_accumulation_steps: 8, cutoff_len: 256 });
+    expect(lawgpt.sft.lora).toMatchObject({ r: 8, alpha: 16, target_modules: ['q_proj', 'v_proj'] });
+
+    const bentsao = parseRunConfig(read('bentsao.json'));
+    expect(bentsao.stages).toEqual(['sft']);
+    expect(bentsao.artifacts.pretrain?.model).toMatch(/^s3:\/\//);
+    expect(bentsao.sft).toMatchObject({ epochs: 10, micro_batch_size: 16, gradient_accumulation_steps: 8 });
+    expect(bentsao.pretrain.deepspeed).toBeUndefined();
+  });
+
+  it('needs the corpus only for the stages that read it, and checks gates', () => {
+    const sftOnly = { ...demo, stages: ['sft'], artifacts: { pretrain: { model: 's3://models/llama/' } } };
+    expect(problems({ ...sftOnly, data: { instructions: demo.data.instructions } })).toEqual([]);
+    expect(problems({ ...demo, data: { instructions: demo.data.instructions } })).toEqual(['data.corpus: required by vocab, pretrain, eval']);
+    expect(problems({ ...demo, gates: { eval: { exam_accuracy: {} }, train: {} } })).toEqual([
+      'gates.eval.exam_accuracy: set min, max or both',
+      'gates: unknown field(s) train',
+    ]);
   });
 
   it('defaults each phase to LaWGPT\'s LoRA settings', () => {

@@ -101,6 +101,29 @@ describe('lawgptPipeline', () => {
     expect(Object.keys(value!.stages)).toEqual(['base', 'vocab']);
   });
 
+  it('starts at a later stage from given artifacts (BenTsao: instruction tuning only)', async () => {
+    const runStage = vi.fn(async (task: StageTask) => fakeStage(task));
+    const given = 's3://models/llama-7b/';
+    const { value, status } = await run(runStage, config({ stages: ['sft', 'eval'], artifacts: { pretrain: { model: given } } }));
+
+    const tasks = runStage.mock.calls.map(([task]) => task);
+    expect(tasks.map((t) => t.stage)).toEqual(['sft', 'eval']);
+    expect(tasks[0].inputs.model).toBe(given);
+    // eval's optional base model is neither run nor given: it is left out, not passed as undefined.
+    expect(Object.keys(tasks[1].inputs).sort()).toEqual(['corpus', 'exam', 'model']);
+    expect(Object.keys(value!.stages)).toEqual(['sft', 'eval']);
+    expect(status.stages).toMatchObject({ base: 'skipped', pretrain: 'skipped', sft: 'completed', eval: 'completed' });
+  });
+
+  it('fails the run at a gate its stage misses, before the next stage', async () => {
+    const runStage = vi.fn(async (task: StageTask) => ({ ...fakeStage(task), metrics: { heldout_perplexity: 80 } }));
+    const { error } = await run(runStage, config({ gates: { pretrain: { heldout_perplexity: { max: 50 } } } }));
+
+    expect(error).toBeInstanceOf(WorkflowFailedError);
+    expect(((error as WorkflowFailedError).cause as Error).message).toBe("gate after pretrain: pretrain.heldout_perplexity is 80, above the gate's max 50");
+    expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base', 'vocab', 'pretrain']);
+  });
+
   it('stops at a failing stage with an error naming it, and runs nothing after it', async () => {
     const runStage = vi.fn(async (task: StageTask) => {
       if (task.stage === 'pretrain') throw ApplicationFailure.nonRetryable('corpus yields no full block', 'InvalidInput');

@@ -19,26 +19,30 @@ import {
 } from '@temporalio/workflow';
 import type { createStageActivities } from '../activities/stage.js';
 import type { RunConfig } from '../common/config.js';
+import { gateFailures } from '../common/gates.js';
 import type { PipelineResult, PipelineStatus, StageResult, StageTask } from '../common/run.js';
-import { STAGES, type StageName } from '../common/stages.js';
+import { STAGES, UPSTREAM, type StageName } from '../common/stages.js';
 import { progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
 import { pauseControl } from './pause.js';
 
 type Outputs = Partial<Record<StageName, Record<string, string>>>;
 
-// Where each stage's inputs come from: the run's data, or an earlier stage's outputs.
-// Input names are the trainer's (common/stages.ts STAGE_IO).
-const PLAN: { [S in StageName]: (data: RunConfig['data'], done: Outputs) => Record<string, string> } = {
+// Which of the run's data each stage reads; its other inputs are earlier stages' outputs (UPSTREAM
+// in common/stages.ts). Input names are the trainer's (STAGE_IO).
+const DATA_INPUTS: { [S in StageName]: (data: RunConfig['data']) => Record<string, string | undefined> } = {
   base: () => ({}),
-  vocab: (data, done) => given({ corpus: data.corpus, base_tokenizer: done.base!.tokenizer, words: data.vocab_words }),
-  pretrain: (data, done) => ({ corpus: data.corpus, tokenizer: done.vocab!.tokenizer, base_model: done.base!.model }),
-  sft: (data, done) => given({ model: done.pretrain!.model, dialogue: data.dialogue, exam: data.exam, instructions: data.instructions }),
-  eval: (data, done) => given({ model: done.sft!.model, corpus: data.corpus, exam: data.exam, base_model: done.base!.model }),
+  vocab: (data) => ({ corpus: data.corpus, words: data.vocab_words }),
+  pretrain: (data) => ({ corpus: data.corpus }),
+  sft: (data) => ({ dialogue: data.dialogue, exam: data.exam, instructions: data.instructions }),
+  eval: (data) => ({ corpus: data.corpus, exam: data.exam }),
 };
 
-/** Leaves out the optional inputs this run has no data for. */
-const given = (inputs: Record<string, string | undefined>) =>
-  Object.fromEntries(Object.entries(inputs).filter((entry): entry is [string, string] => entry[1] !== undefined));
+/** A stage's inputs: the run's data, and the outputs of earlier stages or given artifacts; optional ones this run lacks are left out. */
+function inputsOf(stage: StageName, data: RunConfig['data'], done: Outputs): Record<string, string> {
+  const upstream = Object.entries(UPSTREAM[stage] as Record<string, readonly [StageName, string]>).map(([input, [from, output]]) => [input, done[from]?.[output]]);
+  const inputs = { ...DATA_INPUTS[stage](data), ...Object.fromEntries(upstream) };
+  return Object.fromEntries(Object.entries(inputs).filter((entry): entry is [string, string] => entry[1] !== undefined));
+}
 
 /** What a run carries into its next execution when it continues as new. */
 export interface CarriedOver {
@@ -65,7 +69,8 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
   });
   const status = trackStatus(config);
   const pause = pauseControl({ onPause: () => status.pause(true), onResume: () => status.pause(false), status: () => status.current }, carried.paused);
-  const done: Outputs = {};
+  // Older histories' configs predate `artifacts` and `gates`.
+  const done: Outputs = { ...(config.artifacts ?? {}) };
   for (const result of Object.values(carried.finished)) {
     done[result.stage] = result.outputs;
     status.complete(result);
@@ -83,7 +88,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
       runId: workflowInfo().workflowId,
       bucket: config.bucket,
       stage,
-      inputs: PLAN[stage](config.data, done),
+      inputs: inputsOf(stage, config.data, done),
       config: config[stage],
       split: config.data.split,
       runtime: config.runtime,
@@ -108,6 +113,10 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
     }
     done[stage] = result.outputs;
     status.complete(result);
+    const failures = gateFailures(stage, result.metrics, config.gates?.[stage]);
+    if (failures.length) {
+      throw ApplicationFailure.create({ message: `gate after ${stage}: ${failures.join('; ')}`, type: 'GateFailed', nonRetryable: true });
+    }
   }
   return status.result();
 }
@@ -122,7 +131,7 @@ function trackStatus(config: RunConfig) {
     loss: null,
     checkpoint: null,
     paused: false,
-    stages: Object.fromEntries(STAGES.map((s) => [s, 'pending'])) as PipelineStatus['stages'],
+    stages: Object.fromEntries(STAGES.map((s) => [s, config.stages.includes(s) ? 'pending' : 'skipped'])) as PipelineStatus['stages'],
     results: {},
   };
   setHandler(statusQuery, () => status);

@@ -135,7 +135,9 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
             extra.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
     args = TrainingArguments(
         output_dir=str(Path(request["output_dir"]) / CHECKPOINTS_DIR),
-        max_steps=config["max_steps"],
+        # `epochs`, when set, decides the length instead of max_steps (-1: no step limit).
+        max_steps=-1 if config.get("epochs") else config["max_steps"],
+        num_train_epochs=config.get("epochs") or 1,
         per_device_train_batch_size=config["micro_batch_size"],
         gradient_accumulation_steps=accumulation,
         learning_rate=config["learning_rate"],

@@ -5,7 +5,9 @@ import math
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from conftest import CONFIGS
+import pytest
+
+from conftest import CONFIGS, run_stage
 
 
 def test_resized_model_covers_the_merged_vocabulary(pipeline):
@@ -81,3 +83,18 @@ def test_padding_rows_are_never_generated(pipeline):
     assert next_token() < len(tokenizer)
     model.generation_config.suppress_tokens = None
     assert next_token() >= len(tokenizer)
+
+
+def test_the_phase_reports_its_heldout_perplexity(pipeline):
+    metrics = pipeline["pretrain"].completed()["metrics"]
+    assert math.isfinite(metrics["heldout_loss"])
+    assert metrics["heldout_perplexity"] == pytest.approx(math.exp(metrics["heldout_loss"]))
+
+
+def test_epochs_decide_the_length_instead_of_max_steps(pipeline, tiny_data, tmp_path):
+    config = {**CONFIGS["pretrain"], "epochs": 1, "max_steps": 1, "micro_batch_size": 8, "checkpoint_steps": 1000, "eval_blocks": 0}
+    inputs = {"corpus": tiny_data["corpus"], "tokenizer": pipeline["vocab"].output_dir / "tokenizer", "base_model": pipeline["base"].output_dir / "model"}
+    run = run_stage("pretrain", inputs, tmp_path, config)
+    blocks = run.completed()["metrics"]["train_blocks"]
+    steps = [e["step"] for e in run.events if e["event"] == "progress"]
+    assert steps[-1] == math.ceil(blocks / 8) > 1

@@ -3,6 +3,7 @@ vocabulary, in one process or across DeepSpeed ranks. LoRA (embeddings and LM he
 as Chinese-LLaMA did, so the new vocabulary learns) ends with the adapter folded into a standalone
 model; `full` trains every weight. The embeddings are grown to the vocabulary first (embeddings.py)."""
 
+import math
 from pathlib import Path
 
 import sentencepiece as spm
@@ -38,6 +39,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
     heldout = packing.pack(tokenizer, heldout_docs, config["block_size"])[: config["eval_blocks"]]
     eval_dataset = packing.lm_dataset(heldout) if heldout else None
     trainer, trained = training.train(model, packing.lm_dataset(blocks), default_data_collator, request, events, len(tokenizer), eval_dataset)
+    # The phase's held-out loss, for the run report and the config's gates (collective, like saving).
+    heldout_loss = trainer.evaluate()["eval_loss"] if eval_dataset else None
 
     # Saving is collective (ZeRO-3 gathers the shards); what follows is rank 0's alone.
     trainer.save_model(str(out / ("adapter" if config["method"] == "lora" else "model")))
@@ -56,4 +59,6 @@ def run(request: dict, events) -> tuple[dict, dict]:
         "processes": training.world_size(config),
         **training.loss_metrics(trained),
     }
+    if heldout_loss is not None:
+        metrics.update(heldout_loss=heldout_loss, heldout_perplexity=math.exp(heldout_loss))
     return {"model": "model"}, metrics
