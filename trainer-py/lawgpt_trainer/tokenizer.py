@@ -23,8 +23,7 @@ def merge(base: sp_pb.ModelProto, domain: sp_pb.ModelProto | None, words: list[s
 
     Chinese-LLaMA gave every appended piece score 0, above every base merge. Here they stay above
     every base merge but keep the domain model's order, in (-1, 0]: with thousands of pieces tied
-    at 0, SentencePiece and the Hugging Face tokenizer built from the same file break the ties
-    differently and disagree on about one line in twenty of Chinese legal text."""
+    at 0, SentencePiece breaks the ties in its own way, which no merge list can reproduce."""
     known = {p.piece for p in base.pieces}
     new = []
     trained = [p.piece for p in domain.pieces if p.type == sp_pb.ModelProto.SentencePiece.NORMAL] if domain else []
@@ -40,12 +39,20 @@ def merge(base: sp_pb.ModelProto, domain: sp_pb.ModelProto | None, words: list[s
 
 
 def save_tokenizer(proto: sp_pb.ModelProto, out_dir: Path):
-    """Writes the SentencePiece model and the Hugging Face tokenizer built from it into one folder."""
+    """Writes the SentencePiece model and the Hugging Face tokenizer built from it into one folder.
+
+    SentencePiece's BPE applies the merge whose result scores highest; Hugging Face's converter
+    ranks merges by the resulting piece's id instead, which is the same order only while ids
+    follow scores. After a merge they do not (a new piece outranks older base pieces), so the
+    merges are ranked by score here, and the two tokenizers split every text the same way."""
     from transformers import LlamaTokenizer
+    from transformers.tokenization_utils_base import generate_merges
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SP_FILE).write_bytes(proto.SerializeToString())
-    hf = LlamaTokenizer.from_pretrained(str(out_dir))
+    vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+    merges = generate_merges(vocab, {p.piece: p.score for p in proto.pieces})
+    hf = LlamaTokenizer(vocab=vocab, merges=merges)
     hf.save_pretrained(str(out_dir))
     return hf
 

@@ -46,10 +46,9 @@ def test_hugging_face_tokenizer_matches_the_sentencepiece_model(pipeline, tiny_d
     assert len(hf) == sp.get_piece_size()
     lines = [line for path in sorted(tiny_data["corpus"].rglob("*.md")) for line in path.read_text("utf-8").splitlines() if line.strip()]
     differing = [line for line in lines if hf(line, add_special_tokens=False)["input_ids"] != sp.encode(line)]
-    # Known gap (see the issue notes): a few lines in a thousand still split differently.
-    assert len(differing) <= len(lines) // 200, differing[:3]
+    assert differing == []
     metrics = pipeline["vocab"].completed()["metrics"]
-    assert 0 <= metrics["heldout_hf_sp_mismatched_lines"] <= metrics["heldout_lines"] // 200
+    assert metrics["heldout_hf_sp_mismatched_lines"] == 0 < metrics["heldout_lines"]
 
 
 def test_merge_appends_in_domain_order_above_every_base_piece():
