@@ -133,8 +133,8 @@ export const SftConfig = z
     max_steps: positiveInt.default(30),
     cutoff_len: positiveInt.default(256),
     lora: loraConfig({ r: 8, alpha: 16, target_modules: ['q_proj', 'v_proj'], modules_to_save: [] }),
-    // A consultation may carry several lawyers' answers: one sample each, or only the first.
-    dialogue_answers: z.enum(['first', 'all']).default('first'),
+    // A consultation may carry several lawyers' answers: one sample each, or one with the first or the longest.
+    dialogue_answers: z.enum(['first', 'longest', 'all']).default('first'),
     max_dialogue_records: positiveInt.default(300),
     max_exam_records: positiveInt.default(300),
     max_instruction_records: positiveInt.default(300),

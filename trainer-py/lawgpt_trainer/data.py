@@ -34,6 +34,8 @@ class ExamQuestion:
     options: dict[str, str]
     answer: str
     subject: str | None
+    # Worked reasoning for the answer, where the source has it: trained on after the letters.
+    analysis: str | None = None
 
 
 def is_heldout(key: str, heldout_percent: int) -> bool:
@@ -90,14 +92,16 @@ def _field(name: str, number: int, record: dict, field: str, kind: type):
 
 
 def read_dialogue(path: str, answers: str, limit: int) -> list[Sample]:
-    """Lawyer consultations `{question, answers[]}`: one sample per answer, or the first only."""
+    """Lawyer consultations `{question, answers[]}`: one sample per answer (`all`), or one per
+    question with the `first` or the `longest` answer (the fullest one, when several lawyers answered)."""
     name, samples = Path(path).name, []
     for number, record in read_jsonl(path):
         question = _field(name, number, record, "question", str)
         replies = _field(name, number, record, "answers", list)
         if not replies or not all(isinstance(a, str) and a.strip() for a in replies):
             raise InvalidInput(f"{name}:{number}: field 'answers' must be a non-empty list of strings")
-        for reply in replies if answers == "all" else replies[:1]:
+        picked = {"all": replies, "first": replies[:1], "longest": [max(replies, key=len)]}[answers]
+        for reply in picked:
             samples.append(Sample(instruction=question, input="", output=reply))
         if len(samples) >= limit:
             break
@@ -120,7 +124,7 @@ def read_instructions(path: str, limit: int) -> list[Sample]:
 
 
 def read_exam(path: str) -> list[ExamQuestion]:
-    """Multiple-choice questions `{id?, question, options{letter: text}, answer, subject?}`."""
+    """Multiple-choice questions `{id?, question, options{letter: text}, answer, subject?, analysis?}`."""
     name, questions = Path(path).name, []
     for number, record in read_jsonl(path):
         question = _field(name, number, record, "question", str)
@@ -133,8 +137,11 @@ def read_exam(path: str) -> list[ExamQuestion]:
         subject = record.get("subject")
         if subject is not None and not isinstance(subject, str):
             raise InvalidInput(f"{name}:{number}: field 'subject' must be a string")
+        analysis = record.get("analysis")
+        if analysis is not None and not (isinstance(analysis, str) and analysis.strip()):
+            raise InvalidInput(f"{name}:{number}: field 'analysis' must be a non-empty string")
         key = str(record.get("id") or question)
-        questions.append(ExamQuestion(key, question, options, "".join(sorted(answer)), subject))
+        questions.append(ExamQuestion(key, question, options, "".join(sorted(answer)), subject, analysis))
     if not questions:
         raise InvalidInput(f"{name}: no questions")
     return questions

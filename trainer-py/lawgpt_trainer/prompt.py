@@ -19,7 +19,12 @@ def render_prompt(instruction: str, input: str = "") -> str:
 
 
 def exam_sample(q: ExamQuestion) -> Sample:
+    """The question as an instruction asking for the answer letters (first line, where
+    extract_choice reads them) and, when the source has worked reasoning, the reasoning after."""
     options = "\n".join(f"{letter}. {text}" for letter, text in sorted(q.options.items()))
+    if q.analysis:
+        instruction = template()["exam_reasoning_instruction"].format(question=q.question, options=options)
+        return Sample(instruction=instruction, input="", output=f"{q.answer}\n{q.analysis}")
     return Sample(instruction=template()["exam_instruction"].format(question=q.question, options=options), input="", output=q.answer)
 
 

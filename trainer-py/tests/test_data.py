@@ -6,7 +6,7 @@ import pytest
 
 from lawgpt_trainer import data
 from lawgpt_trainer.errors import InvalidInput
-from lawgpt_trainer.prompt import extract_choice
+from lawgpt_trainer.prompt import exam_sample, extract_choice
 
 
 def _jsonl(tmp_path, records) -> str:
@@ -29,6 +29,8 @@ def test_dialogue_yields_one_sample_per_answer_when_asked(tmp_path):
     path = _jsonl(tmp_path, [{"question": "欠钱不还", "answers": ["起诉", "协商"]}, {"question": "离婚", "answers": ["诉讼"]}])
     assert [s.output for s in data.read_dialogue(path, "all", 10)] == ["起诉", "协商", "诉讼"]
     assert [s.output for s in data.read_dialogue(path, "first", 10)] == ["起诉", "诉讼"]
+    longer = _jsonl(tmp_path, [{"question": "欠钱不还", "answers": ["起诉", "先协商，不成再起诉"]}])
+    assert [s.output for s in data.read_dialogue(longer, "longest", 10)] == ["先协商，不成再起诉"]
     with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'answers'"):
         data.read_dialogue(_jsonl(tmp_path, [{"question": "q", "answers": [""]}]), "all", 10)
 
@@ -63,3 +65,17 @@ def test_instructions_errors_name_file_line_and_field(tmp_path):
         data.read_instructions(_jsonl(tmp_path, [good, {**good, "output": ""}]), 10)
     with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'input' must be a string"):
         data.read_instructions(_jsonl(tmp_path, [{**good, "input": ["x"]}]), 10)
+
+
+def test_exam_questions_train_on_letters_first_and_reasoning_where_present(tmp_path):
+    plain = {"id": "q1", "question": "以下哪项正确？", "options": {"A": "甲", "B": "乙"}, "answer": "B"}
+    reasoned = {**plain, "id": "q2", "answer": "BA", "analysis": "甲乙均符合民法典的规定。"}
+    first, second = data.read_exam(_jsonl(tmp_path, [plain, reasoned]))
+    assert exam_sample(first).output == "B"
+    assert "A. 甲\nB. 乙" in exam_sample(first).instruction
+    sample = exam_sample(second)
+    assert sample.output == "AB\n甲乙均符合民法典的规定。"
+    assert "理由" in sample.instruction
+    assert extract_choice(sample.output, "AB") == "AB"
+    with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'analysis' must be a non-empty string"):
+        data.read_exam(_jsonl(tmp_path, [{**plain, "analysis": 3}]))
