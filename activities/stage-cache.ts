@@ -1,6 +1,6 @@
 // The stage cache: a stage whose inputs, config and trainer are exactly those of an earlier
 // completed stage is not run again; its recorded outputs are used.
-//   key   = sha256(stage, config section, split, trainer version, every input object's key/size/ETag)
+//   key   = sha256(stage, config section, split, cleaning, trainer version, every input object's key/size/ETag)
 //   entry = s3://<bucket>/cache/<stage>/<key>.json, written after the stage's outputs are uploaded
 // An entry counts only while every output object it lists is still there, unchanged.
 import { createHash } from 'node:crypto';
@@ -33,16 +33,17 @@ async function inputObjects(s3: S3Client, inputs: Record<string, string>): Promi
   return objects;
 }
 
-const sha256 = (value: unknown) => createHash('sha256').update(canonicalJson(value)).digest('hex');
+/** sha256 of a value's canonical JSON: equal values, equal keys. */
+export const contentHash = (value: unknown) => createHash('sha256').update(canonicalJson(value)).digest('hex');
 
 /** Identifies the exact input artifacts of a stage: a checkpoint is only resumed under the same ones. */
 export async function inputsHash(s3: S3Client, inputs: Record<string, string>): Promise<string> {
-  return sha256(await inputObjects(s3, inputs));
+  return contentHash(await inputObjects(s3, inputs));
 }
 
 export async function stageCacheKey(s3: S3Client, task: StageTask, trainerVersion: string): Promise<string> {
   const inputs = await inputObjects(s3, task.inputs);
-  return sha256({ stage: task.stage, config: task.config, split: task.split, trainer_version: trainerVersion, inputs });
+  return contentHash({ stage: task.stage, config: task.config, split: task.split, cleaning: task.cleaning, trainer_version: trainerVersion, inputs });
 }
 
 /** JSON with sorted keys, so equal values always hash alike. */

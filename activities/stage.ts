@@ -16,6 +16,7 @@ import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
 import { inputsHash, lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, EmptyPrefix, s3Uri, uploadDir } from './s3.js';
+import { blocksUri, fetchBlocks, usesBlocks } from './block-cache.js';
 import { hostfile } from './deepspeed-launch.js';
 import { launchTrainer } from './trainer-process.js';
 
@@ -84,6 +85,9 @@ export function createStageActivities(deps: StageDeps) {
     try {
       ctx.log.info(`stage ${task.stage}: fetching inputs`, { inputs: task.inputs });
       const inputs = await fetchInputs(task, join(work, 'inputs'));
+      const blocks = usesBlocks(task) ? await blocksUri(deps.s3, task, deps.trainerVersion) : undefined;
+      const cachedBlocks = blocks && (await fetchBlocks(deps.s3, blocks, join(work, 'inputs', 'blocks')));
+      if (cachedBlocks) ctx.log.info(`stage ${task.stage}: tokenized blocks from the block cache ${blocks}`);
       const resume = await findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m));
       if (resume) ctx.log.info(`stage ${task.stage}: resuming from checkpoint-${resume.step}`);
       const request = {
@@ -92,7 +96,8 @@ export function createStageActivities(deps: StageDeps) {
         stage: task.stage,
         output_dir: join(work, 'out'),
         split: task.split,
-        inputs,
+        cleaning: task.cleaning,
+        inputs: { ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) },
         config: task.config,
         inputs_hash: await inputsHash(deps.s3, task.inputs),
         stop_file: join(work, STOP_FILE),
@@ -101,7 +106,7 @@ export function createStageActivities(deps: StageDeps) {
       const requestPath = join(work, 'request.json');
       await writeFile(requestPath, JSON.stringify(request, null, 2));
 
-      const completed = await runTrainer(task, requestPath, work, reporter);
+      const completed = await runTrainer(task, requestPath, work, reporter, cachedBlocks ? undefined : blocks);
       const result = await publish(task, work, completed);
       if (task.cacheKey) {
         await recordStage(deps.s3, task, task.cacheKey, result).catch((err: Error) =>
@@ -115,9 +120,11 @@ export function createStageActivities(deps: StageDeps) {
     }
   }
 
-  async function runTrainer(task: StageTask, requestPath: string, work: string, reporter: ReturnType<typeof progressReporter>) {
+  /** Runs the trainer; tokenized blocks it reports go to `blocksTarget` (the block cache) in the background. */
+  async function runTrainer(task: StageTask, requestPath: string, work: string, reporter: ReturnType<typeof progressReporter>, blocksTarget?: string) {
     const ctx = Context.current();
     const out = join(work, 'out');
+    let blocksUpload: Promise<unknown> = Promise.resolve();
     const uploader = new CheckpointUploader(deps.s3, checkpointsPrefix(task), task.runtime.keep_checkpoints, {
       committed(c) {
         ctx.log.info(`stage ${task.stage}: checkpoint-${c.step} committed to ${c.uri}`);
@@ -142,12 +149,19 @@ export function createStageActivities(deps: StageDeps) {
         onEvent: (event) => {
           if (event.event === 'progress') reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
           if (event.event === 'checkpoint') uploader.submit(event.step, inside(out, event.path));
+          if (event.event === 'blocks' && blocksTarget) {
+            blocksUpload = uploadDir(deps.s3, inside(out, event.path), blocksTarget).then(
+              () => ctx.log.info(`stage ${task.stage}: tokenized blocks cached at ${blocksTarget}`),
+              (err: Error) => ctx.log.warn(`stage ${task.stage}: could not cache the tokenized blocks (${err.message})`),
+            );
+          }
           if (event.event === 'log') ctx.log[event.level === 'warning' ? 'warn' : 'info'](`[${task.stage}] ${event.message}`);
         },
         onStderr: (line) => ctx.log.debug(`[${task.stage}] ${line}`),
       });
     // Checkpoints saved before a crash or a cancel are complete: commit them either way.
     await uploader.drain();
+    await blocksUpload;
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
     return outcome(task, exit);

@@ -158,6 +158,18 @@ export const SplitConfig = z
   })
   .strict();
 
+// How the corpus is cleaned before any stage reads it (trainer-py/lawgpt_trainer/cleaning.py).
+export const CleaningConfig = z
+  .object({
+    // Full-width letters and digits to half-width, the ideographic space to a space; CJK punctuation stays.
+    normalize_width: z.boolean().default(true),
+    // Documents shorter than this (in characters, after normalising) are dropped.
+    min_chars: z.number().int().nonnegative().default(20),
+    // Documents whose normalised text repeats an earlier one are dropped.
+    deduplicate: z.boolean().default(true),
+  })
+  .strict();
+
 export const RuntimeConfig = z
   .object({
     stage_timeout_minutes: positiveInt.default(24 * 60),
@@ -247,6 +259,7 @@ export const RunConfig = z
         // A domain word list, one word per line, merged into the vocabulary as LaWGPT did (optional)
         vocab_words: S3Uri.optional(),
         split: SplitConfig.prefault({}),
+        cleaning: CleaningConfig.prefault({}),
       })
       .strict(),
     base: BaseConfig.prefault({}),

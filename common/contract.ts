@@ -8,7 +8,7 @@
 // failure a retry may fix. `npm run contract` regenerates trainer-py's JSON Schema from this file,
 // and both test suites check against it.
 import { z } from 'zod';
-import { SplitConfig, STAGE_CONFIGS } from './config.js';
+import { CleaningConfig, SplitConfig, STAGE_CONFIGS } from './config.js';
 import { StageName, STAGE_IO, STAGES } from './stages.js';
 
 export const CONTRACT_VERSION = 1;
@@ -21,6 +21,7 @@ const RequestCommon = {
   run_id: z.string().min(1),
   output_dir: z.string().min(1),
   split: SplitConfig,
+  cleaning: CleaningConfig,
   // A verified checkpoint folder (with its manifest.json) to continue training from.
   resume_from: z.string().min(1).optional(),
   // Identifies the exact input artifacts (sha256 of their S3 keys, sizes and ETags): a checkpoint
@@ -66,6 +67,14 @@ export const TrainerEvent = z.discriminatedUnion('event', [
       step: z.number().int().positive(),
       // Folder under output_dir, complete and with its manifest.json: from here on it belongs to
       // the orchestrator, which uploads it (manifest last) and then deletes it.
+      path: z.string().min(1),
+    })
+    .strict(),
+  z
+    .object({
+      event: z.literal('blocks'),
+      // Folder under output_dir with the cleaned, tokenized, packed corpus, ready to be cached
+      // and given back as the `blocks` input, so that no later attempt tokenizes again.
       path: z.string().min(1),
     })
     .strict(),

@@ -11,6 +11,7 @@ export interface StageTask {
   inputs: Record<string, string>;
   config: RunConfig[StageName];
   split: RunConfig['data']['split'];
+  cleaning: RunConfig['data']['cleaning'];
   runtime: RunConfig['runtime'];
   /** Stage-cache key of this task; a completed stage records its outputs under it. */
   cacheKey?: string;

@@ -7,12 +7,12 @@ export const StageName = z.enum(STAGES);
 export type StageName = z.infer<typeof StageName>;
 
 // Input names are what the trainer finds under `request.inputs` (`optional` ones only when the
-// run's data has them); output names are the entries it reports in its `completed` event,
+// run's data has them; pretrain's `blocks` when the block cache has them); output names are the entries it reports in its `completed` event,
 // uploaded to s3://<bucket>/runs/<runId>/<stage>/<output>/.
 export const STAGE_IO = {
   base: { inputs: [], optional: [], outputs: ['tokenizer', 'model'] },
   vocab: { inputs: ['corpus', 'base_tokenizer'], optional: ['words'], outputs: ['tokenizer'] },
-  pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], optional: [], outputs: ['model'] },
+  pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], optional: ['blocks'], outputs: ['model'] },
   // Instruction data in any of three shapes; at least one is required (checked in the run config).
   sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions'], outputs: ['adapter', 'model'] },
   eval: { inputs: ['model', 'corpus'], optional: ['exam', 'base_model'], outputs: ['report'] },

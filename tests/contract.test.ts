@@ -21,6 +21,7 @@ describe('trainer contract', () => {
       run_id: 'r',
       output_dir: '/tmp/out',
       split: { heldout_percent: 10 },
+      cleaning: { normalize_width: true, min_chars: 20, deduplicate: true },
       stage: 'vocab',
       config: { model_type: 'bpe', vocab_size: 100, character_coverage: 1, split_digits: true, byte_fallback: true, max_sentence_length: 10, input_sentence_size: 0 },
     };

@@ -110,4 +110,17 @@ describe('the real pipeline', () => {
     expect(uncached.result.stages.base!.cachedFrom).toBeUndefined();
     expect(uncached.result.stages.base!.outputs.model).toBe('s3://lawgpt-e2e/runs/e2e-no-cache/base/model/');
   });
+
+  it('starts a run at pretrain from the first run\'s artifacts, reusing its tokenized blocks', { timeout: 300_000 }, async () => {
+    const out = (stage: string, name: string) => `s3://lawgpt-e2e/runs/e2e-run/${stage}/${name}/`;
+    const artifacts = { base: { model: out('base', 'model') }, vocab: { tokenizer: out('vocab', 'tokenizer') } };
+    const again = await runPipeline('e2e-from-artifacts', parseRunConfig({ ...config, stages: ['pretrain'], artifacts, runtime: { ...config.runtime, cache: false } }));
+
+    const pretrain = again.result.stages.pretrain!;
+    expect(pretrain.cachedFrom).toBeUndefined();
+    expect(pretrain.metrics.blocks_from_cache).toBe(1);
+    expect(pretrain.metrics.train_blocks).toBeGreaterThan(0);
+    expect(again.status.stages).toMatchObject({ base: 'skipped', vocab: 'skipped', pretrain: 'completed' });
+    expect(await listKeys(minio.client, 's3://lawgpt-e2e/cache/blocks/')).toHaveLength(1);
+  });
 });

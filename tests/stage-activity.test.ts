@@ -29,7 +29,7 @@ const config = parseRunConfig({
 });
 
 function task(stage: StageName, inputs: Record<string, string> = {}): StageTask {
-  return { runId: 'run-1', bucket: 'lawgpt-test', stage, inputs, config: config[stage], split: config.data.split, runtime: { ...config.runtime, progress_report_seconds: 1 } };
+  return { runId: 'run-1', bucket: 'lawgpt-test', stage, inputs, config: config[stage], split: config.data.split, cleaning: config.data.cleaning, runtime: { ...config.runtime, progress_report_seconds: 1 } };
 }
 
 async function runStage(t: StageTask) {
@@ -89,7 +89,8 @@ describe('runStage', () => {
   });
 
   it('fails without retry when the trainer refuses its input', async () => {
-    const { error } = await runStage(task('pretrain'));
+    const corpus = 's3://lawgpt-test/data/corpus/';
+    const { error } = await runStage(task('pretrain', { corpus, tokenizer: corpus, base_model: corpus }));
     expect(error!.type).toBe('InvalidInput');
     expect(error!.nonRetryable).toBe(true);
     expect(error!.message).toContain('block_size too large for the corpus');

@@ -91,6 +91,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
       inputs: inputsOf(stage, config.data, done),
       config: config[stage],
       split: config.data.split,
+      cleaning: config.data.cleaning,
       runtime: config.runtime,
     };
     let result: StageResult;

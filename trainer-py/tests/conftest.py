@@ -18,6 +18,7 @@ SHARED_DATA = Path(os.environ.get("LAWGPT_SHARED_DATA", TRAINER_ROOT.parents[1] 
 
 TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256, "seed": 0}
 LOOP = {"micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0, "logging_steps": 1, "checkpoint_steps": 2, "seed": 7}
+CLEANING = {"normalize_width": True, "min_chars": 20, "deduplicate": True}
 CONFIGS = {
     "base": {"tokenizer": "mistral_common:tokenizer.model.v1", **TINY_MODEL},
     "vocab": {"train_sentencepiece": True, "model_type": "bpe", "vocab_size": 2000, "character_coverage": 0.9995, "split_digits": True, "byte_fallback": True, "max_sentence_length": 4096, "input_sentence_size": 20000},
@@ -49,6 +50,7 @@ def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, 
         "run_id": "pytest",
         "output_dir": str(work / "out"),
         "split": split or {"heldout_percent": 20},
+        "cleaning": CLEANING,
         "inputs": {k: str(v) for k, v in inputs.items()},
         "config": config or CONFIGS[stage],
     }

@@ -98,3 +98,16 @@ def test_epochs_decide_the_length_instead_of_max_steps(pipeline, tiny_data, tmp_
     blocks = run.completed()["metrics"]["train_blocks"]
     steps = [e["step"] for e in run.events if e["event"] == "progress"]
     assert steps[-1] == math.ceil(blocks / 8) > 1
+
+
+def test_tokenized_blocks_are_offered_to_the_cache_and_reused_without_tokenizing(pipeline, tiny_data, tmp_path):
+    first = pipeline["pretrain"]
+    offered = next(e for e in first.events if e["event"] == "blocks")
+    inputs = {"corpus": tmp_path / "no-corpus", "tokenizer": pipeline["vocab"].output_dir / "tokenizer", "base_model": pipeline["base"].output_dir / "model", "blocks": first.output_dir / offered["path"]}
+    # The corpus path does not even exist: everything comes from the blocks.
+    again = run_stage("pretrain", inputs, tmp_path / "again")
+    metrics, before = again.completed()["metrics"], first.completed()["metrics"]
+    assert (metrics["blocks_from_cache"], before["blocks_from_cache"]) == (1, 0)
+    for name in ("train_blocks", "corpus_documents", "first_loss", "heldout_loss"):
+        assert metrics[name] == pytest.approx(before[name]), name
+    assert not any(e["event"] == "blocks" for e in again.events)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lawgpt_trainer import data, generate, packing, prompt
+from lawgpt_trainer import cleaning, data, generate, packing, prompt
 
 
 @torch.no_grad()
@@ -44,7 +44,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
     percent = request["split"]["heldout_percent"]
     tokenizer, model = generate.load(inputs["model"])
 
-    _, heldout_docs = data.split_documents(data.read_corpus(inputs["corpus"]), percent)
+    _, heldout_docs = data.split_documents(cleaning.read_corpus(request)[0], percent)
     held_out = language_modelling(model, tokenizer, heldout_docs, config["block_size"], config["max_heldout_blocks"])
     base = {}
     if "base_model" in inputs:

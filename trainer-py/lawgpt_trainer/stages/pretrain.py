@@ -11,7 +11,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from lawgpt_trainer import data, distributed, embeddings, merge, packing, training
+from lawgpt_trainer import cleaning, data, distributed, embeddings, merge, packing, training
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
@@ -23,6 +23,28 @@ def resized_base(base_model: str, tokenizer) -> tuple[LlamaForCausalLM, dict]:
     return model, embeddings.resize_from_base(model, tokenizer, base_tokenizer)
 
 
+def tokenized_blocks(request: dict, tokenizer, events) -> tuple[list, list, dict]:
+    """Training and held-out blocks of the cleaned corpus, with the cleaning report: from the
+    block cache when the orchestrator found them there (`inputs.blocks`), else tokenized here and
+    offered to the cache with a `blocks` event."""
+    block_size, inputs = request["config"]["block_size"], request["inputs"]
+    if "blocks" in inputs:
+        train, heldout, cleaned = packing.load(Path(inputs["blocks"]), block_size)
+        events.log(f"{len(train)} blocks of {block_size} tokens from the block cache")
+        return train, heldout, {**cleaned, "blocks_from_cache": 1}
+    docs, cleaned = cleaning.read_corpus(request)
+    train_docs, heldout_docs = data.split_documents(docs, request["split"]["heldout_percent"])
+    train = packing.pack(tokenizer, train_docs, block_size)
+    if not train:
+        raise InvalidInput(f"the corpus yields no full block of {block_size} tokens")
+    heldout = packing.pack(tokenizer, heldout_docs, block_size)
+    events.log(f"{len(train_docs)} documents -> {len(train)} blocks of {block_size} tokens")
+    if distributed.is_main():
+        packing.save(Path(request["output_dir"]) / "blocks", train, heldout, block_size, cleaned)
+        events.emit("blocks", path="blocks")
+    return train, heldout, {**cleaned, "blocks_from_cache": 0}
+
+
 def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
@@ -30,13 +52,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
     if config["method"] == "lora":
         model = merge.with_lora(model, config["lora"])
 
-    train_docs, heldout_docs = data.split_documents(data.read_corpus(inputs["corpus"]), request["split"]["heldout_percent"])
-    blocks = packing.pack(tokenizer, train_docs, config["block_size"])
-    if not blocks:
-        raise InvalidInput(f"the corpus yields no full block of {config['block_size']} tokens")
-    events.log(f"{len(train_docs)} documents -> {len(blocks)} blocks of {config['block_size']} tokens")
-
-    heldout = packing.pack(tokenizer, heldout_docs, config["block_size"])[: config["eval_blocks"]]
+    blocks, heldout, cleaned = tokenized_blocks(request, tokenizer, events)
+    heldout = heldout[: config["eval_blocks"]]
     eval_dataset = packing.lm_dataset(heldout) if heldout else None
     trainer, trained = training.train(model, packing.lm_dataset(blocks), default_data_collator, request, events, len(tokenizer), eval_dataset)
     # The phase's held-out loss, for the run report and the config's gates (collective, like saving).
@@ -54,6 +71,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, inputs["tokenizer"], out / "model")
     metrics = {
+        **cleaned,
         **resized,
         "train_blocks": len(blocks),
         "processes": training.world_size(config),

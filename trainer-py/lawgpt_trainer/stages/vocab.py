@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from lawgpt_trainer import data
+from lawgpt_trainer import cleaning, data
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
@@ -77,7 +77,7 @@ def _train_domain_model(train_docs: list[data.Document], config: dict, events):
 
 def run(request: dict, events) -> tuple[dict, dict]:
     config, out = request["config"], Path(request["output_dir"])
-    docs = data.read_corpus(request["inputs"]["corpus"])
+    docs, cleaned = cleaning.read_corpus(request)
     train_docs, heldout = data.split_documents(docs, request["split"]["heldout_percent"])
     base_path = Path(request["inputs"]["base_tokenizer"]) / tok.SP_FILE
 
@@ -98,6 +98,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
     disagreeing = sum(hf_tokenizer(line, add_special_tokens=False)["input_ids"] != merged_sp.encode(line) for line in lines)
     events.progress(3, 3)
     metrics = {
+        **cleaned,
         "base_vocab_size": len(base.pieces),
         "domain_vocab_size": len(domain.pieces) if domain else 0,
         "word_list_size": len(words),

@@ -1,0 +1,51 @@
+"""Corpus cleaning, applied the same way by every stage that reads the corpus (vocab, pretrain,
+eval), before the held-out split: the vocabulary is trained on the text the model will see.
+
+Full-width Latin letters and digits (Ａ１) become half-width and the ideographic space a space,
+so one word is not learned twice; full-width CJK punctuation (，。：) is the norm in Chinese text
+and stays. Runs of spaces collapse, lines are trimmed, and blank-line runs shrink to one."""
+
+import hashlib
+import re
+
+from lawgpt_trainer import data
+from lawgpt_trainer.data import Document
+from lawgpt_trainer.errors import InvalidInput
+
+_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F) if chr(code - 0xFEE0).isalnum()} | {0x3000: ord(" ")}
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def normalize(text: str, normalize_width: bool) -> str:
+    if normalize_width:
+        text = text.translate(_WIDTH)
+    lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def clean(docs: list[Document], cleaning: dict) -> tuple[list[Document], dict]:
+    """The documents worth training on, in their order, and what was dropped: documents shorter
+    than `min_chars` after normalising, and repeats of an earlier document's text."""
+    kept, seen, short, duplicate = [], set(), 0, 0
+    for doc in docs:
+        text = normalize(doc.text, cleaning["normalize_width"])
+        if len(text.strip()) < cleaning["min_chars"]:
+            short += 1
+            continue
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        if cleaning["deduplicate"] and digest in seen:
+            duplicate += 1
+            continue
+        seen.add(digest)
+        kept.append(Document(key=doc.key, text=text))
+    report = {"corpus_documents": len(docs), "corpus_dropped_short": short, "corpus_dropped_duplicate": duplicate}
+    return kept, report
+
+
+def read_corpus(request: dict) -> tuple[list[Document], dict]:
+    """The request's corpus, cleaned as its `cleaning` says, with the cleaning report."""
+    docs, report = clean(data.read_corpus(request["inputs"]["corpus"]), request["cleaning"])
+    if not docs:
+        raise InvalidInput(f"cleaning left no document of the corpus's {report['corpus_documents']} (see data.cleaning)")
+    return docs, report
