@@ -132,6 +132,9 @@ export const SftConfig = z
     ...TrainingLoop,
     max_steps: positiveInt.default(30),
     cutoff_len: positiveInt.default(256),
+    // Several samples share one sequence of up to cutoff_len tokens instead of each being padded
+    // (each keeps its own prompt masked out of the loss): fewer wasted tokens on short answers.
+    packing: z.boolean().default(false),
     lora: loraConfig({ r: 8, alpha: 16, target_modules: ['q_proj', 'v_proj'], modules_to_save: [] }),
     // A consultation may carry several lawyers' answers: one sample each, or one with the first or the longest.
     dialogue_answers: z.enum(['first', 'longest', 'all']).default('first'),

@@ -1,6 +1,7 @@
 """sft: the loss covers the response only; LoRA yields an adapter and a merged model."""
 
 import json
+import math
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -65,3 +66,24 @@ def test_instructions_alone_are_enough(pipeline, tiny_data, tmp_path):
 
     run = run_stage("sft", {"model": pipeline["pretrain"].output_dir / "model", "instructions": tiny_data["medical"]}, tmp_path)
     assert run.completed()["metrics"]["train_samples"] > 0
+
+
+def test_packing_fills_sequences_up_to_the_cutoff_and_keeps_each_prompt_masked():
+    from lawgpt_trainer.stages.sft import pack_samples
+
+    sample = lambda n, prompt: {"input_ids": list(range(n)), "labels": [IGNORE_INDEX] * prompt + list(range(prompt, n))}  # noqa: E731
+    encoded = [sample(4, 2), sample(5, 3), sample(8, 1), sample(2, 1)]
+    packed = pack_samples(encoded, cutoff_len=10)
+    assert [len(p["input_ids"]) for p in packed] == [9, 10]
+    assert sum((p["input_ids"] for p in packed), []) == sum((e["input_ids"] for e in encoded), [])
+    assert packed[0]["labels"] == encoded[0]["labels"] + encoded[1]["labels"]
+
+
+def test_packed_instruction_tuning_trains_on_fewer_sequences(pipeline, tiny_data, tmp_path):
+    from conftest import CONFIGS, run_stage
+
+    config = {**CONFIGS["sft"], "packing": True, "cutoff_len": 256}
+    run = run_stage("sft", {"model": pipeline["pretrain"].output_dir / "model", "instructions": tiny_data["medical"]}, tmp_path, config)
+    metrics = run.completed()["metrics"]
+    assert 0 < metrics["train_sequences"] < metrics["train_samples"]
+    assert math.isfinite(metrics["final_loss"])

@@ -22,6 +22,17 @@ def encode(tokenizer, sample: data.Sample, cutoff_len: int) -> dict:
     return {"input_ids": input_ids, "labels": labels}
 
 
+def pack_samples(encoded: list[dict], cutoff_len: int) -> list[dict]:
+    """Consecutive samples concatenated into sequences of at most cutoff_len tokens."""
+    packed: list[dict] = []
+    for item in encoded:
+        if packed and len(packed[-1]["input_ids"]) + len(item["input_ids"]) <= cutoff_len:
+            packed[-1] = {key: packed[-1][key] + item[key] for key in ("input_ids", "labels")}
+        else:
+            packed.append(dict(item))
+    return packed
+
+
 def pad_collator(pad_id: int):
     def collate(batch: list[dict]) -> dict:
         width = max(len(item["input_ids"]) for item in batch)
@@ -59,7 +70,10 @@ def run(request: dict, events) -> tuple[dict, dict]:
     dataset = [item for item in dataset if any(label != IGNORE_INDEX for label in item["labels"])]
     if not dataset:
         raise InvalidInput(f"no sample keeps a response token within cutoff_len={config['cutoff_len']}")
-    events.log(f"{len(dataset)} instruction samples")
+    samples_count = len(dataset)
+    if config["packing"]:
+        dataset = pack_samples(dataset, config["cutoff_len"])
+    events.log(f"{samples_count} instruction samples in {len(dataset)} sequences")
 
     model = merge.with_lora(model, config["lora"])
     _, trained = training.train(model, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
@@ -67,5 +81,5 @@ def run(request: dict, events) -> tuple[dict, dict]:
     model.save_pretrained(out / "adapter")
     merge.fold(model, len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
-    metrics = {"train_samples": len(dataset), **training.loss_metrics(trained)}
+    metrics = {"train_samples": samples_count, "train_sequences": len(dataset), **training.loss_metrics(trained)}
     return {"adapter": "adapter", "model": "model"}, metrics
