@@ -176,6 +176,9 @@ describe('lawgptPipeline', () => {
       const handle = env.client.workflow.getHandle(id);
       await expect(handle.executeUpdate(resumeUpdate)).rejects.toThrow(WorkflowUpdateFailedError);
       await vi.waitFor(async () => expect((await handle.query(statusQuery)).stages.pretrain).toBe('running'), { timeout: 20_000 });
+      // The stage shows as running while its cache is looked up; pause once the trainer itself runs
+      // (a pause before that holds the stage back without having anything to stop).
+      await vi.waitFor(() => expect(runStage.mock.calls.some(([t]) => t.stage === 'pretrain')).toBe(true), { timeout: 20_000 });
       seen.paused = await handle.executeUpdate(pauseUpdate);
       seen.stoppedWhenPauseReturned = stopped;
       seen.attribute = (await handle.describe()).typedSearchAttributes.get(STAGE_KEY);
