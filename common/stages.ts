@@ -15,7 +15,7 @@ export const STAGE_IO = {
   pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], optional: ['blocks'], outputs: ['model'] },
   // Instruction data in any of three shapes; at least one is required (checked in the run config).
   sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions'], outputs: ['adapter', 'model'] },
-  eval: { inputs: ['model', 'corpus'], optional: ['exam', 'base_model'], outputs: ['report'] },
+  eval: { inputs: ['model', 'corpus'], optional: ['exam', 'base_model', 'pretrained_model'], outputs: ['report'] },
 } as const satisfies Record<StageName, { inputs: readonly string[]; optional: readonly string[]; outputs: readonly string[] }>;
 
 // Inputs that are an earlier stage's outputs, as [stage, output]. A run takes each from that stage
@@ -26,5 +26,5 @@ export const UPSTREAM = {
   vocab: { base_tokenizer: ['base', 'tokenizer'] },
   pretrain: { tokenizer: ['vocab', 'tokenizer'], base_model: ['base', 'model'] },
   sft: { model: ['pretrain', 'model'] },
-  eval: { model: ['sft', 'model'], base_model: ['base', 'model'] },
+  eval: { model: ['sft', 'model'], base_model: ['base', 'model'], pretrained_model: ['pretrain', 'model'] },
 } as const satisfies Record<StageName, Record<string, readonly [StageName, string]>>;

@@ -68,7 +68,13 @@ describe('lawgptPipeline', () => {
     expect(tasks[1].inputs).toEqual({ corpus: demo.data.corpus, base_tokenizer: out('base', 'tokenizer') });
     expect(tasks[2].inputs).toEqual({ corpus: demo.data.corpus, tokenizer: out('vocab', 'tokenizer'), base_model: out('base', 'model') });
     expect(tasks[3].inputs).toEqual({ model: out('pretrain', 'model'), dialogue: demo.data.dialogue, exam: demo.data.exam, instructions: demo.data.instructions });
-    expect(tasks[4].inputs).toEqual({ model: out('sft', 'model'), corpus: demo.data.corpus, exam: demo.data.exam, base_model: out('base', 'model') });
+    expect(tasks[4].inputs).toEqual({
+      model: out('sft', 'model'),
+      corpus: demo.data.corpus,
+      exam: demo.data.exam,
+      base_model: out('base', 'model'),
+      pretrained_model: out('pretrain', 'model'),
+    });
     expect(tasks[2].config).toEqual(config().pretrain);
     expect(tasks[2].cacheKey).toBe('key-pretrain');
 
@@ -109,8 +115,10 @@ describe('lawgptPipeline', () => {
     const tasks = runStage.mock.calls.map(([task]) => task);
     expect(tasks.map((t) => t.stage)).toEqual(['sft', 'eval']);
     expect(tasks[0].inputs.model).toBe(given);
-    // eval's optional base model is neither run nor given: it is left out, not passed as undefined.
-    expect(Object.keys(tasks[1].inputs).sort()).toEqual(['corpus', 'exam', 'model']);
+    // eval compares with the given model too; its optional base model is neither run nor given,
+    // so it is left out, not passed as undefined.
+    expect(Object.keys(tasks[1].inputs).sort()).toEqual(['corpus', 'exam', 'model', 'pretrained_model']);
+    expect(tasks[1].inputs.pretrained_model).toBe(given);
     expect(Object.keys(value!.stages)).toEqual(['sft', 'eval']);
     expect(status.stages).toMatchObject({ base: 'skipped', pretrain: 'skipped', sft: 'completed', eval: 'completed' });
   });

@@ -120,7 +120,9 @@ def pipeline(tiny_data, tmp_path_factory) -> dict:
     sft_data = {name: tiny_data[name] for name in ("dialogue", "exam", "instructions")}
     runs["sft"] = run_stage("sft", {"model": runs["pretrain"].output_dir / "model", **sft_data}, work / "sft")
     runs["eval"] = run_stage(
-        "eval", {"model": runs["sft"].output_dir / "model", "corpus": tiny_data["corpus"], "exam": tiny_data["exam"], "base_model": base_out / "model"}, work / "eval"
+        "eval",
+        {"model": runs["sft"].output_dir / "model", "corpus": tiny_data["corpus"], "exam": tiny_data["exam"], "base_model": base_out / "model", "pretrained_model": runs["pretrain"].output_dir / "model"},
+        work / "eval",
     )
     yield runs
     shutil.rmtree(work, ignore_errors=True)

@@ -22,6 +22,14 @@ def test_base_model_is_compared_in_bits_per_character(pipeline):
     assert metrics["heldout_bits_per_char"] < metrics["base_heldout_bits_per_char"]
 
 
+def test_each_phase_is_scored_on_the_same_heldout_text(pipeline):
+    metrics = pipeline["eval"].completed()["metrics"]
+    report = json.loads((pipeline["eval"].output_dir / "report" / "report.json").read_text("utf-8"))
+    # The model after continued pretraining (phase 1) already predicts legal text better than the base.
+    assert metrics["pretrained_heldout_bits_per_char"] < metrics["base_heldout_bits_per_char"]
+    assert report["pretrained_heldout_perplexity"] > 1
+
+
 def test_bits_per_char_and_perplexity_agree_on_the_same_text(pipeline, tiny_data):
     from lawgpt_trainer import data, generate, packing
     from lawgpt_trainer.stages.eval import language_modelling

@@ -1,5 +1,6 @@
-"""eval: how well a model predicts held-out legal text, against the base model it grew from, and
-how it answers held-out judicial-exam questions.
+"""eval: how well a model predicts held-out legal text, against the base model it grew from and
+the model after continued pretraining (one figure per phase), and how it answers held-out
+judicial-exam questions.
 
 Perplexity depends on the vocabulary, so the comparison with the base model (a different
 tokenizer) is in bits per character of the same held-out text."""
@@ -10,7 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lawgpt_trainer import cleaning, data, generate, packing, prompt
 
@@ -25,6 +25,10 @@ def language_modelling(model, tokenizer, docs: list[data.Document], block_size: 
     predicted = sum(len(b) - 1 for b in blocks)
     chars = sum(len(tokenizer.decode(b, skip_special_tokens=True)) for b in blocks)
     return {"blocks": len(blocks), "perplexity": math.exp(nats / predicted), "bits_per_char": nats / math.log(2) / max(chars, 1)}
+
+
+# Earlier models of the run scored on the same held-out text, by input name -> metric prefix.
+COMPARED = {"base_model": "base", "pretrained_model": "pretrained"}
 
 
 def exam(model, tokenizer, questions: list[data.ExamQuestion], max_new_tokens: int, events) -> tuple[list[dict], dict[str, list[bool]]]:
@@ -46,10 +50,11 @@ def run(request: dict, events) -> tuple[dict, dict]:
 
     _, heldout_docs = data.split_documents(cleaning.read_corpus(request)[0], percent)
     held_out = language_modelling(model, tokenizer, heldout_docs, config["block_size"], config["max_heldout_blocks"])
-    base = {}
-    if "base_model" in inputs:
-        base_tokenizer, base_model = AutoTokenizer.from_pretrained(inputs["base_model"]), AutoModelForCausalLM.from_pretrained(inputs["base_model"]).eval()
-        base = language_modelling(base_model, base_tokenizer, heldout_docs, config["block_size"], config["max_heldout_blocks"])
+    compared = {}
+    for name, prefix in COMPARED.items():
+        if name in inputs:
+            earlier_tokenizer, earlier = generate.load(inputs[name])
+            compared[prefix] = language_modelling(earlier, earlier_tokenizer, heldout_docs, config["block_size"], config["max_heldout_blocks"])
     questions = data.split_exam(data.read_exam(inputs["exam"]), percent)[1][: config["max_exam_questions"]] if "exam" in inputs else []
     events.progress(1, len(questions) + 1)
     answers, by_subject = exam(model, tokenizer, questions, config["max_new_tokens"], events)
@@ -58,13 +63,13 @@ def run(request: dict, events) -> tuple[dict, dict]:
         "heldout_blocks": held_out["blocks"],
         "heldout_perplexity": held_out.get("perplexity"),
         "heldout_bits_per_char": held_out.get("bits_per_char"),
-        "base_heldout_bits_per_char": base.get("bits_per_char"),
+        **{f"{prefix}_heldout_bits_per_char": result.get("bits_per_char") for prefix, result in compared.items()},
         "exam_questions": len(questions),
         "exam_accuracy": sum(sum(v) for v in by_subject.values()) / len(questions) if questions else None,
     }
     report = {
         **metrics,
-        "base_heldout_perplexity": base.get("perplexity"),
+        **{f"{prefix}_heldout_perplexity": result.get("perplexity") for prefix, result in compared.items()},
         "exam_accuracy_by_subject": {s: sum(v) / len(v) for s, v in sorted(by_subject.items())},
         "answers": answers,
     }
