@@ -41,8 +41,9 @@ export interface TrainerExit {
 }
 
 // The trainer needs no credentials: it reads and writes local files only. Only variables that
-// shape the Python, CUDA and threading runtime are passed down, and never one that looks like a
-// secret, so nothing secret can reach its logs.
+// shape the Python, CUDA and threading runtime (and the ssh agent and pdsh settings the DeepSpeed
+// launcher reaches other nodes with) are passed down, and never one that looks like a secret, so
+// nothing secret can reach its logs.
 const PASSED_ENV = /^(PATH|HOME|USER|LANG|LC_\w+|TZ|TMPDIR|LD_LIBRARY_PATH|PYTHON\w*|CUDA\w*|NVIDIA\w*|NCCL\w*|HF_\w+|TRANSFORMERS_\w+|TORCH\w*|OMP_\w+|MKL_\w+|TOKENIZERS_PARALLELISM|DS_\w+|SSH_AUTH_SOCK|PDSH_\w+)$/;
 const SECRET_ENV = /SECRET|TOKEN|PASSWORD|CREDENTIAL|(^|_)KEY($|_)/i;
 
