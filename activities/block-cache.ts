@@ -6,15 +6,18 @@
 // On a hit the activity hands the folder to the trainer as its `blocks` input.
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { StageTask } from '../common/run.js';
+import { STAGE_IO } from '../common/stages.js';
 import { contentHash, inputsHash } from './stage-cache.js';
-import { downloadArtifact, EmptyPrefix, s3Uri } from './s3.js';
+import { downloadArtifact, EmptyPrefix, s3Uri, type ObjectInfo } from './s3.js';
 
-/** Whether a stage takes pre-tokenized blocks (its config then has a block_size). */
-export const usesBlocks = (task: StageTask): task is StageTask & { config: { block_size: number } } => task.stage === 'pretrain';
+/** Whether a stage takes pre-tokenized blocks (the contract lists a `blocks` input; its config then has a block_size). */
+export const usesBlocks = (task: StageTask): task is StageTask & { config: { block_size: number } } =>
+  (STAGE_IO[task.stage].optional as readonly string[]).includes('blocks');
 
-export async function blocksUri(s3: S3Client, task: StageTask & { config: { block_size: number } }, trainerVersion: string): Promise<string> {
+/** Where the task's blocks are cached; `objects` are its inputs' objects, as listed for the inputs hash. */
+export function blocksUri(task: StageTask & { config: { block_size: number } }, objects: Record<string, ObjectInfo[]>, trainerVersion: string): string {
   const key = contentHash({
-    inputs: await inputsHash(s3, { corpus: task.inputs.corpus, tokenizer: task.inputs.tokenizer }),
+    inputs: inputsHash({ corpus: objects.corpus, tokenizer: objects.tokenizer }),
     block_size: task.config.block_size,
     split: task.split,
     cleaning: task.cleaning,

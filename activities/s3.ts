@@ -152,12 +152,12 @@ export async function downloadArtifact(client: S3Client, uri: string, dir: strin
   return { path: dir, ...stats };
 }
 
-/** Removes every object under a prefix, so a retried stage never leaves a mix of two attempts. */
 export async function deleteObject(client: S3Client, uri: string): Promise<void> {
   const { bucket, key } = parseS3Uri(uri);
   await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
 }
 
+/** Removes every object under a prefix, so a retried stage never leaves a mix of two attempts. */
 export async function deletePrefix(client: S3Client, uri: string): Promise<number> {
   const { bucket } = parseS3Uri(uri);
   const keys = await listKeys(client, uri);

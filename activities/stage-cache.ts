@@ -24,7 +24,7 @@ const sameObjects = (a: ObjectInfo[], b: ObjectInfo[]) =>
   JSON.stringify([...a].sort((x, y) => x.key.localeCompare(y.key))) === JSON.stringify([...b].sort((x, y) => x.key.localeCompare(y.key)));
 
 /** Every input object's key (below its URI), size and ETag, by input name. */
-async function inputObjects(s3: S3Client, inputs: Record<string, string>): Promise<Record<string, ObjectInfo[]>> {
+export async function inputObjects(s3: S3Client, inputs: Record<string, string>): Promise<Record<string, ObjectInfo[]>> {
   const objects: Record<string, ObjectInfo[]> = {};
   for (const name of Object.keys(inputs).sort()) {
     const below = parseS3Uri(inputs[name]).key.length;
@@ -37,9 +37,7 @@ async function inputObjects(s3: S3Client, inputs: Record<string, string>): Promi
 export const contentHash = (value: unknown) => createHash('sha256').update(canonicalJson(value)).digest('hex');
 
 /** Identifies the exact input artifacts of a stage: a checkpoint is only resumed under the same ones. */
-export async function inputsHash(s3: S3Client, inputs: Record<string, string>): Promise<string> {
-  return contentHash(await inputObjects(s3, inputs));
-}
+export const inputsHash = (objects: Record<string, ObjectInfo[]>) => contentHash(objects);
 
 export async function stageCacheKey(s3: S3Client, task: StageTask, trainerVersion: string): Promise<string> {
   const inputs = await inputObjects(s3, task.inputs);

@@ -14,7 +14,7 @@ import type { Settings } from '../common/settings.js';
 import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
-import { inputsHash, lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
+import { inputObjects, inputsHash, lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, EmptyPrefix, s3Uri, uploadDir } from './s3.js';
 import { blocksUri, fetchBlocks, usesBlocks } from './block-cache.js';
 import { hostfile } from './deepspeed-launch.js';
@@ -85,7 +85,8 @@ export function createStageActivities(deps: StageDeps) {
     try {
       ctx.log.info(`stage ${task.stage}: fetching inputs`, { inputs: task.inputs });
       const inputs = await fetchInputs(task, join(work, 'inputs'));
-      const blocks = usesBlocks(task) ? await blocksUri(deps.s3, task, deps.trainerVersion) : undefined;
+      const objects = await inputObjects(deps.s3, task.inputs);
+      const blocks = usesBlocks(task) ? blocksUri(task, objects, deps.trainerVersion) : undefined;
       const cachedBlocks = blocks && (await fetchBlocks(deps.s3, blocks, join(work, 'inputs', 'blocks')));
       if (cachedBlocks) ctx.log.info(`stage ${task.stage}: tokenized blocks from the block cache ${blocks}`);
       const resume = await findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m));
@@ -99,7 +100,7 @@ export function createStageActivities(deps: StageDeps) {
         cleaning: task.cleaning,
         inputs: { ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) },
         config: task.config,
-        inputs_hash: await inputsHash(deps.s3, task.inputs),
+        inputs_hash: inputsHash(objects),
         stop_file: join(work, STOP_FILE),
         ...(resume && { resume_from: resume.path }),
       } as TrainerRequest;

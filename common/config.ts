@@ -2,7 +2,7 @@
 // Each stage's section travels unchanged to the trainer as `request.config`, so field names are
 // snake_case on both sides. Defaults are the demo's tiny sizes unless a comment names a recipe.
 import { z } from 'zod';
-import { StageName, STAGE_IO, STAGES, UPSTREAM } from './stages.js';
+import { StageName, STAGE_IO, STAGES, upstreamOf } from './stages.js';
 
 const BUCKET = '[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]';
 const S3Uri = z.string().regex(new RegExp(`^s3://${BUCKET}/.+$`), 'must look like s3://bucket/key');
@@ -83,7 +83,7 @@ const DeepSpeedHost = z
   })
   .strict();
 
-export const DEEPSPEED_PROFILES = ['cpu', 'v100'] as const;
+const DEEPSPEED_PROFILES = ['cpu', 'v100'] as const;
 
 // Training through the `deepspeed` launcher on every host listed; absent: one plain process.
 // The trainer generates the DeepSpeed config from the profile (deepspeed_config.py):
@@ -104,7 +104,7 @@ export const DeepSpeedConfig = z
 export type DeepSpeedConfig = z.infer<typeof DeepSpeedConfig>;
 
 /** Training processes of a stage: every slot of every host under DeepSpeed, else one. */
-export const worldSize = (deepspeed: DeepSpeedConfig | undefined) => (deepspeed ? deepspeed.hosts.reduce((sum, h) => sum + h.slots, 0) : 1);
+const worldSize = (deepspeed: DeepSpeedConfig | undefined) => (deepspeed ? deepspeed.hosts.reduce((sum, h) => sum + h.slots, 0) : 1);
 
 export const PretrainConfig = z
   .object({
@@ -225,7 +225,7 @@ export type Gate = z.infer<typeof Gate>;
 function missingUpstream(stages: readonly StageName[], artifacts: z.infer<typeof Artifacts>): string[] {
   const missing: string[] = [];
   stages.forEach((stage, i) => {
-    for (const [input, [from, output]] of Object.entries(UPSTREAM[stage]) as [string, readonly [StageName, string]][]) {
+    for (const [input, [from, output]] of upstreamOf(stage)) {
       const required = (STAGE_IO[stage].inputs as readonly string[]).includes(input);
       if (required && !stages.slice(0, i).includes(from) && !artifacts[from]?.[output]) {
         missing.push(`${stage} needs ${from}'s ${output}: run ${from} first, or give artifacts.${from}.${output}`);

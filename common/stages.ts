@@ -28,3 +28,6 @@ export const UPSTREAM = {
   sft: { model: ['pretrain', 'model'] },
   eval: { model: ['sft', 'model'], base_model: ['base', 'model'], pretrained_model: ['pretrain', 'model'] },
 } as const satisfies Record<StageName, Record<string, readonly [StageName, string]>>;
+
+/** A stage's inputs that come from earlier stages, as [input, [stage, output]]. */
+export const upstreamOf = (stage: StageName) => Object.entries(UPSTREAM[stage]) as [string, readonly [StageName, string]][];

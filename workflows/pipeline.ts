@@ -21,7 +21,7 @@ import type { createStageActivities } from '../activities/stage.js';
 import type { RunConfig } from '../common/config.js';
 import { gateFailures } from '../common/gates.js';
 import type { PipelineResult, PipelineStatus, StageResult, StageTask } from '../common/run.js';
-import { STAGES, UPSTREAM, type StageName } from '../common/stages.js';
+import { STAGES, upstreamOf, type StageName } from '../common/stages.js';
 import { progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
 import { pauseControl } from './pause.js';
 
@@ -39,7 +39,7 @@ const DATA_INPUTS: { [S in StageName]: (data: RunConfig['data']) => Record<strin
 
 /** A stage's inputs: the run's data, and the outputs of earlier stages or given artifacts; optional ones this run lacks are left out. */
 function inputsOf(stage: StageName, data: RunConfig['data'], done: Outputs): Record<string, string> {
-  const upstream = Object.entries(UPSTREAM[stage] as Record<string, readonly [StageName, string]>).map(([input, [from, output]]) => [input, done[from]?.[output]]);
+  const upstream = upstreamOf(stage).map(([input, [from, output]]) => [input, done[from]?.[output]]);
   const inputs = { ...DATA_INPUTS[stage](data), ...Object.fromEntries(upstream) };
   return Object.fromEntries(Object.entries(inputs).filter((entry): entry is [string, string] => entry[1] !== undefined));
 }

@@ -17,11 +17,8 @@ def config_hash(config: dict) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_manifest(folder: Path, request: dict, step: int, world_size: int, vocab_size: int, eval_loss: float | None = None) -> dict:

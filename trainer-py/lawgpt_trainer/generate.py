@@ -24,7 +24,7 @@ def load(model_dir: str, adapter_dir: str | None = None):
 
 @torch.no_grad()
 def answer(tokenizer, model, question: str, max_new_tokens: int, temperature: float) -> str:
-    ids = [tokenizer.bos_token_id] + tokenizer(prompt.render_prompt(question), add_special_tokens=False)["input_ids"]
+    ids = prompt.prompt_ids(tokenizer, question)
     sampling = {"do_sample": True, "temperature": temperature, "top_p": 0.9} if temperature > 0 else {"do_sample": False}
     generated = model.generate(
         input_ids=torch.tensor([ids]),

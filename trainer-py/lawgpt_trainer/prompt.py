@@ -18,6 +18,11 @@ def render_prompt(instruction: str, input: str = "") -> str:
     return t["prompt_with_input"].format(instruction=instruction, input=input) if input else t["prompt"].format(instruction=instruction)
 
 
+def prompt_ids(tokenizer, instruction: str, input: str = "") -> list[int]:
+    """BOS and the rendered prompt: what sft trains the response after, and generation starts from."""
+    return [tokenizer.bos_token_id] + tokenizer(render_prompt(instruction, input), add_special_tokens=False)["input_ids"]
+
+
 def exam_sample(q: ExamQuestion) -> Sample:
     """The question as an instruction asking for the answer letters (first line, where
     extract_choice reads them) and, when the source has worked reasoning, the reasoning after."""

@@ -123,7 +123,7 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
     """Runs the configured optimizer steps (resuming from `request.resume_from` when given), scores
     `eval_dataset` at every checkpoint, hands every checkpoint to the orchestrator, and returns the
     trainer (to save the result with: under ZeRO-3 only it holds whole weights) with the losses
-    logged and the step resumed at."""
+    logged, the step resumed at, the number of processes and the held-out loss at each checkpoint."""
     config = request["config"]
     deepspeed = config.get("deepspeed")
     processes = world_size(config)
@@ -161,7 +161,7 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
     )
     resumed_at = 0
     if request.get("resume_from"):
-        resumed_at = checkpoints.check_resumable(request["resume_from"], request, args.world_size, vocab_size)["step"]
+        resumed_at = checkpoints.check_resumable(request["resume_from"], request, processes, vocab_size)["step"]
         events.log(f"resuming from checkpoint-{resumed_at}")
 
     progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnRequest(request.get("stop_file"))
@@ -183,7 +183,7 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
     distributed.barrier()
     if stop.requested:
         raise Interrupted(f"stopped on request at step {trainer.state.global_step}, checkpoint saved")
-    return trainer, {"losses": progress.losses, "resumed_at": resumed_at}
+    return trainer, {"losses": progress.losses, "resumed_at": resumed_at, "processes": processes, "eval_losses": handoff.eval_losses}
 
 
 def loss_metrics(trained: dict) -> dict:

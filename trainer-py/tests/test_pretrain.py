@@ -100,7 +100,7 @@ def test_epochs_decide_the_length_instead_of_max_steps(pipeline, tiny_data, tmp_
     assert steps[-1] == math.ceil(blocks / 8) > 1
 
 
-def test_tokenized_blocks_are_offered_to_the_cache_and_reused_without_tokenizing(pipeline, tiny_data, tmp_path):
+def test_tokenized_blocks_are_offered_to_the_cache_and_reused_without_tokenizing(pipeline, tmp_path):
     first = pipeline["pretrain"]
     offered = next(e for e in first.events if e["event"] == "blocks")
     inputs = {"corpus": tmp_path / "no-corpus", "tokenizer": pipeline["vocab"].output_dir / "tokenizer", "base_model": pipeline["base"].output_dir / "model", "blocks": first.output_dir / offered["path"]}

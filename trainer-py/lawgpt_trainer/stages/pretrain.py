@@ -56,8 +56,11 @@ def run(request: dict, events) -> tuple[dict, dict]:
     heldout = heldout[: config["eval_blocks"]]
     eval_dataset = packing.lm_dataset(heldout) if heldout else None
     trainer, trained = training.train(model, packing.lm_dataset(blocks), default_data_collator, request, events, len(tokenizer), eval_dataset)
-    # The phase's held-out loss, for the run report and the config's gates (collective, like saving).
-    heldout_loss = trainer.evaluate()["eval_loss"] if eval_dataset else None
+    # The phase's held-out loss, for the run report and the config's gates: already scored when the
+    # last step was a checkpoint, else scored now (collective, like saving; every rank decides alike).
+    heldout_loss = trained["eval_losses"].get(trainer.state.global_step)
+    if heldout_loss is None and eval_dataset:
+        heldout_loss = trainer.evaluate()["eval_loss"]
 
     # Saving is collective (ZeRO-3 gathers the shards); what follows is rank 0's alone.
     trainer.save_model(str(out / ("adapter" if config["method"] == "lora" else "model")))
@@ -74,7 +77,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         **cleaned,
         **resized,
         "train_blocks": len(blocks),
-        "processes": training.world_size(config),
+        "processes": trained["processes"],
         **training.loss_metrics(trained),
     }
     if heldout_loss is not None:

@@ -15,7 +15,7 @@ IGNORE_INDEX = -100  # label value the loss skips
 
 def encode(tokenizer, sample: data.Sample, cutoff_len: int) -> dict:
     """BOS + prompt (masked out of the loss) + response + EOS, cut to cutoff_len tokens."""
-    prompt_ids = [tokenizer.bos_token_id] + tokenizer(prompt.render_prompt(sample.instruction, sample.input), add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt.prompt_ids(tokenizer, sample.instruction, sample.input)
     response_ids = tokenizer(sample.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     input_ids = (prompt_ids + response_ids)[:cutoff_len]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:cutoff_len]
