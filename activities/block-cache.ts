@@ -1,14 +1,15 @@
 // The tokenized-block cache: pretrain's corpus, cleaned, tokenized and packed into blocks, kept in
 // S3 so that a retry, a resumed stage or another run on the same data never tokenizes again.
-//   key   = sha256(corpus and tokenizer objects' key/size/ETag, block_size, split, cleaning, trainer version)
-//   blocks = s3://<bucket>/cache/blocks/<key>/  (the folder of the trainer's `blocks` event)
-// The folder holds one file, so an interrupted upload leaves nothing rather than half a cache.
+//   key    = sha256(corpus and tokenizer objects' key/size/ETag, block_size, split, cleaning, trainer version)
+//   blocks = s3://<bucket>/cache/blocks/<key>/  (the folder of the trainer's `blocks` event: one
+//            object per shard, and its index last, so that an interrupted upload is no entry)
 // On a hit the activity hands the folder to the trainer as its `blocks` input.
 import type { S3Client } from '@aws-sdk/client-s3';
+import { BLOCKS_INDEX_FILE } from '../common/contract.js';
 import type { StageTask } from '../common/run.js';
 import { STAGE_IO } from '../common/stages.js';
 import { contentHash, inputsHash } from './stage-cache.js';
-import { downloadArtifact, EmptyPrefix, s3Uri, type ObjectInfo } from './s3.js';
+import { downloadArtifact, listKeys, parseS3Uri, s3Uri, uploadDir, type ObjectInfo, type TransferStats } from './s3.js';
 
 /** Whether a stage takes pre-tokenized blocks (the contract lists a `blocks` input; its config then has a block_size). */
 export const usesBlocks = (task: StageTask): task is StageTask & { config: { block_size: number } } =>
@@ -26,12 +27,14 @@ export function blocksUri(task: StageTask & { config: { block_size: number } }, 
   return s3Uri(task.bucket, `cache/blocks/${key}/`);
 }
 
-/** Downloads cached blocks into `dir`; undefined when there are none yet. */
+/** Downloads cached blocks into `dir`; undefined when there are none yet, or only part of them. */
 export async function fetchBlocks(s3: S3Client, uri: string, dir: string): Promise<string | undefined> {
-  try {
-    return (await downloadArtifact(s3, uri, dir)).path;
-  } catch (err) {
-    if (err instanceof EmptyPrefix) return undefined;
-    throw err;
-  }
+  const index = parseS3Uri(uri).key + BLOCKS_INDEX_FILE;
+  if (!(await listKeys(s3, uri)).includes(index)) return undefined;
+  return (await downloadArtifact(s3, uri, dir)).path;
+}
+
+/** Caches the trainer's blocks folder at `uri`, its index last. */
+export async function storeBlocks(s3: S3Client, dir: string, uri: string): Promise<TransferStats> {
+  return uploadDir(s3, dir, uri, { last: BLOCKS_INDEX_FILE });
 }

@@ -10,9 +10,8 @@ import { GetObjectCommand, NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
 import { describeIssues } from '../common/config.js';
 import { CheckpointManifest, MANIFEST_FILE } from '../common/contract.js';
 import type { StageTask } from '../common/run.js';
-import { deleteObject, deletePrefix, downloadArtifact, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFile } from './s3.js';
+import { deleteObject, deletePrefix, downloadArtifact, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFiles } from './s3.js';
 
-const PARALLEL_UPLOADS = 4;
 const CHECKPOINT_DIR = /checkpoints\/checkpoint-(\d+)\/$/;
 
 export const checkpointsPrefix = (task: Pick<StageTask, 'bucket' | 'runId' | 'stage'>) =>
@@ -84,12 +83,7 @@ export class CheckpointUploader {
   private async commit(step: number, localDir: string): Promise<void> {
     const manifest = CheckpointManifest.parse(JSON.parse(await readFile(join(localDir, MANIFEST_FILE), 'utf8')));
     const uri = `${this.prefix}checkpoint-${step}/`;
-    const files = [...manifest.files];
-    const workers = Array.from({ length: PARALLEL_UPLOADS }, async () => {
-      for (let file = files.shift(); file; file = files.shift()) await uploadFile(this.s3, join(localDir, file.path), uri + file.path);
-    });
-    await Promise.all(workers);
-    await uploadFile(this.s3, join(localDir, MANIFEST_FILE), uri + MANIFEST_FILE);
+    await uploadFiles(this.s3, localDir, [...manifest.files.map((f) => f.path), MANIFEST_FILE], uri, { last: MANIFEST_FILE });
     this.committed = { step, uri };
     this.listener.committed(this.committed);
     await rm(localDir, { recursive: true, force: true });

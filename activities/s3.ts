@@ -98,14 +98,38 @@ export async function uploadFile(client: S3Client, path: string, uri: string): P
   return (await stat(path)).size;
 }
 
-/** Uploads every file under `dir` to the prefix `uri` (which ends with '/'), keeping relative paths. */
-export async function uploadDir(client: S3Client, dir: string, uri: string): Promise<TransferStats> {
+// Files of a folder that travel at the same time; each large one is also sent in parallel parts.
+const PARALLEL_FILES = 4;
+
+/** Runs `work` on every item, `limit` at a time. */
+async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/**
+ * Uploads the files `names` (relative paths under `dir`, '/'-separated) below the prefix `uri`
+ * (which ends with '/'), several at a time. `last`, one of them, goes up only after every other:
+ * its presence says that the folder is complete (a checkpoint's manifest, a blocks folder's index).
+ */
+export async function uploadFiles(client: S3Client, dir: string, names: string[], uri: string, options: { last?: string } = {}): Promise<TransferStats> {
   const stats = { files: 0, bytes: 0 };
-  for (const path of await filesUnder(dir)) {
-    stats.bytes += await uploadFile(client, path, uri + relative(dir, path).split(sep).join('/'));
+  const put = async (name: string) => {
+    stats.bytes += await uploadFile(client, join(dir, ...name.split('/')), uri + name);
     stats.files += 1;
-  }
+  };
+  await inParallel(names.filter((name) => name !== options.last), PARALLEL_FILES, put);
+  if (options.last && names.includes(options.last)) await put(options.last);
   return stats;
+}
+
+/** Uploads every file under `dir` below the prefix `uri`, keeping relative paths (see uploadFiles). */
+export async function uploadDir(client: S3Client, dir: string, uri: string, options: { last?: string } = {}): Promise<TransferStats> {
+  const names = (await filesUnder(dir)).map((path) => relative(dir, path).split(sep).join('/'));
+  return uploadFiles(client, dir, names, uri, options);
 }
 
 async function downloadObject(client: S3Client, bucket: string, key: string, path: string): Promise<number> {

@@ -16,7 +16,7 @@ import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
 import { inputObjects, inputsHash, lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, EmptyPrefix, s3Uri, uploadDir } from './s3.js';
-import { blocksUri, fetchBlocks, usesBlocks } from './block-cache.js';
+import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.js';
 import { hostfile } from './deepspeed-launch.js';
 import { launchTrainer } from './trainer-process.js';
 
@@ -151,7 +151,7 @@ export function createStageActivities(deps: StageDeps) {
           if (event.event === 'progress') reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
           if (event.event === 'checkpoint') uploader.submit(event.step, inside(out, event.path));
           if (event.event === 'blocks' && blocksTarget) {
-            blocksUpload = uploadDir(deps.s3, inside(out, event.path), blocksTarget).then(
+            blocksUpload = storeBlocks(deps.s3, inside(out, event.path), blocksTarget).then(
               () => ctx.log.info(`stage ${task.stage}: tokenized blocks cached at ${blocksTarget}`),
               (err: Error) => ctx.log.warn(`stage ${task.stage}: could not cache the tokenized blocks (${err.message})`),
             );

@@ -150,6 +150,8 @@ export const EvalConfig = z
     max_heldout_blocks: positiveInt.default(32),
     max_exam_questions: positiveInt.default(40),
     max_new_tokens: positiveInt.default(8),
+    // Blocks, answer candidates or questions per forward pass; halved on a GPU while it does not fit.
+    batch_size: positiveInt.default(8),
   })
   .strict();
 

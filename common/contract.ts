@@ -73,8 +73,9 @@ export const TrainerEvent = z.discriminatedUnion('event', [
   z
     .object({
       event: z.literal('blocks'),
-      // Folder under output_dir with the cleaned, tokenized, packed corpus, ready to be cached
-      // and given back as the `blocks` input, so that no later attempt tokenizes again.
+      // Folder under output_dir with the cleaned, tokenized, packed corpus (shards and, written
+      // last, BLOCKS_INDEX_FILE), ready to be cached and given back as the `blocks` input, so
+      // that no later attempt tokenizes again.
       path: z.string().min(1),
     })
     .strict(),
@@ -119,6 +120,8 @@ export const CheckpointManifest = z
   .strict();
 export type CheckpointManifest = z.infer<typeof CheckpointManifest>;
 export const MANIFEST_FILE = 'manifest.json';
+// The file of a blocks folder that describes its shards; a folder without it is incomplete.
+export const BLOCKS_INDEX_FILE = 'index.json';
 
 /** The JSON Schema trainer-py validates requests and events against. */
 export function contractJsonSchema(): Record<string, unknown> {
@@ -133,6 +136,7 @@ export function contractJsonSchema(): Record<string, unknown> {
     request: z.toJSONSchema(TrainerRequest, { io: 'output', target: 'draft-2020-12' }),
     event: z.toJSONSchema(TrainerEvent, { target: 'draft-2020-12' }),
     manifest_file: MANIFEST_FILE,
+    blocks_index_file: BLOCKS_INDEX_FILE,
     manifest: z.toJSONSchema(CheckpointManifest, { target: 'draft-2020-12' }),
   };
 }

@@ -10,6 +10,7 @@ import { listKeys } from '../activities/s3.js';
 import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
+import { BLOCKS_INDEX_FILE } from '../common/contract.js';
 import { STAGE_IO, STAGES } from '../common/stages.js';
 import { uploadDemoData } from '../infra/demo-data.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
@@ -121,6 +122,10 @@ describe('the real pipeline', () => {
     expect(pretrain.metrics.blocks_from_cache).toBe(1);
     expect(pretrain.metrics.train_blocks).toBeGreaterThan(0);
     expect(again.status.stages).toMatchObject({ base: 'skipped', vocab: 'skipped', pretrain: 'completed' });
-    expect(await listKeys(minio.client, 's3://lawgpt-e2e/cache/blocks/')).toHaveLength(1);
+    // One cache entry: shards, and the index that completes them.
+    const cached = await listKeys(minio.client, 's3://lawgpt-e2e/cache/blocks/');
+    expect(new Set(cached.map((key) => key.split('/')[2])).size).toBe(1);
+    expect(cached.filter((key) => key.endsWith(`/${BLOCKS_INDEX_FILE}`))).toHaveLength(1);
+    expect(cached.some((key) => /\/train-\d{5}\.bin$/.test(key))).toBe(true);
   });
 });

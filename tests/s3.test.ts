@@ -3,7 +3,9 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deletePrefix, downloadArtifact, ensureBucket, listKeys, relativeParts, uploadDir, uploadFile } from '../activities/s3.js';
+import { S3Client } from '@aws-sdk/client-s3';
+import { fetchBlocks, storeBlocks } from '../activities/block-cache.js';
+import { deleteObject, deletePrefix, downloadArtifact, ensureBucket, listKeys, relativeParts, uploadDir, uploadFile } from '../activities/s3.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
 
 let minio: TestMinio;
@@ -45,6 +47,36 @@ describe('S3 artifacts', () => {
     const copy = await downloadArtifact(minio.client, 's3://artifacts/runs/r1/pretrain/model/', join(work, 'copy'));
     expect(copy.files).toBe(3);
     expect(await tree(copy.path)).toEqual(await tree(source));
+  });
+
+  it('uploads a folder\'s completing file only after every other one', async () => {
+    const source = join(work, 'blocks');
+    await mkdir(source, { recursive: true });
+    for (const name of ['heldout-00000.bin', 'index.json', 'train-00000.bin', 'train-00001.bin']) await writeFile(join(source, name), name);
+    const seen: string[] = [];
+    const watched = new S3Client({ endpoint: minio.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: minio.credentials });
+    watched.middlewareStack.add(
+      (next, context) => async (args) => {
+        const name = (args.input as { Key: string }).Key.split('/').pop()!;
+        if (context.commandName === 'PutObjectCommand') seen.push(`start ${name}`);
+        const result = await next(args);
+        if (context.commandName === 'PutObjectCommand') seen.push(`done ${name}`);
+        return result;
+      },
+      { step: 'initialize' },
+    );
+    await storeBlocks(watched, source, 's3://artifacts/cache/blocks/k1/');
+    watched.destroy();
+    expect(seen.filter((e) => e.startsWith('done')).sort()).toEqual(['done heldout-00000.bin', 'done index.json', 'done train-00000.bin', 'done train-00001.bin']);
+    expect(seen.slice(-2)).toEqual(['start index.json', 'done index.json']);
+  });
+
+  it('counts cached blocks only once their index is there', async () => {
+    const fetched = await fetchBlocks(minio.client, 's3://artifacts/cache/blocks/k1/', join(work, 'got'));
+    expect(await readdir(fetched!)).toHaveLength(4);
+    await deleteObject(minio.client, 's3://artifacts/cache/blocks/k1/index.json');
+    expect(await fetchBlocks(minio.client, 's3://artifacts/cache/blocks/k1/', join(work, 'got-again'))).toBeUndefined();
+    expect(await fetchBlocks(minio.client, 's3://artifacts/cache/blocks/none/', join(work, 'none'))).toBeUndefined();
   });
 
   it('downloads a single object as a file named like the key', async () => {

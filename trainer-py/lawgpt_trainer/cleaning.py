@@ -24,28 +24,45 @@ def normalize(text: str, normalize_width: bool) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip() + "\n"
 
 
+def clean_text(text: str, cleaning: dict) -> tuple[str, bytes] | None:
+    """One document normalised, with the digest that finds its repeats; None when it is shorter
+    than `min_chars` after normalising."""
+    text = normalize(text, cleaning["normalize_width"])
+    if len(text.strip()) < cleaning["min_chars"]:
+        return None
+    return text, hashlib.sha256(text.encode("utf-8")).digest()
+
+
 def clean(docs: list[Document], cleaning: dict) -> tuple[list[Document], dict]:
     """The documents worth training on, in their order, and what was dropped: documents shorter
     than `min_chars` after normalising, and repeats of an earlier document's text."""
     kept, seen, short, duplicate = [], set(), 0, 0
     for doc in docs:
-        text = normalize(doc.text, cleaning["normalize_width"])
-        if len(text.strip()) < cleaning["min_chars"]:
+        cleaned = clean_text(doc.text, cleaning)
+        if cleaned is None:
             short += 1
             continue
-        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        text, digest = cleaned
         if cleaning["deduplicate"] and digest in seen:
             duplicate += 1
             continue
         seen.add(digest)
         kept.append(Document(key=doc.key, text=text))
-    report = {"corpus_documents": len(docs), "corpus_dropped_short": short, "corpus_dropped_duplicate": duplicate}
-    return kept, report
+    return kept, report(len(docs), short, duplicate)
+
+
+def report(documents: int, short: int, duplicate: int) -> dict:
+    """What cleaning did, as every stage that reads the corpus reports it."""
+    return {"corpus_documents": documents, "corpus_dropped_short": short, "corpus_dropped_duplicate": duplicate}
+
+
+def nothing_left(documents: int) -> InvalidInput:
+    return InvalidInput(f"cleaning left no document of the corpus's {documents} (see data.cleaning)")
 
 
 def read_corpus(request: dict) -> tuple[list[Document], dict]:
     """The request's corpus, cleaned as its `cleaning` says, with the cleaning report."""
-    docs, report = clean(data.read_corpus(request["inputs"]["corpus"]), request["cleaning"])
+    docs, dropped = clean(data.read_corpus(request["inputs"]["corpus"]), request["cleaning"])
     if not docs:
-        raise InvalidInput(f"cleaning left no document of the corpus's {report['corpus_documents']} (see data.cleaning)")
-    return docs, report
+        raise nothing_left(dropped["corpus_documents"])
+    return docs, dropped

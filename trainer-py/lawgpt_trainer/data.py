@@ -43,20 +43,27 @@ def is_heldout(key: str, heldout_percent: int) -> bool:
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % 100 < heldout_percent
 
 
-def read_corpus(root: str) -> list[Document]:
+def corpus_files(root: str) -> list[tuple[Path, str]]:
+    """The corpus's documents in their one order, as (path, key); the key names the document in
+    the held-out split and in errors."""
     base = Path(root)
     files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in CORPUS_SUFFIXES)
     if not files:
         raise InvalidInput(f"corpus {root} has no {'/'.join(CORPUS_SUFFIXES)} files")
-    docs = []
-    for path in files:
-        try:
-            text = path.read_text("utf-8")
-        except UnicodeDecodeError as e:
-            raise InvalidInput(f"{path.relative_to(base)}: not UTF-8 text ({e})") from e
-        if text.strip():
-            docs.append(Document(key=str(path.relative_to(base)), text=text))
-    return docs
+    return [(path, str(path.relative_to(base))) for path in files]
+
+
+def read_text(path: Path, key: str) -> str:
+    try:
+        return path.read_text("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"{key}: not UTF-8 text ({e})") from e
+
+
+def read_corpus(root: str) -> list[Document]:
+    """Every non-blank document, in memory: for the stages that need the whole text at once."""
+    docs = (Document(key=key, text=read_text(path, key)) for path, key in corpus_files(root))
+    return [d for d in docs if d.text.strip()]
 
 
 def split_documents(docs: list[Document], heldout_percent: int) -> tuple[list[Document], list[Document]]:

@@ -1,46 +1,283 @@
-"""Turning documents into fixed-length token blocks for causal language modelling, and keeping
-them in one file so that the block cache can hand them to a later attempt."""
+"""The corpus as fixed-length token blocks for causal language modelling, prepared at corpus scale.
+
+Worker processes read, clean and tokenize the corpus's files, a batch of files per task, in order;
+this process drops repeated documents, splits by key, joins each side's token stream (every
+document ended by EOS, as Chinese-LLaMA's group_texts) and cuts it into blocks written straight to
+memory-mapped shards on disk. A bounded window of tasks is in flight, so memory does not grow with
+the corpus, and every core tokenizes. Processes rather than the tokenizers library's own threads:
+cleaning is Python and must run in parallel too, and a worker returns a file's ids as one array.
+
+A blocks folder is what the block cache stores, one S3 object per file:
+    train-00000.bin, heldout-00000.bin, ...   raw token ids, blocks x block_size, row-major
+    index.json                               block size, dtype, shards per split, cleaning report;
+                                             written last: a folder without it is incomplete
+"""
 
 import json
+import multiprocessing
+import os
+from collections import deque
 from pathlib import Path
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+import numpy as np
 
-from lawgpt_trainer.data import Document
+from lawgpt_trainer import cleaning, contract, data
 
-
-def pack(tokenizer, docs: list[Document], block_size: int) -> list[torch.Tensor]:
-    """Concatenates every document (each ended by EOS) and cuts the stream into full blocks; the
-    remainder shorter than a block is dropped, as in Chinese-LLaMA's group_texts."""
-    stream: list[int] = []
-    for doc in docs:
-        stream.extend(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
-        stream.append(tokenizer.eos_token_id)
-    usable = len(stream) - len(stream) % block_size
-    return [torch.tensor(stream[i : i + block_size]) for i in range(0, usable, block_size)]
+INDEX_FILE = contract.schema()["blocks_index_file"]
+FORMAT_VERSION = 1
+SPLITS = ("train", "heldout")
+SHARD_BYTES = 64 << 20
+# Text per worker task: large enough to amortise the hand-over, small enough to keep order cheap.
+TASK_BYTES = 1 << 20
 
 
-def lm_dataset(blocks: list[torch.Tensor]) -> list[dict]:
-    """Loss on every token: labels are the inputs (the model shifts them)."""
-    return [{"input_ids": b, "labels": b.clone(), "attention_mask": torch.ones_like(b)} for b in blocks]
+def default_processes() -> int:
+    return len(os.sched_getaffinity(0))
 
 
-BLOCKS_FILE = "blocks.safetensors"
+def _dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
-def save(folder: Path, train: list[torch.Tensor], heldout: list[torch.Tensor], block_size: int, report: dict) -> None:
-    """One file, so that a copy of it is either whole or absent; `report` is the corpus cleaning's."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stack = lambda blocks: torch.stack(blocks).to(torch.int32) if blocks else torch.zeros((0, block_size), dtype=torch.int32)  # noqa: E731
-    save_file({"train": stack(train), "heldout": stack(heldout)}, str(folder / BLOCKS_FILE), metadata={"block_size": str(block_size), "report": json.dumps(report)})
+# A worker's state, set once per process by _start_worker.
+_worker: dict = {}
 
 
-def load(folder: Path, block_size: int) -> tuple[list[torch.Tensor], list[torch.Tensor], dict]:
-    with safe_open(str(folder / BLOCKS_FILE), framework="pt") as f:
-        metadata = f.metadata()
-        if int(metadata["block_size"]) != block_size:
-            raise RuntimeError(f"cached blocks are {metadata['block_size']} tokens long, the config says {block_size}")
-        train, heldout = (list(f.get_tensor(name).long()) for name in ("train", "heldout"))
-    return train, heldout, json.loads(metadata["report"])
+def _start_worker(tokenizer_json: str, cleaning_config: dict, dtype: str) -> None:
+    from tokenizers import Tokenizer
+
+    _worker.update(tokenizer=Tokenizer.from_str(tokenizer_json), cleaning=cleaning_config, dtype=np.dtype(dtype))
+
+
+def _prepare_file(path: Path, key: str, tokenize: bool) -> tuple:
+    """(path, key, state, digest, ids): state is blank (not a document), short, or kept; ids are
+    the cleaned text's token ids when asked for."""
+    text = data.read_text(path, key)
+    if not text.strip():
+        return path, key, "blank", None, None
+    cleaned = cleaning.clean_text(text, _worker["cleaning"])
+    if cleaned is None:
+        return path, key, "short", None, None
+    text, digest = cleaned
+    ids = np.asarray(_worker["tokenizer"].encode(text, add_special_tokens=False).ids, dtype=_worker["dtype"]) if tokenize else None
+    return path, key, "kept", digest, ids
+
+
+def _prepare_files(batch: list[tuple[Path, str, bool]]) -> list[tuple]:
+    return [_prepare_file(*task) for task in batch]
+
+
+def _batches(tasks: list[tuple[Path, str, bool]]) -> list[list[tuple[Path, str, bool]]]:
+    batches, size = [[]], 0
+    for task in tasks:
+        if size >= TASK_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(task)
+        size += task[0].stat().st_size
+    return batches
+
+
+def _prepared(tasks: list[tuple[Path, str, bool]], processes: int, worker_args: tuple):
+    """Every file's result, in corpus order; files are prepared ahead in a bounded window."""
+    batches = _batches(tasks)
+    processes = min(processes, len(batches))
+    if processes <= 1:
+        _start_worker(*worker_args)
+        for batch in batches:
+            yield from _prepare_files(batch)
+        return
+    # Forked, as DataLoader and datasets workers are: no re-import of the caller's main module, and
+    # the workers touch nothing of torch's, only numpy and the tokenizer.
+    with multiprocessing.get_context("fork").Pool(processes, initializer=_start_worker, initargs=worker_args) as pool:
+        window: deque = deque()
+        for batch in batches:
+            window.append(pool.apply_async(_prepare_files, (batch,)))
+            if len(window) >= 2 * processes:
+                yield from window.popleft().get()
+        while window:
+            yield from window.popleft().get()
+
+
+class _ShardWriter:
+    """One side's token stream, cut into blocks and appended to shard files; a remainder shorter
+    than a block waits for the next document and is dropped at the end."""
+
+    def __init__(self, folder: Path, tag: str, block_size: int, dtype: np.dtype, eos: int):
+        self.folder, self.tag, self.block_size, self.dtype = folder, tag, block_size, dtype
+        self.eos = np.array([eos], dtype=dtype)
+        self.blocks_per_shard = max(1, SHARD_BYTES // (block_size * dtype.itemsize))
+        self.carry = np.empty(0, dtype=dtype)
+        self.shards: list[dict] = []
+        self.blocks = 0
+        self.documents = 0
+        self._file = None
+
+    def add(self, ids: np.ndarray) -> None:
+        self.documents += 1
+        stream = np.concatenate([self.carry, ids, self.eos])
+        full = len(stream) - len(stream) % self.block_size
+        rows = stream[:full].reshape(-1, self.block_size)
+        while len(rows):
+            if self._file is None or self.shards[-1]["blocks"] == self.blocks_per_shard:
+                self._next_shard()
+            room = self.blocks_per_shard - self.shards[-1]["blocks"]
+            self._file.write(rows[:room].tobytes())
+            self.shards[-1]["blocks"] += len(rows[:room])
+            self.blocks += len(rows[:room])
+            rows = rows[room:]
+        self.carry = stream[full:].copy()
+
+    def _next_shard(self) -> None:
+        self.close()
+        self.shards.append({"file": f"{self.tag}-{len(self.shards):05d}.bin", "blocks": 0})
+        self._file = (self.folder / self.shards[-1]["file"]).open("wb")
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+            self._file = None
+
+    def publish(self, split: str) -> dict:
+        """Renames the shards for `split` and describes them for the index."""
+        self.close()
+        for shard in self.shards:
+            name = f"{split}-{shard['file'].split('-', 1)[1]}"
+            (self.folder / shard["file"]).rename(self.folder / name)
+            shard["file"] = name
+        return {"blocks": self.blocks, "documents": self.documents, "shards": self.shards}
+
+
+def prepare(
+    corpus: str,
+    cleaning_config: dict,
+    heldout_percent: int,
+    tokenizer,
+    block_size: int,
+    out: Path,
+    splits: tuple[str, ...] = SPLITS,
+    max_blocks: int | None = None,
+    processes: int | None = None,
+) -> dict:
+    """Writes the blocks folder `out` for the corpus and returns its index.
+
+    Cleaning and the split are those of cleaning.clean and data.split_documents, so the blocks
+    equal what packing every document of each side in order would give. Only the `splits` asked
+    for are tokenized (eval needs held-out text alone); with `max_blocks`, reading stops once every
+    asked-for split has that many blocks."""
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = _dtype(len(tokenizer))
+    worker_args = (tokenizer.backend_tokenizer.to_str(), cleaning_config, dtype.str)
+    side_of = lambda key: "heldout" if data.is_heldout(key, heldout_percent) else "train"  # noqa: E731
+    tasks = [(path, key, side_of(key) in splits) for path, key in data.corpus_files(corpus)]
+    writers = {side: _ShardWriter(out, f"part{i}", block_size, dtype, tokenizer.eos_token_id) for i, side in enumerate(SPLITS)}
+    kept = dict.fromkeys(SPLITS, 0)
+    documents = short = duplicate = 0
+    seen: set[bytes] = set()
+    # The newest kept document waits: a split that leaves one side empty moves it (see the end).
+    pending: tuple | None = None
+
+    def write(side: str, path: Path, key: str, ids) -> None:
+        if side not in splits:
+            return
+        if ids is None:
+            # Its side was not tokenized, and the end of the split moved it (rare: a tiny corpus).
+            _start_worker(*worker_args)
+            ids = _prepare_file(path, key, tokenize=True)[-1]
+        writers[side].add(ids)
+
+    def enough() -> bool:
+        return max_blocks is not None and all(kept.values()) and all(writers[s].blocks >= max_blocks for s in splits)
+
+    for path, key, state, digest, ids in _prepared(tasks, processes or default_processes(), worker_args):
+        if state == "blank":
+            continue
+        documents += 1
+        if state == "short":
+            short += 1
+            continue
+        if cleaning_config["deduplicate"] and digest in seen:
+            duplicate += 1
+            continue
+        seen.add(digest)
+        if pending:
+            write(*pending)
+        side = side_of(key)
+        kept[side] += 1
+        pending = (side, path, key, ids)
+        if enough():
+            break
+
+    if pending is None:
+        raise cleaning.nothing_left(documents)
+    side, *last = pending
+    if all(kept.values()):
+        write(side, *last)
+    elif sum(kept.values()) == 1:
+        # A single document is used for both sides.
+        write("train", *last)
+        write("heldout", *last)
+    elif kept["heldout"] == 0:
+        # Everything fell on the training side: the last document is held out instead.
+        write("heldout", *last)
+    else:
+        # Everything fell on the held-out side: all but the last document train.
+        writers["train"], writers["heldout"] = writers["heldout"], writers["train"]
+        write("heldout", *last)
+
+    index = {
+        "format_version": FORMAT_VERSION,
+        "block_size": block_size,
+        "dtype": dtype.name,
+        "splits": {split: writers[split].publish(split) for split in SPLITS},
+        "report": cleaning.report(documents, short, duplicate),
+    }
+    (out / f"{INDEX_FILE}.partial").write_text(json.dumps(index, indent=2), "utf-8")
+    (out / f"{INDEX_FILE}.partial").rename(out / INDEX_FILE)
+    return index
+
+
+class Blocks:
+    """One split of a blocks folder, as a map-style dataset over its memory-mapped shards: rows
+    are read on access, so nothing of the corpus is held in memory. Loss is on every token, so
+    labels are the inputs (the model shifts them)."""
+
+    def __init__(self, folder: Path, index: dict, split: str, limit: int | None = None):
+        dtype, width = np.dtype(index["dtype"]), index["block_size"]
+        self.shards = [np.memmap(folder / s["file"], dtype=dtype, mode="r", shape=(s["blocks"], width)) for s in index["splits"][split]["shards"]]
+        self.starts = np.cumsum([0] + [len(s) for s in self.shards])
+        self.length = int(self.starts[-1]) if limit is None else min(limit, int(self.starts[-1]))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def row(self, i: int) -> np.ndarray:
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        shard = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return np.asarray(self.shards[shard][i - self.starts[shard]], dtype=np.int64)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return np.stack([self.row(i) for i in range(start, min(stop, self.length))])
+
+    def __getitem__(self, i: int) -> dict:
+        ids = self.row(i)
+        return {"input_ids": ids, "labels": ids.copy(), "attention_mask": np.ones_like(ids)}
+
+
+def load(folder: Path, block_size: int, heldout_limit: int | None = None) -> tuple[Blocks, Blocks, dict]:
+    """The training and held-out blocks of a folder `prepare` wrote (the first `heldout_limit` of
+    the held-out ones), with its index; a folder that is incomplete or of another block size is refused."""
+    path = folder / INDEX_FILE
+    if not path.is_file():
+        raise RuntimeError(f"{folder} has no {INDEX_FILE}: its blocks are incomplete")
+    index = json.loads(path.read_text("utf-8"))
+    if index["format_version"] != FORMAT_VERSION or index["block_size"] != block_size:
+        raise RuntimeError(f"blocks in {folder} are format {index['format_version']} with {index['block_size']} tokens a block; this trainer needs format {FORMAT_VERSION} with {block_size}")
+    itemsize = np.dtype(index["dtype"]).itemsize
+    for split in SPLITS:
+        for shard in index["splits"][split]["shards"]:
+            size, expected = (folder / shard["file"]).stat().st_size, shard["blocks"] * block_size * itemsize
+            if size != expected:
+                raise RuntimeError(f"{folder / shard['file']} has {size} bytes, its index says {expected}")
+    return Blocks(folder, index, "train"), Blocks(folder, index, "heldout", heldout_limit), index

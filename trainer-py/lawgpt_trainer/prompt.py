@@ -23,6 +23,21 @@ def prompt_ids(tokenizer, instruction: str, input: str = "") -> list[int]:
     return [tokenizer.bos_token_id] + tokenizer(render_prompt(instruction, input), add_special_tokens=False)["input_ids"]
 
 
+IGNORE_INDEX = -100  # label value the loss skips
+
+
+def response_ids(tokenizer, response: str) -> list[int]:
+    """A response as sft trains it and eval scores it: its tokens, then EOS."""
+    return tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def encode(tokenizer, sample: Sample, cutoff_len: int) -> dict:
+    """BOS + prompt (masked out of the loss) + response + EOS, cut to cutoff_len tokens."""
+    prompt = prompt_ids(tokenizer, sample.instruction, sample.input)
+    response = response_ids(tokenizer, sample.output)
+    return {"input_ids": (prompt + response)[:cutoff_len], "labels": ([IGNORE_INDEX] * len(prompt) + response)[:cutoff_len]}
+
+
 def exam_sample(q: ExamQuestion) -> Sample:
     """The question as an instruction asking for the answer letters (first line, where
     extract_choice reads them) and, when the source has worked reasoning, the reasoning after."""
@@ -33,10 +48,26 @@ def exam_sample(q: ExamQuestion) -> Sample:
     return Sample(instruction=template()["exam_instruction"].format(question=q.question, options=options), input="", output=q.answer)
 
 
+# A group of option letters, as a model writes one choice: "B", "AC", "A、C", "A和C".
+_GROUP = r"(?<![A-Z])[A-Z]+(?:\s*[、,，和与及/]\s*[A-Z]+)*(?![A-Z])"
+# An answer stated as such: after 答案 or 选 ("答案是 D", "应选C", "故选B"), but not 选项 ("选项A", option A).
+_STATED = re.compile(rf"(?:答案|选(?!项))[\s:：是为应该的]*({_GROUP})")
+# Any group that is not a mention of an option ("A项错误", "选项B").
+_ANY = re.compile(rf"(?<!选项)({_GROUP})(?!\s*项)")
+
+
 def extract_choice(generated: str, letters: str) -> str:
-    """The option letters a model chose, sorted and deduplicated ('' if none), read from the first
-    line of its answer: every run of Latin letters made only of option letters ("B", "AC", "A、C")
-    counts; a word such as "ABOUT" does not."""
-    first_line = generated.strip().split("\n", 1)[0].upper()
-    runs = re.findall(r"[A-Z]+", first_line)
-    return "".join(sorted({c for run in runs if set(run) <= set(letters) for c in run}))
+    """The option letters a model finally chose, sorted and deduplicated ('' if none): the last
+    group stated as the answer (after 答案 or 选), else the last group of option letters that does
+    not merely mention an option. "A和B都不对，应选C" is C; "C\nA项错误" is C; a word such as
+    "ABOUT", or a group with a letter that is no option, is no choice."""
+
+    def choice(group: str) -> str | None:
+        chosen = set(re.sub(r"[^A-Z]", "", group))
+        return "".join(sorted(chosen)) if chosen <= set(letters) else None
+
+    for pattern in (_STATED, _ANY):
+        for group in reversed(pattern.findall(generated)):
+            if found := choice(group):
+                return found
+    return ""

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from lawgpt_trainer import checkpoints, deepspeed_config, distributed
+from lawgpt_trainer import checkpoints, deepspeed_config, devices, distributed
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
@@ -19,8 +19,7 @@ CHECKPOINTS_DIR = "checkpoints"
 
 
 def precision(deepspeed: dict | None) -> dict:
-    """fp16 on GPUs without bf16 (V100 is compute capability 7.0; `is_bf16_supported()` can claim
-    otherwise), bf16 on newer GPUs, fp32 on CPU; a DeepSpeed profile decides for itself."""
+    """The GPU's half precision (devices.py), fp32 on CPU; a DeepSpeed profile decides for itself."""
     profile = deepspeed["profile"] if deepspeed else None
     if profile == "v100" and not torch.cuda.is_available():
         raise InvalidInput("deepspeed.profile v100 needs CUDA GPUs, and none is visible; the cpu profile runs without")
@@ -28,8 +27,7 @@ def precision(deepspeed: dict | None) -> dict:
         return {"fp16": True}
     if profile == "cpu" or not torch.cuda.is_available():
         return {"use_cpu": True}
-    major, _ = torch.cuda.get_device_capability()
-    return {"bf16": True} if major >= 8 else {"fp16": True}
+    return {"bf16": True} if devices.cuda_half_dtype() == torch.bfloat16 else {"fp16": True}
 
 
 class ProgressEvents(TrainerCallback):

@@ -52,7 +52,22 @@ def test_corpus_rejects_non_utf8(tmp_path):
 
 @pytest.mark.parametrize(
     ("generated", "letters", "chosen"),
-    [("B", "ABCD", "B"), (" C。因为……", "ABCD", "C"), ("A、C", "ABCD", "AC"), ("答案是 D", "ABCD", "D"), ("ABOUT", "ABCD", ""), ("\n", "ABCD", ""), ("AE\nB", "ABCD", "")],
+    [
+        ("B", "ABCD", "B"),
+        (" C。因为……", "ABCD", "C"),
+        ("A、C", "ABCD", "AC"),
+        ("答案是 D", "ABCD", "D"),
+        ("ABOUT", "ABCD", ""),
+        ("\n", "ABCD", ""),
+        # A group with a letter that is no option is no choice; the last one that is, counts.
+        ("AE\nB", "ABCD", "B"),
+        # The final stated choice, not every letter mentioned on the way.
+        ("A和B都不对，应选C", "ABCD", "C"),
+        ("选项A错误，选项B正确，故选B", "ABCD", "B"),
+        ("C\nA项错误，因为它违反了民法典", "ABCD", "C"),
+        ("正确答案为：A、B", "ABCD", "AB"),
+        ("答案是ABOUT", "ABCD", ""),
+    ],
 )
 def test_extract_choice(generated, letters, chosen):
     assert extract_choice(generated, letters) == chosen

@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lawgpt_trainer import prompt
 from lawgpt_trainer.data import Sample
-from lawgpt_trainer.stages.sft import IGNORE_INDEX, encode, pad_collator
+from lawgpt_trainer.prompt import IGNORE_INDEX, encode
+from lawgpt_trainer.stages.sft import pad_collator
 
 
 def test_prompt_tokens_are_masked_out_of_the_loss(pipeline):

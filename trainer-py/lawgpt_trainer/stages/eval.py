@@ -1,78 +1,121 @@
 """eval: how well a model predicts held-out legal text, against the base model it grew from and
 the model after continued pretraining (one figure per phase), and how it answers held-out
-judicial-exam questions.
+judicial-exam questions (exam.py).
 
 Perplexity depends on the vocabulary, so the comparison with the base model (a different
-tokenizer) is in bits per character of the same held-out text."""
+tokenizer) is in bits per character of the same held-out text. Models run one at a time on the
+GPU when there is one (devices.py), in batches of `batch_size`, halved while a batch does not fit."""
 
+import gc
+import hashlib
 import json
 import math
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+from accelerate.utils import find_executable_batch_size
 
-from lawgpt_trainer import cleaning, data, generate, packing, prompt
-
-
-@torch.no_grad()
-def language_modelling(model, tokenizer, docs: list[data.Document], block_size: int, max_blocks: int) -> dict:
-    """Perplexity per token and bits per character over the first `max_blocks` held-out blocks."""
-    blocks = packing.pack(tokenizer, docs, block_size)[:max_blocks]
-    if not blocks:
-        return {"blocks": 0}
-    nats = sum(model(input_ids=b[None], labels=b[None]).loss.item() * (len(b) - 1) for b in blocks)
-    predicted = sum(len(b) - 1 for b in blocks)
-    chars = sum(len(tokenizer.decode(b, skip_special_tokens=True)) for b in blocks)
-    return {"blocks": len(blocks), "perplexity": math.exp(nats / predicted), "bits_per_char": nats / math.log(2) / max(chars, 1)}
-
+from lawgpt_trainer import data, exam, generate, packing
 
 # Earlier models of the run scored on the same held-out text, by input name -> metric prefix.
 COMPARED = {"base_model": "base", "pretrained_model": "pretrained"}
 
 
-def exam(model, tokenizer, questions: list[data.ExamQuestion], max_new_tokens: int, events) -> tuple[list[dict], dict[str, list[bool]]]:
-    by_subject: dict[str, list[bool]] = defaultdict(list)
-    answers = []
-    for i, q in enumerate(questions, start=1):
-        text = generate.answer(tokenizer, model, prompt.exam_sample(q).instruction, max_new_tokens, temperature=0.0)
-        chosen = prompt.extract_choice(text, "".join(q.options))
-        by_subject[q.subject or "unknown"].append(chosen == q.answer)
-        answers.append({"key": q.key, "expected": q.answer, "chosen": chosen, "generated": text})
-        events.progress(i + 1, len(questions) + 1)
-    return answers, by_subject
+@torch.no_grad()
+def language_modelling(model, tokenizer, blocks: packing.Blocks, batch_size: int) -> dict:
+    """Perplexity per token and bits per character over the held-out blocks."""
+    if not len(blocks):
+        return {"blocks": 0}
+    nats = predicted = chars = 0
+    for start in range(0, len(blocks), batch_size):
+        rows = torch.from_numpy(blocks.rows(start, start + batch_size))
+        ids = rows.to(model.device)
+        # Every position of a full block is predicted: the mean loss times their number is the sum.
+        count = ids.shape[0] * (ids.shape[1] - 1)
+        nats += model(input_ids=ids, labels=ids).loss.float().item() * count
+        predicted += count
+        chars += sum(len(text) for text in tokenizer.batch_decode(rows, skip_special_tokens=True))
+    return {"blocks": len(blocks), "perplexity": math.exp(nats / predicted), "bits_per_char": nats / math.log(2) / max(chars, 1)}
+
+
+def fitting(batch_size: int, score):
+    """`score(batch_size)`, retried with half the batch while the GPU runs out of memory."""
+    return find_executable_batch_size(score, starting_batch_size=batch_size)()
+
+
+def _release(model) -> None:
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
     percent = request["split"]["heldout_percent"]
-    tokenizer, model = generate.load(inputs["model"])
-
-    _, heldout_docs = data.split_documents(cleaning.read_corpus(request)[0], percent)
-    held_out = language_modelling(model, tokenizer, heldout_docs, config["block_size"], config["max_heldout_blocks"])
-    compared = {}
-    for name, prefix in COMPARED.items():
-        if name in inputs:
-            earlier_tokenizer, earlier = generate.load(inputs[name])
-            compared[prefix] = language_modelling(earlier, earlier_tokenizer, heldout_docs, config["block_size"], config["max_heldout_blocks"])
     questions = data.split_exam(data.read_exam(inputs["exam"]), percent)[1][: config["max_exam_questions"]] if "exam" in inputs else []
-    events.progress(1, len(questions) + 1)
-    answers, by_subject = exam(model, tokenizer, questions, config["max_new_tokens"], events)
+    models = {"model": "final"} | {name: prefix for name, prefix in COMPARED.items() if name in inputs}
+    progress = Progress(events, len(models) + sum(len(exam.candidates(q)) for q in questions) + len(questions))
 
+    # Held-out blocks per tokenizer: the final and the pretrained model share theirs.
+    prepared: dict[str, packing.Blocks] = {}
+
+    def heldout(tokenizer) -> packing.Blocks:
+        key = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+        if key not in prepared:
+            folder = out / "heldout-blocks" / key
+            packing.prepare(inputs["corpus"], request["cleaning"], percent, tokenizer, config["block_size"], folder, splits=("heldout",), max_blocks=config["max_heldout_blocks"])
+            prepared[key] = packing.load(folder, config["block_size"], heldout_limit=config["max_heldout_blocks"])[1]
+        return prepared[key]
+
+    scored, by_subject, answers = {}, {"loglik": defaultdict(list), "generated": defaultdict(list)}, []
+    for name, prefix in models.items():
+        tokenizer, model = generate.load(inputs[name])
+        blocks = heldout(tokenizer)
+        scored[prefix] = fitting(config["batch_size"], lambda b: language_modelling(model, tokenizer, blocks, b))
+        progress.advance(1)
+        if name == "model" and questions:
+            likeliest = fitting(config["batch_size"], lambda b: exam.loglik_choices(model, tokenizer, questions, b, progress.advance))
+            written = fitting(config["batch_size"], lambda b: exam.generated_choices(model, tokenizer, questions, config["max_new_tokens"], b, progress.advance))
+            for q, ll, gen in zip(questions, likeliest, written):
+                subject = q.subject or "unknown"
+                by_subject["loglik"][subject].append(ll["chosen"] == q.answer)
+                by_subject["generated"][subject].append(gen["chosen"] == q.answer)
+                answers.append({"key": q.key, "expected": q.answer, "chosen": ll["chosen"], "scores": ll["scores"], "chosen_generated": gen["chosen"], "generated": gen["generated"]})
+        _release(model)
+
+    accuracy = lambda results: sum(sum(v) for v in results.values()) / len(questions) if questions else None  # noqa: E731
+    held_out = scored["final"]
     metrics = {
         "heldout_blocks": held_out["blocks"],
         "heldout_perplexity": held_out.get("perplexity"),
         "heldout_bits_per_char": held_out.get("bits_per_char"),
-        **{f"{prefix}_heldout_bits_per_char": result.get("bits_per_char") for prefix, result in compared.items()},
+        **{f"{prefix}_heldout_bits_per_char": scored[prefix].get("bits_per_char") for prefix in COMPARED.values() if prefix in scored},
         "exam_questions": len(questions),
-        "exam_accuracy": sum(sum(v) for v in by_subject.values()) / len(questions) if questions else None,
+        "exam_accuracy": accuracy(by_subject["loglik"]),
+        "exam_chance_accuracy": sum(1 / len(exam.candidates(q)) for q in questions) / len(questions) if questions else None,
+        "exam_accuracy_generated": accuracy(by_subject["generated"]),
     }
     report = {
         **metrics,
-        **{f"{prefix}_heldout_perplexity": result.get("perplexity") for prefix, result in compared.items()},
-        "exam_accuracy_by_subject": {s: sum(v) / len(v) for s, v in sorted(by_subject.items())},
+        **{f"{prefix}_heldout_perplexity": scored[prefix].get("perplexity") for prefix in COMPARED.values() if prefix in scored},
+        "exam_accuracy_by_subject": {s: sum(v) / len(v) for s, v in sorted(by_subject["loglik"].items())},
+        "exam_accuracy_generated_by_subject": {s: sum(v) / len(v) for s, v in sorted(by_subject["generated"].items())},
         "answers": answers,
     }
     (out / "report").mkdir(parents=True, exist_ok=True)
     (out / "report" / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), "utf-8")
     return {"report": "report"}, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+class Progress:
+    """Progress events over the whole stage: a step per model scored and per exam item."""
+
+    def __init__(self, events, total: int):
+        self.events, self.total, self.done = events, total, 0
+        events.progress(0, total)
+
+    def advance(self, steps: int) -> None:
+        self.done = min(self.total, self.done + steps)
+        self.events.progress(self.done, self.total)

@@ -4,6 +4,7 @@ as Chinese-LLaMA did, so the new vocabulary learns) ends with the adapter folded
 model; `full` trains every weight. The embeddings are grown to the vocabulary first (embeddings.py)."""
 
 import math
+import time
 from pathlib import Path
 
 import sentencepiece as spm
@@ -11,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from lawgpt_trainer import cleaning, data, distributed, embeddings, merge, packing, training
+from lawgpt_trainer import distributed, embeddings, merge, packing, training
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
@@ -23,26 +24,38 @@ def resized_base(base_model: str, tokenizer) -> tuple[LlamaForCausalLM, dict]:
     return model, embeddings.resize_from_base(model, tokenizer, base_tokenizer)
 
 
-def tokenized_blocks(request: dict, tokenizer, events) -> tuple[list, list, dict]:
-    """Training and held-out blocks of the cleaned corpus, with the cleaning report: from the
-    block cache when the orchestrator found them there (`inputs.blocks`), else tokenized here and
-    offered to the cache with a `blocks` event."""
-    block_size, inputs = request["config"]["block_size"], request["inputs"]
+BLOCKS_DIR = "blocks"
+
+
+def _wait_for(path: Path) -> None:
+    # Rank 0 prepares the blocks for every rank; should it fail, the launcher stops us.
+    while not path.is_file():
+        time.sleep(0.2)
+
+
+def tokenized_blocks(request: dict, tokenizer, events) -> tuple[packing.Blocks, packing.Blocks, dict]:
+    """Training blocks and the first `eval_blocks` held-out blocks of the cleaned corpus, with the
+    cleaning report: from the block cache when the orchestrator found them there (`inputs.blocks`),
+    else prepared here by rank 0 for every rank and offered to the cache with a `blocks` event."""
+    config, inputs = request["config"], request["inputs"]
+    block_size, eval_blocks = config["block_size"], config["eval_blocks"]
     if "blocks" in inputs:
-        train, heldout, cleaned = packing.load(Path(inputs["blocks"]), block_size)
+        train, heldout, index = packing.load(Path(inputs["blocks"]), block_size, eval_blocks)
         events.log(f"{len(train)} blocks of {block_size} tokens from the block cache")
-        return train, heldout, {**cleaned, "blocks_from_cache": 1}
-    docs, cleaned = cleaning.read_corpus(request)
-    train_docs, heldout_docs = data.split_documents(docs, request["split"]["heldout_percent"])
-    train = packing.pack(tokenizer, train_docs, block_size)
-    if not train:
-        raise InvalidInput(f"the corpus yields no full block of {block_size} tokens")
-    heldout = packing.pack(tokenizer, heldout_docs, block_size)
-    events.log(f"{len(train_docs)} documents -> {len(train)} blocks of {block_size} tokens")
+        return train, heldout, {**index["report"], "blocks_from_cache": 1}
+    folder = Path(request["output_dir"]) / BLOCKS_DIR
+    started = time.perf_counter()
     if distributed.is_main():
-        packing.save(Path(request["output_dir"]) / "blocks", train, heldout, block_size, cleaned)
-        events.emit("blocks", path="blocks")
-    return train, heldout, {**cleaned, "blocks_from_cache": 0}
+        packing.prepare(inputs["corpus"], request["cleaning"], request["split"]["heldout_percent"], tokenizer, block_size, folder)
+    else:
+        _wait_for(folder / packing.INDEX_FILE)
+    train, heldout, index = packing.load(folder, block_size, eval_blocks)
+    if not len(train):
+        raise InvalidInput(f"the corpus yields no full block of {block_size} tokens")
+    documents = index["splits"]["train"]["documents"]
+    events.log(f"{documents} documents -> {len(train)} blocks of {block_size} tokens in {time.perf_counter() - started:.1f} s")
+    events.emit("blocks", path=BLOCKS_DIR)
+    return train, heldout, {**index["report"], "blocks_from_cache": 0}
 
 
 def run(request: dict, events) -> tuple[dict, dict]:
@@ -53,9 +66,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
         model = merge.with_lora(model, config["lora"])
 
     blocks, heldout, cleaned = tokenized_blocks(request, tokenizer, events)
-    heldout = heldout[: config["eval_blocks"]]
-    eval_dataset = packing.lm_dataset(heldout) if heldout else None
-    trainer, trained = training.train(model, packing.lm_dataset(blocks), default_data_collator, request, events, len(tokenizer), eval_dataset)
+    eval_dataset = heldout if len(heldout) else None
+    trainer, trained = training.train(model, blocks, default_data_collator, request, events, len(tokenizer), eval_dataset)
     # The phase's held-out loss, for the run report and the config's gates: already scored when the
     # last step was a checkpoint, else scored now (collective, like saving; every rank decides alike).
     heldout_loss = trained["eval_losses"].get(trainer.state.global_step)

@@ -7,20 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lawgpt_trainer import data, merge, prompt, training
+from lawgpt_trainer.prompt import IGNORE_INDEX, encode
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
-
-IGNORE_INDEX = -100  # label value the loss skips
-
-
-def encode(tokenizer, sample: data.Sample, cutoff_len: int) -> dict:
-    """BOS + prompt (masked out of the loss) + response + EOS, cut to cutoff_len tokens."""
-    prompt_ids = prompt.prompt_ids(tokenizer, sample.instruction, sample.input)
-    response_ids = tokenizer(sample.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    input_ids = (prompt_ids + response_ids)[:cutoff_len]
-    labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:cutoff_len]
-    return {"input_ids": input_ids, "labels": labels}
-
 
 def pack_samples(encoded: list[dict], cutoff_len: int) -> list[dict]:
     """Consecutive samples concatenated into sequences of at most cutoff_len tokens."""

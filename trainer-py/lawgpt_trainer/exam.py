@@ -1,0 +1,83 @@
+"""Judicial-exam accuracy, two ways.
+
+By log-likelihood (the figure that counts, lm-evaluation-harness's and C-Eval's method): every
+candidate answer is scored by the log-probability the model gives it after the question's prompt,
+as sft trains answers (the sorted letters, then EOS), and the likeliest candidate is the model's
+choice. An untrained model sits at chance, and small improvements show.
+
+Questions with several correct answers (`answer` such as "AB") are scored against every
+combination of two or more options, and those with one against every single option: as in the
+source benchmarks, which keep single- and multiple-answer questions apart, the model is told which
+kind it faces. A choice is right only if it is exactly the answer. Chance is one over the number
+of candidates (1/4 for four options with one answer, 1/11 with several).
+
+By generation (the second figure): greedy decoding, then prompt.extract_choice on what was written."""
+
+from dataclasses import replace
+from itertools import combinations
+
+import torch
+
+from lawgpt_trainer import prompt
+from lawgpt_trainer.data import ExamQuestion
+
+
+def candidates(q: ExamQuestion) -> list[str]:
+    letters = sorted(q.options)
+    if len(q.answer) == 1:
+        return letters
+    return ["".join(c) for k in range(2, len(letters) + 1) for c in combinations(letters, k)]
+
+
+def question_prompt(tokenizer, q: ExamQuestion) -> list[int]:
+    """The question as sft trains it, asking for the letters alone."""
+    return prompt.prompt_ids(tokenizer, prompt.exam_sample(replace(q, analysis=None)).instruction)
+
+
+def left_padded(sequences: list[list[int]], pad_id: int, device) -> dict:
+    """A batch padded on the left, so that every sequence ends at the last position (where
+    generation continues and the answers are scored), with positions that skip the padding."""
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in sequences], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
+@torch.no_grad()
+def loglik_choices(model, tokenizer, questions: list[ExamQuestion], batch_size: int, progress) -> list[dict]:
+    """Per question: its candidates' log-likelihoods and the likeliest one; `progress` hears of every
+    batch of candidates scored."""
+    items = []
+    for qi, q in enumerate(questions):
+        context = question_prompt(tokenizer, q)
+        items += [(qi, candidate, context, prompt.response_ids(tokenizer, candidate)) for candidate in candidates(q)]
+    # Longest first: a batch too large for the GPU fails at once, and similar lengths share batches.
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][2]) - len(items[i][3]))
+    scores: list[dict[str, float]] = [{} for _ in questions]
+    for start in range(0, len(order), batch_size):
+        batch = [items[i] for i in order[start : start + batch_size]]
+        answer_len = max(len(item[3]) for item in batch)
+        inputs = left_padded([context + answer for _, _, context, answer in batch], tokenizer.unk_token_id, model.device)
+        # Only the positions that predict answer tokens need the vocabulary-wide projection.
+        logits = model(**inputs, logits_to_keep=answer_len + 1).logits[:, :-1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        for row, (qi, candidate, _, answer) in enumerate(batch):
+            positions = torch.arange(answer_len - len(answer), answer_len, device=logprobs.device)
+            scores[qi][candidate] = logprobs[row, positions, torch.tensor(answer, device=logprobs.device)].sum().item()
+        progress(len(batch))
+    return [{"scores": s, "chosen": max(s, key=s.get)} for s in scores]
+
+
+@torch.no_grad()
+def generated_choices(model, tokenizer, questions: list[ExamQuestion], max_new_tokens: int, batch_size: int, progress) -> list[dict]:
+    """Per question: what greedy decoding wrote, and the choice read from it."""
+    found = []
+    for start in range(0, len(questions), batch_size):
+        batch = questions[start : start + batch_size]
+        inputs = left_padded([question_prompt(tokenizer, q) for q in batch], tokenizer.unk_token_id, model.device)
+        del inputs["position_ids"]  # generate derives them from the mask
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.unk_token_id)
+        texts = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        found += [{"generated": text.strip(), "chosen": prompt.extract_choice(text, "".join(q.options))} for q, text in zip(batch, texts)]
+        progress(len(batch))
+    return found
