@@ -6,7 +6,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { createS3Client } from '../../activities/s3.js';
 import { tools } from './tools.js';
 
 export async function freePort(): Promise<number> {
@@ -55,7 +56,7 @@ export async function startMinio(): Promise<TestMinio> {
   };
 
   let server = await launch();
-  const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
+  const client = createS3Client({ LAWGPT_S3_ENDPOINT: endpoint, LAWGPT_S3_FORCE_PATH_STYLE: 'true', AWS_REGION: 'us-east-1' }, credentials);
   return {
     endpoint,
     credentials,
