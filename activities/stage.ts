@@ -7,7 +7,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
-import { NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { CONTRACT_VERSION, EXIT_INVALID_INPUT, type TrainerEvent, type TrainerRequest } from '../common/contract.js';
 import type { StageProgress, StageResult, StageTask } from '../common/run.js';
 import type { Settings } from '../common/settings.js';
@@ -15,7 +15,7 @@ import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
 import { inputObjects, inputsHash, lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
-import { deletePrefix, downloadArtifact, EmptyPrefix, s3Uri, uploadDir } from './s3.js';
+import { deletePrefix, downloadArtifact, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
 import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.js';
 import { hostfile } from './deepspeed-launch.js';
 import { launchTrainer } from './trainer-process.js';
@@ -45,6 +45,28 @@ function inside(dir: string, relativePath: string): string {
   return path;
 }
 
+/** The trainer's request for one stage of a run, its inputs as local paths. */
+export function trainerRequest(
+  task: Pick<StageTask, 'runId' | 'stage' | 'split' | 'cleaning' | 'config'>,
+  inputs: Record<string, string>,
+  outputDir: string,
+  extra: Pick<TrainerRequest, 'inputs_hash' | 'stop_file' | 'resume_from'> = {},
+): TrainerRequest {
+  const { runId, stage, split, cleaning, config } = task;
+  return { contract_version: CONTRACT_VERSION, run_id: runId, stage, output_dir: outputDir, split, cleaning, inputs, config, ...extra } as TrainerRequest;
+}
+
+/**
+ * Promise.all that waits for every promise before failing with the first error: no download may
+ * still be writing into the stage's folder once the failure has cleared it.
+ */
+async function allDone<T extends readonly unknown[]>(promises: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
+}
+
 /** Worker options that stage activities rely on. */
 export const STAGE_WORKER_OPTIONS = {
   // A cancel reaches an activity only with a heartbeat's answer, and heartbeats are throttled
@@ -55,19 +77,15 @@ export const STAGE_WORKER_OPTIONS = {
 } as const;
 
 export function createStageActivities(deps: StageDeps) {
-  async function fetchInputs(task: StageTask, dir: string): Promise<Record<string, string>> {
-    const local: Record<string, string> = {};
-    for (const [name, uri] of Object.entries(task.inputs)) {
-      try {
-        local[name] = (await downloadArtifact(deps.s3, uri, join(dir, name))).path;
-      } catch (err) {
-        if (err instanceof NoSuchKey || err instanceof EmptyPrefix) {
-          throw ApplicationFailure.nonRetryable(`input '${name}' not found: ${uri}`, 'InvalidInput');
-        }
-        throw err;
-      }
-    }
-    return local;
+  /** Downloads every input (all at once), exactly the objects `objects` lists for it. */
+  async function fetchInputs(task: StageTask, objects: Record<string, ObjectInfo[]>, dir: string): Promise<Record<string, string>> {
+    const local = await allDone(
+      Object.entries(task.inputs).map(async ([name, uri]) => {
+        if (!objects[name]?.length) throw ApplicationFailure.nonRetryable(`input '${name}' not found: ${uri}`, 'InvalidInput');
+        return [name, (await downloadArtifact(deps.s3, uri, join(dir, name), objects[name])).path] as const;
+      }),
+    );
+    return Object.fromEntries(local);
   }
 
   async function runStage(task: StageTask): Promise<StageResult> {
@@ -84,26 +102,22 @@ export function createStageActivities(deps: StageDeps) {
     const beat = setInterval(() => ctx.heartbeat(reporter.latest()), HEARTBEAT_MS);
     try {
       ctx.log.info(`stage ${task.stage}: fetching inputs`, { inputs: task.inputs });
-      const inputs = await fetchInputs(task, join(work, 'inputs'));
+      // Listed once: the inputs hash and the block-cache key describe exactly what is downloaded.
       const objects = await inputObjects(deps.s3, task.inputs);
       const blocks = usesBlocks(task) ? blocksUri(task, objects, deps.trainerVersion) : undefined;
-      const cachedBlocks = blocks && (await fetchBlocks(deps.s3, blocks, join(work, 'inputs', 'blocks')));
+      // Inputs, cached blocks and the checkpoint to resume from travel at the same time.
+      const [inputs, cachedBlocks, resume] = await allDone([
+        fetchInputs(task, objects, join(work, 'inputs')),
+        blocks && fetchBlocks(deps.s3, blocks, join(work, 'blocks')),
+        findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m)),
+      ]);
       if (cachedBlocks) ctx.log.info(`stage ${task.stage}: tokenized blocks from the block cache ${blocks}`);
-      const resume = await findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m));
       if (resume) ctx.log.info(`stage ${task.stage}: resuming from checkpoint-${resume.step}`);
-      const request = {
-        contract_version: CONTRACT_VERSION,
-        run_id: task.runId,
-        stage: task.stage,
-        output_dir: join(work, 'out'),
-        split: task.split,
-        cleaning: task.cleaning,
-        inputs: { ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) },
-        config: task.config,
+      const request = trainerRequest(task, { ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) }, join(work, 'out'), {
         inputs_hash: inputsHash(objects),
         stop_file: join(work, STOP_FILE),
         ...(resume && { resume_from: resume.path }),
-      } as TrainerRequest;
+      });
       const requestPath = join(work, 'request.json');
       await writeFile(requestPath, JSON.stringify(request, null, 2));
 
@@ -165,7 +179,7 @@ export function createStageActivities(deps: StageDeps) {
     await blocksUpload;
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
-    return outcome(task, exit);
+    return outcome(task, exit, uploader.committed !== undefined);
   }
 
   async function publish(task: StageTask, work: string, completed: Extract<TrainerEvent, { event: 'completed' }>): Promise<StageResult> {
@@ -195,8 +209,10 @@ export function createStageActivities(deps: StageDeps) {
   return { runStage, stageCache };
 }
 
+const RETRY_AFTER_PROGRESS = '200 milliseconds';
+
 /** Turns how the trainer ended into the stage's completion, or a failure of the right kind. */
-function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>>) {
+function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>>, committedCheckpoint: boolean) {
   const completed = exit.events.find((e) => e.event === 'completed');
   const failed = exit.events.find((e) => e.event === 'failed');
   const ended = `trainer ${task.stage} exited with ${exit.code ?? exit.signal}`;
@@ -210,7 +226,13 @@ function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>
     throw ApplicationFailure.nonRetryable(`${ended}: ${failed?.message ?? 'invalid input'}\n${exit.stderrTail}`, 'InvalidInput');
   }
   if (exit.code !== 0 || !completed) {
-    throw ApplicationFailure.retryable(`${ended}: ${failed?.message ?? 'no completed event'}\n--- stderr tail ---\n${exit.stderrTail}`, 'TrainerFailed');
+    throw ApplicationFailure.create({
+      message: `${ended}: ${failed?.message ?? 'no completed event'}\n--- stderr tail ---\n${exit.stderrTail}`,
+      type: 'TrainerFailed',
+      // An attempt that committed a checkpoint was no crash loop: the next one resumes at once,
+      // instead of after the retry policy's backoff, which doubles with every attempt.
+      ...(committedCheckpoint && { nextRetryDelay: RETRY_AFTER_PROGRESS }),
+    });
   }
   return completed;
 }

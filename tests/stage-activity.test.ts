@@ -28,8 +28,8 @@ const config = parseRunConfig({
   data: { corpus: 's3://lawgpt-test/data/corpus/', dialogue: 's3://lawgpt-test/data/d.jsonl', exam: 's3://lawgpt-test/data/e.jsonl' },
 });
 
-function task(stage: StageName, inputs: Record<string, string> = {}): StageTask {
-  return { runId: 'run-1', bucket: 'lawgpt-test', stage, inputs, config: config[stage], split: config.data.split, cleaning: config.data.cleaning, runtime: { ...config.runtime, progress_report_seconds: 1 } };
+function task(stage: StageName, inputs: Record<string, string> = {}, runId = 'run-1'): StageTask {
+  return { runId, bucket: 'lawgpt-test', stage, inputs, config: config[stage], split: config.data.split, cleaning: config.data.cleaning, runtime: { ...config.runtime, progress_report_seconds: 1 } };
 }
 
 async function runStage(t: StageTask) {
@@ -86,6 +86,17 @@ describe('runStage', () => {
     expect(error!.nonRetryable).toBeFalsy();
     expect(error!.message).toContain('trainer vocab exited with 3');
     expect(error!.message).toContain('MemoryError: out of memory in sentencepiece');
+    // Nothing was committed: the retry policy's backoff applies.
+    expect(error!.nextRetryDelay).toBeUndefined();
+  });
+
+  it('retries at once a trainer that crashed after committing a checkpoint', async () => {
+    const { error } = await runStage(task('vocab', {}, 'checkpoint-then-crash'));
+    expect(error!.type).toBe('TrainerFailed');
+    expect(error!.nextRetryDelay).toBe('200 milliseconds');
+    expect(await listKeys(minio.client, 's3://lawgpt-test/runs/checkpoint-then-crash/vocab/checkpoints/')).toContain(
+      'runs/checkpoint-then-crash/vocab/checkpoints/checkpoint-1/manifest.json',
+    );
   });
 
   it('fails without retry when the trainer refuses its input', async () => {
@@ -110,5 +121,6 @@ describe('runStage', () => {
 
   it('leaves no working files behind', async () => {
     expect(await readdir(join(work, 'run-1'), { recursive: true })).toEqual([]);
+    expect(await readdir(join(work, 'checkpoint-then-crash'), { recursive: true })).toEqual([]);
   });
 });

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const MAIN = String.raw`
-import json, os, subprocess, sys, time
+import hashlib, json, os, subprocess, sys, time
 
 stage, request_path = sys.argv[1], sys.argv[3]
 request = json.load(open(request_path))
@@ -24,6 +24,18 @@ if stage == "base":
         emit(event="progress", step=step, total_steps=2, loss=3.0 / step)
     emit(event="completed", outputs={"tokenizer": "tokenizer", "model": "model"}, metrics={"parameters": 42})
 elif stage == "vocab":
+    if request["run_id"] == "checkpoint-then-crash":
+        # Hands over a (tiny, valid) checkpoint first, so the crash follows real progress.
+        folder = os.path.join(request["output_dir"], "checkpoints", "checkpoint-1")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "state.bin"), "w") as f:
+            f.write("x")
+        manifest = {"manifest_version": 1, "run_id": request["run_id"], "stage": stage, "step": 1, "world_size": 1, "config_hash": "0" * 64, "vocab_size": 1,
+                    "trainer_version": "fake", "files": [{"path": "state.bin", "size": 1, "sha256": hashlib.sha256(b"x").hexdigest()}]}
+        with open(os.path.join(folder, "manifest.json"), "w") as f:
+            json.dump(manifest, f)
+        emit(event="checkpoint", step=1, path="checkpoints/checkpoint-1")
+        time.sleep(2)
     # Crashes the way real code does.
     print("loading corpus", file=sys.stderr)
     print("Traceback (most recent call last):\nMemoryError: out of memory in sentencepiece", file=sys.stderr)
