@@ -1,6 +1,7 @@
 // The pipeline's stages, in the order they run, and the artifacts each one takes and produces.
 // These names are the same in the run config, the trainer CLI, S3 paths, events and the README.
 import { z } from 'zod';
+import type { RunConfig } from './config.js';
 
 export const STAGES = ['base', 'vocab', 'pretrain', 'sft', 'eval'] as const;
 export const StageName = z.enum(STAGES);
@@ -31,3 +32,22 @@ export const UPSTREAM = {
 
 /** A stage's inputs that come from earlier stages, as [input, [stage, output]]. */
 export const upstreamOf = (stage: StageName) => Object.entries(UPSTREAM[stage]) as [string, readonly [StageName, string]][];
+
+/** Output name -> S3 URI (or local path), per stage that has produced them. */
+export type StageOutputs = Partial<Record<StageName, Record<string, string>>>;
+
+// Which of the run's data each stage reads; its other inputs are earlier stages' outputs (UPSTREAM).
+const DATA_INPUTS: { [S in StageName]: (data: RunConfig['data']) => Record<string, string | undefined> } = {
+  base: () => ({}),
+  vocab: (data) => ({ corpus: data.corpus, words: data.vocab_words }),
+  pretrain: (data) => ({ corpus: data.corpus }),
+  sft: (data) => ({ dialogue: data.dialogue, exam: data.exam, instructions: data.instructions }),
+  eval: (data) => ({ corpus: data.corpus, exam: data.exam }),
+};
+
+/** A stage's inputs: the run's data, and the outputs of earlier stages or given artifacts; optional ones this run lacks are left out. */
+export function inputsOf(stage: StageName, data: RunConfig['data'], done: StageOutputs): Record<string, string> {
+  const upstream = upstreamOf(stage).map(([input, [from, output]]) => [input, done[from]?.[output]]);
+  const inputs = { ...DATA_INPUTS[stage](data), ...Object.fromEntries(upstream) };
+  return Object.fromEntries(Object.entries(inputs).filter((entry): entry is [string, string] => entry[1] !== undefined));
+}

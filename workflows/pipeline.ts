@@ -21,28 +21,9 @@ import type { createStageActivities } from '../activities/stage.js';
 import type { RunConfig } from '../common/config.js';
 import { gateFailures } from '../common/gates.js';
 import type { PipelineResult, PipelineStatus, StageResult, StageTask } from '../common/run.js';
-import { STAGES, upstreamOf, type StageName } from '../common/stages.js';
+import { inputsOf, STAGES, type StageOutputs, type StageName } from '../common/stages.js';
 import { progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
 import { pauseControl } from './pause.js';
-
-type Outputs = Partial<Record<StageName, Record<string, string>>>;
-
-// Which of the run's data each stage reads; its other inputs are earlier stages' outputs (UPSTREAM
-// in common/stages.ts). Input names are the trainer's (STAGE_IO).
-const DATA_INPUTS: { [S in StageName]: (data: RunConfig['data']) => Record<string, string | undefined> } = {
-  base: () => ({}),
-  vocab: (data) => ({ corpus: data.corpus, words: data.vocab_words }),
-  pretrain: (data) => ({ corpus: data.corpus }),
-  sft: (data) => ({ dialogue: data.dialogue, exam: data.exam, instructions: data.instructions }),
-  eval: (data) => ({ corpus: data.corpus, exam: data.exam }),
-};
-
-/** A stage's inputs: the run's data, and the outputs of earlier stages or given artifacts; optional ones this run lacks are left out. */
-function inputsOf(stage: StageName, data: RunConfig['data'], done: Outputs): Record<string, string> {
-  const upstream = upstreamOf(stage).map(([input, [from, output]]) => [input, done[from]?.[output]]);
-  const inputs = { ...DATA_INPUTS[stage](data), ...Object.fromEntries(upstream) };
-  return Object.fromEntries(Object.entries(inputs).filter((entry): entry is [string, string] => entry[1] !== undefined));
-}
 
 /** What a run carries into its next execution when it continues as new. */
 export interface CarriedOver {
@@ -70,7 +51,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
   const status = trackStatus(config);
   const pause = pauseControl({ onPause: () => status.pause(true), onResume: () => status.pause(false), status: () => status.current }, carried.paused);
   // Older histories' configs predate `artifacts` and `gates`.
-  const done: Outputs = { ...(config.artifacts ?? {}) };
+  const done: StageOutputs = { ...(config.artifacts ?? {}) };
   for (const result of Object.values(carried.finished)) {
     done[result.stage] = result.outputs;
     status.complete(result);

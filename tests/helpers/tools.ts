@@ -1,4 +1,5 @@
-// Paths of the installed tools the tests start (exported by infra/test.sh from infra/lib.sh).
+// Paths of the installed tools the tests and benchmarks start (exported by infra/test.sh and
+// infra/bench.sh from infra/lib.sh).
 function required(name: string): string {
   const value = process.env[name];
   if (!value) throw new Error(`${name} is not set: run the tests through 'npm test' (infra/test.sh)`);
@@ -14,5 +15,8 @@ export const tools = {
   },
   get minio() {
     return required('LAWGPT_MINIO_BIN');
+  },
+  get mc() {
+    return required('LAWGPT_MC_BIN');
   },
 };

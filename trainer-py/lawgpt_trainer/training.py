@@ -121,7 +121,8 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
     """Runs the configured optimizer steps (resuming from `request.resume_from` when given), scores
     `eval_dataset` at every checkpoint, hands every checkpoint to the orchestrator, and returns the
     trainer (to save the result with: under ZeRO-3 only it holds whole weights) with the losses
-    logged, the step resumed at, the number of processes and the held-out loss at each checkpoint."""
+    logged, the step resumed at, the number of processes, the held-out loss at each checkpoint, and
+    the steps this attempt ran with the seconds they took."""
     config = request["config"]
     deepspeed = config.get("deepspeed")
     processes = world_size(config)
@@ -167,7 +168,7 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
         model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset, data_collator=collator, callbacks=[progress, handoff, stop]
     )
     try:
-        trainer.train(resume_from_checkpoint=request.get("resume_from"))
+        output = trainer.train(resume_from_checkpoint=request.get("resume_from"))
     except BaseException:
         # Hand over the checkpoints already saved, but let the training error be the one reported.
         try:
@@ -181,12 +182,21 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
     distributed.barrier()
     if stop.requested:
         raise Interrupted(f"stopped on request at step {trainer.state.global_step}, checkpoint saved")
-    return trainer, {"losses": progress.losses, "resumed_at": resumed_at, "processes": processes, "eval_losses": handoff.eval_losses}
+    return trainer, {
+        "losses": progress.losses,
+        "resumed_at": resumed_at,
+        "processes": processes,
+        "eval_losses": handoff.eval_losses,
+        "steps": trainer.state.global_step - resumed_at,
+        "seconds": output.metrics["train_runtime"],
+    }
 
 
 def loss_metrics(trained: dict) -> dict:
+    """Losses, where training resumed, and how fast this attempt's steps went (the training loop
+    alone, checkpoint saves included)."""
     losses = trained["losses"]
-    metrics = {"resumed_from_step": trained["resumed_at"]}
+    metrics = {"resumed_from_step": trained["resumed_at"], "train_seconds": trained["seconds"], "train_steps_per_second": trained["steps"] / trained["seconds"]}
     if losses:
         metrics.update(first_loss=losses[0], final_loss=losses[-1])
     return metrics
