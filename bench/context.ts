@@ -2,9 +2,10 @@
 // (a throwaway Temporal dev server and MinIO, started on first use, the same helpers as the tests').
 import { fileURLToPath } from 'node:url';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { bundleWorkflowCode, DefaultLogger, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { RunConfig } from '../common/config.js';
 import { startMinio, type TestMinio } from '../tests/helpers/minio.js';
-import { startTemporal } from '../tests/helpers/temporal.js';
+import { startTemporal, workflowsPath } from '../tests/helpers/temporal.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
@@ -41,6 +42,7 @@ export interface Benchmark {
 export class Services {
   private minioServer?: Promise<TestMinio>;
   private temporalServer?: Promise<TestWorkflowEnvironment>;
+  private bundle?: Promise<WorkflowBundleWithSourceMap>;
 
   constructor(readonly work: string) {}
 
@@ -52,6 +54,12 @@ export class Services {
   temporal(): Promise<TestWorkflowEnvironment> {
     this.temporalServer ??= startTemporal();
     return this.temporalServer;
+  }
+
+  /** The pipeline workflow's code, bundled once for every worker the benchmarks start. */
+  workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
+    this.bundle ??= bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('ERROR') });
+    return this.bundle;
   }
 
   async stop(): Promise<void> {

@@ -19,14 +19,15 @@ import { parseRunConfig, type RunConfig } from '../common/config.js';
 import type { PipelineResult } from '../common/run.js';
 import { uploadDemoData } from '../infra/demo-data.js';
 import { findProcesses } from '../tests/helpers/processes.js';
-import { workflowsPath } from '../tests/helpers/temporal.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
 import type { BenchContext, Measured } from './context.js';
 
 const BUCKET = 'bench-faults';
-const CHECKPOINT_STEPS = 10;
+const CHECKPOINT_STEPS = { quick: 4, full: 10 } as const;
 // How long an attempt trains before it is killed, in seconds: a uniform draw from this range.
-const TRAINS_FOR = { quick: [2, 4], full: [40, 80] } as const;
+const TRAINS_FOR = { quick: [1.5, 2.5], full: [40, 80] } as const;
+// --quick is a smoke run: one kill per run keeps it short.
+const KILLS_PER_RUN = { quick: 1, full: Infinity } as const;
 
 interface Kill {
   at: number;
@@ -53,7 +54,7 @@ function faultConfig(ctx: BenchContext, name: string, artifacts?: RunConfig['art
     data: { corpus: `s3://${BUCKET}/data/corpus/` },
     base: ctx.quick ? {} : { hidden_size: 256, intermediate_size: 688, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 4 },
     vocab: { vocab_size: 3000, input_sentence_size: 50000 },
-    pretrain: { max_steps: ctx.quick ? 60 : 400, micro_batch_size: 4, block_size: 128, checkpoint_steps: CHECKPOINT_STEPS, eval_blocks: 0, logging_steps: 1, learning_rate: 1e-3 },
+    pretrain: { max_steps: ctx.quick ? 12 : 400, micro_batch_size: 4, block_size: 128, checkpoint_steps: CHECKPOINT_STEPS[ctx.quick ? 'quick' : 'full'], eval_blocks: 0, logging_steps: 1, learning_rate: 1e-3 },
     runtime: { cache: false, max_attempts: 20, progress_report_seconds: 5, keep_checkpoints: 1000, heartbeat_timeout_seconds: 30 },
   });
 }
@@ -109,11 +110,11 @@ async function makeFaultRuns(ctx: BenchContext) {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
   const log = join(dir, 'events.log');
-  await uploadDemoData(minio.client, faultConfig(ctx, 'x').data, { statutes: 12, cases: 4, records: 10 });
+  await uploadDemoData(minio.client, faultConfig(ctx, 'x').data, ctx.quick ? { statutes: 4, cases: 2, records: 10 } : { statutes: 12, cases: 4, records: 10 });
   const worker = await Worker.create({
     connection: env.nativeConnection,
     taskQueue: 'bench-faults',
-    workflowsPath,
+    workflowBundle: await ctx.services.workflowBundle(),
     activities: createStageActivities({
       s3: minio.client,
       settings: { LAWGPT_PYTHON: await stampingPython(ctx, log), LAWGPT_WORK_DIR: join(dir, 'work') },
@@ -137,7 +138,8 @@ async function makeFaultRuns(ctx: BenchContext) {
       let finished = false;
       const result = handle.result().finally(() => (finished = true));
       const killedAt: number[] = [];
-      const [shortest, longest] = TRAINS_FOR[ctx.quick ? 'quick' : 'full'];
+      const mode = ctx.quick ? 'quick' : 'full';
+      const [shortest, longest] = TRAINS_FOR[mode];
       let trainsFor = shortest + Math.random() * (longest - shortest);
       while (!finished) {
         await Promise.race([result.catch(() => undefined), sleep(250)]);
@@ -145,7 +147,7 @@ async function makeFaultRuns(ctx: BenchContext) {
         // The attempt started after the last kill, once it has trained for `trainsFor` seconds.
         const started = events.findLastIndex((e) => e.event.event === 'started' && e.at > (killedAt.at(-1) ?? 0));
         const firstStep = started >= 0 ? events.slice(started).find((e) => e.event.event === 'progress') : undefined;
-        if (finished || !firstStep || Date.now() / 1000 - firstStep.at < trainsFor) continue;
+        if (finished || !firstStep || Date.now() / 1000 - firstStep.at < trainsFor || killedAt.length >= KILLS_PER_RUN[mode]) continue;
         const pids = await findProcesses('lawgpt_trainer', 'pretrain', runId);
         if (!pids.length) continue;
         for (const pid of pids) process.kill(pid, 'SIGKILL');
@@ -176,7 +178,7 @@ async function makeFaultRuns(ctx: BenchContext) {
     }
   });
   const modelLoadSeconds: number[] = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < (ctx.quick ? 1 : 3); i++) {
     const t0 = performance.now();
     await promisify(execFile)(ctx.python, ['-c', `from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained(${JSON.stringify(modelDir)})`], { env: trainerEnv() });
     modelLoadSeconds.push((performance.now() - t0) / 1000);
@@ -192,7 +194,7 @@ export async function goodput(ctx: BenchContext): Promise<Measured> {
       kills: runs.map((r) => r.kills.length).join(','),
       steps_executed: runs.map((r) => r.executed).join(','),
       useful_steps: runs[0].useful,
-      checkpoint_steps: CHECKPOINT_STEPS,
+      checkpoint_steps: CHECKPOINT_STEPS[ctx.quick ? 'quick' : 'full'],
       seconds_trained_between_kills: TRAINS_FOR[ctx.quick ? 'quick' : 'full'].join('-'),
     },
   };
@@ -201,7 +203,7 @@ export async function goodput(ctx: BenchContext): Promise<Measured> {
 export async function resumeLatency(ctx: BenchContext): Promise<Measured> {
   const { runs, modelLoadSeconds, downloads } = await faultRuns(ctx);
   const kills = runs.flatMap((r) => r.kills);
-  const load = [...modelLoadSeconds].sort((a, b) => a - b)[1];
+  const load = [...modelLoadSeconds].sort((a, b) => a - b)[Math.floor(modelLoadSeconds.length / 2)];
   return {
     ours: kills.map((k) => k.firstStepAt - k.at),
     peer: downloads.map((d) => d + load),

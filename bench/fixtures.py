@@ -57,11 +57,13 @@ def corpus(p: dict) -> Path:
 
 
 def merged_tokenizer(p: dict) -> Path:
-    """The base tokenizer merged with a vocabulary trained on the shared corpus (vocab stage)."""
-    folder = Path(p["work"]) / f"tokenizer-{p['config']['vocab']['vocab_size']}"
+    """The base tokenizer merged with a vocabulary trained on the shared corpus by the vocab stage
+    (with --quick, on its statutes of civil and commercial law alone)."""
+    folder = Path(p["work"]) / f"tokenizer-{p['config']['vocab']['vocab_size']}{'-quick' if p['quick'] else ''}"
     if not (folder / "out" / "tokenizer" / "tokenizer.json").is_file():
         base, _ = run_stage(p, "base", {}, Path(p["work"]) / "base")
-        run_stage(p, "vocab", {"corpus": corpus(p), "base_tokenizer": base / "tokenizer"}, folder)
+        source = corpus(p) / "statutes" / "民法商法" if p["quick"] else corpus(p)
+        run_stage(p, "vocab", {"corpus": source, "base_tokenizer": base / "tokenizer"}, folder)
     return folder / "out" / "tokenizer"
 
 

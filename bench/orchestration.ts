@@ -1,7 +1,7 @@
 // P1, orchestration overhead: the demo pipeline as a user runs it (a Temporal workflow, a worker,
 // every input and output through MinIO, checkpoints uploaded), against the same trainer commands
 // run one after another by a plain shell script on local copies of the same data. With --quick,
-// the base and vocab stages of a tiny configuration.
+// the base stage alone.
 import { spawn } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,14 +13,13 @@ import { trainerEnv, trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
 import { inputsOf, STAGE_IO, type StageOutputs } from '../common/stages.js';
 import { DEMO_SIZE, uploadDemoData } from '../infra/demo-data.js';
-import { workflowsPath } from '../tests/helpers/temporal.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
 import type { BenchContext, Measured } from './context.js';
 
 function benchConfig(ctx: BenchContext): RunConfig {
   const runtime = { ...ctx.config.runtime, cache: false };
   if (!ctx.quick) return parseRunConfig({ ...ctx.config, bucket: 'bench-p1', data: relocated(ctx.config.data), runtime });
-  return parseRunConfig({ ...ctx.config, bucket: 'bench-p1', data: relocated(ctx.config.data), stages: ['base', 'vocab'], vocab: { ...ctx.config.vocab, input_sentence_size: 20000 }, runtime });
+  return parseRunConfig({ ...ctx.config, bucket: 'bench-p1', data: relocated(ctx.config.data), stages: ['base'], runtime });
 }
 
 /** The demo's data locations, in the benchmark's own bucket. */
@@ -73,7 +72,7 @@ export async function orchestration(ctx: BenchContext): Promise<Measured> {
   const worker = await Worker.create({
     connection: env.nativeConnection,
     taskQueue: 'bench',
-    workflowsPath,
+    workflowBundle: await ctx.services.workflowBundle(),
     activities: createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: ctx.python, LAWGPT_WORK_DIR: work }, temporal: env.client, trainerVersion: await trainerVersion(ctx.python) }),
     ...STAGE_WORKER_OPTIONS,
   });
