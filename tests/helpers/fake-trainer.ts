@@ -24,7 +24,7 @@ if stage == "base":
         emit(event="progress", step=step, total_steps=2, loss=3.0 / step)
     emit(event="completed", outputs={"tokenizer": "tokenizer", "model": "model"}, metrics={"parameters": 42})
 elif stage == "vocab":
-    if request["run_id"] == "checkpoint-then-crash":
+    if request.get("run_id") == "checkpoint-then-crash":
         # Hands over a (tiny, valid) checkpoint first, so the crash follows real progress.
         folder = os.path.join(request["output_dir"], "checkpoints", "checkpoint-1")
         os.makedirs(folder)
