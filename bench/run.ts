@@ -73,14 +73,14 @@ function machine() {
 }
 
 /** Replaces the table between the README's result markers with this run's. */
-async function updateReadme(date: string, quick: boolean, host: ReturnType<typeof machine>, summaries: Summary[]) {
+async function updateReadme(date: string, quick: boolean, resultFile: string, host: ReturnType<typeof machine>, summaries: Summary[]) {
   const path = join(BENCH_DIR, 'README.md');
   const readme = await readFile(path, 'utf8');
   const rows = summaries.map(
     (s) => `| ${s.id} | ${s.what} | ${fmt(s.ours.median)} | ${s.peer ? fmt(s.peer.median) : '–'} | ${s.unit || 'ratio'} | ${s.ratio.toFixed(3)} | ${s.target} | ${s.ok ? 'ok' : 'MISS'} |`,
   );
   const table = [
-    `Run of ${date}${quick ? ' (--quick)' : ''} on ${host.cpu}, ${host.cores} cores, ${host.memory_gib} GiB, no GPU; ${host.python}, Node ${host.node}. Medians of ${summaries[0]?.ours.values.length ?? 0} runs; min and max are in bench/results/${date}.json.`,
+    `Run of ${date}${quick ? ' (--quick)' : ''} on ${host.cpu}, ${host.cores} cores, ${host.memory_gib} GiB, no GPU; ${host.python}, Node ${host.node}. Medians of ${summaries[0]?.ours.values.length ?? 0} runs; min and max are in bench/results/${resultFile}.`,
     '',
     '| | Benchmark | Ours | Peer | Unit | Ratio | Target | |',
     '|---|---|---|---|---|---|---|---|',
@@ -127,8 +127,10 @@ async function main() {
   await services.stop();
   const date = new Date().toISOString().slice(0, 10);
   const host = machine();
-  await writeFile(join(BENCH_DIR, 'results', `${date}${quick ? '-quick' : ''}.json`), JSON.stringify({ date, quick, machine: host, results: summaries }, null, 2) + '\n');
-  if (!values.only) await updateReadme(date, quick, host, summaries);
+  // A partial run never replaces the day's full results, nor the README's table.
+  const resultFile = `${date}${quick ? '-quick' : ''}${values.only ? `-${chosen.map((b) => b.id).join('-')}` : ''}.json`;
+  await writeFile(join(BENCH_DIR, 'results', resultFile), JSON.stringify({ date, quick, machine: host, results: summaries }, null, 2) + '\n');
+  if (!values.only) await updateReadme(date, quick, resultFile, host, summaries);
   console.log(`\nall benchmarks took ${Math.round((Date.now() - started) / 1000)} s`);
 }
 

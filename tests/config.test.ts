@@ -76,7 +76,7 @@ describe('run config', () => {
     expect(lawgpt.vocab.vocab_size).toBe(20000);
     expect(lawgpt.pretrain).toMatchObject({ epochs: 1, micro_batch_size: 8, global_batch_size: 128, learning_rate: 3e-4, block_size: 1024, method: 'lora' });
     expect(lawgpt.pretrain.lora).toMatchObject({ r: 16, alpha: 32, dropout: 0.05, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });
-    expect(lawgpt.pretrain.deepspeed).toMatchObject({ profile: 'v100', zero_stage: 3, gradient_checkpointing: true, hosts: [{ host: 'localhost', slots: 8 }] });
+    expect(lawgpt.pretrain.deepspeed).toMatchObject({ profile: 'v100', zero_stage: 2, gradient_checkpointing: true, hosts: [{ host: 'localhost', slots: 8 }] });
     expect(lawgpt.sft).toMatchObject({ epochs: 20, micro_batch_size: 8, gradient_accumulation_steps: 8, cutoff_len: 256 });
     expect(lawgpt.sft.lora).toMatchObject({ r: 8, alpha: 16, target_modules: ['q_proj', 'v_proj'] });
 
@@ -117,7 +117,10 @@ describe('run config', () => {
       { host: 'node-2', slots: 8 },
     ];
     const ok = parseRunConfig({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 128, deepspeed: { profile: 'v100', hosts } } });
-    expect(ok.pretrain.deepspeed).toMatchObject({ zero_stage: 3, master_port: 29500 });
+    expect(ok.pretrain.deepspeed).toMatchObject({ zero_stage: 2, master_port: 29500 });
+    const zeroStage = (pretrain: object) => parseRunConfig({ ...demo, pretrain }).pretrain.deepspeed?.zero_stage;
+    expect(zeroStage({ method: 'full', deepspeed: { profile: 'v100' } })).toBe(3);
+    expect(zeroStage({ method: 'lora', deepspeed: { profile: 'v100', zero_stage: 3 } })).toBe(3);
     expect(problems({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 96, deepspeed: { profile: 'v100', hosts } } })).toEqual([
       'pretrain.global_batch_size: must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)',
     ]);

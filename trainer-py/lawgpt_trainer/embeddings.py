@@ -4,6 +4,8 @@ A new piece's embedding starts as the mean of the embeddings of the base pieces 
 same text (its input and output rows alike), the way vocabulary-expansion recipes initialise new
 tokens; rows added only to reach a tensor-core friendly size are never generated."""
 
+import contextlib
+
 import sentencepiece as spm
 import torch
 
@@ -20,18 +22,32 @@ def base_spelling(base: spm.SentencePieceProcessor, piece: str) -> list[int]:
     return ids
 
 
+def _whole(weights: list[torch.nn.Parameter]):
+    """The weights whole for the duration, also where ZeRO-3 keeps only a shard on each rank;
+    what rank 0 writes into them is what every rank keeps."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(weights, modifier_rank=0)
+
+
 @torch.no_grad()
 def resize_from_base(model, tokenizer, base: spm.SentencePieceProcessor) -> dict:
-    old_rows = model.get_input_embeddings().weight.shape[0]
+    # The config, not the weights' shapes: a ZeRO-3 shard has no shape of the whole.
+    old_rows = model.config.vocab_size
     vocab = len(tokenizer)
     model.resize_token_embeddings(vocab, pad_to_multiple_of=PAD_VOCAB_TO_MULTIPLE_OF, mean_resizing=False)
-    rows = model.get_input_embeddings().weight.shape[0]
+    rows = model.config.vocab_size
     matrices = [model.get_input_embeddings().weight, model.get_output_embeddings().weight]
-    for new_id in range(old_rows, vocab):
-        spelling = base_spelling(base, tokenizer.convert_ids_to_tokens(new_id)) or [base.unk_id()]
+    with _whole(matrices):
+        for new_id in range(old_rows, vocab):
+            spelling = base_spelling(base, tokenizer.convert_ids_to_tokens(new_id)) or [base.unk_id()]
+            for weight in matrices:
+                weight[new_id] = weight[spelling].mean(dim=0)
         for weight in matrices:
-            weight[new_id] = weight[spelling].mean(dim=0)
-    for weight in matrices:
-        weight[vocab:] = weight[:old_rows].mean(dim=0)
+            weight[vocab:] = weight[:old_rows].mean(dim=0)
     model.generation_config.suppress_tokens = list(range(vocab, rows)) or None
     return {"base_vocab_size": old_rows, "embedding_rows": rows}

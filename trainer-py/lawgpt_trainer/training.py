@@ -2,7 +2,9 @@
 DeepSpeed when the stage config asks for it), checkpoints handed to the orchestrator, resume, and
 progress events from inside the loop."""
 
+import gc
 import os
+import resource
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -117,12 +119,10 @@ def accumulation_steps(config: dict, processes: int) -> int:
     return config["gradient_accumulation_steps"]
 
 
-def train(model, dataset, collator, request: dict, events: EventStream, vocab_size: int, eval_dataset=None) -> tuple[Trainer, dict]:
-    """Runs the configured optimizer steps (resuming from `request.resume_from` when given), scores
-    `eval_dataset` at every checkpoint, hands every checkpoint to the orchestrator, and returns the
-    trainer (to save the result with: under ZeRO-3 only it holds whole weights) with the losses
-    logged, the step resumed at, the number of processes, the held-out loss at each checkpoint, and
-    the steps this attempt ran with the seconds they took."""
+def arguments(request: dict, evaluates: bool) -> TrainingArguments:
+    """The stage's TrainingArguments. Under DeepSpeed they register its config with transformers,
+    so they come before the model is loaded: with ZeRO-3, from_pretrained then builds the model
+    partitioned across the ranks (zero.Init) instead of whole on every one."""
     config = request["config"]
     deepspeed = config.get("deepspeed")
     processes = world_size(config)
@@ -145,7 +145,7 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
         logging_steps=config["logging_steps"],
         save_strategy="steps",
         save_steps=config["checkpoint_steps"],
-        eval_strategy="steps" if eval_dataset else "no",
+        eval_strategy="steps" if evaluates else "no",
         eval_steps=config["checkpoint_steps"],
         per_device_eval_batch_size=config["micro_batch_size"],
         report_to=[],
@@ -158,6 +158,64 @@ def train(model, dataset, collator, request: dict, events: EventStream, vocab_si
         **precision(deepspeed),
         **extra,
     )
+    # Asking sets up the process group, which zero.Init partitions the model across when it loads;
+    # DeepSpeed's own communication layer then takes it over (the Trainer would, but only later).
+    if args.world_size != processes:
+        raise RuntimeError(f"the process group has {args.world_size} processes, the launcher started {processes}")
+    if deepspeed:
+        import deepspeed as ds
+
+        ds.init_distributed()
+    return args
+
+
+def load_options(config: dict, partitioned: bool) -> dict:
+    """How from_pretrained loads a model of the stage, so that no rank holds a full fp32 copy on the
+    host. Under the v100 profile: in fp16 (DeepSpeed trains in it, and frozen LoRA weights need no
+    fp32 master), straight onto the rank's GPU unless ZeRO-3 is to partition it while loading.
+    Otherwise in fp32, which the CPU and mixed precision train in."""
+    deepspeed = config.get("deepspeed")
+    if not deepspeed or deepspeed["profile"] != "v100":
+        return {}
+    if partitioned:
+        return {"dtype": torch.float16}
+    return {"dtype": torch.float16, "device_map": {"": f"cuda:{os.environ.get('LOCAL_RANK', '0')}"}}
+
+
+def release(trainer: Trainer) -> None:
+    """Frees what training held (the DeepSpeed engine, optimizer states, GPU memory)."""
+    trainer.accelerator.free_memory()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def host_rss_bytes() -> int:
+    """This process's resident memory now, for the stages' memory accounting."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_metrics(model_parameters: int, loaded_rss: int) -> dict:
+    """Parameters, the host memory their load took on this rank, the rank's peak host memory, and
+    the GPU's peak where there is one: what the per-GPU estimate in the README is checked against."""
+    metrics = {
+        "model_parameters": model_parameters,
+        "model_load_host_bytes": loaded_rss,
+        "host_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    if torch.cuda.is_available():
+        metrics["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()
+    return metrics
+
+
+def train(model, args: TrainingArguments, dataset, collator, request: dict, events: EventStream, vocab_size: int, eval_dataset=None) -> tuple[Trainer, dict]:
+    """Runs the configured optimizer steps (resuming from `request.resume_from` when given), scores
+    `eval_dataset` at every checkpoint, hands every checkpoint to the orchestrator, and returns the
+    trainer (to save the result with: under ZeRO-3 only it holds whole weights) with the losses
+    logged, the step resumed at, the number of processes, the held-out loss at each checkpoint, and
+    the steps this attempt ran with the seconds they took."""
+    processes = world_size(request["config"])
     resumed_at = 0
     if request.get("resume_from"):
         resumed_at = checkpoints.check_resumable(request["resume_from"], request, processes, vocab_size)["step"]

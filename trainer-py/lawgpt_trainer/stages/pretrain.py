@@ -17,11 +17,15 @@ from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
 
-def resized_base(base_model: str, tokenizer) -> tuple[LlamaForCausalLM, dict]:
+def resized_base(base_model: str, tokenizer, options: dict) -> tuple[LlamaForCausalLM, dict]:
+    """The base model, loaded with `options` (training.load_options), its embeddings grown to the
+    merged vocabulary; with the host memory the load itself took on this rank."""
+    before = training.host_rss_bytes()
     # SDPA, never FlashAttention-2: the same attention runs on CPU, V100 and newer GPUs.
-    model = LlamaForCausalLM.from_pretrained(base_model, attn_implementation="sdpa")
+    model = LlamaForCausalLM.from_pretrained(base_model, attn_implementation="sdpa", **options)
+    loaded = training.host_rss_bytes() - before
     base_tokenizer = spm.SentencePieceProcessor(model_file=str(Path(base_model) / tok.SP_FILE))
-    return model, embeddings.resize_from_base(model, tokenizer, base_tokenizer)
+    return model, {**embeddings.resize_from_base(model, tokenizer, base_tokenizer), "model_load_host_bytes": loaded}
 
 
 BLOCKS_DIR = "blocks"
@@ -61,13 +65,16 @@ def tokenized_blocks(request: dict, tokenizer, events) -> tuple[packing.Blocks, 
 def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
-    model, resized = resized_base(inputs["base_model"], tokenizer)
+    blocks, heldout, cleaned = tokenized_blocks(request, tokenizer, events)
+    eval_dataset = heldout if len(heldout) else None
+    args = training.arguments(request, evaluates=eval_dataset is not None)
+    zero3 = bool(config.get("deepspeed")) and config["deepspeed"]["zero_stage"] == 3
+    model, loaded = resized_base(inputs["base_model"], tokenizer, training.load_options(config, partitioned=zero3))
+    parameters = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     if config["method"] == "lora":
         model = merge.with_lora(model, config["lora"])
 
-    blocks, heldout, cleaned = tokenized_blocks(request, tokenizer, events)
-    eval_dataset = heldout if len(heldout) else None
-    trainer, trained = training.train(model, blocks, default_data_collator, request, events, len(tokenizer), eval_dataset)
+    trainer, trained = training.train(model, args, blocks, default_data_collator, request, events, len(tokenizer), eval_dataset)
     # The phase's held-out loss, for the run report and the config's gates: already scored when the
     # last step was a checkpoint, else scored now (collective, like saving; every rank decides alike).
     heldout_loss = trained["eval_losses"].get(trainer.state.global_step)
@@ -76,18 +83,23 @@ def run(request: dict, events) -> tuple[dict, dict]:
 
     # Saving is collective (ZeRO-3 gathers the shards); what follows is rank 0's alone.
     trainer.save_model(str(out / ("adapter" if config["method"] == "lora" else "model")))
+    memory = training.memory_metrics(parameters, loaded.pop("model_load_host_bytes"))
     if not distributed.is_main():
         return {}, {}
     if config["method"] == "lora":
-        # The training run's DeepSpeed config would make from_pretrained partition the base model
-        # across ranks that have finished; the fold happens in this process alone.
+        # The trained copy goes before the base comes back for the fold: never two models at once.
+        training.release(trainer)
+        del model, trainer
+        # The run's DeepSpeed config would make from_pretrained partition the base across ranks
+        # that have finished; the fold happens in this process alone.
         unset_hf_deepspeed_config()
-        base, _ = resized_base(inputs["base_model"], tokenizer)
+        base, _ = resized_base(inputs["base_model"], tokenizer, training.load_options(config, partitioned=False))
         merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, inputs["tokenizer"], out / "model")
     metrics = {
         **cleaned,
-        **resized,
+        **loaded,
+        **memory,
         "train_blocks": len(blocks),
         "processes": trained["processes"],
         **training.loss_metrics(trained),

@@ -65,7 +65,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
     events.log(f"{samples_count} instruction samples in {len(dataset)} sequences")
 
     model = merge.with_lora(model, config["lora"])
-    _, trained = training.train(model, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
+    args = training.arguments(request, evaluates=False)
+    _, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
 
     model.save_pretrained(out / "adapter")
     merge.fold(model, len(tokenizer)).save_pretrained(out / "model")
