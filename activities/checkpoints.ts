@@ -6,11 +6,11 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { GetObjectCommand, NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
+import { NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
 import { describeIssues } from '../common/config.js';
 import { CheckpointManifest, MANIFEST_FILE } from '../common/contract.js';
 import type { StageTask } from '../common/run.js';
-import { deleteObject, deletePrefix, downloadArtifact, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFiles } from './s3.js';
+import { deleteObject, deletePrefix, downloadArtifact, getText, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFiles } from './s3.js';
 
 const CHECKPOINT_DIR = /checkpoints\/checkpoint-(\d+)\/$/;
 
@@ -133,8 +133,8 @@ export async function findResumePoint(
 }
 
 async function readManifest(s3: S3Client, uri: string): Promise<{ body: string; manifest?: CheckpointManifest; problem?: string }> {
-  const { bucket, key } = parseS3Uri(uri + MANIFEST_FILE);
-  const body = await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToString();
+  const body = await getText(s3, uri + MANIFEST_FILE);
+  if (body === undefined) return { body: '', problem: 'manifest is gone' };
   let parsed;
   try {
     parsed = CheckpointManifest.safeParse(JSON.parse(body));

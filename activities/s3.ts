@@ -15,6 +15,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   ListObjectsV2Command,
+  NoSuchKey,
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
@@ -225,6 +226,24 @@ export async function downloadArtifact(client: S3Client, uri: string, dir: strin
   });
   return { path: dir, ...stats };
 }
+
+/** One small object's text, or undefined where there is no such object; any other S3 error is thrown. */
+export async function getText(client: S3Client, uri: string): Promise<string | undefined> {
+  const { bucket, key } = parseS3Uri(uri);
+  try {
+    return await (await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToString();
+  } catch (err) {
+    if (err instanceof NoSuchKey) return undefined;
+    throw err;
+  }
+}
+
+export async function putText(client: S3Client, uri: string, body: string | Buffer, contentType?: string): Promise<void> {
+  const { bucket, key } = parseS3Uri(uri);
+  await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType }));
+}
+
+export const putJson = (client: S3Client, uri: string, value: unknown) => putText(client, uri, JSON.stringify(value), 'application/json');
 
 export async function deleteObject(client: S3Client, uri: string): Promise<void> {
   const { bucket, key } = parseS3Uri(uri);

@@ -4,11 +4,11 @@
 //   entry = s3://<bucket>/cache/<stage>/<key>.json, written after the stage's outputs are uploaded
 // An entry counts only while every output object it lists is still there, unchanged.
 import { createHash } from 'node:crypto';
-import { GetObjectCommand, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import type { StageResult, StageTask } from '../common/run.js';
 import { StageName } from '../common/stages.js';
-import { artifactObjects, parseS3Uri, s3Uri, type ObjectInfo } from './s3.js';
+import { artifactObjects, getText, parseS3Uri, putJson, s3Uri, type ObjectInfo } from './s3.js';
 
 const ObjectList = z.array(z.object({ key: z.string(), size: z.number(), etag: z.string() }));
 const CacheEntry = z.object({
@@ -53,16 +53,20 @@ function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** The cached result for `key`, if its entry exists and all of its outputs are intact. */
+/**
+ * The cached result for `key`, if its entry exists and all of its outputs are intact. Only a
+ * missing or unreadable entry is a miss: an S3 error is thrown for the activity's retries, since
+ * a miss would rerun a stage that may take days.
+ */
 export async function lookupStage(s3: S3Client, task: StageTask, key: string, warn: (m: string) => void): Promise<StageResult | undefined> {
-  const { bucket, key: objectKey } = parseS3Uri(entryUri(task, key));
+  const uri = entryUri(task, key);
+  const body = await getText(s3, uri);
+  if (body === undefined) return undefined;
   let entry;
   try {
-    const body = await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: objectKey }))).Body!.transformToString();
     entry = CacheEntry.parse(JSON.parse(body));
   } catch (err) {
-    if (err instanceof NoSuchKey) return undefined;
-    warn(`ignoring unreadable cache entry ${entryUri(task, key)}: ${(err as Error).message}`);
+    warn(`ignoring unreadable cache entry ${uri}: ${(err as Error).message}`);
     return undefined;
   }
   for (const [name, uri] of Object.entries(entry.result.outputs)) {
@@ -77,7 +81,5 @@ export async function lookupStage(s3: S3Client, task: StageTask, key: string, wa
 export async function recordStage(s3: S3Client, task: StageTask, key: string, result: StageResult): Promise<void> {
   const objects: Record<string, ObjectInfo[]> = {};
   for (const [name, uri] of Object.entries(result.outputs)) objects[name] = await artifactObjects(s3, uri);
-  const { bucket, key: objectKey } = parseS3Uri(entryUri(task, key));
-  const entry = { key, run_id: task.runId, result, objects };
-  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey, Body: JSON.stringify(entry), ContentType: 'application/json' }));
+  await putJson(s3, entryUri(task, key), { key, run_id: task.runId, result, objects });
 }

@@ -37,7 +37,7 @@ export interface StageProgress {
 }
 
 // `skipped`: not part of this run (its outputs, if needed, are given as artifacts).
-export type StageState = 'pending' | 'running' | 'paused' | 'completed' | 'cached' | 'failed' | 'cancelled' | 'skipped';
+export type StageState = 'pending' | 'running' | 'paused' | 'completed' | 'cached' | 'failed' | 'gate-failed' | 'cancelled' | 'skipped';
 
 /** Answer of the `status` query. */
 export interface PipelineStatus {

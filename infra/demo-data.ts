@@ -5,9 +5,9 @@
 // uploaded with a token estimate, so a user can size a longer run.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { get_encoding } from 'tiktoken';
-import { createS3Client, ensureBucket, parseS3Uri } from '../activities/s3.js';
+import { createS3Client, ensureBucket, parseS3Uri, putText } from '../activities/s3.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
 import { loadSettings } from '../common/settings.js';
 
@@ -59,11 +59,6 @@ function spreadLines(path: string, count: number): string {
   return lines.filter((_, i) => i % stride === 0).slice(0, count).join('\n') + '\n';
 }
 
-async function put(s3: S3Client, uri: string, body: string | Buffer) {
-  const { bucket, key } = parseS3Uri(uri);
-  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
-}
-
 export async function uploadDemoData(s3: S3Client, data: RunConfig['data'], size: DemoDataSize = DEMO_SIZE, shared = SHARED_DATA) {
   if (!data.corpus) throw new Error('the demo data needs data.corpus in the config');
   const corpusRoot = join(shared, 'corpus');
@@ -87,12 +82,12 @@ export async function uploadDemoData(s3: S3Client, data: RunConfig['data'], size
       const text = readFileSync(path, 'utf8');
       chars += text.length;
       tokens += encoding.encode(text).length;
-      await put(s3, corpus + relative(corpusRoot, path), text);
+      await putText(s3, corpus + relative(corpusRoot, path), text);
     }
   } finally {
     encoding.free();
   }
-  for (const { uri, source } of records) await put(s3, uri, spreadLines(join(shared, source), size.records));
+  for (const { uri, source } of records) await putText(s3, uri, spreadLines(join(shared, source), size.records));
   return { documents: documents.length, chars, cl100kTokens: tokens, records: records.map((r) => r.uri) };
 }
 

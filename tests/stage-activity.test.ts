@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRunConfig } from '../common/config.js';
 import type { StageTask } from '../common/run.js';
 import type { StageName } from '../common/stages.js';
-import { downloadArtifact, ensureBucket, listKeys } from '../activities/s3.js';
+import { createS3Client, downloadArtifact, ensureBucket, listKeys, putText } from '../activities/s3.js';
+import { recordStage } from '../activities/stage-cache.js';
 import { createStageActivities } from '../activities/stage.js';
 import { createFakeTrainer } from './helpers/fake-trainer.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
@@ -122,5 +123,34 @@ describe('runStage', () => {
   it('leaves no working files behind', async () => {
     expect(await readdir(join(work, 'run-1'), { recursive: true })).toEqual([]);
     expect(await readdir(join(work, 'checkpoint-then-crash'), { recursive: true })).toEqual([]);
+  });
+});
+
+describe('stageCache', () => {
+  async function lookup(t: StageTask, s3 = minio.client) {
+    const { stageCache } = createStageActivities({ s3, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, trainerVersion: 'fake' });
+    const warnings: string[] = [];
+    const logger = new DefaultLogger('WARN', (entry) => warnings.push(entry.message));
+    const found: Awaited<ReturnType<typeof stageCache>> = await new MockActivityEnvironment({ attempt: 1 }, { logger }).run(stageCache, t, true);
+    return { ...found, warnings };
+  }
+  const cached = task('vocab', { corpus: 's3://lawgpt-test/data/corpus/' }, 'cache-run');
+
+  it('misses without an entry, hits once the stage is recorded, and misses on an unreadable entry', async () => {
+    const { key, hit } = await lookup(cached);
+    expect(hit).toBeUndefined();
+    const result = { stage: 'vocab' as const, outputs: { tokenizer: 's3://lawgpt-test/data/corpus/' }, metrics: { pieces: 3 } };
+    await recordStage(minio.client, cached, key, result);
+    expect((await lookup(cached)).hit).toEqual({ ...result, cachedFrom: 'cache-run' });
+
+    await putText(minio.client, `s3://lawgpt-test/cache/vocab/${key}.json`, '{"key": truncated');
+    const unreadable = await lookup(cached);
+    expect(unreadable.hit).toBeUndefined();
+    expect(unreadable.warnings.join('\n')).toContain(`ignoring unreadable cache entry s3://lawgpt-test/cache/vocab/${key}.json`);
+  });
+
+  it('fails on an S3 error instead of taking it for a miss, so the stage is not rerun', async () => {
+    const denied = createS3Client({ LAWGPT_S3_ENDPOINT: minio.endpoint, LAWGPT_S3_FORCE_PATH_STYLE: 'true', AWS_REGION: 'us-east-1' }, { accessKeyId: 'nobody', secretAccessKey: 'not-the-secret' });
+    await expect(lookup(cached, denied)).rejects.toThrow(/Access Key Id|InvalidAccessKeyId|denied/i);
   });
 });

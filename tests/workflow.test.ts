@@ -123,13 +123,25 @@ describe('lawgptPipeline', () => {
     expect(status.stages).toMatchObject({ base: 'skipped', pretrain: 'skipped', sft: 'completed', eval: 'completed' });
   });
 
-  it('fails the run at a gate its stage misses, before the next stage', async () => {
+  it('fails the run at a gate its stage misses, before the next stage, and shows which gate', async () => {
     const runStage = vi.fn(async (task: StageTask) => ({ ...fakeStage(task), metrics: { heldout_perplexity: 80 } }));
-    const { error } = await run(runStage, config({ gates: { pretrain: { heldout_perplexity: { max: 50 } } } }));
+    const { error, status, description } = await run(runStage, config({ gates: { pretrain: { heldout_perplexity: { max: 50 } } } }));
 
     expect(error).toBeInstanceOf(WorkflowFailedError);
     expect(((error as WorkflowFailedError).cause as Error).message).toBe("gate after pretrain: pretrain.heldout_perplexity is 80, above the gate's max 50");
     expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base', 'vocab', 'pretrain']);
+    expect(status.stages).toMatchObject({ vocab: 'completed', pretrain: 'gate-failed', sft: 'pending' });
+    expect(status.results.pretrain?.metrics).toEqual({ heldout_perplexity: 80 });
+    expect(description.typedSearchAttributes.get(STAGE_KEY)).toBe('pretrain:gate-failed');
+  });
+
+  it('never shows a run done whose last stage missed its gate', async () => {
+    const runStage = vi.fn(async (task: StageTask) => ({ ...fakeStage(task), metrics: { exam_accuracy: 0.2 } }));
+    const { error, status, description } = await run(runStage, config({ gates: { eval: { exam_accuracy: { min: 0.3 } } } }));
+
+    expect(((error as WorkflowFailedError).cause as Error).message).toBe("gate after eval: eval.exam_accuracy is 0.2, below the gate's min 0.3");
+    expect(status.stages.eval).toBe('gate-failed');
+    expect(description.typedSearchAttributes.get(STAGE_KEY)).toBe('eval:gate-failed');
   });
 
   it('stops at a failing stage with an error naming it, and runs nothing after it', async () => {

@@ -93,12 +93,14 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
         cause: err as Error,
       });
     }
-    done[stage] = result.outputs;
-    status.complete(result);
+    // Gates first: a stage whose model misses them must not look completed, nor the run done.
     const failures = gateFailures(stage, result.metrics, config.gates?.[stage]);
     if (failures.length) {
+      status.gateFailed(result);
       throw ApplicationFailure.create({ message: `gate after ${stage}: ${failures.join('; ')}`, type: 'GateFailed', nonRetryable: true });
     }
+    done[stage] = result.outputs;
+    status.complete(result);
   }
   return status.result();
 }
@@ -143,6 +145,12 @@ function trackStatus(config: RunConfig) {
     end(stage: StageName, state: 'failed' | 'cancelled') {
       status.stages[stage] = state;
       show(`${stage}:${state}`);
+    },
+    /** The stage ran, and its metrics (kept for the status query) missed a gate. */
+    gateFailed(result: StageResult) {
+      status.stages[result.stage] = 'gate-failed';
+      status.results[result.stage] = result;
+      show(`${result.stage}:gate-failed`);
     },
     complete(result: StageResult) {
       status.stages[result.stage] = result.cachedFrom ? 'cached' : 'completed';
