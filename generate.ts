@@ -8,18 +8,17 @@ import { existsSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Client, Connection } from '@temporalio/client';
 import { createS3Client, downloadArtifact } from './activities/s3.js';
 import { trainerEnv } from './activities/trainer-process.js';
 import { EXIT_INVALID_INPUT } from './common/contract.js';
 import type { PipelineResult } from './common/run.js';
-import { loadSettings, type Settings } from './common/settings.js';
+import { connectTemporal, loadSettings, type Settings } from './common/settings.js';
 
 const MODELS = '.state/models';
 
 /** The newest model a finished run produced: the instruction-tuned one, else the pretrained one. */
 async function modelOfRun(settings: Settings, workflowId: string): Promise<string> {
-  const client = new Client({ connection: await Connection.connect({ address: settings.TEMPORAL_ADDRESS }), namespace: settings.TEMPORAL_NAMESPACE });
+  const client = await connectTemporal(settings);
   const handle = client.workflow.getHandle(workflowId);
   const state = (await handle.describe()).status.name;
   if (state !== 'COMPLETED') throw new Error(`run ${workflowId} is ${state.toLowerCase()}, not completed: it has no final model yet`);

@@ -4,11 +4,11 @@
 // identical one completed before.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ConfigError, parseRunConfig, type RunConfig } from './common/config.js';
 import { EXIT_INVALID_INPUT } from './common/contract.js';
 import { WORKFLOW_TYPE, type PipelineResult, type PipelineStatus } from './common/run.js';
-import { loadSettings, type Settings } from './common/settings.js';
+import { connectTemporal, loadSettings, type Settings } from './common/settings.js';
 import { STAGE_KEY, statusQuery } from './workflows/definitions.js';
 
 function readConfig(path: string): RunConfig {
@@ -80,7 +80,7 @@ async function main(): Promise<number> {
   if (values['no-cache']) config.runtime.cache = false;
 
   const settings = loadSettings();
-  const client = new Client({ connection: await Connection.connect({ address: settings.TEMPORAL_ADDRESS }), namespace: settings.TEMPORAL_NAMESPACE });
+  const client = await connectTemporal(settings);
   const workflowId = `${config.name}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`;
   const handle = await client.workflow.start(WORKFLOW_TYPE, {
     workflowId,

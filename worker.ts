@@ -1,17 +1,16 @@
 // A pipeline worker: runs workflows and stages from the task queue. Scale out by starting more of
 // these (on GPU machines) against the same Temporal server and task queue.
 import { fileURLToPath } from 'node:url';
-import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createStageActivities, STAGE_WORKER_OPTIONS } from './activities/stage.js';
 import { createS3Client } from './activities/s3.js';
 import { trainerVersion } from './activities/trainer-process.js';
-import { loadSettings } from './common/settings.js';
+import { connectTemporal, loadSettings } from './common/settings.js';
 
 async function main() {
   const settings = loadSettings();
   const connection = await NativeConnection.connect({ address: settings.TEMPORAL_ADDRESS });
-  const client = new Client({ connection: await Connection.connect({ address: settings.TEMPORAL_ADDRESS }), namespace: settings.TEMPORAL_NAMESPACE });
+  const client = await connectTemporal(settings);
   const worker = await Worker.create({
     connection,
     namespace: settings.TEMPORAL_NAMESPACE,
@@ -21,7 +20,7 @@ async function main() {
       s3: createS3Client(settings),
       settings,
       temporal: client,
-      trainerVersion: await trainerVersion(settings.LAWGPT_PYTHON),
+      trainerVersion: () => trainerVersion(settings.LAWGPT_PYTHON),
     }),
     ...STAGE_WORKER_OPTIONS,
   });

@@ -39,10 +39,9 @@ export const contentHash = (value: unknown) => createHash('sha256').update(canon
 /** Identifies the exact input artifacts of a stage: a checkpoint is only resumed under the same ones. */
 export const inputsHash = (objects: Record<string, ObjectInfo[]>) => contentHash(objects);
 
-export async function stageCacheKey(s3: S3Client, task: StageTask, trainerVersion: string): Promise<string> {
-  const inputs = await inputObjects(s3, task.inputs);
-  return contentHash({ stage: task.stage, config: task.config, split: task.split, cleaning: task.cleaning, trainer_version: trainerVersion, inputs });
-}
+/** The stage's key; `objects` are its inputs' objects (inputObjects). */
+export const cacheKey = (task: StageTask, objects: Record<string, ObjectInfo[]>, trainerVersion: string) =>
+  contentHash({ stage: task.stage, config: task.config, split: task.split, cleaning: task.cleaning, trainer_version: trainerVersion, inputs: objects });
 
 /** JSON with sorted keys, so equal values always hash alike. */
 function canonicalJson(value: unknown): string {

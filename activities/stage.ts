@@ -8,13 +8,14 @@ import { join, resolve, sep } from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { CONTRACT_VERSION, EXIT_INVALID_INPUT, type TrainerEvent, type TrainerRequest } from '../common/contract.js';
+import { describeIssues } from '../common/config.js';
+import { CONTRACT_VERSION, EXIT_INVALID_INPUT, TrainerRequest, type TrainerEvent } from '../common/contract.js';
 import type { StageProgress, StageResult, StageTask } from '../common/run.js';
 import type { Settings } from '../common/settings.js';
 import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
-import { inputObjects, inputsHash, lookupStage, recordStage, stageCacheKey } from './stage-cache.js';
+import { cacheKey, inputObjects, inputsHash, lookupStage, recordStage } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
 import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.js';
 import { hostfile } from './deepspeed-launch.js';
@@ -25,8 +26,12 @@ export interface StageDeps {
   settings: Pick<Settings, 'LAWGPT_PYTHON' | 'LAWGPT_WORK_DIR'>;
   /** Used to send progress to the workflow; without it progress only reaches heartbeats and logs. */
   temporal?: Client;
-  /** The installed trainer's version: part of every stage-cache key. */
-  trainerVersion: string;
+  /**
+   * The trainer version (lawgpt_trainer.fingerprint()) of the code a trainer started now would run.
+   * Asked afresh for every lookup, since the package is installed editable and may change under a
+   * running worker; what is stored is keyed by the version the trainer itself reports on start.
+   */
+  trainerVersion: () => Promise<string>;
 }
 
 const artifactPrefix = (task: Pick<StageTask, 'bucket' | 'runId' | 'stage'>, output: string) =>
@@ -45,7 +50,10 @@ function inside(dir: string, relativePath: string): string {
   return path;
 }
 
-/** The trainer's request for one stage of a run, its inputs as local paths. */
+/**
+ * The trainer's request for one stage of a run, its inputs as local paths; checked against the
+ * contract before any trainer sees it, so a request the trainer would refuse never starts one.
+ */
 export function trainerRequest(
   task: Pick<StageTask, 'runId' | 'stage' | 'split' | 'cleaning' | 'config'>,
   inputs: Record<string, string>,
@@ -53,7 +61,11 @@ export function trainerRequest(
   extra: Pick<TrainerRequest, 'inputs_hash' | 'stop_file' | 'resume_from'> = {},
 ): TrainerRequest {
   const { runId, stage, split, cleaning, config } = task;
-  return { contract_version: CONTRACT_VERSION, run_id: runId, stage, output_dir: outputDir, split, cleaning, inputs, config, ...extra } as TrainerRequest;
+  const checked = TrainerRequest.safeParse({ contract_version: CONTRACT_VERSION, run_id: runId, stage, output_dir: outputDir, split, cleaning, inputs, config, ...extra });
+  if (!checked.success) {
+    throw ApplicationFailure.nonRetryable(`the ${stage} request breaks the trainer contract: ${describeIssues(checked.error).join('; ')}`, 'ContractViolation');
+  }
+  return checked.data;
 }
 
 /**
@@ -104,7 +116,8 @@ export function createStageActivities(deps: StageDeps) {
       ctx.log.info(`stage ${task.stage}: fetching inputs`, { inputs: task.inputs });
       // Listed once: the inputs hash and the block-cache key describe exactly what is downloaded.
       const objects = await inputObjects(deps.s3, task.inputs);
-      const blocks = usesBlocks(task) ? blocksUri(task, objects, deps.trainerVersion) : undefined;
+      const blocksFor = usesBlocks(task) ? (version: string) => blocksUri(task, objects, version) : undefined;
+      const blocks = blocksFor?.(await deps.trainerVersion());
       // Inputs, cached blocks and the checkpoint to resume from travel at the same time.
       const [inputs, cachedBlocks, resume] = await allDone([
         fetchInputs(task, objects, join(work, 'inputs')),
@@ -121,13 +134,11 @@ export function createStageActivities(deps: StageDeps) {
       const requestPath = join(work, 'request.json');
       await writeFile(requestPath, JSON.stringify(request, null, 2));
 
-      const completed = await runTrainer(task, requestPath, work, reporter, cachedBlocks ? undefined : blocks);
+      const { completed, trainerVersion } = await runTrainer(task, requestPath, work, reporter, cachedBlocks ? undefined : blocksFor);
       const result = await publish(task, work, completed);
-      if (task.cacheKey) {
-        await recordStage(deps.s3, task, task.cacheKey, result).catch((err: Error) =>
-          ctx.log.warn(`stage ${task.stage}: could not record it in the stage cache (${err.message})`),
-        );
-      }
+      await recordStage(deps.s3, task, cacheKey(task, objects, trainerVersion), result).catch((err: Error) =>
+        ctx.log.warn(`stage ${task.stage}: could not record it in the stage cache (${err.message})`),
+      );
       return result;
     } finally {
       clearInterval(beat);
@@ -135,10 +146,14 @@ export function createStageActivities(deps: StageDeps) {
     }
   }
 
-  /** Runs the trainer; tokenized blocks it reports go to `blocksTarget` (the block cache) in the background. */
-  async function runTrainer(task: StageTask, requestPath: string, work: string, reporter: ReturnType<typeof progressReporter>, blocksTarget?: string) {
+  /**
+   * Runs the trainer, and says which trainer version ran; tokenized blocks it reports go to the
+   * block cache (`blocksFor` that version) in the background.
+   */
+  async function runTrainer(task: StageTask, requestPath: string, work: string, reporter: ReturnType<typeof progressReporter>, blocksFor?: (version: string) => string) {
     const ctx = Context.current();
     const out = join(work, 'out');
+    let trainerVersion = '';
     let blocksUpload: Promise<unknown> = Promise.resolve();
     const uploader = new CheckpointUploader(deps.s3, checkpointsPrefix(task), task.runtime.keep_checkpoints, {
       committed(c) {
@@ -162,9 +177,11 @@ export function createStageActivities(deps: StageDeps) {
         signal: ctx.cancellationSignal,
         stopGraceMs: task.runtime.stop_grace_seconds * 1000,
         onEvent: (event) => {
+          if (event.event === 'started') trainerVersion = event.trainer_version;
           if (event.event === 'progress') reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
           if (event.event === 'checkpoint') uploader.submit(event.step, inside(out, event.path));
-          if (event.event === 'blocks' && blocksTarget) {
+          if (event.event === 'blocks' && blocksFor) {
+            const blocksTarget = blocksFor(trainerVersion);
             blocksUpload = storeBlocks(deps.s3, inside(out, event.path), blocksTarget).then(
               () => ctx.log.info(`stage ${task.stage}: tokenized blocks cached at ${blocksTarget}`),
               (err: Error) => ctx.log.warn(`stage ${task.stage}: could not cache the tokenized blocks (${err.message})`),
@@ -179,7 +196,7 @@ export function createStageActivities(deps: StageDeps) {
     await blocksUpload;
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
-    return outcome(task, exit, uploader.committed !== undefined);
+    return { completed: outcome(task, exit, uploader.committed !== undefined), trainerVersion };
   }
 
   async function publish(task: StageTask, work: string, completed: Extract<TrainerEvent, { event: 'completed' }>): Promise<StageResult> {
@@ -200,10 +217,10 @@ export function createStageActivities(deps: StageDeps) {
   }
 
   /** The task's stage-cache key, and with `lookup` the result of an identical completed stage. */
-  async function stageCache(task: StageTask, lookup: boolean): Promise<{ key: string; hit?: StageResult }> {
-    const key = await stageCacheKey(deps.s3, task, deps.trainerVersion);
-    const hit = lookup ? await lookupStage(deps.s3, task, key, (m) => Context.current().log.warn(m)) : undefined;
-    return { key, hit };
+  async function stageCache(task: StageTask, lookup: boolean): Promise<{ hit?: StageResult }> {
+    if (!lookup) return {};
+    const key = cacheKey(task, await inputObjects(deps.s3, task.inputs), await deps.trainerVersion());
+    return { hit: await lookupStage(deps.s3, task, key, (m) => Context.current().log.warn(m)) };
   }
 
   return { runStage, stageCache };

@@ -119,7 +119,7 @@ async function makeFaultRuns(ctx: BenchContext) {
       s3: minio.client,
       settings: { LAWGPT_PYTHON: await stampingPython(ctx, log), LAWGPT_WORK_DIR: join(dir, 'work') },
       temporal: env.client,
-      trainerVersion: await trainerVersion(ctx.python),
+      trainerVersion: () => trainerVersion(ctx.python),
     }),
     ...STAGE_WORKER_OPTIONS,
   });

@@ -73,7 +73,7 @@ export async function orchestration(ctx: BenchContext): Promise<Measured> {
     connection: env.nativeConnection,
     taskQueue: 'bench',
     workflowBundle: await ctx.services.workflowBundle(),
-    activities: createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: ctx.python, LAWGPT_WORK_DIR: work }, temporal: env.client, trainerVersion: await trainerVersion(ctx.python) }),
+    activities: createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: ctx.python, LAWGPT_WORK_DIR: work }, temporal: env.client, trainerVersion: () => trainerVersion(ctx.python) }),
     ...STAGE_WORKER_OPTIONS,
   });
   const ours: number[] = [];

@@ -13,8 +13,6 @@ export interface StageTask {
   split: RunConfig['data']['split'];
   cleaning: RunConfig['data']['cleaning'];
   runtime: RunConfig['runtime'];
-  /** Stage-cache key of this task; a completed stage records its outputs under it. */
-  cacheKey?: string;
 }
 
 /** Output of `runStage`: where each output artifact now lives, and the trainer's metrics. */

@@ -2,6 +2,7 @@
 // fills it for the local stack; a deployment sets the same variables). Never imported by workflows.
 // S3 credentials are not here: the AWS SDK reads them from its usual chain (AWS_ACCESS_KEY_ID, ...),
 // so pointing at AWS S3 instead of MinIO is a change of environment, not of code.
+import { Client, Connection } from '@temporalio/client';
 import { z } from 'zod';
 import { describeIssues } from './config.js';
 
@@ -25,4 +26,9 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     throw new Error(`invalid environment:\n  ${describeIssues(parsed.error).join('\n  ')}`);
   }
   return parsed.data;
+}
+
+/** The one way the CLIs and the worker reach Temporal: the configured address and namespace. */
+export async function connectTemporal(settings: Pick<Settings, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
+  return new Client({ connection: await Connection.connect({ address: settings.TEMPORAL_ADDRESS }), namespace: settings.TEMPORAL_NAMESPACE });
 }

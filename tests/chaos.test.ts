@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { downloadVerified } from '../activities/checkpoints.js';
 import { listKeys } from '../activities/s3.js';
 import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
+import { trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
 import { uploadDemoData } from '../infra/demo-data.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
@@ -62,7 +63,7 @@ afterAll(async () => {
 });
 
 const activities = (workDir: string) =>
-  createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: workDir }, temporal: env.client, trainerVersion: 'chaos' });
+  createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: workDir }, temporal: env.client, trainerVersion: () => trainerVersion(tools.python) });
 
 /** The step of the newest checkpoint the running pretrain stage has committed, once there is one. */
 const committedCheckpoint = (handle: WorkflowHandle) =>

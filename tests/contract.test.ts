@@ -1,5 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { ApplicationFailure } from '@temporalio/common';
+import { trainerRequest } from '../activities/stage.js';
+import { parseRunConfig } from '../common/config.js';
 import { TrainerEvent, TrainerRequest } from '../common/contract.js';
 import { CONTRACT_SCHEMA_PATH, renderContractSchema } from '../common/write-contract-schema.js';
 
@@ -28,5 +31,21 @@ describe('trainer contract', () => {
     expect(TrainerRequest.safeParse({ ...request, inputs: { corpus: '/c', base_tokenizer: '/t' } }).success).toBe(true);
     expect(TrainerRequest.safeParse({ ...request, inputs: { corpus: '/c' } }).success).toBe(false);
     expect(TrainerRequest.safeParse({ ...request, inputs: { corpus: '/c', base_tokenizer: '/t', model: '/m' } }).success).toBe(false);
+  });
+
+  it('the activity checks each request it writes against the contract before a trainer starts', () => {
+    const config = parseRunConfig(JSON.parse(readFileSync(new URL('../configs/demo.json', import.meta.url), 'utf8')));
+    const task = { runId: 'r', stage: 'vocab' as const, split: config.data.split, cleaning: config.data.cleaning, config: config.vocab };
+    expect(trainerRequest(task, { corpus: '/c', base_tokenizer: '/t' }, '/out').inputs).toEqual({ corpus: '/c', base_tokenizer: '/t' });
+
+    const broken = () => trainerRequest({ ...task, config: { ...config.vocab, vocab_size: -1 } }, { corpus: '/c' }, '/out');
+    expect(broken).toThrow(ApplicationFailure);
+    expect(broken).toThrow(/the vocab request breaks the trainer contract: .*inputs.base_tokenizer.*config.vocab_size/);
+    try {
+      broken();
+    } catch (err) {
+      expect((err as ApplicationFailure).type).toBe('ContractViolation');
+      expect((err as ApplicationFailure).nonRetryable).toBe(true);
+    }
   });
 });

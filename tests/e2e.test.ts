@@ -60,7 +60,7 @@ async function runPipeline(workflowId: string, runConfig: RunConfig) {
       s3: minio.client,
       settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work },
       temporal: env.client,
-      trainerVersion: await trainerVersion(tools.python),
+      trainerVersion: () => trainerVersion(tools.python),
     }),
     ...STAGE_WORKER_OPTIONS,
   });

@@ -12,7 +12,7 @@ import { parseRunConfig } from '../common/config.js';
 import type { StageTask } from '../common/run.js';
 import type { StageName } from '../common/stages.js';
 import { createS3Client, downloadArtifact, ensureBucket, listKeys, putText } from '../activities/s3.js';
-import { recordStage } from '../activities/stage-cache.js';
+import { cacheKey, inputObjects, recordStage } from '../activities/stage-cache.js';
 import { createStageActivities } from '../activities/stage.js';
 import { createFakeTrainer } from './helpers/fake-trainer.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
@@ -33,8 +33,11 @@ function task(stage: StageName, inputs: Record<string, string> = {}, runId = 'ru
   return { runId, bucket: 'lawgpt-test', stage, inputs, config: config[stage], split: config.data.split, cleaning: config.data.cleaning, runtime: { ...config.runtime, progress_report_seconds: 1 } };
 }
 
-async function runStage(t: StageTask) {
-  const { runStage } = createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, trainerVersion: 'fake' });
+// The stand-in trainer's vocab succeeds; any S3 folder will do for its inputs.
+const VOCAB_INPUTS = { corpus: 's3://lawgpt-test/data/corpus/', base_tokenizer: 's3://lawgpt-test/data/corpus/' };
+
+async function runStage(t: StageTask, workerThinksTrainerIs = 'fake') {
+  const { runStage } = createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, trainerVersion: async () => workerThinksTrainerIs });
   const heartbeats: unknown[] = [];
   const env = new MockActivityEnvironment({ attempt: 1 }, { logger: new DefaultLogger('ERROR') });
   env.on('heartbeat', (d) => heartbeats.push(d));
@@ -63,40 +66,36 @@ afterAll(async () => {
 
 describe('runStage', () => {
   it('uploads every output under runs/<run>/<stage>/ and returns their URIs and metrics', async () => {
-    const { value, error, heartbeats } = await runStage(task('base', { corpus: 's3://lawgpt-test/data/corpus/' }));
+    const { value, error, heartbeats } = await runStage(task('vocab', VOCAB_INPUTS));
     expect(error).toBeUndefined();
-    expect(value).toEqual({
-      stage: 'base',
-      outputs: { tokenizer: 's3://lawgpt-test/runs/run-1/base/tokenizer/', model: 's3://lawgpt-test/runs/run-1/base/model/' },
-      metrics: { parameters: 42 },
-    });
-    expect(await listKeys(minio.client, 's3://lawgpt-test/runs/run-1/base/')).toEqual(['runs/run-1/base/model/weights.txt', 'runs/run-1/base/tokenizer/weights.txt']);
-    expect(heartbeats).toContainEqual({ stage: 'base', step: 2, totalSteps: 2, loss: 1.5 });
+    expect(value).toEqual({ stage: 'vocab', outputs: { tokenizer: 's3://lawgpt-test/runs/run-1/vocab/tokenizer/' }, metrics: { pieces: 42 } });
+    expect(await listKeys(minio.client, 's3://lawgpt-test/runs/run-1/vocab/')).toEqual(['runs/run-1/vocab/tokenizer/pieces.txt']);
+    expect(heartbeats).toContainEqual({ stage: 'vocab', step: 2, totalSteps: 2, loss: 1.5 });
   });
 
   it('hands the trainer local copies of its inputs', async () => {
-    await runStage(task('base', { corpus: 's3://lawgpt-test/data/corpus/' }));
-    const model = await downloadArtifact(minio.client, 's3://lawgpt-test/runs/run-1/base/model/', join(work, 'check'));
-    expect(await readFile(join(model.path, 'weights.txt'), 'utf8')).toBe('model from corpus');
+    await runStage(task('vocab', VOCAB_INPUTS));
+    const tokenizer = await downloadArtifact(minio.client, 's3://lawgpt-test/runs/run-1/vocab/tokenizer/', join(work, 'check'));
+    expect(await readFile(join(tokenizer.path, 'pieces.txt'), 'utf8')).toBe('tokenizer from base_tokenizer,corpus');
   });
 
   it('fails retryably with the stderr tail when the trainer crashes', async () => {
-    const { error } = await runStage(task('vocab'));
+    const { error } = await runStage(task('base'));
     expect(error).toBeInstanceOf(ApplicationFailure);
     expect(error!.type).toBe('TrainerFailed');
     expect(error!.nonRetryable).toBeFalsy();
-    expect(error!.message).toContain('trainer vocab exited with 3');
+    expect(error!.message).toContain('trainer base exited with 3');
     expect(error!.message).toContain('MemoryError: out of memory in sentencepiece');
     // Nothing was committed: the retry policy's backoff applies.
     expect(error!.nextRetryDelay).toBeUndefined();
   });
 
   it('retries at once a trainer that crashed after committing a checkpoint', async () => {
-    const { error } = await runStage(task('vocab', {}, 'checkpoint-then-crash'));
+    const { error } = await runStage(task('base', {}, 'checkpoint-then-crash'));
     expect(error!.type).toBe('TrainerFailed');
     expect(error!.nextRetryDelay).toBe('200 milliseconds');
-    expect(await listKeys(minio.client, 's3://lawgpt-test/runs/checkpoint-then-crash/vocab/checkpoints/')).toContain(
-      'runs/checkpoint-then-crash/vocab/checkpoints/checkpoint-1/manifest.json',
+    expect(await listKeys(minio.client, 's3://lawgpt-test/runs/checkpoint-then-crash/base/checkpoints/')).toContain(
+      'runs/checkpoint-then-crash/base/checkpoints/checkpoint-1/manifest.json',
     );
   });
 
@@ -109,13 +108,13 @@ describe('runStage', () => {
   });
 
   it('fails without retry when an input is missing from S3', async () => {
-    const { error } = await runStage(task('base', { corpus: 's3://lawgpt-test/data/missing/' }));
+    const { error } = await runStage(task('vocab', { ...VOCAB_INPUTS, corpus: 's3://lawgpt-test/data/missing/' }));
     expect(error!.type).toBe('InvalidInput');
     expect(error!.message).toBe("input 'corpus' not found: s3://lawgpt-test/data/missing/");
   });
 
   it('treats a broken event stream as a contract violation', async () => {
-    const { error } = await runStage(task('sft'));
+    const { error } = await runStage(task('sft', { model: 's3://lawgpt-test/data/corpus/' }));
     expect(error!.type).toBe('ContractViolation');
     expect(error!.message).toContain('hello from a stray print');
   });
@@ -127,18 +126,19 @@ describe('runStage', () => {
 });
 
 describe('stageCache', () => {
-  async function lookup(t: StageTask, s3 = minio.client) {
-    const { stageCache } = createStageActivities({ s3, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, trainerVersion: 'fake' });
+  async function lookup(t: StageTask, s3 = minio.client, version = 'fake') {
+    const { stageCache } = createStageActivities({ s3, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, trainerVersion: async () => version });
     const warnings: string[] = [];
     const logger = new DefaultLogger('WARN', (entry) => warnings.push(entry.message));
     const found: Awaited<ReturnType<typeof stageCache>> = await new MockActivityEnvironment({ attempt: 1 }, { logger }).run(stageCache, t, true);
     return { ...found, warnings };
   }
-  const cached = task('vocab', { corpus: 's3://lawgpt-test/data/corpus/' }, 'cache-run');
+  // A config no runStage test uses, so that no earlier test has filled its entry.
+  const cached = { ...task('vocab', VOCAB_INPUTS, 'cache-run'), config: { ...config.vocab, vocab_size: 1234 } };
 
   it('misses without an entry, hits once the stage is recorded, and misses on an unreadable entry', async () => {
-    const { key, hit } = await lookup(cached);
-    expect(hit).toBeUndefined();
+    expect((await lookup(cached)).hit).toBeUndefined();
+    const key = cacheKey(cached, await inputObjects(minio.client, cached.inputs), 'fake');
     const result = { stage: 'vocab' as const, outputs: { tokenizer: 's3://lawgpt-test/data/corpus/' }, metrics: { pieces: 3 } };
     await recordStage(minio.client, cached, key, result);
     expect((await lookup(cached)).hit).toEqual({ ...result, cachedFrom: 'cache-run' });
@@ -147,6 +147,14 @@ describe('stageCache', () => {
     const unreadable = await lookup(cached);
     expect(unreadable.hit).toBeUndefined();
     expect(unreadable.warnings.join('\n')).toContain(`ignoring unreadable cache entry s3://lawgpt-test/cache/vocab/${key}.json`);
+  });
+
+  it('records a stage under the version of the trainer that ran it, not the one the worker knew', async () => {
+    // The trainer package is installed editable: its code can change between lookup and launch.
+    const t = task('vocab', VOCAB_INPUTS, 'edited-under-the-worker');
+    expect((await runStage(t, 'before-the-edit')).error).toBeUndefined();
+    expect((await lookup(t, minio.client, 'fake')).hit?.outputs.tokenizer).toBe('s3://lawgpt-test/runs/edited-under-the-worker/vocab/tokenizer/');
+    expect((await lookup(t, minio.client, 'before-the-edit')).hit).toBeUndefined();
   });
 
   it('fails on an S3 error instead of taking it for a miss, so the stage is not rerun', async () => {

@@ -43,7 +43,7 @@ const alive = async (pid: number) => (await findProcesses('')).includes(pid);
 
 describe('launchTrainer', () => {
   it('parses every event, in order, as it arrives', async () => {
-    const { exit, seen } = await launch('base');
+    const { exit, seen } = await launch('vocab');
     expect(exit.code).toBe(0);
     expect(seen.map((e) => e.event)).toEqual(['started', 'progress', 'progress', 'completed']);
     expect(seen[2]).toEqual({ event: 'progress', step: 2, total_steps: 2, loss: 1.5 });
@@ -52,7 +52,7 @@ describe('launchTrainer', () => {
   });
 
   it('keeps the stderr tail of a crashed trainer', async () => {
-    const { exit } = await launch('vocab');
+    const { exit } = await launch('base');
     expect(exit.code).toBe(3);
     expect(exit.stderrTail).toContain('MemoryError: out of memory in sentencepiece');
   });
@@ -90,7 +90,7 @@ describe('launchTrainer', () => {
       GOOGLE_APPLICATION_CREDENTIALS: '/keys.json',
       SOME_SERVICE_URL: 'https://user:pw@host',
     };
-    const { exit } = await launch('base', undefined, secrets);
+    const { exit } = await launch('vocab', undefined, secrets);
     const envLine = exit.stderrTail.split('\n').find((l) => l.startsWith('env: '))!;
     for (const name of Object.keys(secrets)) expect(envLine).not.toContain(name);
     expect(envLine).toContain('HF_HUB_OFFLINE');

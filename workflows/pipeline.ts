@@ -78,7 +78,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
     let result: StageResult;
     try {
       const cache = await stageCache(task, config.runtime.cache);
-      result = cache.hit ?? (await pause.run(() => runStage({ ...task, cacheKey: cache.key })));
+      result = cache.hit ?? (await pause.run(() => runStage(task)));
     } catch (err) {
       if (isCancellation(err)) {
         status.end(stage, 'cancelled');

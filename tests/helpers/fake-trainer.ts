@@ -13,17 +13,16 @@ def emit(**event):
     print(json.dumps(event), flush=True)
 
 emit(event="started", stage=stage, trainer_version="fake", pid=os.getpid())
-if stage == "base":
-    # Succeeds: writes its outputs, reports progress, and shows which environment it got.
+if stage == "vocab":
+    # Succeeds: writes its output, reports progress, and shows which inputs and environment it got.
     print("env: " + " ".join(sorted(os.environ)), file=sys.stderr)
-    for name in ("tokenizer", "model"):
-        os.makedirs(os.path.join(request["output_dir"], name), exist_ok=True)
-        with open(os.path.join(request["output_dir"], name, "weights.txt"), "w") as f:
-            f.write(name + " from " + ",".join(sorted(request["inputs"])))
+    os.makedirs(os.path.join(request["output_dir"], "tokenizer"), exist_ok=True)
+    with open(os.path.join(request["output_dir"], "tokenizer", "pieces.txt"), "w") as f:
+        f.write("tokenizer from " + ",".join(sorted(request["inputs"])))
     for step in (1, 2):
         emit(event="progress", step=step, total_steps=2, loss=3.0 / step)
-    emit(event="completed", outputs={"tokenizer": "tokenizer", "model": "model"}, metrics={"parameters": 42})
-elif stage == "vocab":
+    emit(event="completed", outputs={"tokenizer": "tokenizer"}, metrics={"pieces": 42})
+elif stage == "base":
     if request.get("run_id") == "checkpoint-then-crash":
         # Hands over a (tiny, valid) checkpoint first, so the crash follows real progress.
         folder = os.path.join(request["output_dir"], "checkpoints", "checkpoint-1")

@@ -8,7 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from lawgpt_trainer import __version__, contract
+from lawgpt_trainer import contract, running_version
 from lawgpt_trainer.errors import InvalidInput
 
 
@@ -32,7 +32,7 @@ def write_manifest(folder: Path, request: dict, step: int, world_size: int, voca
         "world_size": world_size,
         "config_hash": config_hash(request["config"]),
         "vocab_size": vocab_size,
-        "trainer_version": __version__,
+        "trainer_version": running_version(),
         **({"eval_loss": eval_loss} if eval_loss is not None else {}),
         **({"inputs_hash": request["inputs_hash"]} if request.get("inputs_hash") else {}),
         "files": [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)} for p in files],

@@ -10,7 +10,7 @@ import sys
 import threading
 import traceback
 
-from lawgpt_trainer import __version__, contract
+from lawgpt_trainer import contract, running_version
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     events = EventStream.take_stdout()
     try:
         request = contract.load_request(args.request, args.stage)
-        events.emit("started", stage=args.stage, trainer_version=__version__, pid=os.getpid())
+        events.emit("started", stage=args.stage, trainer_version=running_version(), pid=os.getpid())
         stage = importlib.import_module(f"lawgpt_trainer.stages.{args.stage}")
         outputs, metrics = stage.run(request, events)
         events.emit("completed", outputs=outputs, metrics=metrics)

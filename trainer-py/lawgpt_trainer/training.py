@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from lawgpt_trainer import checkpoints, deepspeed_config, devices, distributed
+from lawgpt_trainer import checkpoints, deepspeed_config, devices, distributed, running_version
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
@@ -218,8 +218,12 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
     processes = world_size(request["config"])
     resumed_at = 0
     if request.get("resume_from"):
-        resumed_at = checkpoints.check_resumable(request["resume_from"], request, processes, vocab_size)["step"]
+        manifest = checkpoints.check_resumable(request["resume_from"], request, processes, vocab_size)
+        resumed_at = manifest["step"]
         events.log(f"resuming from checkpoint-{resumed_at}")
+        # Resuming after a fix to the trainer is what resume is for, so another version is allowed, and said.
+        if manifest["trainer_version"] != running_version():
+            events.log(f"checkpoint-{resumed_at} was written by trainer {manifest['trainer_version']}, this is {running_version()}", level="warning")
 
     progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnRequest(request.get("stop_file"))
     trainer = Trainer(

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import sys
 import torch
 from transformers import LlamaForCausalLM
 
-from lawgpt_trainer import contract
+from lawgpt_trainer import contract, fingerprint
 
 from conftest import CLEANING, CONFIGS, TRAINER_ROOT, run_stage
 
@@ -33,6 +34,8 @@ def test_every_checkpoint_is_reported_with_a_manifest_that_matches_its_files(pip
         assert contract.problems("manifest", manifest) == []
         assert (manifest["stage"], manifest["step"], manifest["world_size"]) == ("pretrain", event["step"], 1)
         assert manifest["eval_loss"] > 0
+        # One trainer identity: the one the stage cache keys on, and the one the trainer announced.
+        assert manifest["trainer_version"] == fingerprint() == run.events[0]["trainer_version"]
         listed = {f["path"]: f for f in manifest["files"]}
         on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"}
         assert set(listed) == on_disk and "trainer_state.json" in on_disk
@@ -101,3 +104,16 @@ def test_sigterm_saves_a_checkpoint_and_stops(pipeline, tiny_data, tmp_path):
     assert 3 <= checkpoint["step"] < 500
     assert (tmp_path / "out" / checkpoint["path"] / "manifest.json").is_file()
     assert events[-1]["event"] == "failed" and events[-1]["kind"] == "interrupted"
+
+
+def test_resume_from_another_trainer_version_goes_ahead_and_says_so(pipeline, tiny_data, tmp_path):
+    """Resuming after a fix to the trainer is what resume is for; the log names both versions."""
+    full = pipeline["pretrain"]
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(full.output_dir / _checkpoint_events(full)[0]["path"], checkpoint)
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    (checkpoint / "manifest.json").write_text(json.dumps({**manifest, "trainer_version": "0.0.9+0123456789abcdef"}))
+    run = run_stage("pretrain", _pretrain_inputs(pipeline, tiny_data), tmp_path / "resumed", resume_from=checkpoint)
+    assert run.completed()["metrics"]["resumed_from_step"] == 2
+    warnings = [e["message"] for e in run.events if e["event"] == "log" and e["level"] == "warning"]
+    assert f"checkpoint-2 was written by trainer 0.0.9+0123456789abcdef, this is {fingerprint()}" in warnings
