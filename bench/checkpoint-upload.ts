@@ -1,6 +1,8 @@
 // P2, checkpoint upload: a checkpoint-shaped folder (a few large shards and many small files, with
 // its manifest) to MinIO through the CheckpointUploader the activity uses, against `mc cp
 // --recursive` of the same folder. Throughput in MiB/s; the folder is 1 GiB (256 MiB with --quick).
+// Both sides' client CPU seconds per GiB are noted: on a small machine the client competes with the
+// MinIO server for the same cores, so CPU spent per byte is what decides throughput.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cp, mkdir, rm, stat, writeFile } from 'node:fs/promises';
@@ -47,6 +49,8 @@ export async function checkpointUpload(ctx: BenchContext): Promise<Measured> {
   };
   const ours: number[] = [];
   const peer: number[] = [];
+  const cpu = { ours: [] as number[], peer: [] as number[] };
+  const perGiB = (seconds: number) => seconds / (bytes / 2 ** 30);
   // Each side uploads a fresh copy, written back to disk before the clock starts, so that both
   // read the same way (the uploader also frees its folder once committed, as it does the trainer's).
   const freshCopy = async (name: string) => {
@@ -61,17 +65,28 @@ export async function checkpointUpload(ctx: BenchContext): Promise<Measured> {
     let failure: Error | undefined;
     const uploader = new CheckpointUploader(minio.client, `s3://bench/ours-${i}/`, 100, { committed: () => {}, failed: (_, err) => (failure = err) });
     let t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     uploader.submit(1, mine);
     await uploader.drain();
     ours.push(bytes / MiB / ((performance.now() - t0) / 1000));
+    const used = process.cpuUsage(cpu0);
+    cpu.ours.push(perGiB((used.user + used.system) / 1e6));
     if (failure) throw failure;
 
     const theirs = await freshCopy('checkpoint-mc');
     t0 = performance.now();
-    await promisify(execFile)(tools.mc, ['--config-dir', mcConfig, '--quiet', 'cp', '--recursive', `${theirs}/`, `bench/bench/peer-${i}/`], { env: mcEnv });
+    // /usr/bin/time reports mc's own CPU seconds on stderr.
+    const { stderr } = await promisify(execFile)('/usr/bin/time', ['-f', 'cpu %U %S', tools.mc, '--config-dir', mcConfig, '--quiet', 'cp', '--recursive', `${theirs}/`, `bench/bench/peer-${i}/`], { env: mcEnv });
     peer.push(bytes / MiB / ((performance.now() - t0) / 1000));
+    const [, user, system] = /cpu ([\d.]+) ([\d.]+)/.exec(stderr)!;
+    cpu.peer.push(perGiB(Number(user) + Number(system)));
     await rm(theirs, { recursive: true, force: true });
   }
   await rm(source, { recursive: true, force: true });
-  return { ours, peer, notes: { folder_mib: Math.round(bytes / MiB), files: 3 + 64 + 1 } };
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  return {
+    ours,
+    peer,
+    notes: { folder_mib: Math.round(bytes / MiB), files: 3 + 64 + 1, ours_client_cpu_seconds_per_gib: median(cpu.ours), mc_client_cpu_seconds_per_gib: median(cpu.peer) },
+  };
 }

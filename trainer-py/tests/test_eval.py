@@ -36,16 +36,17 @@ def test_each_phase_is_scored_on_the_same_heldout_text(pipeline):
 
 def test_bits_per_char_and_perplexity_agree_on_the_same_text(pipeline, tiny_data, tmp_path):
     from lawgpt_trainer import generate, packing
-    from lawgpt_trainer.stages.eval import language_modelling
+    from lawgpt_trainer.stages.eval import characters, language_modelling
 
     tokenizer, model = generate.load(pipeline["sft"].output_dir / "model")
     packing.prepare(str(tiny_data["corpus"]), CLEANING, 20, tokenizer, 64, tmp_path, splits=("heldout",))
     blocks = packing.load(tmp_path, 64, heldout_limit=3)[1]
-    result = language_modelling(model, tokenizer, blocks, batch_size=2)
     chars = sum(len(tokenizer.decode(blocks.row(i), skip_special_tokens=True)) for i in range(3))
+    assert characters(tokenizer, blocks, batch_size=2) == chars
+    result = language_modelling(model, blocks, chars, batch_size=2)
     # Perplexity is per predicted token (63 per block of 64); bits per char spreads the same nats over characters.
     expected = math.log(result["perplexity"]) * 3 * 63 / math.log(2) / chars
     assert result["blocks"] == 3
     assert abs(result["bits_per_char"] - expected) < 1e-9
     # Batches are only a way to go faster: one block at a time gives the same figures.
-    assert language_modelling(model, tokenizer, blocks, batch_size=1)["perplexity"] == pytest.approx(result["perplexity"], rel=1e-5)
+    assert language_modelling(model, blocks, chars, batch_size=1)["perplexity"] == pytest.approx(result["perplexity"], rel=1e-5)

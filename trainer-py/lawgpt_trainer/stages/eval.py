@@ -22,20 +22,24 @@ from lawgpt_trainer import data, exam, generate, packing
 COMPARED = {"base_model": "base", "pretrained_model": "pretrained"}
 
 
+def characters(tokenizer, blocks: packing.Blocks, batch_size: int = 256) -> int:
+    """Characters of text the held-out blocks hold: the denominator of bits per character. Counted
+    once per tokenizer, not per model scored: the final and the pretrained model share their blocks."""
+    return sum(len(text) for start in range(0, len(blocks), batch_size) for text in tokenizer.batch_decode(blocks.rows(start, start + batch_size), skip_special_tokens=True))
+
+
 @torch.no_grad()
-def language_modelling(model, tokenizer, blocks: packing.Blocks, batch_size: int) -> dict:
-    """Perplexity per token and bits per character over the held-out blocks."""
+def language_modelling(model, blocks: packing.Blocks, chars: int, batch_size: int) -> dict:
+    """Perplexity per token and bits per character over the held-out blocks, which hold `chars` characters."""
     if not len(blocks):
         return {"blocks": 0}
-    nats = predicted = chars = 0
+    nats = predicted = 0
     for start in range(0, len(blocks), batch_size):
-        rows = torch.from_numpy(blocks.rows(start, start + batch_size))
-        ids = rows.to(model.device)
+        ids = torch.from_numpy(blocks.rows(start, start + batch_size)).to(model.device)
         # Every position of a full block is predicted: the mean loss times their number is the sum.
         count = ids.shape[0] * (ids.shape[1] - 1)
         nats += model(input_ids=ids, labels=ids).loss.float().item() * count
         predicted += count
-        chars += sum(len(text) for text in tokenizer.batch_decode(rows, skip_special_tokens=True))
     return {"blocks": len(blocks), "perplexity": math.exp(nats / predicted), "bits_per_char": nats / math.log(2) / max(chars, 1)}
 
 
@@ -58,22 +62,23 @@ def run(request: dict, events) -> tuple[dict, dict]:
     models = {"model": "final"} | {name: prefix for name, prefix in COMPARED.items() if name in inputs}
     progress = Progress(events, len(models) + sum(len(exam.candidates(q)) for q in questions) + len(questions))
 
-    # Held-out blocks per tokenizer: the final and the pretrained model share theirs.
-    prepared: dict[str, packing.Blocks] = {}
+    # Held-out blocks per tokenizer, with their characters: the final and the pretrained model share them.
+    prepared: dict[str, tuple[packing.Blocks, int]] = {}
 
-    def heldout(tokenizer) -> packing.Blocks:
+    def heldout(tokenizer) -> tuple[packing.Blocks, int]:
         key = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
         if key not in prepared:
             folder = out / "heldout-blocks" / key
             packing.prepare(inputs["corpus"], request["cleaning"], percent, tokenizer, config["block_size"], folder, splits=("heldout",), max_blocks=config["max_heldout_blocks"])
-            prepared[key] = packing.load(folder, config["block_size"], heldout_limit=config["max_heldout_blocks"])[1]
+            blocks = packing.load(folder, config["block_size"], heldout_limit=config["max_heldout_blocks"])[1]
+            prepared[key] = blocks, characters(tokenizer, blocks)
         return prepared[key]
 
     scored, by_subject, answers = {}, {"loglik": defaultdict(list), "generated": defaultdict(list)}, []
     for name, prefix in models.items():
         tokenizer, model = generate.load(inputs[name])
-        blocks = heldout(tokenizer)
-        scored[prefix] = fitting(config["batch_size"], lambda b: language_modelling(model, tokenizer, blocks, b))
+        blocks, chars = heldout(tokenizer)
+        scored[prefix] = fitting(config["batch_size"], lambda b: language_modelling(model, blocks, chars, b))
         progress.advance(1)
         if name == "model" and questions:
             likeliest = fitting(config["batch_size"], lambda b: exam.loglik_choices(model, tokenizer, questions, b, progress.advance))
