@@ -3,12 +3,20 @@
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createStageActivities, STAGE_WORKER_OPTIONS } from './activities/stage.js';
-import { createS3Client } from './activities/s3.js';
+import { createS3Client, credentialsRefusal } from './activities/s3.js';
 import { trainerVersion } from './activities/trainer-process.js';
 import { connectTemporal, loadSettings } from './common/settings.js';
 
 async function main() {
   const settings = loadSettings();
+  const s3 = createS3Client(settings);
+  // Wrong credentials are said once, here, instead of as a failed stage later; an S3 that is only
+  // unreachable now may be back by the time a stage needs it.
+  const refusal = await credentialsRefusal(s3).catch((err: Error) => console.warn(`S3 is not reachable yet (${err.name}); stages will retry it`));
+  if (refusal) {
+    console.error(refusal);
+    process.exit(1);
+  }
   const connection = await NativeConnection.connect({ address: settings.TEMPORAL_ADDRESS });
   const client = await connectTemporal(settings);
   const worker = await Worker.create({
@@ -17,7 +25,7 @@ async function main() {
     taskQueue: settings.LAWGPT_TASK_QUEUE,
     workflowsPath: fileURLToPath(new URL('./workflows/index.ts', import.meta.url)),
     activities: createStageActivities({
-      s3: createS3Client(settings),
+      s3,
       settings,
       temporal: client,
       trainerVersion: () => trainerVersion(settings.LAWGPT_PYTHON),

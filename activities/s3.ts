@@ -14,6 +14,7 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
+  ListBucketsCommand,
   ListObjectsV2Command,
   NoSuchKey,
   PutObjectCommand,
@@ -54,6 +55,22 @@ export async function ensureBucket(client: S3Client, bucket: string): Promise<vo
     await client.send(new HeadBucketCommand({ Bucket: bucket }));
   } catch {
     await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  }
+}
+
+// S3's answers that mean the credentials, or what they may do, are wrong: no retry can help.
+const REFUSALS = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidToken', 'ExpiredToken']);
+
+export const isRefusal = (err: unknown): err is Error => err instanceof Error && REFUSALS.has(err.name);
+
+/** One line saying why S3 refuses this client's credentials, or undefined when it accepts them; any other error is thrown. */
+export async function credentialsRefusal(client: S3Client): Promise<string | undefined> {
+  try {
+    await client.send(new ListBucketsCommand({}));
+    return undefined;
+  } catch (err) {
+    if (!isRefusal(err)) throw err;
+    return `S3 refused this worker's credentials (${err.name}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY where it runs`;
   }
 }
 

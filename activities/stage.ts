@@ -16,7 +16,7 @@ import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
 import { cacheKey, inputObjects, inputsHash, lookupStage, recordStage } from './stage-cache.js';
-import { deletePrefix, downloadArtifact, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
+import { deletePrefix, downloadArtifact, isRefusal, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
 import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.js';
 import { hostfile } from './deepspeed-launch.js';
 import { launchTrainer } from './trainer-process.js';
@@ -140,6 +140,8 @@ export function createStageActivities(deps: StageDeps) {
         ctx.log.warn(`stage ${task.stage}: could not record it in the stage cache (${err.message})`),
       );
       return result;
+    } catch (err) {
+      throw refused(err, task.bucket);
     } finally {
       clearInterval(beat);
       await rm(work, { recursive: true, force: true });
@@ -219,14 +221,24 @@ export function createStageActivities(deps: StageDeps) {
   /** The task's stage-cache key, and with `lookup` the result of an identical completed stage. */
   async function stageCache(task: StageTask, lookup: boolean): Promise<{ hit?: StageResult }> {
     if (!lookup) return {};
-    const key = cacheKey(task, await inputObjects(deps.s3, task.inputs), await deps.trainerVersion());
-    return { hit: await lookupStage(deps.s3, task, key, (m) => Context.current().log.warn(m)) };
+    try {
+      const key = cacheKey(task, await inputObjects(deps.s3, task.inputs), await deps.trainerVersion());
+      return { hit: await lookupStage(deps.s3, task, key, (m) => Context.current().log.warn(m)) };
+    } catch (err) {
+      throw refused(err, task.bucket);
+    }
   }
 
   return { runStage, stageCache };
 }
 
 const RETRY_AFTER_PROGRESS = '200 milliseconds';
+
+/** S3 refused the worker's credentials: no retry can help, so the stage fails for good, naming the bucket, never a credential. */
+function refused(err: unknown, bucket: string): unknown {
+  if (!isRefusal(err)) return err;
+  return ApplicationFailure.nonRetryable(`S3 refused this worker's credentials for bucket ${bucket} (${err.name}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY where it runs`, 'S3AccessRefused');
+}
 
 /** Turns how the trainer ended into the stage's completion, or a failure of the right kind. */
 function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>>, committedCheckpoint: boolean) {

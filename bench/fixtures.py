@@ -8,6 +8,7 @@ last: {"ours": [...], "peer": [...], "notes": {...}}."""
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -32,6 +33,8 @@ def report(ours: list[float], peer: list[float] | None = None, **notes) -> None:
 def run_stage(p: dict, stage: str, inputs: dict, out: Path, config: dict | None = None) -> tuple[Path, dict]:
     """Runs a stage through the trainer's CLI, as the orchestrator does; returns its output folder
     and the metrics it reported."""
+    # Nothing of an earlier run (another tokenizer's blocks, say) may pass for this one's output.
+    shutil.rmtree(out / "out", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     run = p["config"]
     request = {

@@ -111,27 +111,31 @@ async function main() {
   };
   const started = Date.now();
   const summaries: Summary[] = [];
-  try {
-    for (const bench of chosen) {
-      const t0 = Date.now();
+  // A benchmark that fails is reported and the others still run: one crash must not lose the
+  // half hour of measurements around it.
+  const failures: { id: string; error: string }[] = [];
+  for (const bench of chosen) {
+    const t0 = Date.now();
+    try {
       const summary = summarise(bench, await bench.run(ctx));
       summary.notes.bench_seconds = Math.round((Date.now() - t0) / 1000);
       print(summary);
       summaries.push(summary);
+    } catch (err) {
+      console.error(err);
+      console.log(`${bench.id}-${bench.name}: failed (${(err as Error).message.split('\n')[0]})`);
+      failures.push({ id: bench.id, error: (err as Error).message });
     }
-  } catch (err) {
-    // Said before the services stop: stopping them can end the process with errors of its own.
-    console.error(err);
-    process.exit(1);
   }
   await services.stop();
   const date = new Date().toISOString().slice(0, 10);
   const host = machine();
   // A partial run never replaces the day's full results, nor the README's table.
   const resultFile = `${date}${quick ? '-quick' : ''}${values.only ? `-${chosen.map((b) => b.id).join('-')}` : ''}.json`;
-  await writeFile(join(BENCH_DIR, 'results', resultFile), JSON.stringify({ date, quick, machine: host, results: summaries }, null, 2) + '\n');
+  await writeFile(join(BENCH_DIR, 'results', resultFile), JSON.stringify({ date, quick, machine: host, results: summaries, failures }, null, 2) + '\n');
   if (!values.only) await updateReadme(date, quick, resultFile, host, summaries);
   console.log(`\nall benchmarks took ${Math.round((Date.now() - started) / 1000)} s`);
+  if (failures.length) process.exit(1);
 }
 
 main().catch((err) => {

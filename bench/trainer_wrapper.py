@@ -54,12 +54,14 @@ def main() -> None:
     config = {k: v for k, v in bench_config(p).items() if v is not None}
     inputs = {"corpus": fixtures.corpus(p) / "statutes" / "民法商法", "tokenizer": tokenizer, "base_model": base}
     ours, peer = [], []
+    # The first run's blocks, which later runs take as from the block cache (only training is
+    # timed), and which the bare trainer trains on too.
+    blocks = work / "ours-0" / "out" / "blocks"
     for i in range(p["repeats"]):
-        out, metrics = fixtures.run_stage(p, "pretrain", inputs, work / f"ours-{i}", config)
-        # Later runs take the first one's blocks, as from the block cache: only training is timed.
-        inputs["blocks"] = work / "ours-0" / "out" / "blocks"
+        _, metrics = fixtures.run_stage(p, "pretrain", inputs, work / f"ours-{i}", config)
+        inputs["blocks"] = blocks
         ours.append(metrics["train_steps_per_second"])
-        done = subprocess.run([sys.executable, __file__, "--bare", params_file, str(base), str(tokenizer), str(out / "blocks"), str(work / f"bare-{i}")], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, __file__, "--bare", params_file, str(base), str(tokenizer), str(blocks), str(work / f"bare-{i}")], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"bare trainer failed:\n{done.stderr[-3000:]}")
         peer.append(json.loads(done.stdout.splitlines()[-1])["steps_per_second"])

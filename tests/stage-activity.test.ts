@@ -15,7 +15,7 @@ import { createS3Client, downloadArtifact, ensureBucket, listKeys, putText } fro
 import { cacheKey, inputObjects, recordStage } from '../activities/stage-cache.js';
 import { createStageActivities } from '../activities/stage.js';
 import { createFakeTrainer } from './helpers/fake-trainer.js';
-import { startMinio, type TestMinio } from './helpers/minio.js';
+import { freePort, startMinio, type TestMinio } from './helpers/minio.js';
 import { tools } from './helpers/tools.js';
 
 let minio: TestMinio;
@@ -158,7 +158,22 @@ describe('stageCache', () => {
   });
 
   it('fails on an S3 error instead of taking it for a miss, so the stage is not rerun', async () => {
+    // Nothing listens there: the error is the kind an outage gives, for Temporal's retries.
+    const unreachable = createS3Client({ LAWGPT_S3_ENDPOINT: `http://127.0.0.1:${await freePort()}`, LAWGPT_S3_FORCE_PATH_STYLE: 'true', AWS_REGION: 'us-east-1' }, minio.credentials);
+    const failed = await lookup(cached, unreachable).then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    expect(failed).toBeInstanceOf(Error);
+    expect(failed).not.toBeInstanceOf(ApplicationFailure);
+    expect(failed!.message).toMatch(/ECONNREFUSED/);
+  });
+
+  it('fails for good, naming the bucket, when S3 refuses the credentials', async () => {
     const denied = createS3Client({ LAWGPT_S3_ENDPOINT: minio.endpoint, LAWGPT_S3_FORCE_PATH_STYLE: 'true', AWS_REGION: 'us-east-1' }, { accessKeyId: 'nobody', secretAccessKey: 'not-the-secret' });
-    await expect(lookup(cached, denied)).rejects.toThrow(/Access Key Id|InvalidAccessKeyId|denied/i);
+    const failed = (await lookup(cached, denied).catch((err: unknown) => err)) as ApplicationFailure;
+    expect(failed).toBeInstanceOf(ApplicationFailure);
+    expect(failed.nonRetryable).toBe(true);
+    expect(failed.message).toBe("S3 refused this worker's credentials for bucket lawgpt-test (InvalidAccessKeyId): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY where it runs");
   });
 });

@@ -53,7 +53,10 @@ def samples(request: dict) -> list[data.Sample]:
 def run(request: dict, events) -> tuple[dict, dict]:
     config, out = request["config"], Path(request["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(request["inputs"]["model"])
+    before = training.host_rss_bytes()
     model = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"])
+    loaded = training.host_rss_bytes() - before
+    parameters = sum(p.numel() for p in model.parameters())
 
     dataset = [encode(tokenizer, s, config["cutoff_len"]) for s in samples(request)]
     dataset = [item for item in dataset if any(label != IGNORE_INDEX for label in item["labels"])]
@@ -71,5 +74,5 @@ def run(request: dict, events) -> tuple[dict, dict]:
     model.save_pretrained(out / "adapter")
     merge.fold(model, len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
-    metrics = {"train_samples": samples_count, "train_sequences": len(dataset), **training.loss_metrics(trained)}
+    metrics = {"train_samples": samples_count, "train_sequences": len(dataset), **training.loss_metrics(trained), **training.memory_metrics(parameters, loaded)}
     return {"adapter": "adapter", "model": "model"}, metrics

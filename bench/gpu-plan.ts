@@ -1,0 +1,90 @@
+// The run plan of `npm run bench:gpu` (bench/gpu.py executes it on the GPU machine): each row's
+// stage config comes from the shipped recipes through parseRunConfig, the one home of defaults and
+// rules (the ZeRO stage by method among them), shortened to a few steps. Then gpu.py --prepare
+// makes the tokenizers and data slices the rows need, into the carry folder.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { launcherArgs, launcherEnv } from '../activities/deepspeed-launch.js';
+import { parseRunConfig, type RunConfig } from '../common/config.js';
+import { ROOT } from './context.js';
+
+const recipe = (name: string) => JSON.parse(readFileSync(join(ROOT, 'configs', name), 'utf8'));
+
+// The shapes measured on the H100 in ../shared/FACTS.md, so that before and after compare.
+const SHAPES = {
+  '1.1B': { hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22, num_attention_heads: 32, num_key_value_heads: 4 },
+  '7B-width-4-layers': { hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 4, num_attention_heads: 32, num_key_value_heads: 32 },
+  // LLaMA-7B's dimensions with 8 of its 32 layers: loading and saving all 32 would not fit the
+  // 8 minutes; samples/s scale to 32 layers by the non-embedding parameters (gpu.py reports both).
+  '7B-8-of-32-layers': { hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 8, num_attention_heads: 32, num_key_value_heads: 32 },
+} as const;
+const SMOKE_SHAPE = { tiny: { hidden_size: 64, intermediate_size: 176, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4 } };
+
+interface Row {
+  name: string;
+  stage: 'pretrain' | 'sft';
+  shape: string;
+  config: RunConfig['pretrain'] | RunConfig['sft'];
+  /** The activity's launcher command line and environment, `{hostfile}` and `{request}` to fill in. */
+  launcher?: string[];
+  launcher_env?: NodeJS.ProcessEnv;
+  /** A row that resumes another row's checkpoint at this step, and compares the losses after it. */
+  resumes?: { row: string; step: number };
+}
+
+function plan(smoke: boolean) {
+  const lawgpt = recipe('lawgpt.json');
+  const bentsao = recipe('bentsao.json');
+  // The issue's measured setup: block 1024, micro-batch 8, global batch 32 on one GPU, the v100
+  // profile (fp16, gradient checkpointing, SDPA), checkpoints every 3 steps.
+  const pretrain = (method: 'lora' | 'full') =>
+    parseRunConfig({
+      ...lawgpt,
+      pretrain: {
+        ...lawgpt.pretrain,
+        method,
+        epochs: undefined,
+        max_steps: smoke ? 4 : 6,
+        checkpoint_steps: smoke ? 2 : 3,
+        warmup_steps: 0,
+        logging_steps: 1,
+        eval_blocks: 0,
+        micro_batch_size: smoke ? 2 : 8,
+        global_batch_size: smoke ? 4 : 32,
+        block_size: smoke ? 64 : 1024,
+        deepspeed: { ...lawgpt.pretrain.deepspeed, profile: smoke ? 'cpu' : 'v100', gradient_checkpointing: true, hosts: [{ host: 'localhost', slots: 1 }] },
+      },
+    }).pretrain;
+  const sft = parseRunConfig({
+    ...bentsao,
+    sft: { ...bentsao.sft, epochs: undefined, max_steps: smoke ? 2 : 3, checkpoint_steps: 1000, logging_steps: 1, warmup_steps: 0, ...(smoke && { micro_batch_size: 2, gradient_accumulation_steps: 2, cutoff_len: 64 }) },
+  }).sft;
+  const shapes = smoke ? [Object.keys(SMOKE_SHAPE)[0]] : ['1.1B', '7B-width-4-layers'];
+  const rows: Row[] = [];
+  for (const shape of shapes) {
+    for (const method of ['lora', 'full'] as const) {
+      const config = pretrain(method);
+      const deepspeed = config.deepspeed!;
+      rows.push({ name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: launcherArgs(deepspeed, '{hostfile}', 'pretrain', '{request}'), launcher_env: launcherEnv(deepspeed) });
+    }
+  }
+  const first = rows[0];
+  rows.push({ ...first, name: `${first.name} resumed`, resumes: { row: first.name, step: (first.config as RunConfig['pretrain']).checkpoint_steps } });
+  rows.push({ name: `${smoke ? shapes[0] : '7B-8-of-32-layers'} sft (BenTsao)`, stage: 'sft', shape: smoke ? shapes[0] : '7B-8-of-32-layers', config: sft });
+  const run = parseRunConfig(lawgpt);
+  return {
+    smoke,
+    shapes: smoke ? SMOKE_SHAPE : SHAPES,
+    rows,
+    // What gpu.py --prepare needs to make the tokenizers with the trainer's own stages.
+    run: { data: { split: run.data.split, cleaning: run.data.cleaning }, base: parseRunConfig({ ...lawgpt, base: {} }).base, vocab: { ...run.vocab, ...(smoke && { vocab_size: 3000 }) } },
+  };
+}
+
+const { values } = parseArgs({ options: { carry: { type: 'string' }, smoke: { type: 'boolean', default: false } } });
+const carry = values.carry!;
+mkdirSync(carry, { recursive: true });
+writeFileSync(join(carry, 'plan.json'), JSON.stringify(plan(values.smoke!), null, 2) + '\n');
+execFileSync(process.env.LAWGPT_PYTHON ?? 'python3', [join(ROOT, 'bench', 'gpu.py'), '--prepare', '--carry', carry], { stdio: 'inherit', cwd: ROOT });

@@ -1,0 +1,260 @@
+"""`npm run bench:gpu`: training speed and memory of the trainer on one GPU, launched exactly as the
+activity launches it (the DeepSpeed launcher with a one-slot hostfile, `python -m lawgpt_trainer
+<stage> --request …`), on LLaMA-shaped models initialised here, for each row of the plan that
+bench/gpu-plan.ts wrote from the shipped recipes.
+
+Per row: tokens/s and MFU (6N per token over the card's dense fp16 peak), peak GPU memory and host
+RSS (the trainer's own metrics), seconds from launch to the first step, the extra seconds of a step
+that saved a checkpoint, and for the resumed row the largest loss difference against the run it
+resumes. The first row of a shape tokenizes the corpus; later rows take its blocks, as the block
+cache would. Results: bench/results/gpu-<date>-<card>.{json,md}, rewritten after every row so that
+a run cut short keeps what it measured.
+
+    python bench/gpu.py --prepare --carry DIR   (here: tokenizers and data slices into DIR)
+    python bench/gpu.py --carry DIR [--out DIR] [--only NAME]"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROW_LIMIT_SECONDS = 240
+# Dense fp16 tensor peaks in TFLOP/s, first match on the device name wins.
+PEAK_FP16_TFLOPS = [("H100 PCIe", 756), ("H100", 989), ("H200", 989), ("A100", 312), ("V100", 125), ("L40S", 362), ("L4", 121), ("A10", 125)]
+CORPUS_BYTES = {"smoke": 1 << 20, "full": 8 << 20}
+INSTRUCTIONS = ("instructions/bentsao_llama_data.jsonl", 3000)
+
+
+def prepare(carry: Path) -> None:
+    """The merged tokenizer (the trainer's own base and vocab stages), a corpus slice and an
+    instruction slice: everything the rows read that ../shared would otherwise provide."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import fixtures
+
+    plan = json.loads((carry / "plan.json").read_text("utf-8"))
+    shared = Path(os.environ["LAWGPT_SHARED_DATA"])
+    work = carry / "work"
+    p = {"config": plan["run"], "work": str(work), "quick": False, "shared_data": str(shared)}
+    for name in ("corpus", "base-tokenizer", "tokenizer"):
+        shutil.rmtree(carry / name, ignore_errors=True)
+    budget = CORPUS_BYTES["smoke" if plan["smoke"] else "full"]
+    for source in sorted((shared / "corpus").rglob("*")):
+        if source.suffix not in (".md", ".txt") or budget <= 0:
+            continue
+        target = carry / "corpus" / source.relative_to(shared / "corpus")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        budget -= source.stat().st_size
+    base, _ = fixtures.run_stage(p, "base", {}, work / "base")
+    shutil.copytree(base / "tokenizer", carry / "base-tokenizer")
+    merged, metrics = fixtures.run_stage(p, "vocab", {"corpus": carry / "corpus", "base_tokenizer": carry / "base-tokenizer"}, work / "vocab")
+    shutil.copytree(merged / "tokenizer", carry / "tokenizer")
+    path, count = INSTRUCTIONS
+    lines = (shared / path).read_text("utf-8").splitlines()[:count]
+    (carry / "instructions.jsonl").write_text("\n".join(lines) + "\n", "utf-8")
+    shutil.rmtree(work)
+    print(f"prepared {carry}: merged vocabulary of {metrics['merged_vocab_size']} pieces", file=sys.stderr)
+
+
+def device() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"name": "cpu", "peak_tflops": None, "torch": torch.__version__}
+    name = torch.cuda.get_device_name(0)
+    peak = next((tflops for key, tflops in PEAK_FP16_TFLOPS if key in name), None)
+    return {"name": name, "peak_tflops": peak, "torch": torch.__version__, "cuda": torch.version.cuda, "capability": ".".join(map(str, torch.cuda.get_device_capability(0)))}
+
+
+def make_model(carry: Path, base_config: dict, shape: dict, folder: Path) -> Path:
+    """A randomly initialised LLaMA of `shape` for the base tokenizer, saved in fp16 on a GPU (as
+    published LLaMA weights are) and in fp32 on the CPU (which the cpu profile trains in)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from lawgpt_trainer import tokenizer as tok
+    from lawgpt_trainer.stages.base import new_model
+
+    if (folder / "config.json").is_file():
+        return folder
+    tokenizer = AutoTokenizer.from_pretrained(carry / "base-tokenizer")
+    on_gpu = torch.cuda.is_available()
+    with torch.device("cuda" if on_gpu else "cpu"):
+        model = new_model({**base_config, **shape, "max_position_embeddings": 4096}, tokenizer)
+    (model.half() if on_gpu else model).save_pretrained(folder)
+    tok.save_with_model(tokenizer, carry / "base-tokenizer", folder)
+    del model
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(row: dict, request: dict, folder: Path) -> dict:
+    """Runs the row's trainer as the activity would; its events with the second each arrived."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "request.json").write_text(json.dumps(request), "utf-8")
+    deepspeed = request["config"].get("deepspeed")
+    if deepspeed:
+        (folder / "hostfile").write_text("localhost slots=1\n")
+        args = [a.replace("{hostfile}", str(folder / "hostfile")).replace("{request}", str(folder / "request.json")) for a in row["launcher"]]
+        args[args.index("--master_port") + 1] = str(free_port())
+        command = [sys.executable, *args]
+    else:
+        command = [sys.executable, "-m", "lawgpt_trainer", row["stage"], "--request", str(folder / "request.json")]
+    env = {**os.environ, **row.get("launcher_env", {})}
+    started = time.monotonic()
+    events = []
+    with open(folder / "stderr.log", "w") as stderr:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True)
+        # A row that overruns is killed, launcher and ranks alike, so that the rest still run.
+        limit = threading.Timer(ROW_LIMIT_SECONDS, os.killpg, (child.pid, signal.SIGKILL))
+        limit.start()
+        for line in child.stdout:
+            if line.startswith("{"):
+                events.append({**json.loads(line), "at": time.monotonic() - started})
+        code = child.wait()
+        limit.cancel()
+    return {"code": code, "events": events, "seconds": time.monotonic() - started, "stderr": (folder / "stderr.log").read_text(errors="replace")[-2000:]}
+
+
+def measure(row: dict, ran: dict, peak_tflops: float | None, resumed_from: dict | None) -> dict:
+    events = ran["events"]
+    completed = next((e for e in events if e["event"] == "completed"), None)
+    if ran["code"] != 0 or not completed:
+        failed = next((e for e in events if e["event"] == "failed"), {})
+        return {"row": row["name"], "error": failed.get("message") or f"exit {ran['code']}: {ran['stderr'][-600:]}"}
+    config, metrics = row["config"], completed["metrics"]
+    steps = [e for e in events if e["event"] == "progress" and e["step"] >= 1]
+    saved = {e["step"] for e in events if e["event"] == "checkpoint"}
+    # A step's time is the gap to the step before it; a save happens between a step's progress
+    # event and the next step, so those gaps are the checkpoint's cost, not the step's.
+    gaps = {b["step"]: b["at"] - a["at"] for a, b in zip(steps, steps[1:]) if b["step"] == a["step"] + 1}
+    plain = [gap for step, gap in gaps.items() if step - 1 not in saved and step > 1]
+    step_seconds = statistics.median(plain) if plain else None
+    save = [gaps[s + 1] - step_seconds for s in saved if s + 1 in gaps and step_seconds]
+    samples_per_step = config.get("global_batch_size") or config["micro_batch_size"] * config["gradient_accumulation_steps"] * metrics.get("processes", 1)
+    result = {
+        "row": row["name"],
+        "stage": row["stage"],
+        "parameters": metrics.get("model_parameters"),
+        "seconds_per_step": step_seconds,
+        "samples_per_second": samples_per_step / step_seconds if step_seconds else None,
+        "gpu_peak_gib": metrics["gpu_peak_bytes"] / 2**30 if "gpu_peak_bytes" in metrics else None,
+        "host_peak_rss_gib": metrics["host_peak_rss_bytes"] / 2**30,
+        "model_load_host_gib": metrics["model_load_host_bytes"] / 2**30,
+        "seconds_to_first_step": steps[0]["at"] if steps else None,
+        "checkpoint_save_seconds": max(save) if save else None,
+        "blocks_from_cache": metrics.get("blocks_from_cache"),
+    }
+    if row["stage"] == "pretrain" and step_seconds:
+        result["tokens_per_second"] = samples_per_step * config["block_size"] / step_seconds
+        if peak_tflops and result["parameters"]:
+            result["mfu"] = 6 * result["parameters"] * result["tokens_per_second"] / (peak_tflops * 1e12)
+    if resumed_from:
+        before = {e["step"]: e["loss"] for e in resumed_from["events"] if e["event"] == "progress" and "loss" in e}
+        after = {e["step"]: e["loss"] for e in events if e["event"] == "progress" and "loss" in e and e["step"] > row["resumes"]["step"]}
+        result["resume_loss_difference"] = max((abs(loss - before[s]) for s, loss in after.items() if s in before), default=None)
+    return result
+
+
+def table(card: dict, results: list[dict]) -> str:
+    fmt = lambda x, spec: "–" if x is None else format(x, spec)  # noqa: E731
+    lines = [
+        f"Card: {card['name']} (dense fp16 peak {card['peak_tflops']} TFLOP/s), torch {card['torch']}.",
+        "",
+        "| Row | tokens/s | samples/s | MFU | peak GPU GiB | peak host RSS GiB | s to first step | checkpoint save s | loss diff after resume |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['row']} | failed: {r['error'][:120].replace('|', '/')} | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['row']} | {fmt(r.get('tokens_per_second'), ',.0f')} | {fmt(r['samples_per_second'], '.2f')} | {fmt(r.get('mfu'), '.1%')} | "
+            f"{fmt(r['gpu_peak_gib'], '.1f')} | {fmt(r['host_peak_rss_gib'], '.1f')} | {fmt(r['seconds_to_first_step'], '.0f')} | "
+            f"{fmt(r['checkpoint_save_seconds'], '.1f')} | {fmt(r.get('resume_loss_difference'), '.1e')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(carry: Path, out: Path, only: str | None) -> int:
+    from lawgpt_trainer import contract
+
+    plan = json.loads((carry / "plan.json").read_text("utf-8"))
+    card = device()
+    if not plan["smoke"] and card["name"] == "cpu":
+        print("no GPU here: run `npm run bench:gpu -- --smoke` to check the script on the CPU", file=sys.stderr)
+        return 2
+    work = Path(os.environ.get("LAWGPT_GPU_WORK", "/tmp/lawgpt-gpu-bench"))
+    shutil.rmtree(work, ignore_errors=True)
+    stem = f"gpu-{date.today().isoformat()}-{re.sub(r'[^A-Za-z0-9]+', '-', card['name']).strip('-')}"
+    out.mkdir(parents=True, exist_ok=True)
+    runs, blocks, results = {}, {}, []
+    for row in plan["rows"]:
+        if only and only not in row["name"]:
+            continue
+        shape = row["shape"]
+        model = make_model(carry, plan["run"]["base"], plan["shapes"][shape], work / "models" / shape)
+        folder = work / "rows" / re.sub(r"[^A-Za-z0-9]+", "-", row["name"])
+        if row["stage"] == "pretrain":
+            inputs = {"corpus": carry / "corpus", "tokenizer": carry / "tokenizer", "base_model": model, **({"blocks": blocks[shape]} if shape in blocks else {})}
+        else:
+            inputs = {"model": model, "instructions": carry / "instructions.jsonl"}
+        resumed_from = runs.get(row["resumes"]["row"]) if row.get("resumes") else None
+        checkpoint = resumed_from and next((e["path"] for e in resumed_from["events"] if e["event"] == "checkpoint" and e["step"] == row["resumes"]["step"]), None)
+        request = {
+            "contract_version": contract.schema()["contract_version"],
+            "run_id": "bench-gpu",
+            "stage": row["stage"],
+            "output_dir": str(folder / "out"),
+            "split": plan["run"]["data"]["split"],
+            "cleaning": plan["run"]["data"]["cleaning"],
+            "inputs": {k: str(v) for k, v in inputs.items()},
+            "config": row["config"],
+            **({"resume_from": str(resumed_from["folder"] / "out" / checkpoint)} if checkpoint else {}),
+        }
+        print(f"--- {row['name']}", file=sys.stderr, flush=True)
+        ran = launch(row, request, folder)
+        ran["folder"] = folder
+        runs[row["name"]] = ran
+        offered = next((e["path"] for e in ran["events"] if e["event"] == "blocks"), None)
+        if offered and shape not in blocks:
+            blocks[shape] = folder / "out" / offered
+        results.append(measure(row, ran, card["peak_tflops"], resumed_from))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+        (out / f"{stem}.json").write_text(json.dumps({"date": date.today().isoformat(), "card": card, "rows": results}, indent=2) + "\n")
+        (out / f"{stem}.md").write_text(table(card, results))
+    print(table(card, results))
+    return 0 if results and all("error" not in r for r in results) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--carry", type=Path, required=True)
+    parser.add_argument("--prepare", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--only")
+    args = parser.parse_args()
+    if args.prepare:
+        prepare(args.carry)
+        return 0
+    return run(args.carry, args.out, args.only)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
