@@ -30,6 +30,8 @@ interface Row {
   /** The activity's launcher command line and environment, `{hostfile}` and `{request}` to fill in. */
   launcher?: string[];
   launcher_env?: NodeJS.ProcessEnv;
+  /** Also report samples/s as if the model had this many layers (LLaMA-7B's 32). */
+  scale_to_layers?: number;
   /** A row that resumes another row's checkpoint at this step, and compares the losses after it. */
   resumes?: { row: string; step: number };
 }
@@ -59,7 +61,7 @@ function plan(smoke: boolean) {
     }).pretrain;
   const sft = parseRunConfig({
     ...bentsao,
-    sft: { ...bentsao.sft, epochs: undefined, max_steps: smoke ? 2 : 3, checkpoint_steps: 1000, logging_steps: 1, warmup_steps: 0, ...(smoke && { micro_batch_size: 2, gradient_accumulation_steps: 2, cutoff_len: 64 }) },
+    sft: { ...bentsao.sft, epochs: undefined, max_steps: smoke ? 2 : 3, checkpoint_steps: 1000, logging_steps: 1, warmup_steps: 0, ...(smoke && { micro_batch_size: 2, gradient_accumulation_steps: 2 }) },
   }).sft;
   const shapes = smoke ? [Object.keys(SMOKE_SHAPE)[0]] : ['1.1B', '7B-width-4-layers'];
   const rows: Row[] = [];
@@ -72,7 +74,7 @@ function plan(smoke: boolean) {
   }
   const first = rows[0];
   rows.push({ ...first, name: `${first.name} resumed`, resumes: { row: first.name, step: (first.config as RunConfig['pretrain']).checkpoint_steps } });
-  rows.push({ name: `${smoke ? shapes[0] : '7B-8-of-32-layers'} sft (BenTsao)`, stage: 'sft', shape: smoke ? shapes[0] : '7B-8-of-32-layers', config: sft });
+  rows.push({ name: `${smoke ? shapes[0] : '7B-8-of-32-layers'} sft (BenTsao)`, stage: 'sft', shape: smoke ? shapes[0] : '7B-8-of-32-layers', config: sft, scale_to_layers: 32 });
   const run = parseRunConfig(lawgpt);
   return {
     smoke,

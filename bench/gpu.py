@@ -33,6 +33,8 @@ ROW_LIMIT_SECONDS = 240
 # Dense fp16 tensor peaks in TFLOP/s, first match on the device name wins.
 PEAK_FP16_TFLOPS = [("H100 PCIe", 756), ("H100", 989), ("H200", 989), ("A100", 312), ("V100", 125), ("L40S", 362), ("L4", 121), ("A10", 125)]
 CORPUS_BYTES = {"smoke": 1 << 20, "full": 8 << 20}
+# BenTsao's headline: 10 epochs of 8,658 instructions in 2 h 17 min on one A100-SXM-80GB.
+BENTSAO_SAMPLES_PER_SECOND, A100_PEAK_TFLOPS = 10 * 8658 / (2 * 3600 + 17 * 60), 312
 INSTRUCTIONS = ("instructions/bentsao_llama_data.jsonl", 3000)
 
 
@@ -132,7 +134,14 @@ def launch(row: dict, request: dict, folder: Path) -> dict:
     return {"code": code, "events": events, "seconds": time.monotonic() - started, "stderr": (folder / "stderr.log").read_text(errors="replace")[-2000:]}
 
 
-def measure(row: dict, ran: dict, peak_tflops: float | None, resumed_from: dict | None) -> dict:
+def parameters_with_layers(shape: dict, parameters: int, layers: int) -> int:
+    """The model's parameters had it `layers` decoder layers instead of the shape's."""
+    h, ffn, heads, kv = shape["hidden_size"], shape["intermediate_size"], shape["num_attention_heads"], shape["num_key_value_heads"]
+    per_layer = 2 * h * h + 2 * h * (h * kv // heads) + 3 * h * ffn + 2 * h
+    return parameters + (layers - shape["num_hidden_layers"]) * per_layer
+
+
+def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resumed_from: dict | None) -> dict:
     events = ran["events"]
     completed = next((e for e in events if e["event"] == "completed"), None)
     if ran["code"] != 0 or not completed:
@@ -165,6 +174,10 @@ def measure(row: dict, ran: dict, peak_tflops: float | None, resumed_from: dict 
         result["tokens_per_second"] = samples_per_step * config["block_size"] / step_seconds
         if peak_tflops and result["parameters"]:
             result["mfu"] = 6 * result["parameters"] * result["tokens_per_second"] / (peak_tflops * 1e12)
+    if row.get("scale_to_layers") and step_seconds and result["parameters"]:
+        # Compute per sample grows with the parameters (6N), so fewer layers scale up by their ratio.
+        whole = parameters_with_layers(shape, result["parameters"], row["scale_to_layers"])
+        result[f"samples_per_second_at_{row['scale_to_layers']}_layers"] = result["samples_per_second"] * result["parameters"] / whole
     if resumed_from:
         before = {e["step"]: e["loss"] for e in resumed_from["events"] if e["event"] == "progress" and "loss" in e}
         after = {e["step"]: e["loss"] for e in events if e["event"] == "progress" and "loss" in e and e["step"] > row["resumes"]["step"]}
@@ -189,6 +202,15 @@ def table(card: dict, results: list[dict]) -> str:
             f"{fmt(r['gpu_peak_gib'], '.1f')} | {fmt(r['host_peak_rss_gib'], '.1f')} | {fmt(r['seconds_to_first_step'], '.0f')} | "
             f"{fmt(r['checkpoint_save_seconds'], '.1f')} | {fmt(r.get('resume_loss_difference'), '.1e')} |"
         )
+    for r in results:
+        scaled = next((v for k, v in r.items() if k.startswith("samples_per_second_at_")), None)
+        if scaled is not None:
+            like_a100 = BENTSAO_SAMPLES_PER_SECOND * card["peak_tflops"] / A100_PEAK_TFLOPS if card["peak_tflops"] else None
+            lines += [
+                "",
+                f"{r['row']}: {scaled:.2f} samples/s scaled to 32 layers, against BenTsao's {BENTSAO_SAMPLES_PER_SECOND:.1f} on one "
+                f"A100-SXM-80GB (dense fp16 peak {A100_PEAK_TFLOPS} TFLOP/s); at BenTsao's utilisation this card would give {fmt(like_a100, '.1f')}.",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -235,7 +257,7 @@ def run(carry: Path, out: Path, only: str | None) -> int:
         offered = next((e["path"] for e in ran["events"] if e["event"] == "blocks"), None)
         if offered and shape not in blocks:
             blocks[shape] = folder / "out" / offered
-        results.append(measure(row, ran, card["peak_tflops"], resumed_from))
+        results.append(measure(row, plan["shapes"][shape], ran, card["peak_tflops"], resumed_from))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         (out / f"{stem}.json").write_text(json.dumps({"date": date.today().isoformat(), "card": card, "rows": results}, indent=2) + "\n")
         (out / f"{stem}.md").write_text(table(card, results))
