@@ -124,15 +124,16 @@ async function inParallel<T>(items: readonly T[], limit: number, work: (item: T)
 }
 
 // Files are streamed from disk (no copy in memory, unsigned payload): a large one in parts of
-// PART_BYTES, several at a time, as `mc` does. The SDK cannot replay a stream it has read, so each
-// request gets a fresh one, up to UPLOAD_TRIES times.
+// PART_BYTES, several at a time, as `mc` does. Every request of an upload is tried up to
+// UPLOAD_TRIES times with a backoff that outlasts a restart of the server (7.5 s in all); the SDK
+// cannot replay a stream it has read, so each try builds its request, and stream, anew.
 const PART_BYTES = 32 * 2 ** 20;
 const PARALLEL_PARTS = 4;
 const UPLOAD_TRIES = 5;
 // S3 allows at most 10,000 parts per object.
 const MAX_PARTS = 10_000;
 
-async function withFreshStream<T>(send: () => Promise<T>): Promise<T> {
+async function withRetries<T>(send: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await send();
@@ -149,20 +150,20 @@ export async function uploadFile(client: S3Client, path: string, uri: string): P
   const size = (await stat(path)).size;
   const part = Math.max(PART_BYTES, Math.ceil(size / MAX_PARTS));
   if (size <= part) {
-    await withFreshStream(() => client.send(new PutObjectCommand({ Bucket, Key, Body: createReadStream(path, { highWaterMark: 2 ** 20 }), ContentLength: size })));
+    await withRetries(() => client.send(new PutObjectCommand({ Bucket, Key, Body: createReadStream(path, { highWaterMark: 2 ** 20 }), ContentLength: size })));
     return size;
   }
-  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket, Key }));
+  const { UploadId } = await withRetries(() => client.send(new CreateMultipartUploadCommand({ Bucket, Key })));
   try {
     const parts = Array.from({ length: Math.ceil(size / part) }, (_, i) => ({ PartNumber: i + 1, start: i * part, end: Math.min(size, (i + 1) * part) }));
     const done: { PartNumber: number; ETag?: string }[] = [];
     await inParallel(parts, PARALLEL_PARTS, async ({ PartNumber, start, end }) => {
       const Body = () => createReadStream(path, { start, end: end - 1, highWaterMark: 2 ** 20 });
-      const { ETag } = await withFreshStream(() => client.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber, Body: Body(), ContentLength: end - start })));
+      const { ETag } = await withRetries(() => client.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber, Body: Body(), ContentLength: end - start })));
       done.push({ PartNumber, ETag });
     });
     done.sort((a, b) => a.PartNumber - b.PartNumber);
-    await client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, MultipartUpload: { Parts: done } }));
+    await withRetries(() => client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, MultipartUpload: { Parts: done } })));
   } catch (err) {
     await client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId })).catch(() => undefined);
     throw err;

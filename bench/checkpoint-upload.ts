@@ -9,7 +9,7 @@ import { cp, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { CheckpointUploader, sha256File } from '../activities/checkpoints.js';
-import { ensureBucket } from '../activities/s3.js';
+import { deletePrefix, ensureBucket } from '../activities/s3.js';
 import { MANIFEST_FILE, type CheckpointManifest } from '../common/contract.js';
 import { tools } from '../tests/helpers/tools.js';
 import type { BenchContext, Measured } from './context.js';
@@ -81,6 +81,9 @@ export async function checkpointUpload(ctx: BenchContext): Promise<Measured> {
     const [, user, system] = /cpu ([\d.]+) ([\d.]+)/.exec(stderr)!;
     cpu.peer.push(perGiB(Number(user) + Number(system)));
     await rm(theirs, { recursive: true, force: true });
+    // Gigabytes per repeat: gone before the next, so that the disk never fills.
+    await deletePrefix(minio.client, `s3://bench/ours-${i}/`);
+    await deletePrefix(minio.client, `s3://bench/peer-${i}/`);
   }
   await rm(source, { recursive: true, force: true });
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from '@temporalio/worker';
 import { checkpointsPrefix, downloadVerified } from '../activities/checkpoints.js';
-import { downloadArtifact } from '../activities/s3.js';
+import { deletePrefix, downloadArtifact } from '../activities/s3.js';
 import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { trainerEnv, trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
@@ -175,6 +175,8 @@ async function makeFaultRuns(ctx: BenchContext) {
         await rm(join(dir, 'download'), { recursive: true, force: true });
       }
       runs.push({ runId, useful: config.pretrain.max_steps, executed: progress.length, kills });
+      // Every checkpoint is kept while the run is measured; none is needed after.
+      await deletePrefix(minio.client, `s3://${BUCKET}/runs/${runId}/`);
     }
   });
   const modelLoadSeconds: number[] = [];

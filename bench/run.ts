@@ -80,7 +80,7 @@ async function updateReadme(date: string, quick: boolean, resultFile: string, ho
     (s) => `| ${s.id} | ${s.what} | ${fmt(s.ours.median)} | ${s.peer ? fmt(s.peer.median) : '–'} | ${s.unit || 'ratio'} | ${s.ratio.toFixed(3)} | ${s.target} | ${s.ok ? 'ok' : 'MISS'} |`,
   );
   const table = [
-    `Run of ${date}${quick ? ' (--quick)' : ''} on ${host.cpu}, ${host.cores} cores, ${host.memory_gib} GiB, no GPU; ${host.python}, Node ${host.node}. Medians of ${summaries[0]?.ours.values.length ?? 0} runs; min and max are in bench/results/${resultFile}.`,
+    `Run of ${date}${quick ? ' (--quick)' : ''} on ${host.cpu}, ${host.cores} cores, ${host.memory_gib} GiB, no GPU; ${host.python}, Node ${host.node}. Medians of ${summaries[0]?.ours.values.length ?? 0} runs; min, max and the time each row was measured are in bench/results/${resultFile}.`,
     '',
     '| | Benchmark | Ours | Peer | Unit | Ratio | Target | |',
     '|---|---|---|---|---|---|---|---|',
@@ -110,14 +110,14 @@ async function main() {
     services,
   };
   const started = Date.now();
-  const summaries: Summary[] = [];
+  const summaries: (Summary & { measured_at: string })[] = [];
   // A benchmark that fails is reported and the others still run: one crash must not lose the
   // half hour of measurements around it.
   const failures: { id: string; error: string }[] = [];
   for (const bench of chosen) {
     const t0 = Date.now();
     try {
-      const summary = summarise(bench, await bench.run(ctx));
+      const summary = { ...summarise(bench, await bench.run(ctx)), measured_at: new Date().toISOString() };
       summary.notes.bench_seconds = Math.round((Date.now() - t0) / 1000);
       print(summary);
       summaries.push(summary);
@@ -130,10 +130,16 @@ async function main() {
   await services.stop();
   const date = new Date().toISOString().slice(0, 10);
   const host = machine();
-  // A partial run never replaces the day's full results, nor the README's table.
-  const resultFile = `${date}${quick ? '-quick' : ''}${values.only ? `-${chosen.map((b) => b.id).join('-')}` : ''}.json`;
-  await writeFile(join(BENCH_DIR, 'results', resultFile), JSON.stringify({ date, quick, machine: host, results: summaries, failures }, null, 2) + '\n');
-  if (!values.only) await updateReadme(date, quick, resultFile, host, summaries);
+  // A partial run (--only) replaces its benchmarks' entries in the day's results of the same kind,
+  // and every entry says when it was measured.
+  const resultFile = `${date}${quick ? '-quick' : ''}.json`;
+  const earlier = values.only ? await readFile(join(BENCH_DIR, 'results', resultFile), 'utf8').then(JSON.parse, () => undefined) : undefined;
+  const ran = new Set(chosen.map((b) => b.id));
+  const byId = (a: { id: string }, b: { id: string }) => a.id.localeCompare(b.id);
+  const results = [...(earlier?.results ?? []).filter((r: Summary) => !ran.has(r.id)), ...summaries].sort(byId);
+  const failed = [...(earlier?.failures ?? []).filter((f: { id: string }) => !ran.has(f.id) && !results.some((r: Summary) => r.id === f.id)), ...failures].sort(byId);
+  await writeFile(join(BENCH_DIR, 'results', resultFile), JSON.stringify({ date, quick, machine: host, results, failures: failed }, null, 2) + '\n');
+  await updateReadme(date, quick, resultFile, host, results);
   console.log(`\nall benchmarks took ${Math.round((Date.now() - started) / 1000)} s`);
   if (failures.length) process.exit(1);
 }

@@ -97,6 +97,11 @@ describe('the real pipeline', () => {
     const report = JSON.parse(await (await minio.client.send(new GetObjectCommand({ Bucket: 'lawgpt-e2e', Key: reportKey }))).Body!.transformToString());
     expect(result.evaluation!.heldout_perplexity).toBe(report.heldout_perplexity);
     expect(report.exam_questions).toBeGreaterThan(0);
+
+    // The S3 secret key reaches neither the run's history nor its report.
+    const history = JSON.stringify(await env.client.workflow.getHandle('e2e-run').fetchHistory());
+    expect(history.length).toBeGreaterThan(10_000);
+    for (const text of [history, JSON.stringify(report)]) expect(text).not.toContain(minio.credentials.secretAccessKey);
   });
 
   it('serves an identical second run from the stage cache, unless the cache is off', { timeout: 300_000 }, async () => {
