@@ -12,7 +12,7 @@ import { CheckpointUploader, sha256File } from '../activities/checkpoints.js';
 import { deletePrefix, ensureBucket } from '../activities/s3.js';
 import { MANIFEST_FILE, type CheckpointManifest } from '../common/contract.js';
 import { tools } from '../tests/helpers/tools.js';
-import type { BenchContext, Measured } from './context.js';
+import { median, type BenchContext, type Measured } from './context.js';
 
 const MiB = 2 ** 20;
 
@@ -86,7 +86,6 @@ export async function checkpointUpload(ctx: BenchContext): Promise<Measured> {
     await deletePrefix(minio.client, `s3://bench/peer-${i}/`);
   }
   await rm(source, { recursive: true, force: true });
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   return {
     ours,
     peer,

@@ -67,3 +67,6 @@ export class Services {
     await (await this.minioServer)?.stop();
   }
 }
+
+/** The middle value (the upper one of an even count): what every benchmark reports. */
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

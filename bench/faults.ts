@@ -20,7 +20,7 @@ import type { PipelineResult } from '../common/run.js';
 import { uploadDemoData } from '../infra/demo-data.js';
 import { findProcesses } from '../tests/helpers/processes.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
-import type { BenchContext, Measured } from './context.js';
+import { median, type BenchContext, type Measured } from './context.js';
 
 const BUCKET = 'bench-faults';
 const CHECKPOINT_STEPS = { quick: 4, full: 10 } as const;
@@ -205,10 +205,10 @@ export async function goodput(ctx: BenchContext): Promise<Measured> {
 export async function resumeLatency(ctx: BenchContext): Promise<Measured> {
   const { runs, modelLoadSeconds, downloads } = await faultRuns(ctx);
   const kills = runs.flatMap((r) => r.kills);
-  const load = [...modelLoadSeconds].sort((a, b) => a - b)[Math.floor(modelLoadSeconds.length / 2)];
+  const load = median(modelLoadSeconds);
   return {
     ours: kills.map((k) => k.firstStepAt - k.at),
     peer: downloads.map((d) => d + load),
-    notes: { model_load_seconds: load, checkpoint_download_seconds: [...downloads].sort((a, b) => a - b)[Math.floor(downloads.length / 2)] },
+    notes: { model_load_seconds: load, checkpoint_download_seconds: median(downloads) },
   };
 }

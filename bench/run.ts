@@ -11,7 +11,7 @@ import { checkpointUpload } from './checkpoint-upload.js';
 import { goodput, resumeLatency } from './faults.js';
 import { orchestration } from './orchestration.js';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
-import { BENCH_DIR, ROOT, Services, type Benchmark, type BenchContext, type Measured } from './context.js';
+import { BENCH_DIR, median, ROOT, Services, type Benchmark, type BenchContext, type Measured } from './context.js';
 
 const python = (script: string) => async (ctx: BenchContext) => runPython(ctx, script);
 
@@ -37,7 +37,6 @@ async function runPython(ctx: BenchContext, script: string): Promise<Measured> {
   return JSON.parse(stdout.trim().split('\n').at(-1)!);
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const stats = (xs: number[]) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), values: xs });
 const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 1 ? x.toFixed(2) : x.toPrecision(3));
 const targetText = (t: Benchmark['target']) => (t.max !== undefined ? `<=${t.max}` : `>=${t.min}`);
