@@ -1,6 +1,6 @@
 // The tokenized-block cache: pretrain's corpus, cleaned, tokenized and packed into blocks, kept in
 // S3 so that a retry, a resumed stage or another run on the same data never tokenizes again.
-//   key    = sha256(corpus and tokenizer objects' key/size/ETag, block_size, split, cleaning, trainer version)
+//   key    = sha256(corpus and tokenizer objects' key/size/ETag, block_size, split, cleaning, bad-record rules, trainer version)
 //   blocks = s3://<bucket>/cache/blocks/<key>/  (the folder of the trainer's `blocks` event: one
 //            object per shard, and its index last, so that an interrupted upload is no entry)
 // On a hit the activity hands the folder to the trainer as its `blocks` input.
@@ -22,6 +22,7 @@ export function blocksUri(task: StageTask & { config: { block_size: number } }, 
     block_size: task.config.block_size,
     split: task.split,
     cleaning: task.cleaning,
+    records: task.records,
     trainer_version: trainerVersion,
   });
   return s3Uri(task.bucket, `cache/blocks/${key}/`);

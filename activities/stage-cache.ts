@@ -1,6 +1,6 @@
 // The stage cache: a stage whose inputs, config and trainer are exactly those of an earlier
 // completed stage is not run again; its recorded outputs are used.
-//   key   = sha256(stage, config section, split, cleaning, trainer version, every input object's key/size/ETag)
+//   key   = sha256(stage, config section, split, cleaning, bad-record rules, trainer version, every input object's key/size/ETag)
 //   entry = s3://<bucket>/cache/<stage>/<key>.json, written after the stage's outputs are uploaded
 // An entry counts only while every output object it lists is still there, unchanged.
 import { createHash } from 'node:crypto';
@@ -41,7 +41,7 @@ export const inputsHash = (objects: Record<string, ObjectInfo[]>) => contentHash
 
 /** The stage's key; `objects` are its inputs' objects (inputObjects). */
 export const cacheKey = (task: StageTask, objects: Record<string, ObjectInfo[]>, trainerVersion: string) =>
-  contentHash({ stage: task.stage, config: task.config, split: task.split, cleaning: task.cleaning, trainer_version: trainerVersion, inputs: objects });
+  contentHash({ stage: task.stage, config: task.config, split: task.split, cleaning: task.cleaning, records: task.records, trainer_version: trainerVersion, inputs: objects });
 
 /** JSON with sorted keys, so equal values always hash alike. */
 function canonicalJson(value: unknown): string {

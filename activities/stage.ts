@@ -5,7 +5,7 @@
 // workflow (its `status` query), and the worker's log.
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describeIssues } from '../common/config.js';
@@ -55,17 +55,27 @@ function inside(dir: string, relativePath: string): string {
  * contract before any trainer sees it, so a request the trainer would refuse never starts one.
  */
 export function trainerRequest(
-  task: Pick<StageTask, 'runId' | 'stage' | 'split' | 'cleaning' | 'config'>,
+  task: Pick<StageTask, 'runId' | 'stage' | 'split' | 'cleaning' | 'records' | 'config'>,
   inputs: Record<string, string>,
   outputDir: string,
   extra: Pick<TrainerRequest, 'inputs_hash' | 'stop_file' | 'resume_from'> = {},
 ): TrainerRequest {
-  const { runId, stage, split, cleaning, config } = task;
-  const checked = TrainerRequest.safeParse({ contract_version: CONTRACT_VERSION, run_id: runId, stage, output_dir: outputDir, split, cleaning, inputs, config, ...extra });
+  const { runId, stage, split, cleaning, records, config } = task;
+  const checked = TrainerRequest.safeParse({ contract_version: CONTRACT_VERSION, run_id: runId, stage, output_dir: outputDir, split, cleaning, ...records, inputs, config, ...extra });
   if (!checked.success) {
     throw ApplicationFailure.nonRetryable(`the ${stage} request breaks the trainer contract: ${describeIssues(checked.error).join('; ')}`, 'ContractViolation');
   }
   return checked.data;
+}
+
+/**
+ * Rewrites a trainer's messages so that they name the S3 objects its inputs were downloaded from,
+ * not the worker's local copies: `dialogue.jsonl:21` becomes `s3://bucket/data/dialogue.jsonl:21`.
+ */
+export function s3Names(local: Record<string, string>, uris: Record<string, string>): (text: string) => string {
+  const pairs = Object.entries(local).flatMap(([name, path]) => (uris[name].endsWith('/') ? [[`${path}/`, uris[name]], [path, uris[name]]] : [[path, uris[name]]]));
+  pairs.sort((a, b) => b[0].length - a[0].length);
+  return (text) => pairs.reduce((t, [path, uri]) => t.replaceAll(path, uri), text);
 }
 
 /**
@@ -133,8 +143,9 @@ export function createStageActivities(deps: StageDeps) {
       });
       const requestPath = join(work, 'request.json');
       await writeFile(requestPath, JSON.stringify(request, null, 2));
+      const named = s3Names({ ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) }, { ...task.inputs, ...(blocks && { blocks }) });
 
-      const { completed, trainerVersion } = await runTrainer(task, requestPath, work, reporter, cachedBlocks ? undefined : blocksFor);
+      const { completed, trainerVersion } = await runTrainer(task, requestPath, work, reporter, named, cachedBlocks ? undefined : blocksFor);
       const result = await publish(task, work, completed);
       await recordStage(deps.s3, task, cacheKey(task, objects, trainerVersion), result).catch((err: Error) =>
         ctx.log.warn(`stage ${task.stage}: could not record it in the stage cache (${err.message})`),
@@ -152,7 +163,14 @@ export function createStageActivities(deps: StageDeps) {
    * Runs the trainer, and says which trainer version ran; tokenized blocks it reports go to the
    * block cache (`blocksFor` that version) in the background.
    */
-  async function runTrainer(task: StageTask, requestPath: string, work: string, reporter: ReturnType<typeof progressReporter>, blocksFor?: (version: string) => string) {
+  async function runTrainer(
+    task: StageTask,
+    requestPath: string,
+    work: string,
+    reporter: ReturnType<typeof progressReporter>,
+    named: (text: string) => string,
+    blocksFor?: (version: string) => string,
+  ) {
     const ctx = Context.current();
     const out = join(work, 'out');
     let trainerVersion = '';
@@ -189,7 +207,7 @@ export function createStageActivities(deps: StageDeps) {
               (err: Error) => ctx.log.warn(`stage ${task.stage}: could not cache the tokenized blocks (${err.message})`),
             );
           }
-          if (event.event === 'log') ctx.log[event.level === 'warning' ? 'warn' : 'info'](`[${task.stage}] ${event.message}`);
+          if (event.event === 'log') ctx.log[event.level === 'warning' ? 'warn' : 'info'](`[${task.stage}] ${named(event.message)}`);
         },
         onStderr: (line) => ctx.log.debug(`[${task.stage}] ${line}`),
       });
@@ -197,8 +215,8 @@ export function createStageActivities(deps: StageDeps) {
     await uploader.drain();
     await blocksUpload;
     await reporter.flush();
-    if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
-    return { completed: outcome(task, exit, uploader.committed !== undefined), trainerVersion };
+    if (ctx.cancellationSignal.aborted) throw stopped(task, ctx.cancellationSignal.reason);
+    return { completed: outcome(task, exit, uploader.committed !== undefined, named), trainerVersion };
   }
 
   async function publish(task: StageTask, work: string, completed: Extract<TrainerEvent, { event: 'completed' }>): Promise<StageResult> {
@@ -234,34 +252,74 @@ export function createStageActivities(deps: StageDeps) {
 
 const RETRY_AFTER_PROGRESS = '200 milliseconds';
 
+/**
+ * Why the trainer was stopped, as the activity's outcome. A cancel (of the run, or a pause) stays
+ * a cancel. A worker shutting down (SIGTERM: a deploy, a drained node) cancels its activities
+ * with WORKER_SHUTDOWN: that is no reason to stop the run, so the attempt fails retryably, and
+ * at once, so that another worker resumes from the checkpoint just committed instead of waiting
+ * out the heartbeat timeout.
+ */
+function stopped(task: StageTask, reason: unknown): unknown {
+  if (!(reason instanceof CancelledFailure && reason.message === 'WORKER_SHUTDOWN')) return reason;
+  return ApplicationFailure.create({
+    message: `stage ${task.stage}: its worker shut down; the trainer was stopped after committing a final checkpoint, and another worker resumes from it`,
+    type: 'WorkerShutdown',
+    nextRetryDelay: RETRY_AFTER_PROGRESS,
+  });
+}
+
 /** S3 refused the worker's credentials: no retry can help, so the stage fails for good, naming the bucket, never a credential. */
 function refused(err: unknown, bucket: string): unknown {
   if (!isRefusal(err)) return err;
   return ApplicationFailure.nonRetryable(`S3 refused this worker's credentials for bucket ${bucket} (${err.name}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY where it runs`, 'S3AccessRefused');
 }
 
+// Temporal keeps a retried activity's last failure (shown in the UI and by `describe`) only while
+// it stays under 4 KiB; a larger one becomes "Failure exceeds size limit.". The trainer's message
+// and the end of its stderr are cut to fit (bytes, since Chinese text takes three a character),
+// and the failure goes without its JS stack, which would repeat the whole message; the whole
+// stderr is in the worker's debug log.
+const FAILURE_MESSAGE_BYTES = 1024;
+const FAILURE_STDERR_BYTES = 2048;
+
+/** `text` cut to at most `maxBytes` of UTF-8, keeping its start or its end. */
+export function clip(text: string, maxBytes: number, keep: 'start' | 'end'): string {
+  if (Buffer.byteLength(text) <= maxBytes) return text;
+  let chars = maxBytes - 3;
+  const cut = () => (keep === 'end' ? `…${text.slice(-chars)}` : `${text.slice(0, chars)}…`);
+  while (Buffer.byteLength(cut()) > maxBytes) chars = Math.floor(chars * 0.9);
+  return cut();
+}
+
+function withoutStack(failure: ApplicationFailure): ApplicationFailure {
+  failure.stack = '';
+  return failure;
+}
+
 /** Turns how the trainer ended into the stage's completion, or a failure of the right kind. */
-function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>>, committedCheckpoint: boolean) {
+function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>>, committedCheckpoint: boolean, named: (text: string) => string) {
   const completed = exit.events.find((e) => e.event === 'completed');
   const failed = exit.events.find((e) => e.event === 'failed');
+  const reason = (fallback: string) => clip(named(failed?.message ?? fallback), FAILURE_MESSAGE_BYTES, 'start');
+  const stderrTail = clip(named(exit.stderrTail), FAILURE_STDERR_BYTES, 'end');
   const ended = `trainer ${task.stage} exited with ${exit.code ?? exit.signal}`;
   if (exit.protocolErrors.length) {
-    throw ApplicationFailure.nonRetryable(
-      `${ended}; it broke the event contract on stdout: ${exit.protocolErrors.slice(0, 3).join(' | ')}`,
+    throw withoutStack(ApplicationFailure.nonRetryable(
+      clip(`${ended}; it broke the event contract on stdout: ${exit.protocolErrors.slice(0, 3).join(' | ')}`, FAILURE_MESSAGE_BYTES, 'start'),
       'ContractViolation',
-    );
+    ));
   }
   if (exit.code === EXIT_INVALID_INPUT) {
-    throw ApplicationFailure.nonRetryable(`${ended}: ${failed?.message ?? 'invalid input'}\n${exit.stderrTail}`, 'InvalidInput');
+    throw withoutStack(ApplicationFailure.nonRetryable(`${ended}: ${reason('invalid input')}\n${stderrTail}`, 'InvalidInput'));
   }
   if (exit.code !== 0 || !completed) {
-    throw ApplicationFailure.create({
-      message: `${ended}: ${failed?.message ?? 'no completed event'}\n--- stderr tail ---\n${exit.stderrTail}`,
+    throw withoutStack(ApplicationFailure.create({
+      message: `${ended}: ${reason('no completed event')}\n--- stderr tail ---\n${stderrTail}`,
       type: 'TrainerFailed',
       // An attempt that committed a checkpoint was no crash loop: the next one resumes at once,
       // instead of after the retry policy's backoff, which doubles with every attempt.
       ...(committedCheckpoint && { nextRetryDelay: RETRY_AFTER_PROGRESS }),
-    });
+    }));
   }
   return completed;
 }

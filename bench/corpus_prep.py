@@ -74,7 +74,7 @@ def one(kind: str, corpus: str, tokenizer_dir: str, params_file: str, processes:
 
     config = json.loads(Path(params_file).read_text("utf-8"))["config"]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    chars = sum(len(data.read_text(path, key)) for path, key in data.corpus_files(corpus))
+    chars = sum(len(data.read_document(path, None)[0]) for path, _ in data.corpus_files(corpus))
     with tempfile.TemporaryDirectory() as out, fixtures.PeakMemory() as memory:
         started = time.perf_counter()
         blocks = {"ours": ours, "peer": peer}[kind](Path(corpus), tokenizer, config, processes, Path(out))

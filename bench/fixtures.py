@@ -44,6 +44,8 @@ def run_stage(p: dict, stage: str, inputs: dict, out: Path, config: dict | None 
         "output_dir": str(out / "out"),
         "split": run["data"]["split"],
         "cleaning": run["data"]["cleaning"],
+        "on_bad_record": run["data"]["on_bad_record"],
+        "max_line_chars": run["data"]["max_line_chars"],
         "inputs": {k: str(v) for k, v in inputs.items()},
         "config": config or run[stage],
     }

@@ -246,6 +246,8 @@ def run(carry: Path, out: Path, only: str | None) -> int:
             "output_dir": str(folder / "out"),
             "split": plan["run"]["data"]["split"],
             "cleaning": plan["run"]["data"]["cleaning"],
+            "on_bad_record": plan["run"]["data"]["on_bad_record"],
+            "max_line_chars": plan["run"]["data"]["max_line_chars"],
             "inputs": {k: str(v) for k, v in inputs.items()},
             "config": row["config"],
             **({"resume_from": str(resumed_from["folder"] / "out" / checkpoint)} if checkpoint else {}),

@@ -170,6 +170,14 @@ export const SplitConfig = z
   })
   .strict();
 
+// What a stage does with a record it cannot use: a corpus file that is not UTF-8, a JSONL line
+// that is no JSON object or lacks a field, an exam answer that is no option, a line longer than
+// max_line_chars. `fail` stops the stage with an error naming the object and line, before any
+// training; `skip` leaves each out and counts it (the stage's `skipped_records` metric).
+export const OnBadRecord = z.enum(['fail', 'skip']).default('fail');
+// No paragraph of a judgment comes near this; a longer "line" is a broken export (one 50 MB line).
+export const MaxLineChars = positiveInt.default(100_000);
+
 // How the corpus is cleaned before any stage reads it (trainer-py/lawgpt_trainer/cleaning.py).
 export const CleaningConfig = z
   .object({
@@ -272,6 +280,8 @@ export const RunConfig = z
         vocab_words: S3Uri.optional(),
         split: SplitConfig.prefault({}),
         cleaning: CleaningConfig.prefault({}),
+        on_bad_record: OnBadRecord,
+        max_line_chars: MaxLineChars,
       })
       .strict(),
     base: BaseConfig.prefault({}),

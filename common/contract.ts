@@ -8,7 +8,7 @@
 // failure a retry may fix. `npm run contract` regenerates trainer-py's JSON Schema from this file,
 // and both test suites check against it.
 import { z } from 'zod';
-import { CleaningConfig, SplitConfig, STAGE_CONFIGS } from './config.js';
+import { CleaningConfig, MaxLineChars, OnBadRecord, SplitConfig, STAGE_CONFIGS } from './config.js';
 import { StageName, STAGE_IO, STAGES } from './stages.js';
 
 export const CONTRACT_VERSION = 1;
@@ -22,6 +22,8 @@ const RequestCommon = {
   output_dir: z.string().min(1),
   split: SplitConfig,
   cleaning: CleaningConfig,
+  on_bad_record: OnBadRecord,
+  max_line_chars: MaxLineChars,
   // A verified checkpoint folder (with its manifest.json) to continue training from.
   resume_from: z.string().min(1).optional(),
   // Identifies the exact input artifacts (sha256 of their S3 keys, sizes and ETags): a checkpoint

@@ -12,6 +12,8 @@ export interface StageTask {
   config: RunConfig[StageName];
   split: RunConfig['data']['split'];
   cleaning: RunConfig['data']['cleaning'];
+  /** What to do with bad records (data.on_bad_record, data.max_line_chars); absent in runs started before it existed. */
+  records?: Pick<RunConfig['data'], 'on_bad_record' | 'max_line_chars'>;
   runtime: RunConfig['runtime'];
 }
 

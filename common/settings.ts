@@ -17,6 +17,8 @@ const Settings = z.object({
   AWS_REGION: z.string().default('us-east-1'),
   LAWGPT_PYTHON: z.string().default('python3'),
   LAWGPT_WORK_DIR: z.string().default('.state/work'),
+  // The worker's log level; DEBUG adds every line trainers write to stderr.
+  LAWGPT_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });
 export type Settings = z.infer<typeof Settings>;
 

@@ -1,13 +1,14 @@
 // Tests that kill things, on the real pipeline: Temporal dev server, MinIO, the trainer and a tiny
 // LLaMA. Each prints what it killed and what it found.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { promisify } from 'node:util';
+import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
+import { NativeConnection, Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { downloadVerified } from '../activities/checkpoints.js';
 import { listKeys } from '../activities/s3.js';
@@ -18,8 +19,9 @@ import { uploadDemoData } from '../infra/demo-data.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
 import { pauseUpdate, resumeUpdate, statusQuery } from '../workflows/definitions.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
+import { keepHistory } from './helpers/histories.js';
 import { findProcesses, waitFor } from './helpers/processes.js';
-import { startTemporal, workflowsPath } from './helpers/temporal.js';
+import { startRestartableTemporal, startTemporal, workflowsPath } from './helpers/temporal.js';
 import { tools } from './helpers/tools.js';
 
 const CHECKPOINT_STEPS = 5;
@@ -27,7 +29,7 @@ const CHECKPOINT_STEPS = 5;
 // Each test trains its own pretrain stage (a seed of its own keeps the stage cache out of the
 // way); base and vocab are shared through the cache after the first test. With `deepspeed`, the
 // stage runs as two processes under the DeepSpeed launcher (cpu profile).
-function chaosConfig(name: string, seed: number, maxSteps = 60, deepspeed?: { master_port: number }): RunConfig {
+function chaosConfig(name: string, seed: number, maxSteps = 60, deepspeed?: { master_port: number }, runtime: Partial<RunConfig['runtime']> = {}): RunConfig {
   return parseRunConfig({
     name,
     bucket: 'lawgpt-chaos',
@@ -43,7 +45,7 @@ function chaosConfig(name: string, seed: number, maxSteps = 60, deepspeed?: { ma
       seed,
       ...(deepspeed && { deepspeed: { profile: 'cpu', hosts: [{ host: 'localhost', slots: 2 }], ...deepspeed } }),
     },
-    runtime: { max_attempts: 3, progress_report_seconds: 1, heartbeat_timeout_seconds: 15, stop_grace_seconds: 30 },
+    runtime: { max_attempts: 3, progress_report_seconds: 1, heartbeat_timeout_seconds: 15, stop_grace_seconds: 30, ...runtime },
   });
 }
 
@@ -62,8 +64,8 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-const activities = (workDir: string) =>
-  createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: workDir }, temporal: env.client, trainerVersion: () => trainerVersion(tools.python) });
+const activities = (workDir: string, temporal: Client = env.client) =>
+  createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: workDir }, temporal, trainerVersion: () => trainerVersion(tools.python) });
 
 /** The step of the newest checkpoint the running pretrain stage has committed, once there is one. */
 const committedCheckpoint = (handle: WorkflowHandle) =>
@@ -71,6 +73,61 @@ const committedCheckpoint = (handle: WorkflowHandle) =>
     const status = await handle.query(statusQuery);
     return status.stage === 'pretrain' && status.checkpoint !== null ? status.checkpoint : undefined;
   });
+
+/** A worker process as operators run one (worker.ts), its output kept. */
+function startWorkerProcess(queue: string, workDir: string, logLevel = 'INFO') {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'worker.ts'], {
+    env: {
+      ...process.env,
+      TEMPORAL_ADDRESS: env.connection.options.address,
+      LAWGPT_TASK_QUEUE: queue,
+      LAWGPT_S3_ENDPOINT: minio.endpoint,
+      LAWGPT_S3_FORCE_PATH_STYLE: 'true',
+      AWS_ACCESS_KEY_ID: minio.credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: minio.credentials.secretAccessKey,
+      LAWGPT_PYTHON: tools.python,
+      LAWGPT_WORK_DIR: workDir,
+      LAWGPT_LOG_LEVEL: logLevel,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let output = '';
+  child.stdout!.on('data', (chunk) => (output += chunk));
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal)));
+  return { child, exited, output: () => output };
+}
+
+function killGroup(child: ChildProcess) {
+  try {
+    process.kill(-child.pid!, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Keeps the disk of `dir` full (ballast files topping it up to the last 64 KiB) until the returned
+ * function is called, which removes the ballast.
+ */
+function keepFull(dir: string): () => Promise<void> {
+  let stopped = false;
+  let files = 0;
+  const filling = (async () => {
+    while (!stopped) {
+      const { bavail, bsize } = await statfs(dir);
+      const free = bavail * bsize;
+      if (free > 256 << 10) await writeFile(join(dir, `ballast-${files++}`), Buffer.alloc(free - (64 << 10))).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  return async () => {
+    stopped = true;
+    await filling;
+    for (const name of (await readdir(dir)).filter((n) => n.startsWith('ballast-'))) await rm(join(dir, name));
+  };
+}
 
 async function committedSteps(runId: string): Promise<number[]> {
   const keys = await listKeys(minio.client, `s3://lawgpt-chaos/runs/${runId}/pretrain/checkpoints/`);
@@ -96,23 +153,7 @@ describe('chaos', () => {
 
   it('SIGKILL of the worker: its DeepSpeed ranks die with it, another worker retries and resumes', { timeout: 300_000 }, async () => {
     const workDir = join(work, 'kill-worker');
-    const startWorker = (): ChildProcess =>
-      spawn('npx', ['tsx', 'worker.ts'], {
-        env: {
-          ...process.env,
-          TEMPORAL_ADDRESS: env.connection.options.address,
-          LAWGPT_TASK_QUEUE: 'kill-worker',
-          LAWGPT_S3_ENDPOINT: minio.endpoint,
-          LAWGPT_S3_FORCE_PATH_STYLE: 'true',
-          AWS_ACCESS_KEY_ID: minio.credentials.accessKeyId,
-          AWS_SECRET_ACCESS_KEY: minio.credentials.secretAccessKey,
-          LAWGPT_PYTHON: tools.python,
-          LAWGPT_WORK_DIR: workDir,
-        },
-        stdio: 'ignore',
-        detached: true,
-      });
-    const first = startWorker();
+    const first = startWorkerProcess('kill-worker', workDir);
     const handle = await env.client.workflow.start(lawgptPipeline, {
       workflowId: 'kill-worker',
       taskQueue: 'kill-worker',
@@ -122,27 +163,59 @@ describe('chaos', () => {
     const [launcher] = await findProcesses('deepspeed.launcher.runner', 'pretrain', workDir);
     const ranks = await findProcesses('-m lawgpt_trainer', 'pretrain', workDir);
     expect(ranks).toHaveLength(2);
-    // The worker runs under npx/tsx: kill the node process that spawned the launcher.
-    const workerPid = Number((await readFile(`/proc/${launcher}/stat`, 'utf8')).split(') ')[1].split(' ')[1]); // its parent
-    process.kill(workerPid, 'SIGKILL');
-    console.log(`killed worker pid ${workerPid} (SIGKILL) after checkpoint-${committed}; its ranks were pids ${ranks.join(', ')}`);
+    expect(Number((await readFile(`/proc/${launcher}/stat`, 'utf8')).split(') ')[1].split(' ')[1])).toBe(first.child.pid); // the launcher's parent
+    process.kill(first.child.pid!, 'SIGKILL');
+    console.log(`killed worker pid ${first.child.pid} (SIGKILL) after checkpoint-${committed}; its ranks were pids ${ranks.join(', ')}`);
     await waitFor('the orphaned launcher and ranks to exit', async () => ((await findProcesses('lawgpt_trainer', workDir)).length === 0 ? true : undefined), 30_000);
     console.log('the launcher and both ranks exited with their worker');
 
-    const second = startWorker();
+    const second = startWorkerProcess('kill-worker', workDir);
     try {
       const result = await handle.result();
       const resumed = result.stages.pretrain!.metrics.resumed_from_step;
       console.log(`a second worker completed the run, resuming pretrain from checkpoint-${resumed}`);
       expect(resumed).toBeGreaterThanOrEqual(committed);
     } finally {
-      for (const child of [first, second]) {
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          // already gone
-        }
+      [first, second].forEach((w) => killGroup(w.child));
+    }
+  });
+
+  it('SIGTERM to the worker: the trainer commits a final checkpoint, the worker exits, another resumes at once', { timeout: 300_000 }, async () => {
+    const workDir = join(work, 'sigterm');
+    // At DEBUG the workers log every line their trainers write: the secrets check reads them all.
+    const first = startWorkerProcess('sigterm', workDir, 'DEBUG');
+    // A heartbeat timeout longer than the test: the stage must be handed back, not timed out.
+    const handle = await env.client.workflow.start(lawgptPipeline, {
+      workflowId: 'sigterm',
+      taskQueue: 'sigterm',
+      args: [chaosConfig('sigterm', 6, 200, undefined, { heartbeat_timeout_seconds: 900 })],
+    });
+    let second: ReturnType<typeof startWorkerProcess> | undefined;
+    try {
+      await committedCheckpoint(handle);
+      const stepAtSigterm = (await handle.query(statusQuery)).step!;
+      first.child.kill('SIGTERM');
+      expect(await first.exited).toBe(0);
+      expect(first.output()).toContain('worker stopped');
+      const final = Math.max(...(await committedSteps('sigterm')));
+      console.log(`SIGTERM at step ${stepAtSigterm}: the worker exited 0 after committing checkpoint-${final}`);
+      expect(final).toBeGreaterThanOrEqual(stepAtSigterm);
+      expect(await findProcesses('lawgpt_trainer', workDir)).toEqual([]);
+      const [pending] = (await handle.describe()).raw.pendingActivities!;
+      expect(pending.lastFailure?.applicationFailureInfo?.type).toBe('WorkerShutdown');
+
+      second = startWorkerProcess('sigterm', workDir, 'DEBUG');
+      const result = await handle.result();
+      const resumed = result.stages.pretrain!.metrics.resumed_from_step;
+      console.log(`a second worker resumed pretrain from checkpoint-${resumed} and completed the run`);
+      expect(resumed).toBe(final);
+      for (const output of [first.output(), second.output()]) {
+        expect(output).toContain('[pretrain] '); // trainer output reached the log
+        expect(output).not.toContain(minio.credentials.secretAccessKey);
       }
+      await keepHistory(handle, 'worker-shutdown');
+    } finally {
+      [first, second].forEach((w) => w && killGroup(w.child));
     }
   });
 
@@ -184,6 +257,71 @@ describe('chaos', () => {
     }
     console.log(`the run completed; ${committed.length} committed checkpoints all verify; ${folders.length - committed.length} uncommitted left behind`);
     expect(committed.length).toBeGreaterThan(0);
+  });
+
+  it('the Temporal server restarts mid-stage: the stage goes on, runs once, and loses no checkpoint', { timeout: 300_000 }, async () => {
+    const temporal = await startRestartableTemporal();
+    const connection = await NativeConnection.connect({ address: temporal.address });
+    const client = new Client({ connection: await Connection.connect({ address: temporal.address }) });
+    try {
+      const workDir = join(work, 'temporal-restart');
+      const worker = await Worker.create({ connection, taskQueue: 'temporal-restart', workflowsPath, activities: activities(workDir, client), ...STAGE_WORKER_OPTIONS });
+      // Every checkpoint is kept, so that each one can be found afterwards. The server is down for
+      // less than the heartbeat timeout: longer, and the server would rightly take the stage for lost.
+      const config = chaosConfig('temporal-restart', 7, 200, undefined, { heartbeat_timeout_seconds: 60, keep_checkpoints: 100 });
+      const { result, history } = await worker.runUntil(async () => {
+        const handle = await client.workflow.start(lawgptPipeline, { workflowId: 'temporal-restart', taskQueue: 'temporal-restart', args: [config] });
+        const before = await committedCheckpoint(handle);
+        await temporal.restart(2_000);
+        console.log(`killed the Temporal server (SIGKILL) after checkpoint-${before}; it came back on its database file 2 s later`);
+        return { result: await handle.result(), history: await handle.fetchHistory() };
+      });
+      const attempts = history.events!.flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt] : []));
+      const steps = (await committedSteps('temporal-restart')).sort((a, b) => a - b);
+      console.log(`the run completed; activity attempts ${attempts.join(', ')}; ${steps.length} checkpoints committed`);
+      expect(attempts.every((a) => a === 1)).toBe(true);
+      expect(result.stages.pretrain!.metrics.resumed_from_step).toBe(0);
+      expect(steps).toEqual(Array.from({ length: 200 / CHECKPOINT_STEPS }, (_, i) => (i + 1) * CHECKPOINT_STEPS));
+    } finally {
+      await client.connection.close();
+      await connection.close();
+      await temporal.stop();
+    }
+  });
+
+  it('the disk fills while a checkpoint is saved: a clear error, nothing partial committed, the retry resumes once there is room', { timeout: 300_000 }, async () => {
+    // The worker's work folder is a size-limited tmpfs (mounting it needs root, as CI has).
+    const workDir = join(work, 'disk-full');
+    await mkdir(workDir);
+    await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=160m', 'tmpfs', workDir]).catch((err: Error) => {
+      throw new Error(`this test mounts a 160 MiB tmpfs as the work folder and needs root: ${err.message}`);
+    });
+    try {
+      const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'disk-full', workflowsPath, activities: activities(workDir), ...STAGE_WORKER_OPTIONS });
+      const { result, history, newestBefore, uncommitted } = await worker.runUntil(async () => {
+        const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'disk-full', taskQueue: 'disk-full', args: [chaosConfig('disk-full', 8, 120, undefined, { max_attempts: 4 })] });
+        await committedCheckpoint(handle);
+        const [trainer] = await findProcesses('lawgpt_trainer', 'pretrain', workDir);
+        const release = keepFull(workDir);
+        await waitFor('the trainer to fail on the full disk', async () => ((await findProcesses('lawgpt_trainer', workDir)).includes(trainer) ? undefined : true), 120_000, 50);
+        await release();
+        const steps = await committedSteps('disk-full');
+        const newestBefore = Math.max(...steps);
+        // Whatever the failed save left has no manifest and was never handed over: no object of a later step.
+        const keys = await listKeys(minio.client, 's3://lawgpt-chaos/runs/disk-full/pretrain/checkpoints/');
+        const uncommitted = keys.filter((k) => Number(/checkpoint-(\d+)\//.exec(k)![1]) > newestBefore);
+        console.log(`filled the work folder's disk; the trainer stopped with checkpoint-${newestBefore} the newest committed; disk freed`);
+        return { result: await handle.result(), history: await handle.fetchHistory(), newestBefore, uncommitted };
+      });
+      const [last] = history.events!.flatMap((e) => (e.activityTaskStartedEventAttributes?.attempt! > 1 ? [e.activityTaskStartedEventAttributes!] : []));
+      console.log(`attempt ${last.attempt} completed the stage after: ${last.lastFailure!.message!.split('\n')[0]}`);
+      expect(uncommitted).toEqual([]);
+      expect(last.lastFailure!.message).toMatch(/trainer pretrain exited with 1: no space left on the device of .*disk-full.*\(\d[\d,]* bytes free\)/);
+      expect(last.lastFailure!.applicationFailureInfo!.type).toBe('TrainerFailed');
+      expect(result.stages.pretrain!.metrics.resumed_from_step).toBe(newestBefore);
+    } finally {
+      await promisify(execFile)('umount', [workDir]);
+    }
   });
 
   it('pause frees the machine after a checkpoint; resume continues from it', { timeout: 300_000 }, async () => {

@@ -98,7 +98,7 @@ describe('the real pipeline', () => {
     expect(result.evaluation!.heldout_perplexity).toBe(report.heldout_perplexity);
     expect(report.exam_questions).toBeGreaterThan(0);
 
-    // The S3 secret key reaches neither the run's history nor its report.
+    // The S3 secret key reaches neither the run's history nor its report (logs: tests/chaos.test.ts).
     const history = JSON.stringify(await env.client.workflow.getHandle('e2e-run').fetchHistory());
     expect(history.length).toBeGreaterThan(10_000);
     for (const text of [history, JSON.stringify(report)]) expect(text).not.toContain(minio.credentials.secretAccessKey);

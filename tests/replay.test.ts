@@ -1,6 +1,7 @@
 // Histories recorded from real runs (tests/histories/*.json, `temporal workflow show --output json`)
 // replayed against the current workflow code: a change that would break running workflows fails here.
-// Record a new one after a deliberate, versioned change to the workflow.
+// Record a new one after a deliberate, versioned change to the workflow: the tests keep the
+// histories of the runs they make (a worker shutdown, a missed gate) in .state/test-output/histories/.
 import { readdirSync, readFileSync } from 'node:fs';
 import { Worker } from '@temporalio/worker';
 import { describe, expect, it } from 'vitest';

@@ -13,7 +13,7 @@ import type { StageTask } from '../common/run.js';
 import type { StageName } from '../common/stages.js';
 import { createS3Client, downloadArtifact, ensureBucket, listKeys, putText } from '../activities/s3.js';
 import { cacheKey, inputObjects, recordStage } from '../activities/stage-cache.js';
-import { createStageActivities } from '../activities/stage.js';
+import { clip, createStageActivities, s3Names } from '../activities/stage.js';
 import { createFakeTrainer } from './helpers/fake-trainer.js';
 import { freePort, startMinio, type TestMinio } from './helpers/minio.js';
 import { tools } from './helpers/tools.js';
@@ -99,12 +99,13 @@ describe('runStage', () => {
     );
   });
 
-  it('fails without retry when the trainer refuses its input', async () => {
+  it('fails without retry when the trainer refuses its input, naming the S3 object and line', async () => {
     const corpus = 's3://lawgpt-test/data/corpus/';
     const { error } = await runStage(task('pretrain', { corpus, tokenizer: corpus, base_model: corpus }));
     expect(error!.type).toBe('InvalidInput');
     expect(error!.nonRetryable).toBe(true);
-    expect(error!.message).toContain('block_size too large for the corpus');
+    expect(error!.message).toContain(': s3://lawgpt-test/data/corpus/law.md:1: a line of 50,000,000 characters, over data.max_line_chars (100,000)');
+    expect(error!.message).not.toContain(work);
   });
 
   it('fails without retry when an input is missing from S3', async () => {
@@ -122,6 +123,29 @@ describe('runStage', () => {
   it('leaves no working files behind', async () => {
     expect(await readdir(join(work, 'run-1'), { recursive: true })).toEqual([]);
     expect(await readdir(join(work, 'checkpoint-then-crash'), { recursive: true })).toEqual([]);
+  });
+});
+
+describe('s3Names', () => {
+  it('writes local input paths as the S3 objects they came from, folders and single objects alike', () => {
+    const named = s3Names(
+      { corpus: '/w/run/pretrain/inputs/corpus', dialogue: '/w/run/pretrain/inputs/dialogue/d.jsonl', corpus2: '/w/run/pretrain/inputs/corpus2' },
+      { corpus: 's3://b/data/corpus/', dialogue: 's3://b/data/d.jsonl', corpus2: 's3://b/other/' },
+    );
+    expect(named('/w/run/pretrain/inputs/dialogue/d.jsonl:4: field missing')).toBe('s3://b/data/d.jsonl:4: field missing');
+    expect(named('/w/run/pretrain/inputs/corpus2/a.md:1: bad; corpus /w/run/pretrain/inputs/corpus has no text')).toBe('s3://b/other/a.md:1: bad; corpus s3://b/data/corpus/ has no text');
+  });
+});
+
+describe('clip', () => {
+  it('keeps a failure message under a byte budget, counting Chinese as three bytes a character', () => {
+    const stderr = `${'法'.repeat(3000)}\nMemoryError: out of memory`;
+    const tail = clip(stderr, 2048, 'end');
+    expect(Buffer.byteLength(tail)).toBeLessThanOrEqual(2048);
+    expect(tail.startsWith('…')).toBe(true);
+    expect(tail.endsWith('MemoryError: out of memory')).toBe(true);
+    expect(clip('short', 2048, 'start')).toBe('short');
+    expect(clip('x'.repeat(5000), 1024, 'start')).toBe(`${'x'.repeat(1021)}…`);
   });
 });
 

@@ -11,6 +11,7 @@ import { STAGE_IO } from '../common/stages.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
 import { STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { pauseUpdate, progressSignal, resumeUpdate, STAGE_KEY, statusQuery } from '../workflows/definitions.js';
+import { keepHistory } from './helpers/histories.js';
 import { startTemporal, workflowsPath } from './helpers/temporal.js';
 
 const demo = JSON.parse(readFileSync(new URL('../configs/demo.json', import.meta.url), 'utf8'));
@@ -136,11 +137,12 @@ describe('lawgptPipeline', () => {
 
   it('never shows a run done whose last stage missed its gate', async () => {
     const runStage = vi.fn(async (task: StageTask) => ({ ...fakeStage(task), metrics: { exam_accuracy: 0.2 } }));
-    const { error, status, description } = await run(runStage, config({ gates: { eval: { exam_accuracy: { min: 0.3 } } } }));
+    const { error, status, description, handle } = await run(runStage, config({ gates: { eval: { exam_accuracy: { min: 0.3 } } } }));
 
     expect(((error as WorkflowFailedError).cause as Error).message).toBe("gate after eval: eval.exam_accuracy is 0.2, below the gate's min 0.3");
     expect(status.stages.eval).toBe('gate-failed');
     expect(description.typedSearchAttributes.get(STAGE_KEY)).toBe('eval:gate-failed');
+    await keepHistory(handle, 'gate-failed');
   });
 
   it('stops at a failing stage with an error naming it, and runs nothing after it', async () => {

@@ -73,6 +73,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
       config: config[stage],
       split: config.data.split,
       cleaning: config.data.cleaning,
+      records: { on_bad_record: config.data.on_bad_record, max_line_chars: config.data.max_line_chars },
       runtime: config.runtime,
     };
     let result: StageResult;

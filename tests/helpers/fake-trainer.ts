@@ -40,9 +40,10 @@ elif stage == "base":
     print("Traceback (most recent call last):\nMemoryError: out of memory in sentencepiece", file=sys.stderr)
     sys.exit(3)
 elif stage == "pretrain":
-    # Refuses its input.
-    print("invalid input: block_size too large", file=sys.stderr)
-    emit(event="failed", kind="invalid_input", message="block_size too large for the corpus")
+    # Refuses its input, naming the local file as the real trainer does.
+    message = os.path.join(request["inputs"]["corpus"], "law.md") + ":1: a line of 50,000,000 characters, over data.max_line_chars (%s)" % f"{request['max_line_chars']:,}"
+    print("invalid input: " + message, file=sys.stderr)
+    emit(event="failed", kind="invalid_input", message=message)
     sys.exit(2)
 elif stage == "sft":
     # Breaks the protocol on stdout.

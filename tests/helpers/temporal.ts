@@ -1,6 +1,12 @@
 // A real Temporal dev server (the installed CLI, never a download) on free ports, per test file.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Connection } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { STAGE_KEY } from '../../workflows/definitions.js';
+import { freePort } from './minio.js';
 import { tools } from './tools.js';
 
 export function startTemporal(extraArgs: string[] = []): Promise<TestWorkflowEnvironment> {
@@ -17,3 +23,50 @@ export function startTemporal(extraArgs: string[] = []): Promise<TestWorkflowEnv
 }
 
 export const workflowsPath = new URL('../../workflows/index.ts', import.meta.url).pathname;
+
+export interface RestartableTemporal {
+  address: string;
+  /** Killed (SIGKILL, as a crash) and down for `downMs`, then up again on the same port and database file. */
+  restart(downMs: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** A dev server that keeps its state in a database file, so that it can be restarted mid-run. */
+export async function startRestartableTemporal(): Promise<RestartableTemporal> {
+  const dir = await mkdtemp(join(tmpdir(), 'lawgpt-temporal-'));
+  const port = await freePort();
+  const address = `127.0.0.1:${port}`;
+  const args = ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--http-port', String(await freePort()), '--metrics-port', String(await freePort()),
+    '--db-filename', join(dir, 'temporal.db'), '--search-attribute', `${STAGE_KEY.name}=Keyword`, '--log-level', 'error'];
+
+  async function launch(): Promise<ChildProcess> {
+    const server = spawn(tools.temporal, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    server.stderr!.on('data', (chunk) => (stderr += chunk));
+    const reachable = () => Connection.connect({ address, connectTimeout: 1000 }).then((c) => c.close().then(() => true), () => false);
+    for (let i = 0; !(await reachable()); i++) {
+      if (server.exitCode !== null) throw new Error(`temporal exited: ${stderr}`);
+      if (i > 120) throw new Error(`temporal did not start: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return server;
+  }
+  const halt = async (server: ChildProcess) => {
+    server.kill('SIGKILL');
+    if (server.exitCode === null && server.signalCode === null) await new Promise((r) => server.once('exit', r));
+  };
+
+  let server = await launch();
+  return {
+    address,
+    async restart(downMs: number) {
+      await halt(server);
+      await new Promise((r) => setTimeout(r, downMs));
+      server = await launch();
+    },
+    async stop() {
+      await halt(server);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

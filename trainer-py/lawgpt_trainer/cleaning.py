@@ -33,9 +33,10 @@ def clean_text(text: str, cleaning: dict) -> tuple[str, bytes] | None:
     return text, hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def clean(docs: list[Document], cleaning: dict) -> tuple[list[Document], dict]:
+def clean(docs: list[Document], cleaning: dict, skipped: int = 0) -> tuple[list[Document], dict]:
     """The documents worth training on, in their order, and what was dropped: documents shorter
-    than `min_chars` after normalising, and repeats of an earlier document's text."""
+    than `min_chars` after normalising, and repeats of an earlier document's text (`skipped`: bad
+    records already left out when reading, for the report)."""
     kept, seen, short, duplicate = [], set(), 0, 0
     for doc in docs:
         cleaned = clean_text(doc.text, cleaning)
@@ -48,21 +49,24 @@ def clean(docs: list[Document], cleaning: dict) -> tuple[list[Document], dict]:
             continue
         seen.add(digest)
         kept.append(Document(key=doc.key, text=text))
-    return kept, report(len(docs), short, duplicate)
+    return kept, report(len(docs), short, duplicate, skipped)
 
 
-def report(documents: int, short: int, duplicate: int) -> dict:
+def report(documents: int, short: int, duplicate: int, skipped: int) -> dict:
     """What cleaning did, as every stage that reads the corpus reports it."""
-    return {"corpus_documents": documents, "corpus_dropped_short": short, "corpus_dropped_duplicate": duplicate}
+    return {"corpus_documents": documents, "corpus_dropped_short": short, "corpus_dropped_duplicate": duplicate, "skipped_records": skipped}
 
 
-def nothing_left(documents: int) -> InvalidInput:
+def nothing_left(corpus: str, files: int, documents: int) -> InvalidInput:
+    if not documents:
+        return InvalidInput(f"corpus {corpus} has no text: its {files} files are blank or unreadable")
     return InvalidInput(f"cleaning left no document of the corpus's {documents} (see data.cleaning)")
 
 
-def read_corpus(request: dict) -> tuple[list[Document], dict]:
+def read_corpus(request: dict, events=None) -> tuple[list[Document], dict]:
     """The request's corpus, cleaned as its `cleaning` says, with the cleaning report."""
-    docs, dropped = clean(data.read_corpus(request["inputs"]["corpus"]), request["cleaning"])
+    corpus, bad = request["inputs"]["corpus"], data.BadRecords.of(request, events)
+    docs, dropped = clean(data.read_corpus(corpus, bad), request["cleaning"], bad.count)
     if not docs:
-        raise nothing_left(dropped["corpus_documents"])
+        raise nothing_left(corpus, len(data.corpus_files(corpus)), dropped["corpus_documents"])
     return docs, dropped

@@ -2,15 +2,17 @@
 
 import argparse
 import ctypes
+import errno
 import importlib
 import os
 import select
+import shutil
 import signal
 import sys
 import threading
 import traceback
 
-from lawgpt_trainer import contract, running_version
+from lawgpt_trainer import artifacts, contract, running_version
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
@@ -52,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     _die_with_supervisor()
     events = EventStream.take_stdout()
+    output_dir = None
     try:
         request = contract.load_request(args.request, args.stage)
+        output_dir = request["output_dir"]
         events.emit("started", stage=args.stage, trainer_version=running_version(), pid=os.getpid())
+        artifacts.check_inputs(request)
         stage = importlib.import_module(f"lawgpt_trainer.stages.{args.stage}")
         outputs, metrics = stage.run(request, events)
         events.emit("completed", outputs=outputs, metrics=metrics)
@@ -68,5 +73,29 @@ def main(argv: list[str] | None = None) -> int:
         return contract.schema()["exit_interrupted"]
     except Exception as e:  # noqa: BLE001 - reported to the orchestrator, which decides on retries
         traceback.print_exc()
-        events.emit("failed", kind="internal", message=f"{type(e).__name__}: {e}")
+        events.emit("failed", kind="internal", message=_describe(e, output_dir))
         return 1
+
+
+# Below this, a failed write is taken for a full disk even when the library's error does not say
+# so (torch.save reports only "file write failed").
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def _describe(error: Exception, output_dir: str | None) -> str:
+    """The failure as the orchestrator shows it; a full disk says so, and what to do."""
+    message = f"{type(error).__name__}: {error}"
+    if output_dir is None or not os.path.isdir(output_dir):
+        return message
+    free = shutil.disk_usage(output_dir).free
+    chain, cause = [], error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    said = any(isinstance(c, OSError) and c.errno == errno.ENOSPC or "No space left on device" in str(c) for c in chain)
+    if not said and free >= NEARLY_FULL_BYTES:
+        return message
+    return (
+        f"no space left on the device of {output_dir} ({free:,} bytes free): {message}. Nothing partial was handed over; "
+        "free space in the worker's LAWGPT_WORK_DIR and a retry resumes from the last committed checkpoint"
+    )

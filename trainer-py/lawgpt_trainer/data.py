@@ -43,9 +43,56 @@ def is_heldout(key: str, heldout_percent: int) -> bool:
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % 100 < heldout_percent
 
 
+class BadRecord(ValueError):
+    """A record that was read but cannot be used (a missing field, an answer that is no option)."""
+
+
+class BadRecords:
+    """What a stage does with a record it cannot use (`data.on_bad_record`): with `fail` the first
+    one stops the stage with an error naming it (file, and line where there is one); with `skip`
+    each is dropped, logged (the first few) and counted once however often it is read, for the
+    stage's `skipped_records` metric. A line longer than `max_line_chars` is a bad record too: a
+    50 MB "line" is a broken export, not a paragraph. Without a request (tests, benchmarks): fail,
+    and no line limit."""
+
+    LOGGED = 10
+
+    def __init__(self, on_bad_record: str = "fail", max_line_chars: int | None = None, events=None):
+        self.skip = on_bad_record == "skip"
+        self.max_line_chars = max_line_chars
+        self.events = events
+        self._seen: set[str] = set()
+
+    @classmethod
+    def of(cls, request: dict, events=None) -> "BadRecords":
+        return cls(request["on_bad_record"], request["max_line_chars"], events)
+
+    @property
+    def count(self) -> int:
+        return len(self._seen)
+
+    def reject(self, where: str, problem: str) -> None:
+        message = f"{where}: {problem}"
+        if not self.skip:
+            raise InvalidInput(message)
+        if message in self._seen:
+            return
+        self._seen.add(message)
+        if self.events and len(self._seen) <= self.LOGGED:
+            self.events.log(f"skipped a bad record (data.on_bad_record=skip): {message}", level="warning")
+
+
+
+def long_line(line: str, max_line_chars: int | None) -> str | None:
+    """What is wrong with a line over the limit, if it is."""
+    if max_line_chars is not None and len(line) > max_line_chars:
+        return f"a line of {len(line):,} characters, over data.max_line_chars ({max_line_chars:,})"
+    return None
+
+
 def corpus_files(root: str) -> list[tuple[Path, str]]:
     """The corpus's documents in their one order, as (path, key); the key names the document in
-    the held-out split and in errors."""
+    the held-out split."""
     base = Path(root)
     files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in CORPUS_SUFFIXES)
     if not files:
@@ -53,17 +100,37 @@ def corpus_files(root: str) -> list[tuple[Path, str]]:
     return [(path, str(path.relative_to(base))) for path in files]
 
 
-def read_text(path: Path, key: str) -> str:
+def read_document(path: Path, max_line_chars: int | None) -> tuple[str | None, list[tuple[str, str]]]:
+    """A corpus file's text without its over-long lines (None if it is no UTF-8 text), and its
+    problems as (where, what) for BadRecords.reject; plain data, so that a worker process can
+    return it."""
     try:
-        return path.read_text("utf-8")
+        text = path.read_text("utf-8")
     except UnicodeDecodeError as e:
-        raise InvalidInput(f"{key}: not UTF-8 text ({e})") from e
+        return None, [(str(path), f"not UTF-8 text ({e})")]
+    if max_line_chars is None or len(text) <= max_line_chars:
+        return text, []
+    kept, problems = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        problem = long_line(line, max_line_chars)
+        if problem:
+            problems.append((f"{path}:{number}", problem))
+        else:
+            kept.append(line)
+    return "\n".join(kept), problems
 
 
-def read_corpus(root: str) -> list[Document]:
+def read_corpus(root: str, bad: BadRecords | None = None) -> list[Document]:
     """Every non-blank document, in memory: for the stages that need the whole text at once."""
-    docs = (Document(key=key, text=read_text(path, key)) for path, key in corpus_files(root))
-    return [d for d in docs if d.text.strip()]
+    bad = bad or BadRecords()
+    docs = []
+    for path, key in corpus_files(root):
+        text, problems = read_document(path, bad.max_line_chars)
+        for where, problem in problems:
+            bad.reject(where, problem)
+        if text is not None and text.strip():
+            docs.append(Document(key=key, text=text))
+    return docs
 
 
 def split_documents(docs: list[Document], heldout_percent: int) -> tuple[list[Document], list[Document]]:
@@ -75,82 +142,97 @@ def split_documents(docs: list[Document], heldout_percent: int) -> tuple[list[Do
     return train, heldout
 
 
-def read_jsonl(path: str):
-    """Yields (line_number, record) for every non-blank line; a broken line names itself."""
-    name = Path(path).name
+def read_records(path: str, bad: BadRecords, parse):
+    """parse(record) for every usable line of a JSONL file, in order; a line that is no JSON
+    object, is too long, or that parse refuses (BadRecord) goes to `bad`."""
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            where = f"{path}:{number}"
+            problem = long_line(line.rstrip("\n"), bad.max_line_chars)
+            if problem:
+                bad.reject(where, problem)
+                continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InvalidInput(f"{name}:{number}: not valid JSON ({e.msg})") from e
+                bad.reject(where, f"not valid JSON ({e.msg})")
+                continue
             if not isinstance(record, dict):
-                raise InvalidInput(f"{name}:{number}: expected a JSON object")
-            yield number, record
+                bad.reject(where, "expected a JSON object")
+                continue
+            try:
+                yield parse(record)
+            except BadRecord as e:
+                bad.reject(where, str(e))
 
 
-def _field(name: str, number: int, record: dict, field: str, kind: type):
+def _field(record: dict, field: str, kind: type):
     value = record.get(field)
     if not isinstance(value, kind) or (kind is str and not value.strip()):
-        raise InvalidInput(f"{name}:{number}: field '{field}' must be a non-empty {kind.__name__}")
+        raise BadRecord(f"field '{field}' must be a non-empty {kind.__name__}")
     return value
 
 
-def read_dialogue(path: str, answers: str, limit: int) -> list[Sample]:
+def _dialogue(record: dict) -> tuple[str, list[str]]:
+    question, replies = _field(record, "question", str), _field(record, "answers", list)
+    if not replies or not all(isinstance(a, str) and a.strip() for a in replies):
+        raise BadRecord("field 'answers' must be a non-empty list of strings")
+    return question, replies
+
+
+def read_dialogue(path: str, answers: str, limit: int, bad: BadRecords | None = None) -> list[Sample]:
     """Lawyer consultations `{question, answers[]}`: one sample per answer (`all`), or one per
     question with the `first` or the `longest` answer (the fullest one, when several lawyers answered)."""
-    name, samples = Path(path).name, []
-    for number, record in read_jsonl(path):
-        question = _field(name, number, record, "question", str)
-        replies = _field(name, number, record, "answers", list)
-        if not replies or not all(isinstance(a, str) and a.strip() for a in replies):
-            raise InvalidInput(f"{name}:{number}: field 'answers' must be a non-empty list of strings")
+    samples = []
+    for question, replies in read_records(path, bad or BadRecords(), _dialogue):
         picked = {"all": replies, "first": replies[:1], "longest": [max(replies, key=len)]}[answers]
-        for reply in picked:
-            samples.append(Sample(instruction=question, input="", output=reply))
+        samples += [Sample(instruction=question, input="", output=reply) for reply in picked]
         if len(samples) >= limit:
             break
     return samples[:limit]
 
 
-def read_instructions(path: str, limit: int) -> list[Sample]:
+def _instruction(record: dict) -> Sample:
+    instruction, output, extra = _field(record, "instruction", str), _field(record, "output", str), record.get("input", "")
+    if not isinstance(extra, str):
+        raise BadRecord("field 'input' must be a string")
+    return Sample(instruction=instruction, input=extra, output=output)
+
+
+def read_instructions(path: str, limit: int, bad: BadRecords | None = None) -> list[Sample]:
     """Alpaca-shape records `{instruction, input?, output}` (worked exam reasoning, BenTsao's QA)."""
-    name, samples = Path(path).name, []
-    for number, record in read_jsonl(path):
-        instruction = _field(name, number, record, "instruction", str)
-        output = _field(name, number, record, "output", str)
-        extra = record.get("input", "")
-        if not isinstance(extra, str):
-            raise InvalidInput(f"{name}:{number}: field 'input' must be a string")
-        samples.append(Sample(instruction=instruction, input=extra, output=output))
+    samples = []
+    for sample in read_records(path, bad or BadRecords(), _instruction):
+        samples.append(sample)
         if len(samples) >= limit:
             break
     return samples
 
 
-def read_exam(path: str) -> list[ExamQuestion]:
+def _exam_question(record: dict) -> ExamQuestion:
+    question, options = _field(record, "question", str), _field(record, "options", dict)
+    answer = _field(record, "answer", str).strip().upper()
+    if not all(isinstance(k, str) and len(k) == 1 and isinstance(v, str) for k, v in options.items()):
+        raise BadRecord("field 'options' must map single letters to text")
+    if not set(answer) <= set(options):
+        raise BadRecord(f"field 'answer' {answer!r} names a letter not in 'options'")
+    subject = record.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        raise BadRecord("field 'subject' must be a string")
+    analysis = record.get("analysis")
+    if analysis is not None and not (isinstance(analysis, str) and analysis.strip()):
+        raise BadRecord("field 'analysis' must be a non-empty string")
+    key = str(record.get("id") or question)
+    return ExamQuestion(key, question, options, "".join(sorted(answer)), subject, analysis)
+
+
+def read_exam(path: str, bad: BadRecords | None = None) -> list[ExamQuestion]:
     """Multiple-choice questions `{id?, question, options{letter: text}, answer, subject?, analysis?}`."""
-    name, questions = Path(path).name, []
-    for number, record in read_jsonl(path):
-        question = _field(name, number, record, "question", str)
-        options = _field(name, number, record, "options", dict)
-        answer = _field(name, number, record, "answer", str).strip().upper()
-        if not all(isinstance(k, str) and len(k) == 1 and isinstance(v, str) for k, v in options.items()):
-            raise InvalidInput(f"{name}:{number}: field 'options' must map single letters to text")
-        if not set(answer) <= set(options):
-            raise InvalidInput(f"{name}:{number}: field 'answer' {answer!r} names a letter not in 'options'")
-        subject = record.get("subject")
-        if subject is not None and not isinstance(subject, str):
-            raise InvalidInput(f"{name}:{number}: field 'subject' must be a string")
-        analysis = record.get("analysis")
-        if analysis is not None and not (isinstance(analysis, str) and analysis.strip()):
-            raise InvalidInput(f"{name}:{number}: field 'analysis' must be a non-empty string")
-        key = str(record.get("id") or question)
-        questions.append(ExamQuestion(key, question, options, "".join(sorted(answer)), subject, analysis))
+    questions = list(read_records(path, bad or BadRecords(), _exam_question))
     if not questions:
-        raise InvalidInput(f"{name}: no questions")
+        raise InvalidInput(f"{path}: no usable questions")
     return questions
 
 

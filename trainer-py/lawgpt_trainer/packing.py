@@ -43,24 +43,24 @@ def _dtype(vocab_size: int) -> np.dtype:
 _worker: dict = {}
 
 
-def _start_worker(tokenizer_json: str, cleaning_config: dict, dtype: str) -> None:
+def _start_worker(tokenizer_json: str, cleaning_config: dict, dtype: str, max_line_chars: int | None) -> None:
     from tokenizers import Tokenizer
 
-    _worker.update(tokenizer=Tokenizer.from_str(tokenizer_json), cleaning=cleaning_config, dtype=np.dtype(dtype))
+    _worker.update(tokenizer=Tokenizer.from_str(tokenizer_json), cleaning=cleaning_config, dtype=np.dtype(dtype), max_line_chars=max_line_chars)
 
 
 def _prepare_file(path: Path, key: str, tokenize: bool) -> tuple:
-    """(path, key, state, digest, ids): state is blank (not a document), short, or kept; ids are
-    the cleaned text's token ids when asked for."""
-    text = data.read_text(path, key)
-    if not text.strip():
-        return path, key, "blank", None, None
+    """(path, key, state, digest, ids, problems): state is blank (not a document), short, or kept;
+    ids are the cleaned text's token ids when asked for; problems are its bad records (data.BadRecords)."""
+    text, problems = data.read_document(path, _worker["max_line_chars"])
+    if text is None or not text.strip():
+        return path, key, "blank", None, None, problems
     cleaned = cleaning.clean_text(text, _worker["cleaning"])
     if cleaned is None:
-        return path, key, "short", None, None
+        return path, key, "short", None, None, problems
     text, digest = cleaned
     ids = np.asarray(_worker["tokenizer"].encode(text, add_special_tokens=False).ids, dtype=_worker["dtype"]) if tokenize else None
-    return path, key, "kept", digest, ids
+    return path, key, "kept", digest, ids, problems
 
 
 def _prepare_files(batch: list[tuple[Path, str, bool]]) -> list[tuple]:
@@ -158,21 +158,24 @@ def prepare(
     splits: tuple[str, ...] = SPLITS,
     max_blocks: int | None = None,
     processes: int | None = None,
+    bad: data.BadRecords | None = None,
 ) -> dict:
     """Writes the blocks folder `out` for the corpus and returns its index.
 
     Cleaning and the split are those of cleaning.clean and data.split_documents, so the blocks
     equal what packing every document of each side in order would give. Only the `splits` asked
     for are tokenized (eval needs held-out text alone); with `max_blocks`, reading stops once every
-    asked-for split has that many blocks."""
+    asked-for split has that many blocks. Bad records (an unreadable file, an over-long line) go to
+    `bad`, and the index's report counts them."""
     out.mkdir(parents=True, exist_ok=True)
+    bad = bad or data.BadRecords()
     dtype = _dtype(len(tokenizer))
-    worker_args = (tokenizer.backend_tokenizer.to_str(), cleaning_config, dtype.str)
+    worker_args = (tokenizer.backend_tokenizer.to_str(), cleaning_config, dtype.str, bad.max_line_chars)
     side_of = lambda key: "heldout" if data.is_heldout(key, heldout_percent) else "train"  # noqa: E731
     tasks = [(path, key, side_of(key) in splits) for path, key in data.corpus_files(corpus)]
     writers = {side: _ShardWriter(out, f"part{i}", block_size, dtype, tokenizer.eos_token_id) for i, side in enumerate(SPLITS)}
     kept = dict.fromkeys(SPLITS, 0)
-    documents = short = duplicate = 0
+    documents = short = duplicate = skipped = 0
     seen: set[bytes] = set()
     # The newest kept document waits: a split that leaves one side empty moves it (see the end).
     pending: tuple | None = None
@@ -183,13 +186,16 @@ def prepare(
         if ids is None:
             # Its side was not tokenized, and the end of the split moved it (rare: a tiny corpus).
             _start_worker(*worker_args)
-            ids = _prepare_file(path, key, tokenize=True)[-1]
+            ids = _prepare_file(path, key, tokenize=True)[4]
         writers[side].add(ids)
 
     def enough() -> bool:
         return max_blocks is not None and all(kept.values()) and all(writers[s].blocks >= max_blocks for s in splits)
 
-    for path, key, state, digest, ids in _prepared(tasks, processes or default_processes(), worker_args):
+    for path, key, state, digest, ids, problems in _prepared(tasks, processes or default_processes(), worker_args):
+        for where, problem in problems:
+            bad.reject(where, problem)
+        skipped += len(problems)
         if state == "blank":
             continue
         documents += 1
@@ -209,7 +215,7 @@ def prepare(
             break
 
     if pending is None:
-        raise cleaning.nothing_left(documents)
+        raise cleaning.nothing_left(corpus, len(tasks), documents)
     side, *last = pending
     if all(kept.values()):
         write(side, *last)
@@ -230,7 +236,7 @@ def prepare(
         "block_size": block_size,
         "dtype": dtype.name,
         "splits": {split: writers[split].publish(split) for split in SPLITS},
-        "report": cleaning.report(documents, short, duplicate),
+        "report": cleaning.report(documents, short, duplicate, skipped),
     }
     (out / f"{INDEX_FILE}.partial").write_text(json.dumps(index, indent=2), "utf-8")
     (out / f"{INDEX_FILE}.partial").rename(out / INDEX_FILE)

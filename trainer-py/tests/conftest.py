@@ -19,6 +19,7 @@ SHARED_DATA = Path(os.environ.get("LAWGPT_SHARED_DATA", TRAINER_ROOT.parents[1] 
 TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256, "seed": 0}
 LOOP = {"micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0, "logging_steps": 1, "checkpoint_steps": 2, "seed": 7}
 CLEANING = {"normalize_width": True, "min_chars": 20, "deduplicate": True}
+RECORDS = {"on_bad_record": "fail", "max_line_chars": 100_000}
 CONFIGS = {
     "base": {"tokenizer": "mistral_common:tokenizer.model.v1", **TINY_MODEL},
     "vocab": {"train_sentencepiece": True, "model_type": "bpe", "vocab_size": 2000, "character_coverage": 0.9995, "split_digits": True, "byte_fallback": True, "max_sentence_length": 4096, "input_sentence_size": 20000},
@@ -40,7 +41,17 @@ class StageRun:
         return next(e for e in self.events if e["event"] == "completed")
 
 
-def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, split=None, resume_from: Path | None = None, inputs_hash: str | None = None, stop_file: Path | None = None) -> StageRun:
+def run_stage(
+    stage: str,
+    inputs: dict,
+    work: Path,
+    config: dict | None = None,
+    split=None,
+    resume_from: Path | None = None,
+    inputs_hash: str | None = None,
+    stop_file: Path | None = None,
+    records: dict | None = None,
+) -> StageRun:
     """Runs `python -m lawgpt_trainer <stage>` as the orchestrator does; every stdout line must be
     a contract event."""
     work.mkdir(parents=True, exist_ok=True)
@@ -51,6 +62,7 @@ def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, 
         "output_dir": str(work / "out"),
         "split": split or {"heldout_percent": 20},
         "cleaning": CLEANING,
+        **(records or RECORDS),
         "inputs": {k: str(v) for k, v in inputs.items()},
         "config": config or CONFIGS[stage],
     }

@@ -13,7 +13,7 @@ from transformers import LlamaForCausalLM
 
 from lawgpt_trainer import contract, fingerprint
 
-from conftest import CLEANING, CONFIGS, TRAINER_ROOT, run_stage
+from conftest import CLEANING, CONFIGS, RECORDS, TRAINER_ROOT, run_stage
 
 
 def _checkpoint_events(run):
@@ -85,7 +85,7 @@ def test_resume_with_other_inputs_is_refused(pipeline, tiny_data, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_stops(pipeline, tiny_data, tmp_path):
     request = {
-        "contract_version": contract.schema()["contract_version"], "stage": "pretrain", "run_id": "pytest", "output_dir": str(tmp_path / "out"), "split": {"heldout_percent": 20}, "cleaning": CLEANING,
+        "contract_version": contract.schema()["contract_version"], "stage": "pretrain", "run_id": "pytest", "output_dir": str(tmp_path / "out"), "split": {"heldout_percent": 20}, "cleaning": CLEANING, **RECORDS,
         "inputs": {k: str(v) for k, v in _pretrain_inputs(pipeline, tiny_data).items()},
         "config": {**CONFIGS["pretrain"], "max_steps": 500, "checkpoint_steps": 1000},
     }  # fmt: skip

@@ -21,7 +21,7 @@ def test_tiny_and_duplicate_documents_are_dropped_first_copy_kept():
     docs = [Document("a.md", law), Document("b.md", "目录"), Document("c.md", law.replace("　", "  ")), Document("d.md", "第二条 民法调整平等主体之间的关系。")]
     kept, report = clean(docs, CLEANING)
     assert [d.key for d in kept] == ["a.md", "d.md"]
-    assert report == {"corpus_documents": 4, "corpus_dropped_short": 1, "corpus_dropped_duplicate": 1}
+    assert report == {"corpus_documents": 4, "corpus_dropped_short": 1, "corpus_dropped_duplicate": 1, "skipped_records": 0}
     kept, _ = clean(docs, {**CLEANING, "deduplicate": False})
     assert [d.key for d in kept] == ["a.md", "c.md", "d.md"]
 

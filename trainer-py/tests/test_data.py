@@ -50,6 +50,51 @@ def test_corpus_rejects_non_utf8(tmp_path):
         data.read_corpus(str(tmp_path))
 
 
+def test_skip_drops_and_counts_every_kind_of_bad_record_once(tmp_path):
+    good = {"question": "问", "options": {"A": "甲", "B": "乙"}, "answer": "A"}
+    lines = [good, {**good, "answer": "C"}, "{oops", {"options": good["options"], "answer": "A"}, '["a list"]', {**good, "question": "长" * 300}, {**good, "id": "last"}]
+    path = _jsonl(tmp_path, lines)
+    logged = []
+
+    class Events:
+        def log(self, message, level="info"):
+            logged.append((level, message))
+
+    bad = data.BadRecords("skip", max_line_chars=200, events=Events())
+    questions = data.read_exam(path, bad)
+    assert [q.key for q in questions] == ["问", "last"]
+    assert bad.count == 5
+    # Read again (eval reads its inputs once per model): nothing is counted twice.
+    data.read_exam(path, bad)
+    assert bad.count == 5
+    problems = [message.split("records.jsonl:", 1)[1] for _, message in logged]
+    assert problems == [
+        "2: field 'answer' 'C' names a letter not in 'options'",
+        "3: not valid JSON (Expecting property name enclosed in double quotes)",
+        "4: field 'question' must be a non-empty str",
+        "5: expected a JSON object",
+        "6: a line of 364 characters, over data.max_line_chars (200)",
+    ]
+    assert all(level == "warning" for level, _ in logged)
+    with pytest.raises(InvalidInput, match=r"records.jsonl:6: a line of 364 characters, over data.max_line_chars \(200\)"):
+        data.read_exam(_jsonl(tmp_path, [good] * 5 + [lines[5]]), data.BadRecords("fail", max_line_chars=200))
+
+
+def test_an_exam_with_no_usable_question_is_refused_even_when_skipping(tmp_path):
+    with pytest.raises(InvalidInput, match="records.jsonl: no usable questions"):
+        data.read_exam(_jsonl(tmp_path, ["{oops"]), data.BadRecords("skip"))
+
+
+def test_a_corpus_line_over_the_limit_is_named_or_dropped_alone(tmp_path):
+    (tmp_path / "law.md").write_text("第一条 民事主体\n" + "法" * 500 + "\n第三条 平等", "utf-8")
+    with pytest.raises(InvalidInput, match=r"law.md:2: a line of 500 characters, over data.max_line_chars \(100\)"):
+        data.read_corpus(str(tmp_path), data.BadRecords("fail", max_line_chars=100))
+    bad = data.BadRecords("skip", max_line_chars=100)
+    [doc] = data.read_corpus(str(tmp_path), bad)
+    assert doc.text == "第一条 民事主体\n第三条 平等"
+    assert bad.count == 1
+
+
 @pytest.mark.parametrize(
     ("generated", "letters", "chosen"),
     [

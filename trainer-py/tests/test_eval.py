@@ -16,6 +16,7 @@ def test_report_has_perplexity_and_per_question_answers(pipeline):
     correct = sum(a["chosen"] == a["expected"] for a in report["answers"])
     assert report["exam_accuracy"] == correct / len(report["answers"])
     assert run.completed()["metrics"]["heldout_perplexity"] == report["heldout_perplexity"]
+    assert report["skipped_records"] == run.completed()["metrics"]["skipped_records"] == 0
 
 
 def test_base_model_is_compared_in_bits_per_character(pipeline):

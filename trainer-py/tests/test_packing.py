@@ -104,3 +104,25 @@ def test_a_file_that_is_not_utf8_is_named_even_from_a_worker(tokenizer, tmp_path
     (corpus / "broken.md").write_bytes("民法典".encode("gbk") * 100)
     with pytest.raises(InvalidInput, match="broken.md: not UTF-8"):
         packing.prepare(str(corpus), CLEANING, 10, tokenizer, 32, tmp_path / "blocks", processes=2)
+
+
+def test_a_corpus_file_that_is_one_50mb_line_is_named_or_skipped_and_counted(tokenizer, tmp_path):
+    corpus = _corpus(tmp_path / "corpus", _names(False, 3) + _names(True, 1))
+    (corpus / "dump.txt").write_text("法" * (50_000_000 // 3), "utf-8")
+    with pytest.raises(InvalidInput, match=r"dump.txt:1: a line of 16,666,666 characters, over data.max_line_chars \(100,000\)"):
+        packing.prepare(str(corpus), CLEANING, 10, tokenizer, 32, tmp_path / "failed", processes=2, bad=data.BadRecords("fail", 100_000))
+    bad = data.BadRecords("skip", 100_000)
+    index = packing.prepare(str(corpus), CLEANING, 10, tokenizer, 32, tmp_path / "blocks", processes=2, bad=bad)
+    assert bad.count == 1
+    assert index["report"]["skipped_records"] == 1
+    assert index["report"]["corpus_documents"] == 4
+    assert prepared_blocks(tmp_path / "blocks", 32)["train"].shape[0] > 0
+
+
+def test_a_corpus_with_nothing_but_blank_files_says_so(tokenizer, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("a.md", "b.txt"):
+        (corpus / name).write_text(" \n\n", "utf-8")
+    with pytest.raises(InvalidInput, match=r"corpus .*corpus has no text: its 2 files are blank or unreadable"):
+        packing.prepare(str(corpus), CLEANING, 10, tokenizer, 32, tmp_path / "blocks", processes=1)

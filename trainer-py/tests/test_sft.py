@@ -6,8 +6,10 @@ import math
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import CONFIGS, run_stage
+
 from lawgpt_trainer import prompt
-from lawgpt_trainer.data import Sample
+from lawgpt_trainer.data import BadRecords, Sample
 from lawgpt_trainer.prompt import IGNORE_INDEX, encode
 from lawgpt_trainer.stages.sft import pad_collator
 
@@ -55,7 +57,7 @@ def test_every_instruction_source_contributes_samples(pipeline, tiny_data):
 
     config = {"dialogue_answers": "first", "max_dialogue_records": 5, "max_exam_records": 5, "max_instruction_records": 5}
     request = {"config": config, "split": {"heldout_percent": 20}, "inputs": {k: str(tiny_data[k]) for k in ("dialogue", "exam", "instructions")}}
-    found = samples(request)
+    found = samples(request, BadRecords())
     assert len(found) == 15
     assert found[-1].output == json.loads(tiny_data["instructions"].read_text("utf-8").splitlines()[4])["output"]
     assert "请选出正确答案" in found[5].instruction
@@ -63,8 +65,6 @@ def test_every_instruction_source_contributes_samples(pipeline, tiny_data):
 
 def test_instructions_alone_are_enough(pipeline, tiny_data, tmp_path):
     """BenTsao's recipe: Alpaca-shape QA only."""
-    from conftest import run_stage
-
     run = run_stage("sft", {"model": pipeline["pretrain"].output_dir / "model", "instructions": tiny_data["medical"]}, tmp_path)
     assert run.completed()["metrics"]["train_samples"] > 0
 
@@ -88,3 +88,25 @@ def test_packed_instruction_tuning_trains_on_fewer_sequences(pipeline, tiny_data
     metrics = run.completed()["metrics"]
     assert 0 < metrics["train_sequences"] < metrics["train_samples"]
     assert math.isfinite(metrics["final_loss"])
+
+
+def test_bad_records_fail_the_stage_before_training_or_are_skipped_and_counted(pipeline, tiny_data, tmp_path):
+    good = [json.loads(line) for line in tiny_data["dialogue"].read_text("utf-8").splitlines()[:6]]
+    dialogue = tmp_path / "dialogue.jsonl"
+    lines = [json.dumps(r, ensure_ascii=False) for r in good[:3]] + ['{"question": "没有回答"}', "{broken", *(json.dumps(r, ensure_ascii=False) for r in good[3:])]
+    dialogue.write_text("\n".join(lines), "utf-8")
+    inputs = {"model": pipeline["pretrain"].output_dir / "model", "dialogue": dialogue}
+    # Long enough that no good sample loses its answer to the cutoff: every one trains.
+    config = {**CONFIGS["sft"], "cutoff_len": 1024}
+
+    failed = run_stage("sft", inputs, tmp_path / "fail", config=config, records={"on_bad_record": "fail", "max_line_chars": 100_000})
+    assert failed.returncode == 2
+    assert failed.events[-1]["message"] == f"{dialogue}:4: field 'answers' must be a non-empty list"
+    assert not any(e["event"] == "progress" for e in failed.events)
+
+    skipped = run_stage("sft", inputs, tmp_path / "skip", config=config, records={"on_bad_record": "skip", "max_line_chars": 100_000})
+    metrics = skipped.completed()["metrics"]
+    assert metrics["skipped_records"] == 2
+    assert metrics["train_samples"] == 6
+    warnings = [e["message"] for e in skipped.events if e["event"] == "log" and e["level"] == "warning"]
+    assert [w.split(f"{dialogue}:")[1] for w in warnings] == ["4: field 'answers' must be a non-empty list", "5: not valid JSON (Expecting property name enclosed in double quotes)"]

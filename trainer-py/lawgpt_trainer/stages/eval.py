@@ -57,8 +57,8 @@ def _release(model) -> None:
 
 def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
-    percent = request["split"]["heldout_percent"]
-    questions = data.split_exam(data.read_exam(inputs["exam"]), percent)[1][: config["max_exam_questions"]] if "exam" in inputs else []
+    percent, bad = request["split"]["heldout_percent"], data.BadRecords.of(request, events)
+    questions = data.split_exam(data.read_exam(inputs["exam"], bad), percent)[1][: config["max_exam_questions"]] if "exam" in inputs else []
     models = {"model": "final"} | {name: prefix for name, prefix in COMPARED.items() if name in inputs}
     progress = Progress(events, len(models) + sum(len(exam.candidates(q)) for q in questions) + len(questions))
 
@@ -69,7 +69,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         key = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
         if key not in prepared:
             folder = out / "heldout-blocks" / key
-            packing.prepare(inputs["corpus"], request["cleaning"], percent, tokenizer, config["block_size"], folder, splits=("heldout",), max_blocks=config["max_heldout_blocks"])
+            packing.prepare(inputs["corpus"], request["cleaning"], percent, tokenizer, config["block_size"], folder, splits=("heldout",), max_blocks=config["max_heldout_blocks"], bad=bad)
             blocks = packing.load(folder, config["block_size"], heldout_limit=config["max_heldout_blocks"])[1]
             prepared[key] = blocks, characters(tokenizer, blocks)
         return prepared[key]
@@ -101,6 +101,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         "exam_accuracy": accuracy(by_subject["loglik"]),
         "exam_chance_accuracy": sum(1 / len(exam.candidates(q)) for q in questions) / len(questions) if questions else None,
         "exam_accuracy_generated": accuracy(by_subject["generated"]),
+        "skipped_records": bad.count,
     }
     report = {
         **metrics,

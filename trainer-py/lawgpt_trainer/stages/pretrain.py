@@ -12,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from lawgpt_trainer import distributed, embeddings, merge, packing, training
+from lawgpt_trainer import data, distributed, embeddings, merge, packing, training
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
@@ -50,7 +50,7 @@ def tokenized_blocks(request: dict, tokenizer, events) -> tuple[packing.Blocks, 
     folder = Path(request["output_dir"]) / BLOCKS_DIR
     started = time.perf_counter()
     if distributed.is_main():
-        packing.prepare(inputs["corpus"], request["cleaning"], request["split"]["heldout_percent"], tokenizer, block_size, folder)
+        packing.prepare(inputs["corpus"], request["cleaning"], request["split"]["heldout_percent"], tokenizer, block_size, folder, bad=data.BadRecords.of(request, events))
     else:
         _wait_for(folder / packing.INDEX_FILE)
     train, heldout, index = packing.load(folder, block_size, eval_blocks)

@@ -35,18 +35,18 @@ def pad_collator(pad_id: int):
     return collate
 
 
-def samples(request: dict) -> list[data.Sample]:
+def samples(request: dict, bad: data.BadRecords) -> list[data.Sample]:
     """Every instruction sample the run's data provides: consultations, the training part of the
     exam questions, and Alpaca-shape instructions, each source optional."""
     config, inputs = request["config"], request["inputs"]
     found: list[data.Sample] = []
     if "dialogue" in inputs:
-        found += data.read_dialogue(inputs["dialogue"], config["dialogue_answers"], config["max_dialogue_records"])
+        found += data.read_dialogue(inputs["dialogue"], config["dialogue_answers"], config["max_dialogue_records"], bad)
     if "exam" in inputs:
-        exam_train, _ = data.split_exam(data.read_exam(inputs["exam"]), request["split"]["heldout_percent"])
+        exam_train, _ = data.split_exam(data.read_exam(inputs["exam"], bad), request["split"]["heldout_percent"])
         found += [prompt.exam_sample(q) for q in exam_train[: config["max_exam_records"]]]
     if "instructions" in inputs:
-        found += data.read_instructions(inputs["instructions"], config["max_instruction_records"])
+        found += data.read_instructions(inputs["instructions"], config["max_instruction_records"], bad)
     return found
 
 
@@ -58,7 +58,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
     loaded = training.host_rss_bytes() - before
     parameters = sum(p.numel() for p in model.parameters())
 
-    dataset = [encode(tokenizer, s, config["cutoff_len"]) for s in samples(request)]
+    bad = data.BadRecords.of(request, events)
+    dataset = [encode(tokenizer, s, config["cutoff_len"]) for s in samples(request, bad)]
     dataset = [item for item in dataset if any(label != IGNORE_INDEX for label in item["labels"])]
     if not dataset:
         raise InvalidInput(f"no sample keeps a response token within cutoff_len={config['cutoff_len']}")
@@ -74,5 +75,5 @@ def run(request: dict, events) -> tuple[dict, dict]:
     model.save_pretrained(out / "adapter")
     merge.fold(model, len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
-    metrics = {"train_samples": samples_count, "train_sequences": len(dataset), **training.loss_metrics(trained), **training.memory_metrics(parameters, loaded)}
+    metrics = {"train_samples": samples_count, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained), **training.memory_metrics(parameters, loaded)}
     return {"adapter": "adapter", "model": "model"}, metrics

@@ -77,7 +77,7 @@ def _train_domain_model(train_docs: list[data.Document], config: dict, events):
 
 def run(request: dict, events) -> tuple[dict, dict]:
     config, out = request["config"], Path(request["output_dir"])
-    docs, cleaned = cleaning.read_corpus(request)
+    docs, cleaned = cleaning.read_corpus(request, events)
     train_docs, heldout = data.split_documents(docs, request["split"]["heldout_percent"])
     base_path = Path(request["inputs"]["base_tokenizer"]) / tok.SP_FILE
 
