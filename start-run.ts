@@ -9,7 +9,7 @@ import { ConfigError, parseRunConfig, type RunConfig } from './common/config.js'
 import { EXIT_INVALID_INPUT } from './common/contract.js';
 import { WORKFLOW_TYPE, type PipelineResult, type PipelineStatus } from './common/run.js';
 import { connectTemporal, loadSettings, type Settings } from './common/settings.js';
-import { STAGE_KEY, statusQuery } from './workflows/definitions.js';
+import { runMetadata, runSearchAttributes, statusQuery } from './workflows/definitions.js';
 
 function readConfig(path: string): RunConfig {
   let raw: unknown;
@@ -86,7 +86,8 @@ async function main(): Promise<number> {
     workflowId,
     taskQueue: settings.LAWGPT_TASK_QUEUE,
     args: [config],
-    typedSearchAttributes: [{ key: STAGE_KEY, value: 'pending' }],
+    typedSearchAttributes: runSearchAttributes(config, 'cli'),
+    ...runMetadata(config, 'cli'),
   });
   console.log(`started run ${workflowId}`);
   console.log(`  Temporal UI: ${uiLink(settings, workflowId, handle.firstExecutionRunId)}`);

@@ -206,6 +206,10 @@ export const RuntimeConfig = z
     keep_checkpoints: positiveInt.default(2),
     // After SIGTERM, how long a trainer may take to save its final checkpoint before SIGKILL.
     stop_grace_seconds: positiveInt.default(120),
+    // A stage that waits for a person's approval (the `approve` update: start-run approve, the UI)
+    // before it starts, e.g. pretrain, before days of GPU time; the run fails if none comes in time.
+    approve_before: StageName.optional(),
+    approval_timeout_hours: z.number().positive().max(24 * 30).default(72),
   })
   .strict();
 

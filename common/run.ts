@@ -37,7 +37,7 @@ export interface StageProgress {
 }
 
 // `skipped`: not part of this run (its outputs, if needed, are given as artifacts).
-export type StageState = 'pending' | 'running' | 'paused' | 'completed' | 'cached' | 'failed' | 'gate-failed' | 'cancelled' | 'skipped';
+export type StageState = 'pending' | 'awaiting-approval' | 'running' | 'paused' | 'completed' | 'cached' | 'failed' | 'gate-failed' | 'cancelled' | 'skipped';
 
 /** Answer of the `status` query. */
 export interface PipelineStatus {
@@ -60,8 +60,18 @@ export interface PipelineResult {
 }
 
 export const WORKFLOW_TYPE = 'lawgptPipeline';
-export const STAGE_SEARCH_ATTRIBUTE = 'LawgptStage';
+// What the Temporal UI can filter runs by (all Keyword; the stack registers them).
+export const SEARCH_ATTRIBUTES = {
+  stage: 'LawgptStage',
+  runName: 'LawgptRunName',
+  corpus: 'LawgptCorpus',
+  baseModel: 'LawgptBaseModel',
+  // `cli` or `webhook`: how the run was started.
+  trigger: 'LawgptTrigger',
+} as const;
+export type RunTrigger = 'cli' | 'webhook';
 export const PROGRESS_SIGNAL = 'progress';
 export const STATUS_QUERY = 'status';
 export const PAUSE_UPDATE = 'pause';
 export const RESUME_UPDATE = 'resume';
+export const APPROVE_UPDATE = 'approve';

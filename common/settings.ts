@@ -17,6 +17,10 @@ const Settings = z.object({
   AWS_REGION: z.string().default('us-east-1'),
   LAWGPT_PYTHON: z.string().default('python3'),
   LAWGPT_WORK_DIR: z.string().default('.state/work'),
+  // The webhook (webhook/server.ts); its token comes from LAWGPT_WEBHOOK_TOKEN, read there alone.
+  LAWGPT_WEBHOOK_HOST: z.string().default('127.0.0.1'),
+  LAWGPT_WEBHOOK_PORT: z.coerce.number().int().min(1).max(65535).default(8787),
+  LAWGPT_WEBHOOK_TRIGGERS: z.string().default('configs/triggers.json'),
   // The worker's log level; DEBUG adds every line trainers write to stderr.
   LAWGPT_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });

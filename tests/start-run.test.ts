@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SEARCH_ATTRIBUTES } from '../common/run.js';
 import { startTemporal } from './helpers/temporal.js';
 
 const run = promisify(execFile);
@@ -67,6 +69,11 @@ describe('start-run.ts', () => {
     expect(result.stdout).toContain(`/namespaces/default/workflows/${id}/`);
     const description = await env.client.workflow.getHandle(id).describe();
     expect(description.type).toBe('lawgptPipeline');
+    // Understandable from the UI alone: filterable attributes and a summary.
+    const attribute = (name: string) => description.typedSearchAttributes.get(defineSearchAttributeKey(name, SearchAttributeType.KEYWORD));
+    expect(Object.values(SEARCH_ATTRIBUTES).map(attribute)).toEqual(['pending', 'demo', demo.data.corpus, 'llama-h64-l2 (mistral_common:tokenizer.model.v1)', 'cli']);
+    expect(await description.staticSummary()).toBe(`demo: base → vocab → pretrain → sft → eval on ${demo.data.corpus}`);
+    expect(await description.staticDetails()).toContain('started by cli');
     await env.client.workflow.getHandle(id).terminate('test over');
   });
 });

@@ -10,7 +10,7 @@ import type { StageResult, StageTask } from '../common/run.js';
 import { STAGE_IO } from '../common/stages.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
 import { STAGE_WORKER_OPTIONS } from '../activities/stage.js';
-import { pauseUpdate, progressSignal, resumeUpdate, STAGE_KEY, statusQuery } from '../workflows/definitions.js';
+import { approveUpdate, pauseUpdate, progressSignal, resumeUpdate, STAGE_KEY, statusQuery } from '../workflows/definitions.js';
 import { keepHistory } from './helpers/histories.js';
 import { startTemporal, workflowsPath } from './helpers/temporal.js';
 
@@ -229,10 +229,40 @@ describe('lawgptPipeline', () => {
       await handle.signal(progressSignal, { stage: 'vocab', step: 3, totalSteps: 3 }); // stale: ignored
       seen.push(await handle.query(statusQuery));
       seen.push((await handle.describe()).typedSearchAttributes.get(STAGE_KEY));
+      seen.push(await handle.query<{ currentDetails: string }>('__temporal_workflow_metadata'));
       release();
     });
     expect(seen[0]).toMatchObject({ stage: 'pretrain', step: 7, totalSteps: 30, loss: 4.25, stages: { vocab: 'completed', pretrain: 'running' } });
     expect(seen[1]).toBe('pretrain');
+    // What the Temporal UI shows as the run's current details, without a query typed.
+    expect(seen[2]).toMatchObject({ currentDetails: '**pretrain** running · step 7/30 · loss 4.2500\n\nbase completed · vocab completed · pretrain running' });
+  });
+
+  it('waits for approval before the configured stage, refuses approval when nothing waits, and runs once approved', async () => {
+    const runStage = vi.fn(async (task: StageTask) => fakeStage(task));
+    const seen: Record<string, unknown> = {};
+    const { value, status } = await run(runStage, config({ stages: ['base', 'vocab', 'pretrain'], runtime: { approve_before: 'pretrain' } }), async (id) => {
+      const handle = env.client.workflow.getHandle(id);
+      await vi.waitFor(async () => expect((await handle.query(statusQuery)).stages.pretrain).toBe('awaiting-approval'), { timeout: 20_000 });
+      seen.attribute = (await handle.describe()).typedSearchAttributes.get(STAGE_KEY);
+      seen.stagesRun = runStage.mock.calls.map(([t]) => t.stage);
+      seen.approved = await handle.executeUpdate(approveUpdate);
+      await expect(handle.executeUpdate(approveUpdate)).rejects.toThrow(WorkflowUpdateFailedError);
+    });
+    expect(seen.attribute).toBe('pretrain:awaiting-approval');
+    expect(seen.stagesRun).toEqual(['base', 'vocab']);
+    expect(seen.approved).toMatchObject({ stages: { pretrain: 'awaiting-approval' } });
+    expect(Object.keys(value!.stages)).toEqual(['base', 'vocab', 'pretrain']);
+    expect(status.stages.pretrain).toBe('completed');
+  });
+
+  it('fails the run cleanly when no approval comes in time', async () => {
+    const runStage = vi.fn(async (task: StageTask) => fakeStage(task));
+    const { error, status, description } = await run(runStage, config({ stages: ['base', 'vocab'], runtime: { approve_before: 'vocab', approval_timeout_hours: 0.0005 } }));
+    expect(((error as WorkflowFailedError).cause as Error).message).toBe('stage vocab failed: not approved within 0.0005 hours (runtime.approval_timeout_hours)');
+    expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base']);
+    expect(status.stages.vocab).toBe('failed');
+    expect(description.typedSearchAttributes.get(STAGE_KEY)).toBe('vocab:failed');
   });
 });
 

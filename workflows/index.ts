@@ -1,2 +1,3 @@
 // Every workflow the worker registers.
 export { lawgptPipeline } from './pipeline.js';
+export { corpusUpload } from './corpus-upload.js';

@@ -13,6 +13,7 @@ import {
   continueAsNew,
   isCancellation,
   proxyActivities,
+  setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
@@ -22,7 +23,7 @@ import type { RunConfig } from '../common/config.js';
 import { gateFailures } from '../common/gates.js';
 import type { PipelineResult, PipelineStatus, StageResult, StageTask } from '../common/run.js';
 import { inputsOf, STAGES, type StageOutputs, type StageName } from '../common/stages.js';
-import { progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
+import { approveUpdate, progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
 import { pauseControl } from './pause.js';
 
 /** What a run carries into its next execution when it continues as new. */
@@ -57,6 +58,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
     status.complete(result);
   }
   if (carried.paused) status.pause(true);
+  const approval = approvalGate(status);
 
   for (const stage of config.stages) {
     if (carried.finished[stage]) continue;
@@ -79,7 +81,10 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
     let result: StageResult;
     try {
       const cache = await stageCache(task, config.runtime.cache);
-      result = cache.hit ?? (await pause.run(() => runStage(task)));
+      // Approval is for spending the stage's compute: a cached stage spends none.
+      if (!cache.hit && stage === config.runtime.approve_before) await approval.wait(stage, config.runtime.approval_timeout_hours);
+      const summary = `${stage} on ${Object.values(task.inputs).join(', ') || 'no inputs'}`;
+      result = cache.hit ?? (await pause.run(() => runStage.executeWithOptions({ summary }, [task])));
     } catch (err) {
       if (isCancellation(err)) {
         status.end(stage, 'cancelled');
@@ -106,7 +111,43 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
   return status.result();
 }
 
-/** The run's visible state: the `status` query, the progress signal, the LawgptStage search attribute. */
+/**
+ * `runtime.approve_before`: the stage waits for the `approve` update (refused while nothing waits)
+ * and fails the run when none comes within the timeout.
+ */
+function approvalGate(status: ReturnType<typeof trackStatus>) {
+  let waiting = false;
+  let approved = false;
+  setHandler(
+    approveUpdate,
+    () => {
+      approved = true;
+      return status.current;
+    },
+    {
+      validator: () => {
+        if (!waiting) throw new Error('this run is not waiting for approval');
+      },
+    },
+  );
+  return {
+    async wait(stage: StageName, hours: number) {
+      waiting = true;
+      status.awaitApproval(stage);
+      const given = await condition(() => approved, `${hours} hours`);
+      waiting = false;
+      if (!given) {
+        throw ApplicationFailure.create({ message: `not approved within ${hours} hours (runtime.approval_timeout_hours)`, type: 'ApprovalTimedOut', nonRetryable: true });
+      }
+      status.begin(stage);
+    },
+  };
+}
+
+/**
+ * The run's visible state: the `status` query, the progress signal, the LawgptStage search
+ * attribute, and the current details the Temporal UI shows without a query.
+ */
 function trackStatus(config: RunConfig) {
   const status: PipelineStatus = {
     runName: config.name,
@@ -119,6 +160,14 @@ function trackStatus(config: RunConfig) {
     stages: Object.fromEntries(STAGES.map((s) => [s, config.stages.includes(s) ? 'pending' : 'skipped'])) as PipelineStatus['stages'],
     results: {},
   };
+  const describe = () => {
+    const stage = status.stage;
+    const now = stage
+      ? [`**${stage}** ${status.stages[stage]}`, status.step !== null && `step ${status.step}/${status.totalSteps}`, status.loss !== null && `loss ${status.loss.toFixed(4)}`, status.checkpoint !== null && `checkpoint ${status.checkpoint}`]
+      : ['starting'];
+    const stages = config.stages.map((s) => `${s} ${status.stages[s]}`).join(' · ');
+    setCurrentDetails(`${now.filter(Boolean).join(' · ')}\n\n${stages}`);
+  };
   setHandler(statusQuery, () => status);
   setHandler(progressSignal, (progress) => {
     if (progress.stage !== status.stage) return; // a late report from a finished stage
@@ -126,8 +175,12 @@ function trackStatus(config: RunConfig) {
     status.totalSteps = progress.totalSteps;
     status.loss = progress.loss ?? status.loss;
     status.checkpoint = progress.checkpoint ?? status.checkpoint;
+    describe();
   });
-  const show = (value: string) => upsertSearchAttributes([{ key: STAGE_KEY, value }]);
+  const show = (value: string) => {
+    upsertSearchAttributes([{ key: STAGE_KEY, value }]);
+    describe();
+  };
 
   return {
     begin(stage: StageName) {
@@ -136,6 +189,11 @@ function trackStatus(config: RunConfig) {
       show(status.paused ? `${stage}:paused` : stage);
     },
     current: status,
+    awaitApproval(stage: StageName) {
+      Object.assign(status, { stage, step: null, totalSteps: null, loss: null, checkpoint: null });
+      status.stages[stage] = 'awaiting-approval';
+      show(`${stage}:awaiting-approval`);
+    },
     pause(paused: boolean) {
       status.paused = paused;
       const stage = status.stage;
@@ -157,6 +215,7 @@ function trackStatus(config: RunConfig) {
       status.stages[result.stage] = result.cachedFrom ? 'cached' : 'completed';
       status.results[result.stage] = result;
       if (result.stage === config.stages[config.stages.length - 1]) show('done');
+      else describe();
     },
     result(): PipelineResult {
       return { runName: config.name, stages: status.results, evaluation: status.results.eval?.metrics };

@@ -30,7 +30,8 @@ export interface TestMinio {
   stop(): Promise<void>;
 }
 
-export async function startMinio(): Promise<TestMinio> {
+/** `env`: extra server settings, such as MINIO_NOTIFY_WEBHOOK_* for a notification target. */
+export async function startMinio(env: Record<string, string> = {}): Promise<TestMinio> {
   const dir = await mkdtemp(join(tmpdir(), 'lawgpt-minio-'));
   const [port, consolePort] = [await freePort(), await freePort()];
   const credentials = { accessKeyId: `test-${randomBytes(4).toString('hex')}`, secretAccessKey: randomBytes(20).toString('hex') };
@@ -38,7 +39,7 @@ export async function startMinio(): Promise<TestMinio> {
 
   async function launch(): Promise<ChildProcess> {
     const server = spawn(tools.minio, ['server', dir, '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, '--quiet'], {
-      env: { ...process.env, MINIO_ROOT_USER: credentials.accessKeyId, MINIO_ROOT_PASSWORD: credentials.secretAccessKey },
+      env: { ...process.env, ...env, MINIO_ROOT_USER: credentials.accessKeyId, MINIO_ROOT_PASSWORD: credentials.secretAccessKey },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';

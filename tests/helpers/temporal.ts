@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { STAGE_KEY } from '../../workflows/definitions.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../../workflows/definitions.js';
 import { freePort } from './minio.js';
 import { tools } from './tools.js';
 
@@ -15,7 +15,7 @@ export function startTemporal(extraArgs: string[] = []): Promise<TestWorkflowEnv
       executable: { type: 'existing-path', path: tools.temporal },
       ip: '127.0.0.1',
       ui: false,
-      searchAttributes: [STAGE_KEY],
+      searchAttributes: SEARCH_ATTRIBUTE_KEYS,
       log: { format: 'pretty', level: 'warn' },
       extraArgs,
     },
@@ -37,7 +37,7 @@ export async function startRestartableTemporal(): Promise<RestartableTemporal> {
   const port = await freePort();
   const address = `127.0.0.1:${port}`;
   const args = ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--http-port', String(await freePort()), '--metrics-port', String(await freePort()),
-    '--db-filename', join(dir, 'temporal.db'), '--search-attribute', `${STAGE_KEY.name}=Keyword`, '--log-level', 'error'];
+    '--db-filename', join(dir, 'temporal.db'), ...SEARCH_ATTRIBUTE_KEYS.flatMap((k) => ['--search-attribute', `${k.name}=Keyword`]), '--log-level', 'error'];
 
   async function launch(): Promise<ChildProcess> {
     const server = spawn(tools.temporal, args, { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -1,0 +1,65 @@
+// One watched corpus folder (workflow id derived from bucket and folder, see webhook/server.ts): the
+// webhook signals-with-start it for every object uploaded there. It waits until no new object has
+// arrived for the trigger's quiet period (or the `_READY` marker arrives), then starts ONE pipeline
+// run on the folder, so that `mc cp --recursive` of a thousand files is one run.
+//
+// Every event id is remembered, so an event delivered again (MinIO retries until it gets a 2xx) is
+// ignored, also after the run started. A NEW object after the run started starts a new run once it
+// is quiet again: the folder changed, and a run on the old contents would hide that (the stage cache
+// makes the unchanged stages free). The workflow ends after a day without events.
+import { condition, continueAsNew, log, ParentClosePolicy, startChild, setHandler, workflowInfo } from '@temporalio/workflow';
+import type { UploadedObject, UploadWatch } from '../common/uploads.js';
+import { runMetadata, runSearchAttributes, uploadSignal } from './definitions.js';
+import { lawgptPipeline } from './pipeline.js';
+
+const IDLE_BEFORE_END = '24 hours';
+
+export interface UploadState {
+  /** Ids of every event seen: redeliveries are recognised across runs. */
+  seen: string[];
+  /** New objects not yet in a run. */
+  pending: number;
+  ready: boolean;
+}
+
+const runTimestamp = (ms: number) => new Date(ms).toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+
+export async function corpusUpload(watch: UploadWatch, carried: UploadState = { seen: [], pending: 0, ready: false }): Promise<void> {
+  const seen = new Set(carried.seen);
+  let { pending, ready } = carried;
+  let arrived = 0;
+  setHandler(uploadSignal, (object: UploadedObject) => {
+    if (seen.has(object.id)) {
+      log.info('ignored an event delivered again', { key: object.key });
+      return;
+    }
+    seen.add(object.id);
+    pending++;
+    arrived++;
+    ready ||= object.ready;
+  });
+
+  for (;;) {
+    if (!(await condition(() => pending > 0, IDLE_BEFORE_END))) return;
+    // Quiet period: restarts with every new object, ends early on the ready marker.
+    for (let before = arrived; !ready; before = arrived) {
+      if (!(await condition(() => arrived !== before || ready, `${watch.quietSeconds} seconds`))) break;
+    }
+    const starting = pending;
+    const workflowId = `${watch.config.name}-${watch.trigger}-${runTimestamp(Date.now())}`;
+    await startChild(lawgptPipeline, {
+      workflowId,
+      args: [watch.config],
+      // The run outlives this watcher.
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+      typedSearchAttributes: runSearchAttributes(watch.config, 'webhook'),
+      ...runMetadata(watch.config, 'webhook'),
+    });
+    log.info('started a run on the uploaded corpus', { workflowId, corpus: watch.corpus, objects: starting });
+    pending -= starting;
+    ready = false;
+    if (workflowInfo().continueAsNewSuggested) {
+      await continueAsNew<typeof corpusUpload>(watch, { seen: [...seen], pending, ready });
+    }
+  }
+}
