@@ -1,113 +1,145 @@
-// Starts one pipeline run from a config file:   tsx start-run.ts configs/demo.json [--follow] [--no-cache]
-// The config is validated before anything is contacted; with --follow, stage progress is shown live
-// until the run ends, then every artifact's S3 URI. --no-cache runs every stage even where an
-// identical one completed before.
+// The pipeline's command line: start runs, and list, watch and steer them.
+//   tsx start-run.ts <config.json> [--follow]          (short for `start`)
+//   tsx start-run.ts start <config> [--set path=value ...] [--no-cache] [--follow] [--dry-run]
+//   tsx start-run.ts list [--status running|completed|failed|cancelled] [--corpus URI] [--limit N]
+//   tsx start-run.ts status|follow|cancel|pause|resume|approve <run>
+// Exit codes: 0 ok, 1 the run failed, 2 invalid input, 3 run not found or server unreachable. An
+// expected error is one line on stderr, never a stack trace. A config is validated before
+// anything is contacted.
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { Command, CommanderError, Option } from 'commander';
+import { createS3Client } from './activities/s3.js';
+import { trainerVersion } from './activities/trainer-process.js';
+import { formatPlan, planRun } from './cli/plan.js';
+import { CliError, control, EXIT, follow, followRun, formatResult, listRuns, runStatus, uiLink, unreachable, type ListStatus } from './cli/runs.js';
 import { ConfigError, parseRunConfig, type RunConfig } from './common/config.js';
-import { EXIT_INVALID_INPUT } from './common/contract.js';
-import { WORKFLOW_TYPE, type PipelineResult, type PipelineStatus } from './common/run.js';
-import { connectTemporal, loadSettings, type Settings } from './common/settings.js';
-import { runMetadata, runSearchAttributes, statusQuery } from './workflows/definitions.js';
+import { WORKFLOW_TYPE } from './common/run.js';
+import { connectTemporal, loadSettings } from './common/settings.js';
+import { runMetadata, runSearchAttributes } from './workflows/definitions.js';
 
-function readConfig(path: string): RunConfig {
-  let raw: unknown;
+const COMMANDS = ['start', 'list', 'status', 'follow', 'cancel', 'pause', 'resume', 'approve', 'help'];
+
+/** `a.b.c=value` into `raw`: the value as JSON where it parses (numbers, booleans, lists), else as text. */
+function applySet(raw: Record<string, unknown>, assignment: string) {
+  const eq = assignment.indexOf('=');
+  if (eq <= 0) throw new CliError(`--set ${assignment}: expected path=value`, EXIT.invalidInput);
+  const path = assignment.slice(0, eq).split('.');
+  const text = assignment.slice(eq + 1);
+  let value: unknown = text;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    // plain text
+  }
+  let node = raw;
+  for (const key of path.slice(0, -1)) {
+    if (typeof node[key] !== 'object' || node[key] === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]] = value;
+}
+
+function readConfig(path: string, sets: string[]): RunConfig {
+  let raw: Record<string, unknown>;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
     throw new ConfigError([`${path}: ${(err as Error).message}`]);
   }
+  for (const assignment of sets) applySet(raw, assignment);
   return parseRunConfig(raw);
 }
 
-function uiLink(settings: Settings, workflowId: string, runId: string) {
-  return `${settings.TEMPORAL_UI_URL}/namespaces/${settings.TEMPORAL_NAMESPACE}/workflows/${encodeURIComponent(workflowId)}/${runId}/history`;
-}
+const settings = () => loadSettings();
+const temporal = () => connectTemporal(settings());
+const print = (text: string) => console.log(text);
 
-function describe(status: PipelineStatus): string {
-  if (!status.stage) return 'starting';
-  const state = status.stages[status.stage];
-  if (state !== 'running' || status.step === null) return `${status.stage}: ${state}`;
-  const loss = status.loss === null ? '' : `  loss ${status.loss.toFixed(4)}`;
-  return `${status.stage}: step ${status.step}/${status.totalSteps}${loss}`;
-}
-
-async function follow(handle: WorkflowHandle): Promise<PipelineResult> {
-  let last = '';
-  let finished = false;
-  const result = handle.result().finally(() => (finished = true));
-  while (!finished) {
-    try {
-      const line = describe(await handle.query(statusQuery));
-      if (line !== last) console.log(`  ${line}`);
-      last = line;
-    } catch {
-      // The first workflow task may not have run yet; the next poll will tell.
-    }
-    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
+async function start(path: string, options: { set: string[]; cache: boolean; follow: boolean; dryRun: boolean }) {
+  const config = readConfig(path, options.set);
+  if (!options.cache) config.runtime.cache = false;
+  const env = settings();
+  if (options.dryRun) {
+    const s3 = createS3Client(env);
+    print(formatPlan(config, await planRun(config, { s3, trainerVersion: () => trainerVersion(env.LAWGPT_PYTHON) })));
+    return;
   }
-  return result;
-}
-
-function printResult(result: PipelineResult) {
-  console.log('artifacts:');
-  for (const [stage, stageResult] of Object.entries(result.stages)) {
-    const cached = stageResult.cachedFrom ? `  (cached: made by run ${stageResult.cachedFrom})` : '';
-    for (const [name, uri] of Object.entries(stageResult.outputs)) console.log(`  ${stage}.${name}: ${uri}${cached}`);
-  }
-  if (result.evaluation) console.log(`evaluation: ${JSON.stringify(result.evaluation)}`);
-}
-
-async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({
-    allowPositionals: true,
-    options: { follow: { type: 'boolean', default: false }, 'no-cache': { type: 'boolean', default: false } },
-  });
-  if (positionals.length !== 1) {
-    console.error('usage: tsx start-run.ts <config.json> [--follow] [--no-cache]');
-    return EXIT_INVALID_INPUT;
-  }
-  let config: RunConfig;
-  try {
-    config = readConfig(positionals[0]);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    console.error(err.message);
-    console.error('nothing was started.');
-    return EXIT_INVALID_INPUT;
-  }
-  if (values['no-cache']) config.runtime.cache = false;
-
-  const settings = loadSettings();
-  const client = await connectTemporal(settings);
+  const client = await connectTemporal(env);
   const workflowId = `${config.name}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`;
   const handle = await client.workflow.start(WORKFLOW_TYPE, {
     workflowId,
-    taskQueue: settings.LAWGPT_TASK_QUEUE,
+    taskQueue: env.LAWGPT_TASK_QUEUE,
     args: [config],
     typedSearchAttributes: runSearchAttributes(config, 'cli'),
     ...runMetadata(config, 'cli'),
   });
-  console.log(`started run ${workflowId}`);
-  console.log(`  Temporal UI: ${uiLink(settings, workflowId, handle.firstExecutionRunId)}`);
-  if (!values.follow) return 0;
+  print(`started run ${workflowId}`);
+  print(`  Temporal UI: ${uiLink(env, workflowId, handle.firstExecutionRunId)}`);
+  if (!options.follow) return;
+  print(formatResult(await followRun(client, handle)));
+  print(`run ${workflowId} completed`);
+}
 
+function program(): Command {
+  const cli = new Command('start-run')
+    .description('Start LaWGPT pipeline runs and list, watch and steer them (Temporal at $TEMPORAL_ADDRESS).')
+    .exitOverride()
+    .showHelpAfterError('(add --help for usage)');
+  cli
+    .command('start')
+    .description('validate a run config and start a run (nothing is started if it is invalid)')
+    .argument('<config>', 'run config file, e.g. configs/demo.json')
+    .option('--set <path=value...>', 'override config fields, e.g. --set pretrain.max_steps=100', [])
+    .option('--no-cache', 'run every stage, even where an identical one completed before')
+    .option('--follow', 'follow the run live until it ends', false)
+    .option('--dry-run', 'print the plan (stages, cache hits, input sizes, tokens, compute) and start nothing', false)
+    .action((path: string, options) => start(path, options));
+  cli
+    .command('list')
+    .description('list pipeline runs, newest first')
+    .addOption(new Option('--status <status>', 'only runs in this state').choices(['running', 'completed', 'failed', 'cancelled']))
+    .option('--corpus <uri>', 'only runs on this corpus (data.corpus)')
+    .option('--limit <n>', 'at most this many', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) throw new CliError(`--limit ${v}: expected a positive whole number`, EXIT.invalidInput);
+      return n;
+    }, 20)
+    .action(async (options: { status?: ListStatus; corpus?: string; limit: number }) => {
+      const lines = await listRuns(await temporal(), options);
+      print(lines.length ? ['run\tstate\tstage\tname\ttrigger\tcorpus\tstarted', ...lines].join('\n') : 'no runs');
+    });
+  cli.command('status').description('stages, current step and loss, checkpoints and artifacts of a run').argument('<run>').action(async (run: string) => print(await runStatus(await temporal(), settings(), run)));
+  cli
+    .command('follow')
+    .description('follow a run live until it ends (exit 1 if it fails)')
+    .argument('<run>')
+    .action(async (run: string) => print(formatResult(await follow(await temporal(), run))));
+  for (const [action, description] of [
+    ['cancel', 'cancel a run: its stage commits a checkpoint and stops'],
+    ['pause', 'pause a run: its stage commits a checkpoint and frees the machine'],
+    ['resume', 'resume a paused run from its checkpoint'],
+    ['approve', 'approve the stage a run waits for (runtime.approve_before)'],
+  ] as const) {
+    cli.command(action).description(description).argument('<run>').action(async (run: string) => print(await control(await temporal(), run, action)));
+  }
+  return cli;
+}
+
+async function main(argv: string[]): Promise<number> {
+  // `start-run.ts <config> [--follow]` is short for `start <config> [--follow]`.
+  const args = argv[0] && !argv[0].startsWith('-') && !COMMANDS.includes(argv[0]) ? ['start', ...argv] : argv;
   try {
-    printResult(await follow(handle));
-    console.log(`run ${workflowId} completed`);
-    return 0;
+    await program().parseAsync(args, { from: 'user' });
+    return EXIT.ok;
   } catch (err) {
-    const cause = err instanceof WorkflowFailedError ? err.cause : err;
-    console.error(`run ${workflowId} failed: ${(cause as Error).message}`);
-    return 1;
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.invalidInput;
+    if (err instanceof ConfigError) {
+      console.error(`${err.message}\nnothing was started.`);
+      return EXIT.invalidInput;
+    }
+    const known = err instanceof CliError ? err : unreachable(err, process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233');
+    console.error(known ? known.message : `error: ${(err as Error).message}`);
+    return known ? known.code : EXIT.runFailed;
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+main(process.argv.slice(2)).then((code) => process.exit(code));

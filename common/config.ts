@@ -110,6 +110,14 @@ export type DeepSpeedConfig = z.infer<typeof DeepSpeedConfig>;
 /** Training processes of a stage: every slot of every host under DeepSpeed, else one. */
 const worldSize = (deepspeed: DeepSpeedConfig | undefined) => (deepspeed ? deepspeed.hosts.reduce((sum, h) => sum + h.slots, 0) : 1);
 
+/** Training processes of a stage's config section (its DeepSpeed world size). */
+export const processesOf = (section: object) => worldSize('deepspeed' in section ? (section.deepspeed as DeepSpeedConfig | undefined) : undefined);
+
+/** Sequences per optimizer step over all processes, as the trainer derives them. */
+export function sequencesPerStep(section: { micro_batch_size: number; gradient_accumulation_steps: number; global_batch_size?: number }): number {
+  return section.global_batch_size ?? section.micro_batch_size * section.gradient_accumulation_steps * processesOf(section);
+}
+
 const ZERO_STAGE_BY_METHOD = { lora: 2, full: 3 } as const;
 
 export const PretrainConfig = z

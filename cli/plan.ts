@@ -1,0 +1,152 @@
+// `start --dry-run`: what a run would do, without starting it. Stages in order, which ones the
+// stage cache holds (looked up exactly as the workflow would, chaining through cached stages'
+// outputs), the size of each stage's inputs with a token estimate, and the compute each stage
+// should take, from the formula in the README ("Estimating a run").
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { get_encoding } from 'tiktoken';
+import { cacheKey, inputObjects, lookupStage } from '../activities/stage-cache.js';
+import { parseS3Uri, type ObjectInfo } from '../activities/s3.js';
+import { sequencesPerStep, type RunConfig } from '../common/config.js';
+import type { StageTask } from '../common/run.js';
+import { inputsOf, STAGE_IO, type StageName, type StageOutputs } from '../common/stages.js';
+
+// Assumptions of the compute estimate (README, "Estimating a run").
+export const ESTIMATE = {
+  // V100 fp16 tensor-core peak, and the share of it training reaches (issue 12's target band).
+  gpuPeakFlops: 125e12,
+  gpuUtilisation: 0.3,
+  // What one CPU process sustains on the cpu profile or a plain trainer (measured order of magnitude here).
+  cpuFlops: 20e9,
+  // The base tokenizer's vocabulary, which the merge adds vocab.vocab_size pieces to at most.
+  baseVocab: 32_000,
+  // Tokens read per byte when no sample can be read.
+  tokensPerByte: 0.4,
+  sampleBytes: 256 << 10,
+};
+
+// Inputs that are text, whose tokens are estimated (the others are models and tokenizers).
+const TEXT_INPUTS = ['corpus', 'dialogue', 'exam', 'instructions', 'words'];
+
+export interface InputSize {
+  name: string;
+  uri: string;
+  objects: number;
+  bytes: number;
+  /** cl100k_base tokens of a sample, scaled to the input's bytes. */
+  tokens: number;
+}
+
+export interface StagePlan {
+  stage: StageName;
+  cachedFrom?: string;
+  inputs: InputSize[];
+  /** Inputs this run makes before the stage (their sizes are not known yet). */
+  fromThisRun: string[];
+  compute: { device: 'GPU' | 'CPU'; hours: number; tokens: number };
+}
+
+/** Parameters of the LLaMA the config describes (untied embeddings, grouped-query attention). */
+export function parameters(config: RunConfig): number {
+  const { hidden_size: h, intermediate_size: i, num_hidden_layers: layers, num_attention_heads: heads, num_key_value_heads: kv } = config.base;
+  const vocab = ESTIMATE.baseVocab + (config.stages.includes('vocab') ? config.vocab.vocab_size : 0);
+  const attention = 2 * h * h + 2 * h * (h * kv) / heads;
+  return layers * (attention + 3 * h * i) + 2 * vocab * h;
+}
+
+/** Tokens a stage processes, and its FLOPs: 6·P·T for full training, 4·P·T with LoRA (no weight gradients for the frozen base), 2·P·T forward only. */
+export function stageCompute(stage: StageName, config: RunConfig, dataTokens: number): StagePlan['compute'] {
+  const p = parameters(config);
+  let tokens = 0;
+  let flops = 0;
+  let gpu = false;
+  if (stage === 'pretrain' || stage === 'sft') {
+    const section = config[stage];
+    const sequence = stage === 'pretrain' ? config.pretrain.block_size : config.sft.cutoff_len;
+    const perStep = sequencesPerStep(section) * sequence;
+    tokens = section.epochs ? section.epochs * dataTokens : section.max_steps * perStep;
+    const lora = stage === 'sft' || config.pretrain.method === 'lora';
+    flops = (lora ? 4 : 6) * p * tokens;
+    gpu = 'deepspeed' in section && section.deepspeed?.profile === 'v100';
+  } else if (stage === 'eval') {
+    // The final, pretrained and base models on the held-out blocks, and every exam answer candidate.
+    tokens = 3 * config.eval.max_heldout_blocks * config.eval.block_size + config.eval.max_exam_questions * 4 * 256;
+    flops = 2 * p * tokens;
+  }
+  const rate = gpu ? ESTIMATE.gpuPeakFlops * ESTIMATE.gpuUtilisation : ESTIMATE.cpuFlops;
+  return { device: gpu ? 'GPU' : 'CPU', hours: flops / rate / 3600, tokens };
+}
+
+async function tokensPerByte(s3: S3Client, uri: string, objects: ObjectInfo[]): Promise<number> {
+  const first = objects.find((o) => o.size > 0);
+  if (!first) return ESTIMATE.tokensPerByte;
+  const { bucket, key } = parseS3Uri(uri);
+  const objectKey = uri.endsWith('/') ? key + first.key : key;
+  const response = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: objectKey, Range: `bytes=0-${ESTIMATE.sampleBytes - 1}` }));
+  const sample = Buffer.from(await response.Body!.transformToByteArray());
+  const encoding = get_encoding('cl100k_base');
+  try {
+    return encoding.encode(sample.toString('utf8')).length / Math.max(sample.length, 1);
+  } finally {
+    encoding.free();
+  }
+}
+
+export interface PlanDeps {
+  s3: S3Client;
+  trainerVersion: () => Promise<string>;
+}
+
+export async function planRun(config: RunConfig, deps: PlanDeps): Promise<StagePlan[]> {
+  const done: StageOutputs = { ...(config.artifacts ?? {}) };
+  const made = new Set<string>();
+  const version = config.runtime.cache ? await deps.trainerVersion() : '';
+  const plans: StagePlan[] = [];
+  for (const stage of config.stages) {
+    const inputs = inputsOf(stage, config.data, done);
+    const fromThisRun = Object.entries(inputs).filter(([, uri]) => made.has(uri)).map(([name]) => name);
+    const external = Object.fromEntries(Object.entries(inputs).filter(([name]) => !fromThisRun.includes(name)));
+    const objects = await inputObjects(deps.s3, external);
+    const sizes: InputSize[] = [];
+    for (const [name, list] of Object.entries(objects)) {
+      const bytes = list.reduce((sum, o) => sum + o.size, 0);
+      const isText = TEXT_INPUTS.includes(name);
+      sizes.push({ name, uri: external[name], objects: list.length, bytes, tokens: isText && bytes ? Math.round(bytes * (await tokensPerByte(deps.s3, external[name], list))) : 0 });
+    }
+    const task: StageTask = {
+      runId: 'dry-run',
+      bucket: config.bucket,
+      stage,
+      inputs,
+      config: config[stage],
+      split: config.data.split,
+      cleaning: config.data.cleaning,
+      records: { on_bad_record: config.data.on_bad_record, max_line_chars: config.data.max_line_chars },
+      runtime: config.runtime,
+    };
+    const hit = config.runtime.cache && !fromThisRun.length ? await lookupStage(deps.s3, task, cacheKey(task, objects, version), () => undefined) : undefined;
+    const dataTokens = sizes.filter((s) => TEXT_INPUTS.includes(s.name)).reduce((sum, s) => sum + s.tokens, 0);
+    plans.push({ stage, ...(hit && { cachedFrom: hit.cachedFrom }), inputs: sizes, fromThisRun, compute: stageCompute(stage, config, dataTokens) });
+    done[stage] = hit
+      ? hit.outputs
+      : Object.fromEntries(STAGE_IO[stage].outputs.map((o) => [o, `s3://${config.bucket}/runs/<this run>/${stage}/${o}/`]));
+    if (!hit) Object.values(done[stage]!).forEach((uri) => made.add(uri));
+  }
+  return plans;
+}
+
+const size = (bytes: number) => (bytes >= 1 << 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : bytes >= 1 << 20 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`);
+const count = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)}B` : n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : String(n));
+
+export function formatPlan(config: RunConfig, plans: StagePlan[]): string {
+  const lines = [`plan for ${config.name} (${count(parameters(config))} parameters; nothing started):`];
+  let gpuHours = 0;
+  for (const plan of plans) {
+    const what = plan.cachedFrom ? `cache hit (outputs of run ${plan.cachedFrom})` : `runs: ~${plan.compute.hours < 0.01 ? '<0.01' : plan.compute.hours.toFixed(2)} ${plan.compute.device}-hours, ${count(plan.compute.tokens)} tokens`;
+    if (!plan.cachedFrom && plan.compute.device === 'GPU') gpuHours += plan.compute.hours;
+    lines.push(`  ${plan.stage.padEnd(9)}${what}`);
+    for (const input of plan.inputs) lines.push(`             ${input.name}: ${input.objects} objects, ${size(input.bytes)}${input.tokens ? `, ~${count(input.tokens)} tokens` : ''}  ${input.uri}`);
+    for (const name of plan.fromThisRun) lines.push(`             ${name}: made by this run`);
+  }
+  lines.push(`  total: ~${gpuHours.toFixed(2)} GPU-hours for stages that would run (formula: README, "Estimating a run")`);
+  return lines.join('\n');
+}

@@ -1,0 +1,187 @@
+// The CLI's commands on runs that exist: list, status, follow, and the controls (cancel, pause,
+// resume, approve). Expected failures are CliErrors: one line and an exit code, never a stack.
+import { ServiceError, WorkflowFailedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { sequencesPerStep, type RunConfig } from '../common/config.js';
+import { WORKFLOW_TYPE, type PipelineResult, type PipelineStatus } from '../common/run.js';
+import type { Settings } from '../common/settings.js';
+import { approveUpdate, CORPUS_KEY, pauseUpdate, resumeUpdate, RUN_NAME_KEY, STAGE_KEY, statusQuery, TRIGGER_KEY } from '../workflows/definitions.js';
+
+export const EXIT = { ok: 0, runFailed: 1, invalidInput: 2, notFound: 3 } as const;
+
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly code: number,
+  ) {
+    super(message);
+  }
+}
+
+export const uiLink = (settings: Settings, workflowId: string, runId: string) =>
+  `${settings.TEMPORAL_UI_URL}/namespaces/${settings.TEMPORAL_NAMESPACE}/workflows/${encodeURIComponent(workflowId)}/${runId}/history`;
+
+/** A handle on a run that exists; a missing one is exit code 3. */
+async function existing(client: Client, id: string): Promise<WorkflowHandle> {
+  const handle = client.workflow.getHandle(id);
+  try {
+    const description = await handle.describe();
+    if (description.type !== WORKFLOW_TYPE) throw new CliError(`${id} is a ${description.type} workflow, not a pipeline run`, EXIT.invalidInput);
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw new CliError(`run ${id} not found`, EXIT.notFound);
+    throw err;
+  }
+  return handle;
+}
+
+const STATUSES = { running: 'Running', completed: 'Completed', failed: 'Failed', cancelled: 'Canceled' } as const;
+export type ListStatus = keyof typeof STATUSES;
+
+export async function listRuns(client: Client, options: { status?: ListStatus; corpus?: string; limit: number }): Promise<string[]> {
+  const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`];
+  if (options.status) clauses.push(`ExecutionStatus = '${STATUSES[options.status]}'`);
+  if (options.corpus) clauses.push(`${CORPUS_KEY.name} = '${options.corpus.replace(/'/g, "\\'")}'`);
+  const lines: string[] = [];
+  for await (const run of client.workflow.list({ query: clauses.join(' AND ') })) {
+    const a = run.typedSearchAttributes;
+    lines.push([run.workflowId, run.status.name.toLowerCase(), a.get(STAGE_KEY) ?? '', a.get(RUN_NAME_KEY) ?? '', a.get(TRIGGER_KEY) ?? '', a.get(CORPUS_KEY) ?? '', run.startTime.toISOString()].join('\t'));
+    if (lines.length >= options.limit) break;
+  }
+  return lines;
+}
+
+/** The run's status: from the running workflow, else from how it ended. */
+async function currentStatus(handle: WorkflowHandle): Promise<{ state: string; status?: PipelineStatus; error?: string }> {
+  const description = await handle.describe();
+  const state = description.status.name.toLowerCase();
+  if (state === 'running') return { state, status: await handle.query(statusQuery) };
+  if (state === 'completed') {
+    const result = (await handle.result()) as PipelineResult;
+    return { state, status: { stages: Object.fromEntries(Object.keys(result.stages).map((s) => [s, 'completed'])), results: result.stages } as unknown as PipelineStatus };
+  }
+  const error = await handle.result().then(
+    () => undefined,
+    (err: unknown) => (err instanceof WorkflowFailedError && err.cause ? err.cause.message : (err as Error).message),
+  );
+  return { state, error };
+}
+
+export function describeProgress(status: PipelineStatus): string {
+  if (!status.stage) return 'starting';
+  const state = status.stages[status.stage];
+  if (state !== 'running' || status.step === null) return `${status.stage}: ${state}`;
+  const loss = status.loss === null ? '' : `  loss ${status.loss.toFixed(4)}`;
+  return `${status.stage}: step ${status.step}/${status.totalSteps}${loss}`;
+}
+
+export async function runStatus(client: Client, settings: Settings, id: string): Promise<string> {
+  const handle = await existing(client, id);
+  const description = await handle.describe();
+  const { state, status, error } = await currentStatus(handle);
+  const lines = [`run ${id}: ${state}`, `  Temporal UI: ${uiLink(settings, id, description.runId)}`];
+  if (error) lines.push(`  error: ${error}`);
+  for (const [stage, stageState] of Object.entries(status?.stages ?? {})) {
+    const result = status?.results[stage as keyof PipelineStatus['results']];
+    let detail = '';
+    if (status?.stage === stage && stageState === 'running' && status.step !== null) {
+      detail = `step ${status.step}/${status.totalSteps}${status.loss === null ? '' : `, loss ${status.loss.toFixed(4)}`}${status.checkpoint === null ? '' : `, checkpoint-${status.checkpoint} committed`}`;
+    }
+    lines.push(`  ${stage.padEnd(9)}${(result?.cachedFrom ? 'cached' : stageState).padEnd(18)}${detail}`);
+    for (const [name, uri] of Object.entries(result?.outputs ?? {})) lines.push(`             ${name}: ${uri}`);
+  }
+  return lines.join('\n');
+}
+
+/** The run's config, from the first event of its current execution. */
+async function configOf(client: Client, handle: WorkflowHandle): Promise<RunConfig> {
+  const history = await client.workflowService.getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId: handle.workflowId }, maximumPageSize: 1 });
+  const payload = history.history!.events![0].workflowExecutionStartedEventAttributes!.input!.payloads![0];
+  return defaultPayloadConverter.fromPayload(payload);
+}
+
+const tokensPerStep = (config: RunConfig, stage: string) => {
+  if (stage !== 'pretrain' && stage !== 'sft') return 0;
+  const section = config[stage];
+  return sequencesPerStep(section) * (stage === 'pretrain' ? config.pretrain.block_size : config.sft.cutoff_len);
+};
+
+/**
+ * Follows a run to its end: on a terminal one live line (stage, step/total, loss, tokens/s, ETA),
+ * otherwise a plain line per change. Resolves with the result; a failed run is exit code 1.
+ */
+export async function followRun(client: Client, handle: WorkflowHandle, out: NodeJS.WriteStream = process.stdout): Promise<PipelineResult> {
+  const config = await configOf(client, handle).catch(() => undefined);
+  let finished = false;
+  const result = handle.result().finally(() => (finished = true));
+  // Failure is reported below, once the loop is done; until then it is not unhandled.
+  result.catch(() => undefined);
+  let last = '';
+  let rate: { stage: string; step: number; at: number; perSecond?: number } | undefined;
+  while (!finished) {
+    const status = await handle.query(statusQuery).catch(() => undefined);
+    if (status) {
+      let line = describeProgress(status);
+      if (status.stage && status.step !== null) {
+        const now = Date.now();
+        if (rate?.stage === status.stage && status.step > rate.step) rate = { stage: status.stage, step: status.step, at: now, perSecond: (status.step - rate.step) / ((now - rate.at) / 1000) };
+        else if (rate?.stage !== status.stage) rate = { stage: status.stage, step: status.step, at: now };
+        if (rate.perSecond && status.totalSteps) {
+          const tokens = config ? tokensPerStep(config, status.stage) * rate.perSecond : 0;
+          line += `${tokens ? `  ${Math.round(tokens)} tokens/s` : ''}  ETA ${Math.round((status.totalSteps - status.step) / rate.perSecond)} s`;
+        }
+      }
+      if (out.isTTY) out.write(`\r\x1b[2K  ${line}`);
+      else if (line !== last) out.write(`  ${line}\n`);
+      last = line;
+    }
+    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
+  }
+  if (out.isTTY) out.write('\n');
+  try {
+    return await result;
+  } catch (err) {
+    const cause = err instanceof WorkflowFailedError && err.cause ? err.cause.message : (err as Error).message;
+    throw new CliError(`run ${handle.workflowId} failed: ${cause}`, EXIT.runFailed);
+  }
+}
+
+export async function follow(client: Client, id: string): Promise<PipelineResult> {
+  return followRun(client, await existing(client, id));
+}
+
+export function formatResult(result: PipelineResult): string {
+  const lines = ['artifacts:'];
+  for (const [stage, stageResult] of Object.entries(result.stages)) {
+    const cached = stageResult.cachedFrom ? `  (cached: made by run ${stageResult.cachedFrom})` : '';
+    for (const [name, uri] of Object.entries(stageResult.outputs)) lines.push(`  ${stage}.${name}: ${uri}${cached}`);
+  }
+  if (result.evaluation) lines.push(`evaluation: ${JSON.stringify(result.evaluation)}`);
+  return lines.join('\n');
+}
+
+const CONTROLS = { pause: pauseUpdate, resume: resumeUpdate, approve: approveUpdate } as const;
+
+/** cancel, pause, resume or approve; a control the run refuses (nothing to approve, say) is invalid input. */
+export async function control(client: Client, id: string, action: 'cancel' | keyof typeof CONTROLS): Promise<string> {
+  const handle = await existing(client, id);
+  if (action === 'cancel') {
+    await handle.cancel();
+    return `cancel requested for run ${id}: the running stage commits a checkpoint and stops`;
+  }
+  try {
+    const status = await handle.executeUpdate(CONTROLS[action]);
+    return `run ${id}: ${action} done; ${describeProgress(status)}`;
+  } catch (err) {
+    if (err instanceof WorkflowUpdateFailedError) throw new CliError(`run ${id} refused ${action}: ${err.cause?.message ?? err.message}`, EXIT.invalidInput);
+    throw err;
+  }
+}
+
+/** A Temporal that cannot be reached is exit code 3, in one line. */
+export function unreachable(err: unknown, address: string): CliError | undefined {
+  const text = `${(err as Error)?.message ?? err}`;
+  if (err instanceof ServiceError || /connect|UNAVAILABLE|ECONNREFUSED|Failed to call/i.test(text)) {
+    return new CliError(`Temporal is not reachable at ${address}: ${text.split('\n')[0]}`, EXIT.notFound);
+  }
+  return undefined;
+}

@@ -1,0 +1,150 @@
+// start-run.ts as people run it, against the real Temporal dev server and MinIO; the stages are
+// stand-ins (no trainer), so that runs move as each test needs.
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ApplicationFailure } from '@temporalio/common';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { putText } from '../activities/s3.js';
+import { cacheKey, inputObjects, recordStage } from '../activities/stage-cache.js';
+import { trainerVersion } from '../activities/trainer-process.js';
+import { parseRunConfig } from '../common/config.js';
+import type { StageResult, StageTask } from '../common/run.js';
+import { inputsOf, STAGE_IO } from '../common/stages.js';
+import { uploadDemoData } from '../infra/demo-data.js';
+import { startMinio, type TestMinio } from './helpers/minio.js';
+import { waitFor } from './helpers/processes.js';
+import { startTemporal, workflowsPath } from './helpers/temporal.js';
+import { tools } from './helpers/tools.js';
+
+let env: TestWorkflowEnvironment;
+let minio: TestMinio;
+let work: string;
+let worker: Worker;
+let workerRun: Promise<void>;
+
+const BUCKET = 'lawgpt-cli';
+const demo = JSON.parse(await readFile(new URL('../configs/demo.json', import.meta.url), 'utf8'));
+const data = { ...demo.data, corpus: `s3://${BUCKET}/data/corpus/`, dialogue: `s3://${BUCKET}/data/dialogue.jsonl`, exam: `s3://${BUCKET}/data/exam.jsonl`, instructions: undefined };
+
+/** Writes a run config (the demo's, on this test's bucket) and returns its path. */
+async function configFile(name: string, overrides: object = {}) {
+  const path = join(work, `${name}.json`);
+  await writeFile(path, JSON.stringify({ ...demo, name, bucket: BUCKET, data, ...overrides }));
+  return path;
+}
+
+/** A stand-in stage: outputs at the real URIs, and a run named `failing` fails its first stage for good. */
+async function runStage(task: StageTask): Promise<StageResult> {
+  if (task.runId.startsWith('failing-')) throw ApplicationFailure.nonRetryable('the corpus is unreadable', 'InvalidInput');
+  return { stage: task.stage, outputs: Object.fromEntries(STAGE_IO[task.stage].outputs.map((o) => [o, `s3://${task.bucket}/runs/${task.runId}/${task.stage}/${o}/`])), metrics: { steps: 1 } };
+}
+
+async function cli(...args: string[]) {
+  const environment = {
+    ...process.env,
+    TEMPORAL_ADDRESS: env.connection.options.address,
+    LAWGPT_TASK_QUEUE: 'cli',
+    LAWGPT_S3_ENDPOINT: minio.endpoint,
+    LAWGPT_S3_FORCE_PATH_STYLE: 'true',
+    AWS_ACCESS_KEY_ID: minio.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: minio.credentials.secretAccessKey,
+    LAWGPT_PYTHON: tools.python,
+  };
+  return promisify(execFile)(process.execPath, ['--import', 'tsx', 'start-run.ts', ...args], { env: environment }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }),
+  );
+}
+
+beforeAll(async () => {
+  [env, minio] = await Promise.all([startTemporal(), startMinio()]);
+  work = await mkdtemp(join(tmpdir(), 'lawgpt-cli-'));
+  await uploadDemoData(minio.client, parseRunConfig({ ...demo, bucket: BUCKET, data }).data, { statutes: 3, cases: 1, records: 10 });
+  worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'cli', workflowsPath, activities: { runStage, stageCache: async () => ({}) } });
+  workerRun = worker.run();
+});
+afterAll(async () => {
+  if (worker?.getState() === 'RUNNING') worker.shutdown();
+  await workerRun;
+  await env?.teardown();
+  await minio?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('start-run.ts', () => {
+  it('has --help on every command; a wrong option is exit 2, an unknown run or an unreachable server exit 3, each in one line', async () => {
+    for (const command of ['', 'start', 'list', 'status', 'follow', 'cancel', 'pause', 'resume', 'approve']) {
+      const help = await cli(...(command ? [command] : []), '--help');
+      expect(help.code).toBe(0);
+      expect(help.stdout).toMatch(/^Usage: start-run/);
+    }
+    const wrong = await cli('list', '--status', 'sleeping');
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/^error: option '--status <status>' argument 'sleeping' is invalid/);
+    expect(await cli('status', 'no-such-run')).toMatchObject({ code: 3, stderr: 'run no-such-run not found\n' });
+    const down = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'start-run.ts', 'list'], { env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' } }).catch((e) => e);
+    expect(down.code).toBe(3);
+    expect(down.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^Temporal is not reachable at 127\.0\.0\.1:1: /)]);
+  });
+
+  it('start --dry-run prints stages, cache hits, input sizes, tokens and compute with --set applied, and starts nothing', { timeout: 60_000 }, async () => {
+    // An earlier identical base stage, recorded in the stage cache with its outputs in place.
+    const config = parseRunConfig({ ...demo, name: 'planned', bucket: BUCKET, data });
+    const task: StageTask = { runId: 'earlier', bucket: BUCKET, stage: 'base', inputs: inputsOf('base', config.data, {}), config: config.base, split: config.data.split, cleaning: config.data.cleaning, records: { on_bad_record: config.data.on_bad_record, max_line_chars: config.data.max_line_chars }, runtime: config.runtime };
+    const outputs = { tokenizer: `s3://${BUCKET}/runs/earlier/base/tokenizer/`, model: `s3://${BUCKET}/runs/earlier/base/model/` };
+    for (const uri of Object.values(outputs)) await putText(minio.client, `${uri}file`, 'x');
+    await recordStage(minio.client, task, cacheKey(task, await inputObjects(minio.client, task.inputs), await trainerVersion(tools.python)), { stage: 'base', outputs, metrics: {} });
+
+    const plan = await cli('start', await configFile('planned'), '--dry-run', '--set', 'pretrain.max_steps=1000', '--set', 'pretrain.global_batch_size=16');
+    expect(plan.code).toBe(0);
+    expect(plan.stdout).toContain('base     cache hit (outputs of run earlier)');
+    // vocab reads the cached base tokenizer, a real object, and the corpus with its size and tokens.
+    expect(plan.stdout).toMatch(new RegExp(`base_tokenizer: 1 objects, .*${outputs.tokenizer}`));
+    expect(plan.stdout).toMatch(new RegExp(`corpus: 4 objects, [\\d.]+ KiB, ~[\\d.]+k tokens  s3://${BUCKET}/data/corpus/`));
+    // pretrain: 1000 steps x 16 sequences x 128 tokens.
+    expect(plan.stdout).toMatch(/pretrain runs: ~[\d.]+ CPU-hours, 2\.0M tokens/);
+    expect(plan.stdout).toContain('tokenizer: made by this run');
+    const listed = [];
+    for await (const run of env.client.workflow.list()) listed.push(run);
+    expect(listed).toEqual([]);
+  });
+
+  it('start (short form), list --corpus, status, approve and follow a run to its end', { timeout: 90_000 }, async () => {
+    const started = await cli(await configFile('approved', { stages: ['base', 'vocab'], runtime: { approve_before: 'vocab' } }));
+    expect(started.code).toBe(0);
+    const id = /started run (\S+)/.exec(started.stdout)![1];
+
+    const listed = await cli('list', '--corpus', data.corpus, '--status', 'running');
+    expect(listed.stdout).toMatch(new RegExp(`^${id}\\trunning\\t.*\\tapproved\\tcli\\t${data.corpus}\\t`, 'm'));
+    expect((await cli('list', '--corpus', 's3://elsewhere/corpus/')).stdout).toBe('no runs\n');
+
+    await waitFor('the run to wait for approval', async () => ((await cli('status', id)).stdout.includes('vocab    awaiting-approval') ? true : undefined), 30_000, 500);
+    const status = await cli('status', id);
+    expect(status.stdout).toMatch(/base {5}completed/);
+    expect(status.stdout).toContain(`tokenizer: s3://${BUCKET}/runs/${id}/base/tokenizer/`);
+    expect(await cli('resume', id)).toMatchObject({ code: 2, stderr: expect.stringMatching(/refused resume/) });
+    expect(await cli('approve', id)).toMatchObject({ code: 0 });
+
+    const followed = await cli('follow', id);
+    expect(followed.code).toBe(0);
+    expect(followed.stdout).toContain(`vocab.tokenizer: s3://${BUCKET}/runs/${id}/vocab/tokenizer/`);
+    expect((await cli('status', id)).stdout).toMatch(new RegExp(`^run ${id}: completed`));
+  });
+
+  it('a run that fails is exit 1 when followed; cancel stops a waiting run', { timeout: 90_000 }, async () => {
+    const failing = /started run (\S+)/.exec((await cli(await configFile('failing', { stages: ['base'] }))).stdout)![1];
+    const followed = await cli('follow', failing);
+    expect(followed.code).toBe(1);
+    expect(followed.stderr.trim().split('\n')).toEqual([`run ${failing} failed: stage base failed: the corpus is unreadable`]);
+
+    const waiting = /started run (\S+)/.exec((await cli(await configFile('cancelled', { stages: ['base'], runtime: { approve_before: 'base' } }))).stdout)![1];
+    await waitFor('the run to wait', async () => ((await cli('status', waiting)).stdout.includes('awaiting-approval') ? true : undefined), 30_000, 500);
+    expect((await cli('cancel', waiting)).code).toBe(0);
+    await waitFor('the run to be cancelled', async () => ((await cli('status', waiting)).stdout.startsWith(`run ${waiting}: cancelled`) ? true : undefined), 30_000, 500);
+  });
+});
