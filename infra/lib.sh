@@ -5,7 +5,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${LAWGPT_CACHE:-$HOME/.cache/lawgpt-pipeline}"
-STATE="$ROOT/.state"
+# Per-checkout state; LAWGPT_STATE moves it (tests run a whole stack beside a user's).
+STATE="${LAWGPT_STATE:-$ROOT/.state}"
 SHARED_DATA="${LAWGPT_SHARED_DATA:-$ROOT/../shared/data}"
 
 # One virtualenv per content of the requirement files: changing a pin builds a new one, never mutates an old one.

@@ -64,7 +64,7 @@ start_webhook() {
 watch_triggers() {
   load_credentials
   export MC_HOST_lawgpt="http://$MINIO_ROOT_USER:$MINIO_ROOT_PASSWORD@127.0.0.1:$MINIO_PORT" MC_CONFIG_DIR="$STATE/mc"
-  node -e 'for (const t of JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).triggers) console.log(`${t.bucket}\t${t.prefix}`)' "$ROOT/$TRIGGERS" |
+  node -e 'for (const t of JSON.parse(require("fs").readFileSync(require("path").resolve(process.argv[1], process.argv[2]), "utf8")).triggers) console.log(`${t.bucket}\t${t.prefix}`)' "$ROOT" "$TRIGGERS" |
     while IFS=$'\t' read -r bucket prefix; do
       mc --quiet mb --ignore-existing "lawgpt/$bucket" >/dev/null
       mc --quiet event add "lawgpt/$bucket" arn:minio:sqs::LAWGPT:webhook --event put --prefix "$prefix" --ignore-existing >/dev/null
