@@ -57,6 +57,16 @@ def run_stage(p: dict, stage: str, inputs: dict, out: Path, config: dict | None 
     return out / "out", completed["metrics"]
 
 
+class NoEvents:
+    """Stands in for the trainer's event stream where a benchmark calls a stage in-process."""
+
+    def progress(self, *args, **kwargs) -> None:
+        pass
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+
 def corpus(p: dict) -> Path:
     return Path(p["shared_data"]) / "corpus"
 

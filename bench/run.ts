@@ -138,7 +138,8 @@ async function main() {
   const results = [...(earlier?.results ?? []).filter((r: Summary) => !ran.has(r.id)), ...summaries].sort(byId);
   const failed = [...(earlier?.failures ?? []).filter((f: { id: string }) => !ran.has(f.id) && !results.some((r: Summary) => r.id === f.id)), ...failures].sort(byId);
   await writeFile(join(BENCH_DIR, 'results', resultFile), JSON.stringify({ date, quick, machine: host, results, failures: failed }, null, 2) + '\n');
-  await updateReadme(date, quick, resultFile, host, results);
+  // The table shows full runs; a quick one (a smoke check at small sizes) keeps to its JSON.
+  if (!quick) await updateReadme(date, quick, resultFile, host, results);
   console.log(`\nall benchmarks took ${Math.round((Date.now() - started) / 1000)} s`);
   if (failures.length) process.exit(1);
 }
