@@ -10,7 +10,7 @@ import type { Client } from '@temporalio/client';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describeIssues } from '../common/config.js';
 import { CONTRACT_VERSION, EXIT_INVALID_INPUT, TrainerRequest, type TrainerEvent } from '../common/contract.js';
-import type { StageProgress, StageResult, StageTask } from '../common/run.js';
+import type { StageProgress, StageResult, StageTask, StageUsage } from '../common/run.js';
 import type { Settings } from '../common/settings.js';
 import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
@@ -145,8 +145,9 @@ export function createStageActivities(deps: StageDeps) {
       await writeFile(requestPath, JSON.stringify(request, null, 2));
       const named = s3Names({ ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) }, { ...task.inputs, ...(blocks && { blocks }) });
 
+      const started = Date.now();
       const { completed, trainerVersion } = await runTrainer(task, requestPath, work, reporter, named, cachedBlocks ? undefined : blocksFor);
-      const result = await publish(task, work, completed);
+      const result = { ...(await publish(task, work, completed)), usage: usageOf(completed.metrics, (Date.now() - started) / 1000) };
       await recordStage(deps.s3, task, cacheKey(task, objects, trainerVersion), result).catch((err: Error) =>
         ctx.log.warn(`stage ${task.stage}: could not record it in the stage cache (${err.message})`),
       );
@@ -251,6 +252,12 @@ export function createStageActivities(deps: StageDeps) {
 }
 
 const RETRY_AFTER_PROGRESS = '200 milliseconds';
+
+/** The attempt's cost, from the trainer's metrics (`processes`, `on_gpu`, `train_tokens`) and its wall time. */
+export function usageOf(metrics: Record<string, number>, wallSeconds: number): StageUsage {
+  const processes = metrics.processes ?? 1;
+  return { device: metrics.on_gpu ? 'GPU' : 'CPU', processes, wallSeconds, deviceHours: (wallSeconds * processes) / 3600, tokens: metrics.train_tokens ?? 0 };
+}
 
 /**
  * Why the trainer was stopped, as the activity's outcome. A cancel (of the run, or a pause) stays

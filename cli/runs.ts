@@ -3,7 +3,7 @@
 import { ServiceError, WorkflowFailedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { sequencesPerStep, type RunConfig } from '../common/config.js';
-import { WORKFLOW_TYPE, type PipelineResult, type PipelineStatus } from '../common/run.js';
+import { usageTotals, WORKFLOW_TYPE, type PipelineResult, type PipelineStatus } from '../common/run.js';
 import type { Settings } from '../common/settings.js';
 import { approveUpdate, CORPUS_KEY, pauseUpdate, resumeUpdate, RUN_NAME_KEY, STAGE_KEY, statusQuery, TRIGGER_KEY } from '../workflows/definitions.js';
 
@@ -86,8 +86,14 @@ export async function runStatus(client: Client, settings: Settings, id: string):
     if (status?.stage === stage && stageState === 'running' && status.step !== null) {
       detail = `step ${status.step}/${status.totalSteps}${status.loss === null ? '' : `, loss ${status.loss.toFixed(4)}`}${status.checkpoint === null ? '' : `, checkpoint-${status.checkpoint} committed`}`;
     }
-    lines.push(`  ${stage.padEnd(9)}${(result?.cachedFrom ? 'cached' : stageState).padEnd(18)}${detail}`);
+    const usage = result?.usage;
+    const cost = usage ? `${usage.deviceHours.toFixed(3)} ${usage.device}-hours (${usage.processes} × ${Math.round(usage.wallSeconds)} s)${usage.tokens ? `, ${usage.tokens} tokens` : ''}` : '';
+    lines.push(`  ${stage.padEnd(9)}${(result?.cachedFrom ? 'cached' : stageState).padEnd(18)}${detail || cost}`);
     for (const [name, uri] of Object.entries(result?.outputs ?? {})) lines.push(`             ${name}: ${uri}`);
+  }
+  if (status) {
+    const total = usageTotals(status.results);
+    lines.push(`  cost so far: ${total.gpuHours.toFixed(3)} GPU-hours, ${total.cpuHours.toFixed(3)} CPU-hours, ${total.tokens} tokens trained`);
   }
   return lines.join('\n');
 }
@@ -156,6 +162,8 @@ export function formatResult(result: PipelineResult): string {
     for (const [name, uri] of Object.entries(stageResult.outputs)) lines.push(`  ${stage}.${name}: ${uri}${cached}`);
   }
   if (result.evaluation) lines.push(`evaluation: ${JSON.stringify(result.evaluation)}`);
+  const total = usageTotals(result.stages);
+  lines.push(`cost: ${total.gpuHours.toFixed(3)} GPU-hours, ${total.cpuHours.toFixed(3)} CPU-hours, ${total.tokens} tokens trained`);
   return lines.join('\n');
 }
 

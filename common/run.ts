@@ -17,6 +17,27 @@ export interface StageTask {
   runtime: RunConfig['runtime'];
 }
 
+/**
+ * What the attempt that completed a stage cost: its trainer's wall time on how many processes, on
+ * GPUs or CPUs, and the tokens it trained on (sequences x their length; 0 for stages that do not
+ * train). A cached stage cost nothing and has none.
+ */
+export interface StageUsage {
+  device: 'GPU' | 'CPU';
+  processes: number;
+  wallSeconds: number;
+  /** wallSeconds x processes, in hours: GPU-hours on GPUs, CPU-hours (processes, not cores) otherwise. */
+  deviceHours: number;
+  tokens: number;
+}
+
+/** What the stages so far cost together, by device, and the tokens they trained on. */
+export function usageTotals(results: Partial<Record<StageName, StageResult>>): { gpuHours: number; cpuHours: number; tokens: number } {
+  const usages = Object.values(results).flatMap((r) => (r?.usage ? [r.usage] : []));
+  const hours = (device: StageUsage['device']) => usages.filter((u) => u.device === device).reduce((sum, u) => sum + u.deviceHours, 0);
+  return { gpuHours: hours('GPU'), cpuHours: hours('CPU'), tokens: usages.reduce((sum, u) => sum + u.tokens, 0) };
+}
+
 /** Output of `runStage`: where each output artifact now lives, and the trainer's metrics. */
 export interface StageResult {
   stage: StageName;
@@ -24,6 +45,7 @@ export interface StageResult {
   metrics: Record<string, number>;
   /** Set when the stage was skipped: the run whose identical stage produced these outputs. */
   cachedFrom?: string;
+  usage?: StageUsage;
 }
 
 /** Sent by a running stage to its workflow, at most every `progress_report_seconds`. */

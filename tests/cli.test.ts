@@ -41,7 +41,9 @@ async function configFile(name: string, overrides: object = {}) {
 /** A stand-in stage: outputs at the real URIs, and a run named `failing` fails its first stage for good. */
 async function runStage(task: StageTask): Promise<StageResult> {
   if (task.runId.startsWith('failing-')) throw ApplicationFailure.nonRetryable('the corpus is unreadable', 'InvalidInput');
-  return { stage: task.stage, outputs: Object.fromEntries(STAGE_IO[task.stage].outputs.map((o) => [o, `s3://${task.bucket}/runs/${task.runId}/${task.stage}/${o}/`])), metrics: { steps: 1 } };
+  const outputs = Object.fromEntries(STAGE_IO[task.stage].outputs.map((o) => [o, `s3://${task.bucket}/runs/${task.runId}/${task.stage}/${o}/`]));
+  // As if it had trained on eight GPUs for 7.5 minutes.
+  return { stage: task.stage, outputs, metrics: { steps: 1 }, usage: { device: 'GPU', processes: 8, wallSeconds: 450, deviceHours: 1, tokens: 1000 } };
 }
 
 async function cli(...args: string[]) {
@@ -133,7 +135,11 @@ describe('start-run.ts', () => {
     const followed = await cli('follow', id);
     expect(followed.code).toBe(0);
     expect(followed.stdout).toContain(`vocab.tokenizer: s3://${BUCKET}/runs/${id}/vocab/tokenizer/`);
-    expect((await cli('status', id)).stdout).toMatch(new RegExp(`^run ${id}: completed`));
+    const finished = (await cli('status', id)).stdout;
+    expect(finished).toMatch(new RegExp(`^run ${id}: completed`));
+    expect(finished).toMatch(/vocab {4}completed {9}1\.000 GPU-hours \(8 × 450 s\), 1000 tokens/);
+    expect(finished).toContain('cost so far: 2.000 GPU-hours, 0.000 CPU-hours, 2000 tokens trained');
+    expect(followed.stdout).toContain('cost: 2.000 GPU-hours, 0.000 CPU-hours, 2000 tokens trained');
   });
 
   it('a run that fails is exit 1 when followed; cancel stops a waiting run', { timeout: 90_000 }, async () => {

@@ -93,6 +93,13 @@ describe('the real pipeline', () => {
     expect(vocab.heldout_tokens_per_char_merged).toBeLessThan(vocab.heldout_tokens_per_char_base);
     expect(result.stages.pretrain!.metrics.embedding_rows).toBeGreaterThanOrEqual(vocab.merged_vocab_size);
 
+    // What each stage cost, in the result and the status query: pretrain trained 4 steps of 2
+    // processes x 2 sequences x 64 tokens; vocab trains nothing.
+    expect(result.stages.pretrain!.usage).toMatchObject({ device: 'CPU', processes: 2, tokens: 4 * 2 * 2 * 64 });
+    expect(result.stages.sft!.usage!.tokens).toBeGreaterThan(0);
+    expect(result.stages.vocab!.usage).toMatchObject({ processes: 1, tokens: 0 });
+    expect(status.results.pretrain!.usage).toEqual(result.stages.pretrain!.usage);
+
     const reportKey = `runs/e2e-run/eval/report/report.json`;
     const report = JSON.parse(await (await minio.client.send(new GetObjectCommand({ Bucket: 'lawgpt-e2e', Key: reportKey }))).Body!.transformToString());
     expect(result.evaluation!.heldout_perplexity).toBe(report.heldout_perplexity);

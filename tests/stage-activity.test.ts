@@ -9,7 +9,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRunConfig } from '../common/config.js';
-import type { StageTask } from '../common/run.js';
+import type { StageResult, StageTask } from '../common/run.js';
 import type { StageName } from '../common/stages.js';
 import { createS3Client, downloadArtifact, ensureBucket, listKeys, putText } from '../activities/s3.js';
 import { cacheKey, inputObjects, recordStage } from '../activities/stage-cache.js';
@@ -68,7 +68,12 @@ describe('runStage', () => {
   it('uploads every output under runs/<run>/<stage>/ and returns their URIs and metrics', async () => {
     const { value, error, heartbeats } = await runStage(task('vocab', VOCAB_INPUTS));
     expect(error).toBeUndefined();
-    expect(value).toEqual({ stage: 'vocab', outputs: { tokenizer: 's3://lawgpt-test/runs/run-1/vocab/tokenizer/' }, metrics: { pieces: 42 } });
+    expect(value).toMatchObject({ stage: 'vocab', outputs: { tokenizer: 's3://lawgpt-test/runs/run-1/vocab/tokenizer/' }, metrics: { pieces: 42 } });
+    // What it cost: one CPU process for the trainer's wall time, no tokens trained.
+    const { usage } = value as StageResult;
+    expect(usage).toMatchObject({ device: 'CPU', processes: 1, tokens: 0 });
+    expect(usage!.wallSeconds).toBeGreaterThan(0);
+    expect(usage!.deviceHours).toBeCloseTo(usage!.wallSeconds / 3600, 10);
     expect(await listKeys(minio.client, 's3://lawgpt-test/runs/run-1/vocab/')).toEqual(['runs/run-1/vocab/tokenizer/pieces.txt']);
     expect(heartbeats).toContainEqual({ stage: 'vocab', step: 2, totalSteps: 2, loss: 1.5 });
   });

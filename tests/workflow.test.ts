@@ -235,7 +235,7 @@ describe('lawgptPipeline', () => {
     expect(seen[0]).toMatchObject({ stage: 'pretrain', step: 7, totalSteps: 30, loss: 4.25, stages: { vocab: 'completed', pretrain: 'running' } });
     expect(seen[1]).toBe('pretrain');
     // What the Temporal UI shows as the run's current details, without a query typed.
-    expect(seen[2]).toMatchObject({ currentDetails: '**pretrain** running · step 7/30 · loss 4.2500\n\nbase completed · vocab completed · pretrain running' });
+    expect(seen[2]).toMatchObject({ currentDetails: '**pretrain** running · step 7/30 · loss 4.2500\n\nbase completed · vocab completed · pretrain running\n\nso far 0.00 GPU-hours, 0.00 CPU-hours, 0 tokens trained' });
   });
 
   it('waits for approval before the configured stage, refuses approval when nothing waits, and runs once approved', async () => {

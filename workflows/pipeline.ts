@@ -21,7 +21,7 @@ import {
 import type { createStageActivities } from '../activities/stage.js';
 import type { RunConfig } from '../common/config.js';
 import { gateFailures } from '../common/gates.js';
-import type { PipelineResult, PipelineStatus, StageResult, StageTask } from '../common/run.js';
+import { usageTotals, type PipelineResult, type PipelineStatus, type StageResult, type StageTask } from '../common/run.js';
 import { inputsOf, STAGES, type StageOutputs, type StageName } from '../common/stages.js';
 import { approveUpdate, progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
 import { pauseControl } from './pause.js';
@@ -166,7 +166,9 @@ function trackStatus(config: RunConfig) {
       ? [`**${stage}** ${status.stages[stage]}`, status.step !== null && `step ${status.step}/${status.totalSteps}`, status.loss !== null && `loss ${status.loss.toFixed(4)}`, status.checkpoint !== null && `checkpoint ${status.checkpoint}`]
       : ['starting'];
     const stages = config.stages.map((s) => `${s} ${status.stages[s]}`).join(' · ');
-    setCurrentDetails(`${now.filter(Boolean).join(' · ')}\n\n${stages}`);
+    const cost = usageTotals(status.results);
+    const spent = `so far ${cost.gpuHours.toFixed(2)} GPU-hours, ${cost.cpuHours.toFixed(2)} CPU-hours, ${cost.tokens} tokens trained`;
+    setCurrentDetails(`${now.filter(Boolean).join(' · ')}\n\n${stages}\n\n${spent}`);
   };
   setHandler(statusQuery, () => status);
   setHandler(progressSignal, (progress) => {

@@ -200,6 +200,7 @@ def memory_metrics(model_parameters: int, loaded_rss: int) -> dict:
     """Parameters, the host memory their load took on this rank, the rank's peak host memory, and
     the GPU's peak where there is one: what the per-GPU estimate in the README is checked against."""
     metrics = {
+        "on_gpu": int(torch.cuda.is_available()),
         "model_parameters": model_parameters,
         "model_load_host_bytes": loaded_rss,
         "host_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -250,15 +251,23 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         "processes": processes,
         "eval_losses": handoff.eval_losses,
         "steps": trainer.state.global_step - resumed_at,
+        "sequences_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
         "seconds": output.metrics["train_runtime"],
     }
 
 
-def loss_metrics(trained: dict) -> dict:
-    """Losses, where training resumed, and how fast this attempt's steps went (the training loop
-    alone, checkpoint saves included)."""
+def loss_metrics(trained: dict, sequence_length: int) -> dict:
+    """Losses, where training resumed, how fast this attempt's steps went (the training loop alone,
+    checkpoint saves included), its processes, and the tokens it trained on: steps x sequences per
+    step x `sequence_length` (an upper bound where sequences are padded to it)."""
     losses = trained["losses"]
-    metrics = {"resumed_from_step": trained["resumed_at"], "train_seconds": trained["seconds"], "train_steps_per_second": trained["steps"] / trained["seconds"]}
+    metrics = {
+        "resumed_from_step": trained["resumed_at"],
+        "train_seconds": trained["seconds"],
+        "train_steps_per_second": trained["steps"] / trained["seconds"],
+        "processes": trained["processes"],
+        "train_tokens": trained["steps"] * trained["sequences_per_step"] * sequence_length,
+    }
     if losses:
         metrics.update(first_loss=losses[0], final_loss=losses[-1])
     return metrics

@@ -27,6 +27,13 @@ def test_training_reports_every_step_with_a_finite_loss(pipeline):
     assert all(e["total_steps"] == steps and math.isfinite(e["loss"]) for e in progress)
 
 
+def test_the_stage_reports_what_it_cost(pipeline):
+    config, metrics = CONFIGS["pretrain"], pipeline["pretrain"].completed()["metrics"]
+    # One process on this machine's CPU; every step a micro-batch of full blocks.
+    assert metrics["processes"] == 1 and metrics["on_gpu"] == 0
+    assert metrics["train_tokens"] == config["max_steps"] * config["micro_batch_size"] * config["gradient_accumulation_steps"] * config["block_size"]
+
+
 def test_training_changes_the_base_weights(pipeline):
     base = LlamaForCausalLM.from_pretrained(pipeline["base"].output_dir / "model")
     trained = LlamaForCausalLM.from_pretrained(pipeline["pretrain"].output_dir / "model")

@@ -102,6 +102,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         "exam_chance_accuracy": sum(1 / len(exam.candidates(q)) for q in questions) / len(questions) if questions else None,
         "exam_accuracy_generated": accuracy(by_subject["generated"]),
         "skipped_records": bad.count,
+        "on_gpu": int(torch.cuda.is_available()),
     }
     report = {
         **metrics,

@@ -101,8 +101,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         **loaded,
         **memory,
         "train_blocks": len(blocks),
-        "processes": trained["processes"],
-        **training.loss_metrics(trained),
+        **training.loss_metrics(trained, config["block_size"]),
     }
     if heldout_loss is not None:
         metrics.update(heldout_loss=heldout_loss, heldout_perplexity=math.exp(heldout_loss))

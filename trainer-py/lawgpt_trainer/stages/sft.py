@@ -75,5 +75,5 @@ def run(request: dict, events) -> tuple[dict, dict]:
     model.save_pretrained(out / "adapter")
     merge.fold(model, len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
-    metrics = {"train_samples": samples_count, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained), **training.memory_metrics(parameters, loaded)}
+    metrics = {"train_samples": samples_count, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, loaded)}
     return {"adapter": "adapter", "model": "model"}, metrics
