@@ -5,7 +5,7 @@ import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/wo
 import { createStageActivities, STAGE_WORKER_OPTIONS } from './activities/stage.js';
 import { createS3Client, credentialsRefusal } from './activities/s3.js';
 import { trainerVersion } from './activities/trainer-process.js';
-import { connectTemporal, loadSettings } from './common/settings.js';
+import { connectTemporal, loadSettings, temporalConnection } from './common/settings.js';
 
 async function main() {
   const settings = loadSettings();
@@ -18,7 +18,7 @@ async function main() {
     console.error(refusal);
     process.exit(1);
   }
-  const connection = await NativeConnection.connect({ address: settings.TEMPORAL_ADDRESS });
+  const connection = await NativeConnection.connect(temporalConnection(settings));
   const client = await connectTemporal(settings);
   const worker = await Worker.create({
     connection,

@@ -2,7 +2,8 @@
 // fills it for the local stack; a deployment sets the same variables). Never imported by workflows.
 // S3 credentials are not here: the AWS SDK reads them from its usual chain (AWS_ACCESS_KEY_ID, ...),
 // so pointing at AWS S3 instead of MinIO is a change of environment, not of code.
-import { Client, Connection } from '@temporalio/client';
+import { readFileSync } from 'node:fs';
+import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
 import { z } from 'zod';
 import { describeIssues } from './config.js';
 
@@ -10,6 +11,13 @@ const Settings = z.object({
   TEMPORAL_ADDRESS: z.string().default('127.0.0.1:7233'),
   TEMPORAL_NAMESPACE: z.string().default('default'),
   TEMPORAL_UI_URL: z.string().url().default('http://127.0.0.1:8233'),
+  // A secured cluster: mTLS with a client certificate and key (PEM files), and/or TLS with an API
+  // key (Temporal Cloud). TEMPORAL_API_KEY is read where the connection is made, never stored here.
+  TEMPORAL_TLS_CERT: z.string().optional(),
+  TEMPORAL_TLS_KEY: z.string().optional(),
+  // A private CA for the server's certificate, and the name to check it against, when not the address's.
+  TEMPORAL_TLS_CA: z.string().optional(),
+  TEMPORAL_TLS_SERVER_NAME: z.string().optional(),
   LAWGPT_TASK_QUEUE: z.string().default('lawgpt-training'),
   // Unset for AWS S3; the MinIO endpoint locally.
   LAWGPT_S3_ENDPOINT: z.string().url().optional(),
@@ -34,7 +42,28 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   return parsed.data;
 }
 
-/** The one way the CLIs and the worker reach Temporal: the configured address and namespace. */
-export async function connectTemporal(settings: Pick<Settings, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
-  return new Client({ connection: await Connection.connect({ address: settings.TEMPORAL_ADDRESS }), namespace: settings.TEMPORAL_NAMESPACE });
+type TemporalSettings = Pick<Settings, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE' | 'TEMPORAL_TLS_CERT' | 'TEMPORAL_TLS_KEY' | 'TEMPORAL_TLS_CA' | 'TEMPORAL_TLS_SERVER_NAME'>;
+
+/**
+ * How to reach Temporal, for the client and the worker's native connection alike: plain locally;
+ * TLS with a client certificate (mTLS) when TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY name PEM files;
+ * TLS with an API key when TEMPORAL_API_KEY is set (Temporal Cloud).
+ */
+export function temporalConnection(settings: TemporalSettings, apiKey = process.env.TEMPORAL_API_KEY): Pick<ConnectionOptions, 'address' | 'tls'> & { apiKey?: string } {
+  const { TEMPORAL_TLS_CERT: cert, TEMPORAL_TLS_KEY: key, TEMPORAL_TLS_CA: ca, TEMPORAL_TLS_SERVER_NAME: serverName } = settings;
+  if (Boolean(cert) !== Boolean(key)) throw new Error('TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together: a client certificate needs its key');
+  const secured = Boolean(cert || ca || serverName || apiKey);
+  const tls = secured
+    ? {
+        ...(cert && key && { clientCertPair: { crt: readFileSync(cert), key: readFileSync(key) } }),
+        ...(ca && { serverRootCACertificate: readFileSync(ca) }),
+        ...(serverName && { serverNameOverride: serverName }),
+      }
+    : undefined;
+  return { address: settings.TEMPORAL_ADDRESS, ...(tls && { tls }), ...(apiKey && { apiKey }) };
+}
+
+/** The one way the CLIs and the webhook reach Temporal (the worker's native connection uses temporalConnection too). */
+export async function connectTemporal(settings: TemporalSettings): Promise<Client> {
+  return new Client({ connection: await Connection.connect(temporalConnection(settings)), namespace: settings.TEMPORAL_NAMESPACE });
 }
