@@ -13,7 +13,7 @@ import { trainerVersion } from './activities/trainer-process.js';
 import { formatPlan, planRun } from './cli/plan.js';
 import { CliError, control, EXIT, follow, followRun, formatResult, listRuns, runStatus, uiLink, unreachable, type ListStatus } from './cli/runs.js';
 import { ConfigError, parseRunConfig, type RunConfig } from './common/config.js';
-import { WORKFLOW_TYPE } from './common/run.js';
+import { newRunId, WORKFLOW_TYPE } from './common/run.js';
 import { connectTemporal, loadSettings } from './common/settings.js';
 import { runMetadata, runSearchAttributes } from './workflows/definitions.js';
 
@@ -64,7 +64,7 @@ async function start(path: string, options: { set: string[]; cache: boolean; fol
     return;
   }
   const client = await connectTemporal(env);
-  const workflowId = `${config.name}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`;
+  const workflowId = newRunId(config.name, new Date());
   const handle = await client.workflow.start(WORKFLOW_TYPE, {
     workflowId,
     taskQueue: env.LAWGPT_TASK_QUEUE,

@@ -7,8 +7,8 @@ import { get_encoding } from 'tiktoken';
 import { cacheKey, inputObjects, lookupStage } from '../activities/stage-cache.js';
 import { parseS3Uri, type ObjectInfo } from '../activities/s3.js';
 import { sequencesPerStep, type RunConfig } from '../common/config.js';
-import type { StageTask } from '../common/run.js';
-import { inputsOf, STAGE_IO, type StageName, type StageOutputs } from '../common/stages.js';
+import { stageTask } from '../common/run.js';
+import { STAGE_IO, type StageName, type StageOutputs } from '../common/stages.js';
 
 // Assumptions of the compute estimate (README, "Estimating a run").
 export const ESTIMATE = {
@@ -102,7 +102,8 @@ export async function planRun(config: RunConfig, deps: PlanDeps): Promise<StageP
   const version = config.runtime.cache ? await deps.trainerVersion() : '';
   const plans: StagePlan[] = [];
   for (const stage of config.stages) {
-    const inputs = inputsOf(stage, config.data, done);
+    const task = stageTask('dry-run', config, stage, done);
+    const { inputs } = task;
     const fromThisRun = Object.entries(inputs).filter(([, uri]) => made.has(uri)).map(([name]) => name);
     const external = Object.fromEntries(Object.entries(inputs).filter(([name]) => !fromThisRun.includes(name)));
     const objects = await inputObjects(deps.s3, external);
@@ -112,17 +113,6 @@ export async function planRun(config: RunConfig, deps: PlanDeps): Promise<StageP
       const isText = TEXT_INPUTS.includes(name);
       sizes.push({ name, uri: external[name], objects: list.length, bytes, tokens: isText && bytes ? Math.round(bytes * (await tokensPerByte(deps.s3, external[name], list))) : 0 });
     }
-    const task: StageTask = {
-      runId: 'dry-run',
-      bucket: config.bucket,
-      stage,
-      inputs,
-      config: config[stage],
-      split: config.data.split,
-      cleaning: config.data.cleaning,
-      records: { on_bad_record: config.data.on_bad_record, max_line_chars: config.data.max_line_chars },
-      runtime: config.runtime,
-    };
     const hit = config.runtime.cache && !fromThisRun.length ? await lookupStage(deps.s3, task, cacheKey(task, objects, version), () => undefined) : undefined;
     const dataTokens = sizes.filter((s) => TEXT_INPUTS.includes(s.name)).reduce((sum, s) => sum + s.tokens, 0);
     plans.push({ stage, ...(hit && { cachedFrom: hit.cachedFrom }), inputs: sizes, fromThisRun, compute: stageCompute(stage, config, dataTokens) });

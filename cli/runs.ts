@@ -1,9 +1,9 @@
 // The CLI's commands on runs that exist: list, status, follow, and the controls (cancel, pause,
 // resume, approve). Expected failures are CliErrors: one line and an exit code, never a stack.
-import { ServiceError, WorkflowFailedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ServiceError, WorkflowFailedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { sequencesPerStep, type RunConfig } from '../common/config.js';
-import { usageTotals, WORKFLOW_TYPE, type PipelineResult, type PipelineStatus } from '../common/run.js';
+import { describeUsage, WORKFLOW_TYPE, type PipelineResult, type PipelineStatus } from '../common/run.js';
 import type { Settings } from '../common/settings.js';
 import { approveUpdate, CORPUS_KEY, pauseUpdate, resumeUpdate, RUN_NAME_KEY, STAGE_KEY, statusQuery, TRIGGER_KEY } from '../workflows/definitions.js';
 
@@ -21,18 +21,21 @@ export class CliError extends Error {
 export const uiLink = (settings: Settings, workflowId: string, runId: string) =>
   `${settings.TEMPORAL_UI_URL}/namespaces/${settings.TEMPORAL_NAMESPACE}/workflows/${encodeURIComponent(workflowId)}/${runId}/history`;
 
-/** A handle on a run that exists; a missing one is exit code 3. */
-async function existing(client: Client, id: string): Promise<WorkflowHandle> {
+/** A handle on a run that exists, with its description; a missing one is exit code 3. */
+async function existing(client: Client, id: string): Promise<{ handle: WorkflowHandle; description: WorkflowExecutionDescription }> {
   const handle = client.workflow.getHandle(id);
+  let description: WorkflowExecutionDescription;
   try {
-    const description = await handle.describe();
-    if (description.type !== WORKFLOW_TYPE) throw new CliError(`${id} is a ${description.type} workflow, not a pipeline run`, EXIT.invalidInput);
+    description = await handle.describe();
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) throw new CliError(`run ${id} not found`, EXIT.notFound);
     throw err;
   }
-  return handle;
+  if (description.type !== WORKFLOW_TYPE) throw new CliError(`${id} is a ${description.type} workflow, not a pipeline run`, EXIT.invalidInput);
+  return { handle, description };
 }
+
+const costLine = (results: PipelineStatus['results']) => describeUsage(results, 3);
 
 const STATUSES = { running: 'Running', completed: 'Completed', failed: 'Failed', cancelled: 'Canceled' } as const;
 export type ListStatus = keyof typeof STATUSES;
@@ -50,20 +53,21 @@ export async function listRuns(client: Client, options: { status?: ListStatus; c
   return lines;
 }
 
-/** The run's status: from the running workflow, else from how it ended. */
-async function currentStatus(handle: WorkflowHandle): Promise<{ state: string; status?: PipelineStatus; error?: string }> {
-  const description = await handle.describe();
-  const state = description.status.name.toLowerCase();
-  if (state === 'running') return { state, status: await handle.query(statusQuery) };
-  if (state === 'completed') {
-    const result = (await handle.result()) as PipelineResult;
-    return { state, status: { stages: Object.fromEntries(Object.keys(result.stages).map((s) => [s, 'completed'])), results: result.stages } as unknown as PipelineStatus };
+/**
+ * A run's stages as the status shows them: a running run answers its query; a closed one is read
+ * from how it ended (no worker needed), its result's stages or its error.
+ */
+async function stagesOf(handle: WorkflowHandle, state: string): Promise<{ stages: Partial<PipelineStatus['stages']>; results: PipelineStatus['results']; running?: PipelineStatus; error?: string }> {
+  if (state === 'running') {
+    const running = await handle.query(statusQuery);
+    return { stages: running.stages, results: running.results, running };
   }
-  const error = await handle.result().then(
-    () => undefined,
-    (err: unknown) => (err instanceof WorkflowFailedError && err.cause ? err.cause.message : (err as Error).message),
-  );
-  return { state, error };
+  try {
+    const result = (await handle.result()) as PipelineResult;
+    return { stages: Object.fromEntries(Object.keys(result.stages).map((s) => [s, 'completed'])), results: result.stages };
+  } catch (err) {
+    return { stages: {}, results: {}, error: err instanceof WorkflowFailedError && err.cause ? err.cause.message : (err as Error).message };
+  }
 }
 
 export function describeProgress(status: PipelineStatus): string {
@@ -75,26 +79,23 @@ export function describeProgress(status: PipelineStatus): string {
 }
 
 export async function runStatus(client: Client, settings: Settings, id: string): Promise<string> {
-  const handle = await existing(client, id);
-  const description = await handle.describe();
-  const { state, status, error } = await currentStatus(handle);
+  const { handle, description } = await existing(client, id);
+  const state = description.status.name.toLowerCase();
+  const { stages, results, running, error } = await stagesOf(handle, state);
   const lines = [`run ${id}: ${state}`, `  Temporal UI: ${uiLink(settings, id, description.runId)}`];
   if (error) lines.push(`  error: ${error}`);
-  for (const [stage, stageState] of Object.entries(status?.stages ?? {})) {
-    const result = status?.results[stage as keyof PipelineStatus['results']];
+  for (const [stage, stageState] of Object.entries(stages)) {
+    const result = results[stage as keyof PipelineStatus['results']];
     let detail = '';
-    if (status?.stage === stage && stageState === 'running' && status.step !== null) {
-      detail = `step ${status.step}/${status.totalSteps}${status.loss === null ? '' : `, loss ${status.loss.toFixed(4)}`}${status.checkpoint === null ? '' : `, checkpoint-${status.checkpoint} committed`}`;
+    if (running?.stage === stage && stageState === 'running' && running.step !== null) {
+      detail = `step ${running.step}/${running.totalSteps}${running.loss === null ? '' : `, loss ${running.loss.toFixed(4)}`}${running.checkpoint === null ? '' : `, checkpoint-${running.checkpoint} committed`}`;
     }
     const usage = result?.usage;
     const cost = usage ? `${usage.deviceHours.toFixed(3)} ${usage.device}-hours (${usage.processes} × ${Math.round(usage.wallSeconds)} s)${usage.tokens ? `, ${usage.tokens} tokens` : ''}` : '';
     lines.push(`  ${stage.padEnd(9)}${(result?.cachedFrom ? 'cached' : stageState).padEnd(18)}${detail || cost}`);
     for (const [name, uri] of Object.entries(result?.outputs ?? {})) lines.push(`             ${name}: ${uri}`);
   }
-  if (status) {
-    const total = usageTotals(status.results);
-    lines.push(`  cost so far: ${total.gpuHours.toFixed(3)} GPU-hours, ${total.cpuHours.toFixed(3)} CPU-hours, ${total.tokens} tokens trained`);
-  }
+  if (!error) lines.push(`  cost so far: ${costLine(results)}`);
   return lines.join('\n');
 }
 
@@ -152,7 +153,7 @@ export async function followRun(client: Client, handle: WorkflowHandle, out: Nod
 }
 
 export async function follow(client: Client, id: string): Promise<PipelineResult> {
-  return followRun(client, await existing(client, id));
+  return followRun(client, (await existing(client, id)).handle);
 }
 
 export function formatResult(result: PipelineResult): string {
@@ -162,8 +163,7 @@ export function formatResult(result: PipelineResult): string {
     for (const [name, uri] of Object.entries(stageResult.outputs)) lines.push(`  ${stage}.${name}: ${uri}${cached}`);
   }
   if (result.evaluation) lines.push(`evaluation: ${JSON.stringify(result.evaluation)}`);
-  const total = usageTotals(result.stages);
-  lines.push(`cost: ${total.gpuHours.toFixed(3)} GPU-hours, ${total.cpuHours.toFixed(3)} CPU-hours, ${total.tokens} tokens trained`);
+  lines.push(`cost: ${costLine(result.stages)}`);
   return lines.join('\n');
 }
 
@@ -171,7 +171,7 @@ const CONTROLS = { pause: pauseUpdate, resume: resumeUpdate, approve: approveUpd
 
 /** cancel, pause, resume or approve; a control the run refuses (nothing to approve, say) is invalid input. */
 export async function control(client: Client, id: string, action: 'cancel' | keyof typeof CONTROLS): Promise<string> {
-  const handle = await existing(client, id);
+  const { handle } = await existing(client, id);
   if (action === 'cancel') {
     await handle.cancel();
     return `cancel requested for run ${id}: the running stage commits a checkpoint and stops`;

@@ -1,7 +1,7 @@
 // What the workflow and its activities say to each other, and what a run reports to the outside.
-// Types only (plus constants), so that workflow code can import it freely.
+// Types, constants and pure functions only, so that workflow code can import it freely.
 import type { RunConfig } from './config.js';
-import type { StageName } from './stages.js';
+import { inputsOf, type StageName, type StageOutputs } from './stages.js';
 
 /** Input of the `runStage` activity: one stage of one run, with its inputs as S3 URIs. */
 export interface StageTask {
@@ -16,6 +16,24 @@ export interface StageTask {
   records?: Pick<RunConfig['data'], 'on_bad_record' | 'max_line_chars'>;
   runtime: RunConfig['runtime'];
 }
+
+/** The `runStage` input for one stage of a run, its inputs taken from the data and `done` stages' outputs. */
+export function stageTask(runId: string, config: RunConfig, stage: StageName, done: StageOutputs): StageTask {
+  return {
+    runId,
+    bucket: config.bucket,
+    stage,
+    inputs: inputsOf(stage, config.data, done),
+    config: config[stage],
+    split: config.data.split,
+    cleaning: config.data.cleaning,
+    records: { on_bad_record: config.data.on_bad_record, max_line_chars: config.data.max_line_chars },
+    runtime: config.runtime,
+  };
+}
+
+/** A new run's workflow id: the config's name, how it was started where not the CLI, and the second it started. */
+export const newRunId = (name: string, at: Date, via?: string) => [name, via, at.toISOString().replace(/[-:]/g, '').replace(/\..*/, '')].filter(Boolean).join('-');
 
 /**
  * What the attempt that completed a stage cost: its trainer's wall time on how many processes, on
@@ -36,6 +54,12 @@ export function usageTotals(results: Partial<Record<StageName, StageResult>>): {
   const usages = Object.values(results).flatMap((r) => (r?.usage ? [r.usage] : []));
   const hours = (device: StageUsage['device']) => usages.filter((u) => u.device === device).reduce((sum, u) => sum + u.deviceHours, 0);
   return { gpuHours: hours('GPU'), cpuHours: hours('CPU'), tokens: usages.reduce((sum, u) => sum + u.tokens, 0) };
+}
+
+/** The same, in words, hours to `digits` places. */
+export function describeUsage(results: Partial<Record<StageName, StageResult>>, digits: number): string {
+  const total = usageTotals(results);
+  return `${total.gpuHours.toFixed(digits)} GPU-hours, ${total.cpuHours.toFixed(digits)} CPU-hours, ${total.tokens} tokens trained`;
 }
 
 /** Output of `runStage`: where each output artifact now lives, and the trainer's metrics. */

@@ -17,7 +17,7 @@ import { uploadDemoData } from '../infra/demo-data.js';
 import { statusQuery } from '../workflows/definitions.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
-import { startTemporal, workflowsPath } from './helpers/temporal.js';
+import { inBackground, startTemporal, workflowsPath } from './helpers/temporal.js';
 import { tools } from './helpers/tools.js';
 
 const BUCKET = 'lawgpt-bad';
@@ -27,8 +27,7 @@ const DATA = { corpus: uri('data/corpus/'), dialogue: uri('data/dialogue.jsonl')
 let env: TestWorkflowEnvironment;
 let minio: TestMinio;
 let work: string;
-let worker: Worker;
-let workerRun: Promise<void>;
+let stopWorker: (() => Promise<void>) | undefined;
 let base: { tokenizer: string; model: string };
 
 function config(name: string, stages: string[], data: Record<string, unknown>, artifacts: Record<string, Record<string, string>> = {}) {
@@ -76,20 +75,19 @@ beforeAll(async () => {
   await putText(minio.client, uri('dump/dump.txt'), '法'.repeat(50_000_000 / 3));
   for (const name of ['a.md', 'b.txt']) await putText(minio.client, uri(`blank/${name}`), ' \n\n');
 
-  worker = await Worker.create({
+  const worker = await Worker.create({
     connection: env.nativeConnection,
     taskQueue: 'bad-data',
     workflowsPath,
     activities: createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, temporal: env.client, trainerVersion: () => trainerVersion(tools.python) }),
     ...STAGE_WORKER_OPTIONS,
   });
-  workerRun = worker.run();
+  stopWorker = inBackground(worker);
   const made = await run('base', config('base', ['base'], {}));
   base = made.result!.stages.base!.outputs as typeof base;
 });
 afterAll(async () => {
-  if (worker?.getState() === 'RUNNING') worker.shutdown();
-  await workerRun;
+  await stopWorker?.();
   await env?.teardown();
   await minio?.stop();
   await rm(work, { recursive: true, force: true });

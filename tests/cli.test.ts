@@ -13,19 +13,18 @@ import { putText } from '../activities/s3.js';
 import { cacheKey, inputObjects, recordStage } from '../activities/stage-cache.js';
 import { trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig } from '../common/config.js';
-import type { StageResult, StageTask } from '../common/run.js';
-import { inputsOf, STAGE_IO } from '../common/stages.js';
+import { stageTask, type StageResult, type StageTask } from '../common/run.js';
+import { STAGE_IO } from '../common/stages.js';
 import { uploadDemoData } from '../infra/demo-data.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
 import { waitFor } from './helpers/processes.js';
-import { startTemporal, workflowsPath } from './helpers/temporal.js';
+import { inBackground, startTemporal, workflowsPath } from './helpers/temporal.js';
 import { tools } from './helpers/tools.js';
 
 let env: TestWorkflowEnvironment;
 let minio: TestMinio;
 let work: string;
-let worker: Worker;
-let workerRun: Promise<void>;
+let stopWorker: (() => Promise<void>) | undefined;
 
 const BUCKET = 'lawgpt-cli';
 const demo = JSON.parse(await readFile(new URL('../configs/demo.json', import.meta.url), 'utf8'));
@@ -67,12 +66,11 @@ beforeAll(async () => {
   [env, minio] = await Promise.all([startTemporal(), startMinio()]);
   work = await mkdtemp(join(tmpdir(), 'lawgpt-cli-'));
   await uploadDemoData(minio.client, parseRunConfig({ ...demo, bucket: BUCKET, data }).data, { statutes: 3, cases: 1, records: 10 });
-  worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'cli', workflowsPath, activities: { runStage, stageCache: async () => ({}) } });
-  workerRun = worker.run();
+  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'cli', workflowsPath, activities: { runStage, stageCache: async () => ({}) } });
+  stopWorker = inBackground(worker);
 });
 afterAll(async () => {
-  if (worker?.getState() === 'RUNNING') worker.shutdown();
-  await workerRun;
+  await stopWorker?.();
   await env?.teardown();
   await minio?.stop();
   await rm(work, { recursive: true, force: true });
@@ -97,7 +95,7 @@ describe('start-run.ts', () => {
   it('start --dry-run prints stages, cache hits, input sizes, tokens and compute with --set applied, and starts nothing', { timeout: 60_000 }, async () => {
     // An earlier identical base stage, recorded in the stage cache with its outputs in place.
     const config = parseRunConfig({ ...demo, name: 'planned', bucket: BUCKET, data });
-    const task: StageTask = { runId: 'earlier', bucket: BUCKET, stage: 'base', inputs: inputsOf('base', config.data, {}), config: config.base, split: config.data.split, cleaning: config.data.cleaning, records: { on_bad_record: config.data.on_bad_record, max_line_chars: config.data.max_line_chars }, runtime: config.runtime };
+    const task = stageTask('earlier', config, 'base', {});
     const outputs = { tokenizer: `s3://${BUCKET}/runs/earlier/base/tokenizer/`, model: `s3://${BUCKET}/runs/earlier/base/model/` };
     for (const uri of Object.values(outputs)) await putText(minio.client, `${uri}file`, 'x');
     await recordStage(minio.client, task, cacheKey(task, await inputObjects(minio.client, task.inputs), await trainerVersion(tools.python)), { stage: 'base', outputs, metrics: {} });

@@ -18,7 +18,7 @@ import { createWebhook, MAX_BODY_BYTES } from '../webhook/handler.js';
 import { loadTriggers } from '../webhook/triggers.js';
 import { freePort, startMinio, type TestMinio } from './helpers/minio.js';
 import { waitFor } from './helpers/processes.js';
-import { startTemporal, workflowsPath } from './helpers/temporal.js';
+import { inBackground, startTemporal, workflowsPath } from './helpers/temporal.js';
 import { tools } from './helpers/tools.js';
 
 const QUIET_SECONDS = 3;
@@ -26,8 +26,7 @@ const token = randomBytes(24).toString('hex');
 let env: TestWorkflowEnvironment;
 let minio: TestMinio;
 let work: string;
-let worker: Worker;
-let workerRun: Promise<void>;
+let stopWorker: (() => Promise<void>) | undefined;
 let webhook: Server;
 let url: string;
 const logged: string[] = [];
@@ -60,8 +59,8 @@ beforeAll(async () => {
       ],
     }),
   );
-  worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'webhook', workflowsPath, activities: {} });
-  workerRun = worker.run();
+  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'webhook', workflowsPath, activities: {} });
+  stopWorker = inBackground(worker);
   webhook = createWebhook({ temporal: env.client, taskQueue: 'webhook', token, triggers: loadTriggers(triggersPath), log: (line) => logged.push(line) });
   const port = await freePort();
   await new Promise<void>((resolve) => webhook.listen(port, '127.0.0.1', resolve));
@@ -90,8 +89,7 @@ beforeAll(async () => {
 afterAll(async () => {
   webhook?.close();
   relay?.close();
-  if (worker?.getState() === 'RUNNING') worker.shutdown();
-  await workerRun;
+  await stopWorker?.();
   await env?.teardown();
   await minio?.stop();
   await rm(work, { recursive: true, force: true });

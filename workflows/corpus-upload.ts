@@ -1,4 +1,4 @@
-// One watched corpus folder (workflow id derived from bucket and folder, see webhook/server.ts): the
+// One watched corpus folder (workflow id derived from bucket and folder, see webhook/handler.ts): the
 // webhook signals-with-start it for every object uploaded there. It waits until no new object has
 // arrived for the trigger's quiet period (or the `_READY` marker arrives), then starts ONE pipeline
 // run on the folder, so that `mc cp --recursive` of a thousand files is one run.
@@ -8,6 +8,7 @@
 // is quiet again: the folder changed, and a run on the old contents would hide that (the stage cache
 // makes the unchanged stages free). The workflow ends after a day without events.
 import { condition, continueAsNew, log, ParentClosePolicy, startChild, setHandler, workflowInfo } from '@temporalio/workflow';
+import { newRunId } from '../common/run.js';
 import type { UploadedObject, UploadWatch } from '../common/uploads.js';
 import { runMetadata, runSearchAttributes, uploadSignal } from './definitions.js';
 import { lawgptPipeline } from './pipeline.js';
@@ -21,8 +22,6 @@ export interface UploadState {
   pending: number;
   ready: boolean;
 }
-
-const runTimestamp = (ms: number) => new Date(ms).toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
 
 export async function corpusUpload(watch: UploadWatch, carried: UploadState = { seen: [], pending: 0, ready: false }): Promise<void> {
   const seen = new Set(carried.seen);
@@ -46,7 +45,7 @@ export async function corpusUpload(watch: UploadWatch, carried: UploadState = { 
       if (!(await condition(() => arrived !== before || ready, `${watch.quietSeconds} seconds`))) break;
     }
     const starting = pending;
-    const workflowId = `${watch.config.name}-${watch.trigger}-${runTimestamp(Date.now())}`;
+    const workflowId = newRunId(watch.config.name, new Date(), watch.trigger);
     await startChild(lawgptPipeline, {
       workflowId,
       args: [watch.config],

@@ -21,8 +21,8 @@ import {
 import type { createStageActivities } from '../activities/stage.js';
 import type { RunConfig } from '../common/config.js';
 import { gateFailures } from '../common/gates.js';
-import { usageTotals, type PipelineResult, type PipelineStatus, type StageResult, type StageTask } from '../common/run.js';
-import { inputsOf, STAGES, type StageOutputs, type StageName } from '../common/stages.js';
+import { describeUsage, stageTask, type PipelineResult, type PipelineStatus, type StageResult } from '../common/run.js';
+import { STAGES, type StageOutputs, type StageName } from '../common/stages.js';
 import { approveUpdate, progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
 import { pauseControl } from './pause.js';
 
@@ -67,17 +67,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
       await continueAsNew<typeof lawgptPipeline>(config, { finished: status.current.results, paused: pause.isPaused() });
     }
     status.begin(stage);
-    const task: StageTask = {
-      runId: workflowInfo().workflowId,
-      bucket: config.bucket,
-      stage,
-      inputs: inputsOf(stage, config.data, done),
-      config: config[stage],
-      split: config.data.split,
-      cleaning: config.data.cleaning,
-      records: { on_bad_record: config.data.on_bad_record, max_line_chars: config.data.max_line_chars },
-      runtime: config.runtime,
-    };
+    const task = stageTask(workflowInfo().workflowId, config, stage, done);
     let result: StageResult;
     try {
       const cache = await stageCache(task, config.runtime.cache);
@@ -166,9 +156,7 @@ function trackStatus(config: RunConfig) {
       ? [`**${stage}** ${status.stages[stage]}`, status.step !== null && `step ${status.step}/${status.totalSteps}`, status.loss !== null && `loss ${status.loss.toFixed(4)}`, status.checkpoint !== null && `checkpoint ${status.checkpoint}`]
       : ['starting'];
     const stages = config.stages.map((s) => `${s} ${status.stages[s]}`).join(' · ');
-    const cost = usageTotals(status.results);
-    const spent = `so far ${cost.gpuHours.toFixed(2)} GPU-hours, ${cost.cpuHours.toFixed(2)} CPU-hours, ${cost.tokens} tokens trained`;
-    setCurrentDetails(`${now.filter(Boolean).join(' · ')}\n\n${stages}\n\n${spent}`);
+    setCurrentDetails(`${now.filter(Boolean).join(' · ')}\n\n${stages}\n\nso far ${describeUsage(status.results, 2)}`);
   };
   setHandler(statusQuery, () => status);
   setHandler(progressSignal, (progress) => {

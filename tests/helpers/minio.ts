@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../activities/s3.js';
+import { halt } from './processes.js';
 import { tools } from './tools.js';
 
 export async function freePort(): Promise<number> {
@@ -51,10 +52,6 @@ export async function startMinio(env: Record<string, string> = {}): Promise<Test
       await new Promise((r) => setTimeout(r, 250));
     }
   }
-  const halt = async (server: ChildProcess) => {
-    server.kill('SIGKILL');
-    if (server.exitCode === null && server.signalCode === null) await new Promise((r) => server.once('exit', r));
-  };
 
   let server = await launch();
   const client = createS3Client({ LAWGPT_S3_ENDPOINT: endpoint, LAWGPT_S3_FORCE_PATH_STYLE: 'true', AWS_REGION: 'us-east-1' }, credentials);

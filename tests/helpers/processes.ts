@@ -1,5 +1,12 @@
-// Finding and watching processes by their command line, for tests that kill things.
+// Finding, watching and killing processes, for tests that kill things.
+import type { ChildProcess } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
+
+/** SIGKILL, as a crash would, and wait until the process is gone. */
+export async function halt(child: ChildProcess): Promise<void> {
+  child.kill('SIGKILL');
+  if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once('exit', r));
+}
 
 /** PIDs of running (not zombie) processes whose command line contains every one of `parts`. */
 export async function findProcesses(...parts: string[]): Promise<number[]> {

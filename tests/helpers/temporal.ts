@@ -5,8 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { Worker } from '@temporalio/worker';
 import { SEARCH_ATTRIBUTE_KEYS } from '../../workflows/definitions.js';
 import { freePort } from './minio.js';
+import { halt } from './processes.js';
 import { tools } from './tools.js';
 
 export function startTemporal(extraArgs: string[] = []): Promise<TestWorkflowEnvironment> {
@@ -23,6 +25,15 @@ export function startTemporal(extraArgs: string[] = []): Promise<TestWorkflowEnv
 }
 
 export const workflowsPath = new URL('../../workflows/index.ts', import.meta.url).pathname;
+
+/** Runs a worker in the background for a whole test file; the returned function stops it. */
+export function inBackground(worker: Worker): () => Promise<void> {
+  const running = worker.run();
+  return async () => {
+    if (worker.getState() === 'RUNNING') worker.shutdown();
+    await running;
+  };
+}
 
 export interface RestartableTemporal {
   address: string;
@@ -51,10 +62,6 @@ export async function startRestartableTemporal(): Promise<RestartableTemporal> {
     }
     return server;
   }
-  const halt = async (server: ChildProcess) => {
-    server.kill('SIGKILL');
-    if (server.exitCode === null && server.signalCode === null) await new Promise((r) => server.once('exit', r));
-  };
 
   let server = await launch();
   return {
