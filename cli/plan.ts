@@ -68,8 +68,8 @@ export function stageCompute(stage: StageName, config: RunConfig, dataTokens: nu
     flops = (lora ? 4 : 6) * p * tokens;
     gpu = 'deepspeed' in section && section.deepspeed?.profile === 'v100';
   } else if (stage === 'eval') {
-    // The final, pretrained and base models on the held-out blocks, and every exam answer candidate.
-    tokens = 3 * config.eval.max_heldout_blocks * config.eval.block_size + config.eval.max_exam_questions * 4 * 256;
+    // The final, pretrained and base models, each on the held-out blocks and every exam answer candidate.
+    tokens = 3 * (config.eval.max_heldout_blocks * config.eval.block_size + config.eval.max_exam_questions * 4 * 256);
     flops = 2 * p * tokens;
   }
   const rate = gpu ? ESTIMATE.gpuPeakFlops * ESTIMATE.gpuUtilisation : ESTIMATE.cpuFlops;

@@ -51,3 +51,15 @@ def test_bits_per_char_and_perplexity_agree_on_the_same_text(pipeline, tiny_data
     assert abs(result["bits_per_char"] - expected) < 1e-9
     # Batches are only a way to go faster: one block at a time gives the same figures.
     assert language_modelling(model, blocks, chars, batch_size=1)["perplexity"] == pytest.approx(result["perplexity"], rel=1e-5)
+
+
+def test_the_pretrained_model_is_scored_on_the_exam_as_the_final_one(pipeline):
+    metrics = pipeline["eval"].completed()["metrics"]
+    report = json.loads((pipeline["eval"].output_dir / "report" / "report.json").read_text("utf-8"))
+    answers = report["answers"]
+    # The mean log-probability of the right answer, from the same scores the final model chose by.
+    assert metrics["exam_answer_logprob"] == pytest.approx(sum(a["scores"][a["expected"]] for a in answers) / len(answers))
+    assert metrics["exam_answer_logprob"] < 0 and metrics["pretrained_exam_answer_logprob"] < 0
+    # sft trained the final model on the other exam questions; the pretrained one saw none.
+    assert metrics["pretrained_exam_answer_logprob"] != metrics["exam_answer_logprob"]
+    assert 0 <= metrics["pretrained_exam_accuracy"] <= 1

@@ -2,6 +2,11 @@
 the model after continued pretraining (one figure per phase), and how it answers held-out
 judicial-exam questions (exam.py).
 
+Every model is scored on the exam by log-likelihood too: instruction tuning targets the exam's
+answers, so `exam_answer_logprob` (the mean log-probability of the right answer, a figure that
+moves before accuracy does on a small model) of the final model against the pretrained one shows
+what sft bought.
+
 Perplexity depends on the vocabulary, so the comparison with the base model (a different
 tokenizer) is in bits per character of the same held-out text. Models run one at a time on the
 GPU when there is one (devices.py), in batches of `batch_size`, halved while a batch does not fit."""
@@ -60,7 +65,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
     percent, bad = request["split"]["heldout_percent"], data.BadRecords.of(request, events)
     questions = data.split_exam(data.read_exam(inputs["exam"], bad), percent)[1][: config["max_exam_questions"]] if "exam" in inputs else []
     models = {"model": "final"} | {name: prefix for name, prefix in COMPARED.items() if name in inputs}
-    progress = Progress(events, len(models) + sum(len(exam.candidates(q)) for q in questions) + len(questions))
+    candidates = sum(len(exam.candidates(q)) for q in questions)
+    progress = Progress(events, len(models) * (1 + candidates) + len(questions))
 
     # Held-out blocks per tokenizer, with their characters: the final and the pretrained model share them.
     prepared: dict[str, tuple[packing.Blocks, int]] = {}
@@ -74,14 +80,19 @@ def run(request: dict, events) -> tuple[dict, dict]:
             prepared[key] = blocks, characters(tokenizer, blocks)
         return prepared[key]
 
-    scored, by_subject, answers = {}, {"loglik": defaultdict(list), "generated": defaultdict(list)}, []
+    scored, by_subject, answers, on_exam = {}, {"loglik": defaultdict(list), "generated": defaultdict(list)}, [], {}
     for name, prefix in models.items():
         tokenizer, model = generate.load(inputs[name])
         blocks, chars = heldout(tokenizer)
         scored[prefix] = fitting(config["batch_size"], lambda b: language_modelling(model, blocks, chars, b))
         progress.advance(1)
+        likeliest = fitting(config["batch_size"], lambda b: exam.loglik_choices(model, tokenizer, questions, b, progress.advance)) if questions else []
+        if questions:
+            on_exam[prefix] = {
+                "accuracy": sum(ll["chosen"] == q.answer for q, ll in zip(questions, likeliest)) / len(questions),
+                "answer_logprob": sum(ll["scores"][q.answer] for q, ll in zip(questions, likeliest)) / len(questions),
+            }
         if name == "model" and questions:
-            likeliest = fitting(config["batch_size"], lambda b: exam.loglik_choices(model, tokenizer, questions, b, progress.advance))
             written = fitting(config["batch_size"], lambda b: exam.generated_choices(model, tokenizer, questions, config["max_new_tokens"], b, progress.advance))
             for q, ll, gen in zip(questions, likeliest, written):
                 subject = q.subject or "unknown"
@@ -101,6 +112,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
         "exam_accuracy": accuracy(by_subject["loglik"]),
         "exam_chance_accuracy": sum(1 / len(exam.candidates(q)) for q in questions) / len(questions) if questions else None,
         "exam_accuracy_generated": accuracy(by_subject["generated"]),
+        "exam_answer_logprob": on_exam.get("final", {}).get("answer_logprob"),
+        **{f"{prefix}_exam_{figure}": on_exam[prefix][figure] for prefix in COMPARED.values() if prefix in on_exam for figure in ("accuracy", "answer_logprob")},
         "skipped_records": bad.count,
         "on_gpu": int(torch.cuda.is_available()),
     }
