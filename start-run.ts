@@ -3,6 +3,7 @@
 //   tsx start-run.ts start <config> [--set path=value ...] [--no-cache] [--follow] [--dry-run]
 //   tsx start-run.ts list [--status running|completed|failed|cancelled] [--corpus URI] [--limit N]
 //   tsx start-run.ts status|follow|cancel|pause|resume|approve <run>
+//   tsx start-run.ts report <run> [--out file.html]
 // Exit codes: 0 ok, 1 the run failed, 2 invalid input, 3 run not found or server unreachable. An
 // expected error is one line on stderr, never a stack trace. A config is validated before
 // anything is contacted.
@@ -11,13 +12,14 @@ import { Command, CommanderError, Option } from 'commander';
 import { createS3Client } from './activities/s3.js';
 import { trainerVersion } from './activities/trainer-process.js';
 import { formatPlan, planRun } from './cli/plan.js';
+import { fetchReport } from './cli/report.js';
 import { CliError, control, EXIT, follow, followRun, formatResult, listRuns, runStatus, uiLink, unreachable, type ListStatus } from './cli/runs.js';
 import { ConfigError, parseRunConfig, type RunConfig } from './common/config.js';
 import { newRunId, WORKFLOW_TYPE } from './common/run.js';
 import { connectTemporal, loadSettings } from './common/settings.js';
 import { runMetadata, runSearchAttributes } from './workflows/definitions.js';
 
-const COMMANDS = ['start', 'list', 'status', 'follow', 'cancel', 'pause', 'resume', 'approve', 'help'];
+const COMMANDS = ['start', 'list', 'status', 'follow', 'report', 'cancel', 'pause', 'resume', 'approve', 'help'];
 
 /** `a.b.c=value` into `raw`: the value as JSON where it parses (numbers, booleans, lists), else as text. */
 function applySet(raw: Record<string, unknown>, assignment: string) {
@@ -113,6 +115,16 @@ function program(): Command {
     .description('follow a run live until it ends (exit 1 if it fails)')
     .argument('<run>')
     .action(async (run: string) => print(formatResult(await follow(await temporal(), run))));
+  cli
+    .command('report')
+    .description("save a run's report page (charts, costs, lineage): the one it wrote when it ended, or one built now while it runs")
+    .argument('<run>')
+    .option('--out <file.html>', 'where to save it (its report.json goes beside it)')
+    .action(async (run: string, options: { out?: string }) => {
+      const env = settings();
+      const out = options.out ?? `${run}.report.html`;
+      print(await fetchReport(await temporal(), createS3Client(env), run, () => trainerVersion(env.LAWGPT_PYTHON), out));
+    });
   for (const [action, description] of [
     ['cancel', 'cancel a run: its stage commits a checkpoint and stops'],
     ['pause', 'pause a run: its stage commits a checkpoint and frees the machine'],

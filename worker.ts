@@ -1,8 +1,9 @@
-// A pipeline worker: runs workflows and stages from the task queue. Scale out by starting more of
-// these (on GPU machines) against the same Temporal server and task queue.
-import { fileURLToPath } from 'node:url';
+// A pipeline worker, by LAWGPT_WORKER_ROLE: an orchestrator (the workflows and every activity, on
+// LAWGPT_TASK_QUEUE) or a trainer (stages alone, on the queue runs name for them: a GPU machine).
+// Scale out by starting more of either against the same Temporal server and queues.
+import { writeFile } from 'node:fs/promises';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
-import { createStageActivities, STAGE_WORKER_OPTIONS } from './activities/stage.js';
+import { createActivities, workerOptions } from './activities/index.js';
 import { createS3Client, credentialsRefusal } from './activities/s3.js';
 import { trainerVersion } from './activities/trainer-process.js';
 import { connectTemporal, loadSettings, temporalConnection } from './common/settings.js';
@@ -23,20 +24,16 @@ async function main() {
   const worker = await Worker.create({
     connection,
     namespace: settings.TEMPORAL_NAMESPACE,
-    taskQueue: settings.LAWGPT_TASK_QUEUE,
-    workflowsPath: fileURLToPath(new URL('./workflows/index.ts', import.meta.url)),
-    activities: createStageActivities({
-      s3,
-      settings,
-      temporal: client,
-      trainerVersion: () => trainerVersion(settings.LAWGPT_PYTHON),
-    }),
-    ...STAGE_WORKER_OPTIONS,
+    ...workerOptions(settings, createActivities({ s3, settings, temporal: client, trainerVersion: () => trainerVersion(settings.LAWGPT_PYTHON) })),
   });
-  console.log(`worker polling task queue '${settings.LAWGPT_TASK_QUEUE}' on ${settings.TEMPORAL_ADDRESS}`);
+  console.log(`${settings.LAWGPT_WORKER_ROLE} worker polling task queue '${settings.LAWGPT_TASK_QUEUE}' on ${settings.TEMPORAL_ADDRESS}, ${settings.LAWGPT_WORKER_SLOTS} stage(s) at a time`);
+  const health = settings.LAWGPT_HEALTH_FILE;
+  const alive = health ? setInterval(() => worker.getState() === 'RUNNING' && void writeFile(health, new Date().toISOString()), 30_000) : undefined;
+  if (health) await writeFile(health, new Date().toISOString());
   // SIGTERM or SIGINT shut the worker down gracefully (the SDK's default signals): a running stage
   // stops its trainer, commits a final checkpoint and hands the stage back for another worker.
   await worker.run();
+  clearInterval(alive);
   await client.connection.close();
   await connection.close();
   console.log('worker stopped');

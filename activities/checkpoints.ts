@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
 import { describeIssues } from '../common/config.js';
 import { CheckpointManifest, MANIFEST_FILE } from '../common/contract.js';
+import type { KeptCheckpoint } from '../common/report.js';
 import type { StageTask } from '../common/run.js';
 import { deleteObject, deletePrefix, downloadArtifact, getText, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFiles } from './s3.js';
 
@@ -20,6 +21,8 @@ export const checkpointsPrefix = (task: Pick<StageTask, 'bucket' | 'runId' | 'st
 export interface CommittedCheckpoint {
   step: number;
   uri: string;
+  /** The held-out loss its manifest records, where the stage evaluates. */
+  evalLoss?: number;
 }
 
 export async function sha256File(path: string): Promise<string> {
@@ -84,7 +87,7 @@ export class CheckpointUploader {
     const manifest = CheckpointManifest.parse(JSON.parse(await readFile(join(localDir, MANIFEST_FILE), 'utf8')));
     const uri = `${this.prefix}checkpoint-${step}/`;
     await uploadFiles(this.s3, localDir, [...manifest.files.map((f) => f.path), MANIFEST_FILE], uri, { last: MANIFEST_FILE });
-    this.committed = { step, uri };
+    this.committed = { step, uri, ...(manifest.eval_loss !== undefined && { evalLoss: manifest.eval_loss }) };
     this.listener.committed(this.committed);
     await rm(localDir, { recursive: true, force: true });
     await this.prune(step);
@@ -92,19 +95,51 @@ export class CheckpointUploader {
 
   private async prune(newest: number): Promise<void> {
     const all = await listCheckpoints(this.s3, this.prefix);
-    const committed = all.filter((c) => c.committed);
-    const kept = new Set(committed.slice(0, this.keep).map((c) => c.step));
-    const scored = [];
-    for (const c of committed) {
-      const manifest = (await readManifest(this.s3, c.uri)).manifest;
-      if (manifest?.eval_loss !== undefined) scored.push({ step: c.step, loss: manifest.eval_loss });
-    }
-    if (scored.length) kept.add(scored.reduce((a, b) => (b.loss < a.loss ? b : a)).step);
+    const kept = retention(await committedManifests(this.s3, all), this.keep);
     for (const old of all.filter((c) => c.step < newest && !kept.has(c.step))) {
       await deleteObject(this.s3, old.uri + MANIFEST_FILE);
       await deletePrefix(this.s3, old.uri);
     }
   }
+}
+
+/** The committed checkpoints' manifests, newest first. */
+async function committedManifests(s3: S3Client, all: Awaited<ReturnType<typeof listCheckpoints>>): Promise<{ uri: string; manifest: CheckpointManifest }[]> {
+  const found = [];
+  for (const c of all.filter((c) => c.committed)) {
+    const { manifest } = await readManifest(s3, c.uri);
+    if (manifest) found.push({ uri: c.uri, manifest });
+  }
+  return found;
+}
+
+/**
+ * Which checkpoints retention keeps, and why: the newest `keep`, and the one with the best
+ * held-out loss (the model a long run is likeliest to want back).
+ */
+export function retention(committed: { manifest: Pick<CheckpointManifest, 'step' | 'eval_loss'> }[], keep: number): Map<number, ('newest' | 'best')[]> {
+  const reasons = new Map<number, ('newest' | 'best')[]>();
+  const newestFirst = [...committed].sort((a, b) => b.manifest.step - a.manifest.step);
+  for (const c of newestFirst.slice(0, keep)) reasons.set(c.manifest.step, ['newest']);
+  const scored = newestFirst.filter((c) => c.manifest.eval_loss !== undefined);
+  if (scored.length) {
+    const best = scored.reduce((a, b) => (b.manifest.eval_loss! < a.manifest.eval_loss! ? b : a)).manifest.step;
+    reasons.set(best, [...(reasons.get(best) ?? []), 'best']);
+  }
+  return reasons;
+}
+
+/** The checkpoints a stage keeps in S3, newest first, with why each is kept. */
+export async function keptCheckpoints(s3: S3Client, prefix: string, keep: number): Promise<KeptCheckpoint[]> {
+  const committed = await committedManifests(s3, await listCheckpoints(s3, prefix));
+  const reasons = retention(committed, keep);
+  return committed.map(({ uri, manifest }) => ({
+    step: manifest.step,
+    uri,
+    ...(manifest.eval_loss !== undefined && { eval_loss: manifest.eval_loss }),
+    trainer_version: manifest.trainer_version,
+    kept_as: reasons.get(manifest.step) ?? [],
+  }));
 }
 
 export interface ResumePoint {

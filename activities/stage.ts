@@ -9,7 +9,7 @@ import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activ
 import type { Client } from '@temporalio/client';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describeIssues } from '../common/config.js';
-import { CONTRACT_VERSION, EXIT_INVALID_INPUT, TrainerRequest, type TrainerEvent } from '../common/contract.js';
+import { CONTRACT_VERSION, EXIT_INVALID_INPUT, TENSORBOARD_DIR, TrainerRequest, type TrainerEvent } from '../common/contract.js';
 import type { StageProgress, StageResult, StageTask, StageUsage } from '../common/run.js';
 import type { Settings } from '../common/settings.js';
 import { STAGE_IO } from '../common/stages.js';
@@ -19,6 +19,7 @@ import { cacheKey, inputObjects, inputsHash, lookupStage, recordStage } from './
 import { deletePrefix, downloadArtifact, isRefusal, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
 import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.js';
 import { hostfile } from './deepspeed-launch.js';
+import { stageMetrics } from './stage-metrics.js';
 import { launchTrainer } from './trainer-process.js';
 
 export interface StageDeps {
@@ -176,10 +177,12 @@ export function createStageActivities(deps: StageDeps) {
     const out = join(work, 'out');
     let trainerVersion = '';
     let blocksUpload: Promise<unknown> = Promise.resolve();
+    const metrics = stageMetrics(deps.s3, task, ctx.info.attempt, join(out, TENSORBOARD_DIR), (m) => ctx.log.warn(m));
     const uploader = new CheckpointUploader(deps.s3, checkpointsPrefix(task), task.runtime.keep_checkpoints, {
       committed(c) {
         ctx.log.info(`stage ${task.stage}: checkpoint-${c.step} committed to ${c.uri}`);
         reporter.checkpoint(c.step);
+        metrics.checkpoint(c.step, c.evalLoss);
       },
       failed(step, err) {
         ctx.log.warn(`stage ${task.stage}: checkpoint-${step} could not be uploaded (${err.message}); training goes on`);
@@ -199,7 +202,10 @@ export function createStageActivities(deps: StageDeps) {
         stopGraceMs: task.runtime.stop_grace_seconds * 1000,
         onEvent: (event) => {
           if (event.event === 'started') trainerVersion = event.trainer_version;
-          if (event.event === 'progress') reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
+          if (event.event === 'progress') {
+            reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
+            metrics.progress({ step: event.step, total_steps: event.total_steps, loss: event.loss, learning_rate: event.learning_rate });
+          }
           if (event.event === 'checkpoint') uploader.submit(event.step, inside(out, event.path));
           if (event.event === 'blocks' && blocksFor) {
             const blocksTarget = blocksFor(trainerVersion);
@@ -214,6 +220,7 @@ export function createStageActivities(deps: StageDeps) {
       });
     // Checkpoints saved before a crash or a cancel are complete: commit them either way.
     await uploader.drain();
+    await metrics.upload();
     await blocksUpload;
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw stopped(task, ctx.cancellationSignal.reason);
@@ -276,7 +283,7 @@ function stopped(task: StageTask, reason: unknown): unknown {
 }
 
 /** S3 refused the worker's credentials: no retry can help, so the stage fails for good, naming the bucket, never a credential. */
-function refused(err: unknown, bucket: string): unknown {
+export function refused(err: unknown, bucket: string): unknown {
   if (!isRefusal(err)) return err;
   return ApplicationFailure.nonRetryable(`S3 refused this worker's credentials for bucket ${bucket} (${err.name}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY where it runs`, 'S3AccessRefused');
 }

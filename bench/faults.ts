@@ -13,7 +13,8 @@ import { promisify } from 'node:util';
 import { Worker } from '@temporalio/worker';
 import { checkpointsPrefix, downloadVerified } from '../activities/checkpoints.js';
 import { deletePrefix, downloadArtifact } from '../activities/s3.js';
-import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
+import { createActivities } from '../activities/index.js';
+import { STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { trainerEnv, trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
 import type { PipelineResult } from '../common/run.js';
@@ -115,7 +116,7 @@ async function makeFaultRuns(ctx: BenchContext) {
     connection: env.nativeConnection,
     taskQueue: 'bench-faults',
     workflowBundle: await ctx.services.workflowBundle(),
-    activities: createStageActivities({
+    activities: createActivities({
       s3: minio.client,
       settings: { LAWGPT_PYTHON: await stampingPython(ctx, log), LAWGPT_WORK_DIR: join(dir, 'work') },
       temporal: env.client,

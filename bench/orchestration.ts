@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { Worker } from '@temporalio/worker';
 import { launcherArgs, launcherEnv } from '../activities/deepspeed-launch.js';
 import { downloadArtifact } from '../activities/s3.js';
-import { createStageActivities, STAGE_WORKER_OPTIONS, trainerRequest } from '../activities/stage.js';
+import { createActivities } from '../activities/index.js';
+import { STAGE_WORKER_OPTIONS, trainerRequest } from '../activities/stage.js';
 import { trainerEnv, trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
 import { inputsOf, STAGE_IO, type StageOutputs } from '../common/stages.js';
@@ -73,7 +74,7 @@ export async function orchestration(ctx: BenchContext): Promise<Measured> {
     connection: env.nativeConnection,
     taskQueue: 'bench',
     workflowBundle: await ctx.services.workflowBundle(),
-    activities: createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: ctx.python, LAWGPT_WORK_DIR: work }, temporal: env.client, trainerVersion: () => trainerVersion(ctx.python) }),
+    activities: createActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: ctx.python, LAWGPT_WORK_DIR: work }, temporal: env.client, trainerVersion: () => trainerVersion(ctx.python) }),
     ...STAGE_WORKER_OPTIONS,
   });
   const ours: number[] = [];

@@ -22,7 +22,7 @@ export const uiLink = (settings: Settings, workflowId: string, runId: string) =>
   `${settings.TEMPORAL_UI_URL}/namespaces/${settings.TEMPORAL_NAMESPACE}/workflows/${encodeURIComponent(workflowId)}/${runId}/history`;
 
 /** A handle on a run that exists, with its description; a missing one is exit code 3. */
-async function existing(client: Client, id: string): Promise<{ handle: WorkflowHandle; description: WorkflowExecutionDescription }> {
+export async function existing(client: Client, id: string): Promise<{ handle: WorkflowHandle; description: WorkflowExecutionDescription }> {
   const handle = client.workflow.getHandle(id);
   let description: WorkflowExecutionDescription;
   try {
@@ -57,7 +57,7 @@ export async function listRuns(client: Client, options: { status?: ListStatus; c
  * A run's stages as the status shows them: a running run answers its query; a closed one is read
  * from how it ended (no worker needed), its result's stages or its error.
  */
-async function stagesOf(handle: WorkflowHandle, state: string): Promise<{ stages: Partial<PipelineStatus['stages']>; results: PipelineStatus['results']; running?: PipelineStatus; error?: string }> {
+export async function stagesOf(handle: WorkflowHandle, state: string): Promise<{ stages: Partial<PipelineStatus['stages']>; results: PipelineStatus['results']; running?: PipelineStatus; error?: string }> {
   if (state === 'running') {
     const running = await handle.query(statusQuery);
     return { stages: running.stages, results: running.results, running };
@@ -100,7 +100,7 @@ export async function runStatus(client: Client, settings: Settings, id: string):
 }
 
 /** The run's config, from the first event of its current execution. */
-async function configOf(client: Client, handle: WorkflowHandle): Promise<RunConfig> {
+export async function configOf(client: Client, handle: WorkflowHandle): Promise<RunConfig> {
   const history = await client.workflowService.getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId: handle.workflowId }, maximumPageSize: 1 });
   const payload = history.history!.events![0].workflowExecutionStartedEventAttributes!.input!.payloads![0];
   return defaultPayloadConverter.fromPayload(payload);
@@ -164,6 +164,7 @@ export function formatResult(result: PipelineResult): string {
   }
   if (result.evaluation) lines.push(`evaluation: ${JSON.stringify(result.evaluation)}`);
   lines.push(`cost: ${costLine(result.stages)}`);
+  if (result.report) lines.push(`report: ${result.report}`);
   return lines.join('\n');
 }
 

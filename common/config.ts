@@ -218,6 +218,10 @@ export const RuntimeConfig = z
     // before it starts, e.g. pretrain, before days of GPU time; the run fails if none comes in time.
     approve_before: StageName.optional(),
     approval_timeout_hours: z.number().positive().max(24 * 30).default(72),
+    // The Temporal task queue a stage runs on, e.g. { "pretrain": "lawgpt-gpu" }: only the trainer
+    // workers polling it (GPU machines) take it. Stages not named run on the run's own queue, where
+    // the orchestrator worker runs the workflow, cache lookups and the report.
+    task_queues: z.partialRecord(StageName, z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/, 'a plain queue name')).optional(),
   })
   .strict();
 

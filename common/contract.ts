@@ -124,6 +124,10 @@ export type CheckpointManifest = z.infer<typeof CheckpointManifest>;
 export const MANIFEST_FILE = 'manifest.json';
 // The file of a blocks folder that describes its shards; a folder without it is incomplete.
 export const BLOCKS_INDEX_FILE = 'index.json';
+// Folder under output_dir where a training stage's rank 0 writes TensorBoard event files (the
+// Trainer's report_to); the orchestrator uploads it beside the stage's checkpoints, as
+// s3://<bucket>/runs/<runId>/<stage>/tensorboard/.
+export const TENSORBOARD_DIR = 'tensorboard';
 
 /** The JSON Schema trainer-py validates requests and events against. */
 export function contractJsonSchema(): Record<string, unknown> {
@@ -139,6 +143,7 @@ export function contractJsonSchema(): Record<string, unknown> {
     event: z.toJSONSchema(TrainerEvent, { target: 'draft-2020-12' }),
     manifest_file: MANIFEST_FILE,
     blocks_index_file: BLOCKS_INDEX_FILE,
+    tensorboard_dir: TENSORBOARD_DIR,
     manifest: z.toJSONSchema(CheckpointManifest, { target: 'draft-2020-12' }),
   };
 }

@@ -103,6 +103,8 @@ export interface PipelineResult {
   stages: Partial<Record<StageName, StageResult>>;
   /** The eval report's metrics, when the run included eval. */
   evaluation?: Record<string, number>;
+  /** The run report's page, s3://<bucket>/runs/<runId>/report/index.html (common/report.ts). */
+  report?: string;
 }
 
 export const WORKFLOW_TYPE = 'lawgptPipeline';

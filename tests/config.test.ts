@@ -97,6 +97,14 @@ describe('run config', () => {
     ]);
   });
 
+  it('takes a task queue per stage, naming a wrong stage or queue', () => {
+    expect(parseRunConfig({ ...demo, runtime: { task_queues: { pretrain: 'lawgpt-gpu' } } }).runtime.task_queues).toEqual({ pretrain: 'lawgpt-gpu' });
+    expect(problems({ ...demo, runtime: { task_queues: { train: 'gpu', sft: 'no spaces' } } })).toEqual([
+      'runtime.task_queues.sft: a plain queue name',
+      'runtime.task_queues: unknown field(s) train',
+    ]);
+  });
+
   it('defaults each phase to LaWGPT\'s LoRA settings', () => {
     const config = parseRunConfig({ ...demo, pretrain: {}, sft: {} });
     expect(config.pretrain.method).toBe('lora');

@@ -8,7 +8,8 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createS3Client, credentialsRefusal } from '../activities/s3.js';
-import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
+import { createActivities } from '../activities/index.js';
+import { STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { parseRunConfig } from '../common/config.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
@@ -56,7 +57,7 @@ describe('wrong S3 credentials', () => {
       connection: env.nativeConnection,
       taskQueue: 'credentials',
       workflowsPath,
-      activities: createStageActivities({ s3: wrongClient(), settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: '/nonexistent' }, trainerVersion: async () => 'v' }),
+      activities: createActivities({ s3: wrongClient(), settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: '/nonexistent' }, trainerVersion: async () => 'v' }),
       ...STAGE_WORKER_OPTIONS,
     });
     const handle = await worker.runUntil(async () => {

@@ -1,13 +1,17 @@
 // The whole pipeline for real: Temporal dev server, MinIO, the trainer with a tiny LLaMA.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listKeys } from '../activities/s3.js';
-import { createStageActivities, STAGE_WORKER_OPTIONS } from '../activities/stage.js';
+import { createActivities } from '../activities/index.js';
+import { downloadArtifact, getText, listKeys } from '../activities/s3.js';
+import { contentHash } from '../activities/stage-cache.js';
+import type { MetricsRecord, RunReport } from '../common/report.js';
+import { STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
 import { BLOCKS_INDEX_FILE } from '../common/contract.js';
@@ -15,6 +19,7 @@ import { STAGE_IO, STAGES } from '../common/stages.js';
 import { uploadDemoData } from '../infra/demo-data.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
 import { STAGE_KEY, statusQuery } from '../workflows/definitions.js';
+import { checkPage } from './helpers/browser.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
 import { startTemporal, workflowsPath } from './helpers/temporal.js';
 import { tools } from './helpers/tools.js';
@@ -36,6 +41,9 @@ const config = parseRunConfig({
   runtime: { max_attempts: 1, progress_report_seconds: 1 },
 });
 
+// The report page and its screenshot, for a person to look at after `npm test`.
+const REPORT_OUT = new URL('../.state/test-output/report/', import.meta.url).pathname;
+
 let env: TestWorkflowEnvironment;
 let minio: TestMinio;
 let work: string;
@@ -56,7 +64,7 @@ async function runPipeline(workflowId: string, runConfig: RunConfig) {
     connection: env.nativeConnection,
     taskQueue: 'e2e',
     workflowsPath,
-    activities: createStageActivities({
+    activities: createActivities({
       s3: minio.client,
       settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work },
       temporal: env.client,
@@ -109,6 +117,63 @@ describe('the real pipeline', () => {
     const history = JSON.stringify(await env.client.workflow.getHandle('e2e-run').fetchHistory());
     expect(history.length).toBeGreaterThan(10_000);
     for (const text of [history, JSON.stringify(report)]) expect(text).not.toContain(minio.credentials.secretAccessKey);
+  });
+
+  it('leaves a run report whose charts all draw offline, with every number in its JSON', { timeout: 120_000 }, async () => {
+    const prefix = 's3://lawgpt-e2e/runs/e2e-run/report/';
+    const report: RunReport = JSON.parse((await getText(minio.client, `${prefix}report.json`))!);
+    const page = (await getText(minio.client, `${prefix}index.html`))!;
+    const pagePath = join(REPORT_OUT, 'e2e-run.html');
+    await mkdir(REPORT_OUT, { recursive: true });
+    await writeFile(pagePath, page);
+
+    const seen = await checkPage(pagePath, join(REPORT_OUT, 'e2e-run.png'));
+    expect(seen.errors).toEqual([]);
+    expect(seen.requests).toEqual([]);
+    expect(Object.keys(seen.charts).sort()).toEqual(['bits-per-char', 'exam-by-model', 'exam-by-subject', 'loss-pretrain', 'loss-sft', 'usage', 'vocabulary']);
+    for (const [chart, painted] of Object.entries(seen.charts)) expect(painted, chart).toBeGreaterThan(1000);
+    // The page draws from the same JSON the run put beside it.
+    expect(page).toContain(JSON.stringify(report).replace(/<\//g, '<\\/'));
+
+    // Every step the trainer logged, though the workflow heard of progress once a second at most.
+    const curve = (stage: string) => report.stages.find((s) => s.stage === stage)!.curve;
+    expect(curve('pretrain').map((p) => p.step)).toEqual([1, 2, 3, 4]);
+    expect(curve('sft').filter((p) => p.loss !== undefined)).toHaveLength(3);
+    const pretrain = report.stages.find((s) => s.stage === 'pretrain')!;
+    expect(pretrain.checkpoints.length).toBeGreaterThan(0);
+    for (const c of pretrain.checkpoints) {
+      expect(c.kept_as).toContain('newest');
+      expect(curve('pretrain').find((p) => p.step === c.step)!.eval_loss).toBe(c.eval_loss);
+    }
+    expect(report.bits_per_char.base).toBeGreaterThan(report.bits_per_char.final!);
+    expect(report.exam!.answer_logprob.pretrained).toBeLessThan(0);
+    expect(report.vocabulary!.pieces_added).toBeGreaterThan(0);
+    expect(report.usage.tokens).toBe(Object.values(report.stages).reduce((sum, s) => sum + (s.usage?.tokens ?? 0), 0));
+    expect(report.lineage.config_hash).toBe(contentHash(config));
+    const corpus = report.lineage.inputs.find((i) => i.name === 'data.corpus')!;
+    expect(corpus.uri).toBe(config.data.corpus);
+    expect(corpus.objects.length).toBeGreaterThan(0);
+    for (const o of corpus.objects) expect(o.etag).toMatch(/\S/);
+    expect(report.lineage.git_commit).toMatch(/^[0-9a-f]{40}/);
+    expect(report.lineage.trainer_version).toBe(await trainerVersion(tools.python));
+  });
+
+  it('uploads TensorBoard event files that TensorBoard reads back with the logged losses', { timeout: 120_000 }, async () => {
+    const local = join(work, 'tensorboard-pretrain');
+    await downloadArtifact(minio.client, 's3://lawgpt-e2e/runs/e2e-run/pretrain/tensorboard/', local);
+    const read = `
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+events = EventAccumulator(sys.argv[1]); events.Reload()
+print(json.dumps({tag: [[e.step, e.value] for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}))`;
+    const scalars: Record<string, [number, number][]> = JSON.parse(execFileSync(tools.python, ['-c', read, local], { encoding: 'utf8' }));
+    const metrics = (await getText(minio.client, 's3://lawgpt-e2e/runs/e2e-run/pretrain/metrics/attempt-1.jsonl'))!
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as MetricsRecord)
+      .filter((r) => r.event === 'progress' && r.loss !== undefined) as Extract<MetricsRecord, { event: 'progress' }>[];
+    expect(scalars['train/loss'].map(([step]) => step)).toEqual(metrics.map((r) => r.step));
+    for (const [i, [, value]] of scalars['train/loss'].entries()) expect(value).toBeCloseTo(metrics[i].loss!, 4);
   });
 
   it('serves an identical second run from the stage cache, unless the cache is off', { timeout: 300_000 }, async () => {

@@ -6,13 +6,15 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
+import type { RunSnapshot } from '../common/report.js';
 import type { StageResult, StageTask } from '../common/run.js';
 import { STAGE_IO } from '../common/stages.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
+import { createActivities, workerOptions } from '../activities/index.js';
 import { STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { approveUpdate, pauseUpdate, progressSignal, resumeUpdate, STAGE_KEY, statusQuery } from '../workflows/definitions.js';
 import { keepHistory } from './helpers/histories.js';
-import { startTemporal, workflowsPath } from './helpers/temporal.js';
+import { inBackground, startTemporal, workflowsPath } from './helpers/temporal.js';
 
 const demo = JSON.parse(readFileSync(new URL('../configs/demo.json', import.meta.url), 'utf8'));
 const config = (overrides: object = {}): RunConfig =>
@@ -35,15 +37,19 @@ afterAll(async () => {
 });
 
 const noCache = async () => ({});
+const reportAt = (snapshot: RunSnapshot) => `s3://${snapshot.config.bucket}/runs/${snapshot.runId}/report/index.html`;
+// A stand-in for writeReport (the real one: tests/e2e.test.ts): says where the page would be.
+const fakeReport = async (snapshot: RunSnapshot) => reportAt(snapshot);
 
 async function run(
   runStage: (task: StageTask) => Promise<StageResult>,
   cfg: RunConfig,
   during?: (id: string) => Promise<void>,
   stageCache: (task: StageTask, lookup: boolean) => Promise<{ hit?: StageResult }> = noCache,
+  writeReport: (snapshot: RunSnapshot) => Promise<string> = fakeReport,
 ) {
   const taskQueue = `wf-test-${++taskQueueCounter}`;
-  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowsPath, activities: { runStage, stageCache }, ...STAGE_WORKER_OPTIONS });
+  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowsPath, activities: { runStage, stageCache, writeReport }, ...STAGE_WORKER_OPTIONS });
   const workflowId = `${cfg.name}-${taskQueue}`;
   return worker.runUntil(async () => {
     const handle = await env.client.workflow.start(lawgptPipeline, { workflowId, taskQueue, args: [cfg] });
@@ -157,6 +163,65 @@ describe('lawgptPipeline', () => {
     expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base', 'vocab', 'pretrain']);
     expect(status.stages).toMatchObject({ pretrain: 'failed', sft: 'pending', eval: 'pending' });
     expect(description.typedSearchAttributes.get(STAGE_KEY)).toBe('pretrain:failed');
+  });
+
+  it('writes the run report when the run ends, with what every stage did, and says where', async () => {
+    const writeReport = vi.fn(fakeReport);
+    const { value, handle } = await run(async (task) => fakeStage(task), config({ stages: ['base', 'vocab'] }), undefined, noCache, writeReport);
+
+    expect(writeReport).toHaveBeenCalledTimes(1);
+    const snapshot = writeReport.mock.calls[0][0];
+    expect(snapshot).toMatchObject({ runId: handle.workflowId, config: { name: 'demo' }, stages: { base: 'completed', vocab: 'completed', pretrain: 'skipped' } });
+    expect(Object.keys(snapshot.results)).toEqual(['base', 'vocab']);
+    expect(snapshot.error).toBeUndefined();
+    expect(value!.report).toBe(reportAt(snapshot));
+  });
+
+  it('writes the report of a failed run too, with why it failed', async () => {
+    const writeReport = vi.fn(fakeReport);
+    const runStage = async (task: StageTask) => {
+      if (task.stage === 'vocab') throw ApplicationFailure.nonRetryable('no corpus', 'InvalidInput');
+      return fakeStage(task);
+    };
+    const { error } = await run(runStage, config({ stages: ['base', 'vocab'] }), undefined, noCache, writeReport);
+
+    expect(error).toBeInstanceOf(WorkflowFailedError);
+    expect(writeReport.mock.calls[0][0]).toMatchObject({ error: 'stage vocab failed: no corpus', stages: { base: 'completed', vocab: 'failed' } });
+  });
+
+  it('completes a run whose report cannot be written, without a report', async () => {
+    const writeReport = vi.fn(async () => {
+      throw ApplicationFailure.nonRetryable('S3 is gone');
+    });
+    const { value, error } = await run(async (task) => fakeStage(task), config({ stages: ['base'] }), undefined, noCache, writeReport);
+
+    expect(error).toBeUndefined();
+    expect(writeReport).toHaveBeenCalledTimes(1);
+    expect(value!.report).toBeUndefined();
+    expect(Object.keys(value!.stages)).toEqual(['base']);
+  });
+
+  it('runs a stage on the task queue the config names, on the trainer worker polling it, and the rest on the orchestrator', async () => {
+    const taskQueue = `wf-test-${++taskQueueCounter}`;
+    const gpuQueue = `${taskQueue}-gpu`;
+    const ranOn: Record<string, string> = {};
+    const runStage = async (task: StageTask) => {
+      ranOn[task.stage] = Context.current().info.taskQueue;
+      return fakeStage(task);
+    };
+    const activities = { runStage, stageCache: noCache, writeReport: fakeReport } as unknown as ReturnType<typeof createActivities>;
+    const orchestrator = await Worker.create({ connection: env.nativeConnection, ...workerOptions({ LAWGPT_TASK_QUEUE: taskQueue, LAWGPT_WORKER_ROLE: 'orchestrator', LAWGPT_WORKER_SLOTS: 1 }, activities) });
+    const trainerOptions = workerOptions({ LAWGPT_TASK_QUEUE: gpuQueue, LAWGPT_WORKER_ROLE: 'trainer', LAWGPT_WORKER_SLOTS: 2 }, activities);
+    expect(Object.keys(trainerOptions.activities!)).toEqual(['runStage']);
+    expect(trainerOptions.workflowsPath).toBeUndefined();
+    const trainer = await Worker.create({ connection: env.nativeConnection, ...trainerOptions });
+    const stopTrainer = inBackground(trainer);
+
+    const cfg = config({ stages: ['base', 'vocab', 'pretrain', 'sft'], runtime: { task_queues: { pretrain: gpuQueue, sft: gpuQueue } } });
+    await orchestrator.runUntil(env.client.workflow.execute(lawgptPipeline, { workflowId: `queues-${taskQueue}`, taskQueue, args: [cfg] }));
+    await stopTrainer();
+
+    expect(ranOn).toEqual({ base: taskQueue, vocab: taskQueue, pretrain: gpuQueue, sft: gpuQueue });
   });
 
   it('retries a stage that fails for a transient reason, up to max_attempts', async () => {
@@ -277,7 +342,7 @@ describe('lawgptPipeline on a server that asks for continue-as-new early', () =>
 
   it('starts a fresh history between stages and carries the finished stages over', async () => {
     const runStage = vi.fn(async (task: StageTask) => fakeStage(task));
-    const worker = await Worker.create({ connection: small.nativeConnection, taskQueue: 'can', workflowsPath, activities: { runStage, stageCache: noCache } });
+    const worker = await Worker.create({ connection: small.nativeConnection, taskQueue: 'can', workflowsPath, activities: { runStage, stageCache: noCache, writeReport: fakeReport } });
     const result = await worker.runUntil(small.client.workflow.execute(lawgptPipeline, { workflowId: 'can', taskQueue: 'can', args: [config()] }));
 
     expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base', 'vocab', 'pretrain', 'sft', 'eval']);

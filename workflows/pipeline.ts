@@ -12,12 +12,15 @@ import {
   condition,
   continueAsNew,
   isCancellation,
+  log,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import type { createReportActivities } from '../activities/report.js';
 import type { createStageActivities } from '../activities/stage.js';
 import type { RunConfig } from '../common/config.js';
 import { gateFailures } from '../common/gates.js';
@@ -37,19 +40,38 @@ export interface CarriedOver {
  * the history limit; `carried` brings the finished stages (and a pause) into the new execution.
  */
 export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = { finished: {}, paused: false }): Promise<PipelineResult> {
-  const { runStage } = proxyActivities<ReturnType<typeof createStageActivities>>({
-    startToCloseTimeout: `${config.runtime.stage_timeout_minutes} minutes`,
-    heartbeatTimeout: `${config.runtime.heartbeat_timeout_seconds} seconds`,
-    retry: { maximumAttempts: config.runtime.max_attempts, nonRetryableErrorTypes: ['InvalidInput', 'ContractViolation'] },
-    // On cancel, wait while the stage stops its trainer and commits a final checkpoint.
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-  });
+  // A stage runs on its own task queue where the config names one (GPU stages on GPU workers).
+  const runStageOf = (stage: StageName) =>
+    proxyActivities<ReturnType<typeof createStageActivities>>({
+      startToCloseTimeout: `${config.runtime.stage_timeout_minutes} minutes`,
+      heartbeatTimeout: `${config.runtime.heartbeat_timeout_seconds} seconds`,
+      retry: { maximumAttempts: config.runtime.max_attempts, nonRetryableErrorTypes: ['InvalidInput', 'ContractViolation'] },
+      // On cancel, wait while the stage stops its trainer and commits a final checkpoint.
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+      ...(config.runtime.task_queues?.[stage] && { taskQueue: config.runtime.task_queues[stage] }),
+    }).runStage;
   // Looking up the stage cache lists S3 objects: quick, but worth a few retries.
   const { stageCache } = proxyActivities<ReturnType<typeof createStageActivities>>({
     startToCloseTimeout: '10 minutes',
     retry: { maximumAttempts: 5 },
   });
+  // The report reads what the run left in S3; a run whose report cannot be written still did its work.
+  const { writeReport } = proxyActivities<ReturnType<typeof createReportActivities>>({
+    startToCloseTimeout: '10 minutes',
+    retry: { maximumAttempts: 3 },
+  });
   const status = trackStatus(config);
+  /** Writes the run report (runs started before reports existed replay without one) and says where. */
+  const report = async (error?: string): Promise<{ report?: string }> => {
+    if (!patched('run-report')) return {};
+    try {
+      const { stages, results } = status.current;
+      return { report: await writeReport.executeWithOptions({ summary: 'run report' }, [{ runId: workflowInfo().workflowId, config, stages, results, ...(error && { error }) }]) };
+    } catch (err) {
+      log.warn(`the run report could not be written: ${(err as Error).message}`);
+      return {};
+    }
+  };
   const pause = pauseControl({ onPause: () => status.pause(true), onResume: () => status.pause(false), status: () => status.current }, carried.paused);
   // Older histories' configs predate `artifacts` and `gates`.
   const done: StageOutputs = { ...(config.artifacts ?? {}) };
@@ -74,7 +96,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
       // Approval is for spending the stage's compute: a cached stage spends none.
       if (!cache.hit && stage === config.runtime.approve_before) await approval.wait(stage, config.runtime.approval_timeout_hours);
       const summary = `${stage} on ${Object.values(task.inputs).join(', ') || 'no inputs'}`;
-      result = cache.hit ?? (await pause.run(() => runStage.executeWithOptions({ summary }, [task])));
+      result = cache.hit ?? (await pause.run(() => runStageOf(stage).executeWithOptions({ summary }, [task])));
     } catch (err) {
       if (isCancellation(err)) {
         status.end(stage, 'cancelled');
@@ -82,8 +104,10 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
       }
       status.end(stage, 'failed');
       const cause = err instanceof ActivityFailure && err.cause ? err.cause : err;
+      const message = `stage ${stage} failed: ${(cause as Error).message}`;
+      await report(message);
       throw ApplicationFailure.create({
-        message: `stage ${stage} failed: ${(cause as Error).message}`,
+        message,
         type: 'StageFailed',
         nonRetryable: true,
         cause: err as Error,
@@ -93,12 +117,14 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
     const failures = gateFailures(stage, result.metrics, config.gates?.[stage]);
     if (failures.length) {
       status.gateFailed(result);
-      throw ApplicationFailure.create({ message: `gate after ${stage}: ${failures.join('; ')}`, type: 'GateFailed', nonRetryable: true });
+      const message = `gate after ${stage}: ${failures.join('; ')}`;
+      await report(message);
+      throw ApplicationFailure.create({ message, type: 'GateFailed', nonRetryable: true });
     }
     done[stage] = result.outputs;
     status.complete(result);
   }
-  return status.result();
+  return { ...status.result(), ...(await report()) };
 }
 
 /**

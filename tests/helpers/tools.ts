@@ -19,4 +19,13 @@ export const tools = {
   get mc() {
     return required('LAWGPT_MC_BIN');
   },
+  get chromium() {
+    return required('LAWGPT_CHROMIUM_BIN');
+  },
+  get compose() {
+    return required('LAWGPT_COMPOSE_BIN');
+  },
+  get hadolint() {
+    return required('LAWGPT_HADOLINT_BIN');
+  },
 };

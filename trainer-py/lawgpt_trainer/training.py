@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from lawgpt_trainer import checkpoints, deepspeed_config, devices, distributed, running_version
+from lawgpt_trainer import checkpoints, contract, deepspeed_config, devices, distributed, running_version
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
 CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = contract.schema()["tensorboard_dir"]
 
 
 def precision(deepspeed: dict | None) -> dict:
@@ -132,6 +133,8 @@ def arguments(request: dict, evaluates: bool) -> TrainingArguments:
         extra["deepspeed"] = deepspeed_config.generate(deepspeed, config["micro_batch_size"], accumulation, processes)
         if deepspeed["gradient_checkpointing"]:
             extra.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5 takes the TensorBoard folder from the environment only.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(request["output_dir"]) / TENSORBOARD_DIR)
     args = TrainingArguments(
         output_dir=str(Path(request["output_dir"]) / CHECKPOINTS_DIR),
         # `epochs`, when set, decides the length instead of max_steps (-1: no step limit).
@@ -148,7 +151,7 @@ def arguments(request: dict, evaluates: bool) -> TrainingArguments:
         eval_strategy="steps" if evaluates else "no",
         eval_steps=config["checkpoint_steps"],
         per_device_eval_batch_size=config["micro_batch_size"],
-        report_to=[],
+        report_to=["tensorboard"],
         disable_tqdm=True,
         seed=config["seed"],
         data_seed=config["seed"],
