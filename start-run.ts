@@ -123,7 +123,7 @@ function program(): Command {
     .action(async (run: string, options: { out?: string }) => {
       const env = settings();
       const out = options.out ?? `${run}.report.html`;
-      print(await fetchReport(await temporal(), createS3Client(env), run, () => trainerVersion(env.LAWGPT_PYTHON), out));
+      print(await fetchReport(await temporal(), createS3Client(env), run, out));
     });
   for (const [action, description] of [
     ['cancel', 'cancel a run: its stage commits a checkpoint and stops'],

@@ -28,8 +28,10 @@ async function main() {
   });
   console.log(`${settings.LAWGPT_WORKER_ROLE} worker polling task queue '${settings.LAWGPT_TASK_QUEUE}' on ${settings.TEMPORAL_ADDRESS}, ${settings.LAWGPT_WORKER_SLOTS} stage(s) at a time`);
   const health = settings.LAWGPT_HEALTH_FILE;
-  const alive = health ? setInterval(() => worker.getState() === 'RUNNING' && void writeFile(health, new Date().toISOString()), 30_000) : undefined;
-  if (health) await writeFile(health, new Date().toISOString());
+  // A failed write only makes the container look unhealthy; it must not stop the worker.
+  const touch = (file: string) => writeFile(file, new Date().toISOString()).catch((err: Error) => console.warn(`could not touch ${file}: ${err.message}`));
+  const alive = health ? setInterval(() => worker.getState() === 'RUNNING' && void touch(health), 30_000) : undefined;
+  if (health) await touch(health);
   // SIGTERM or SIGINT shut the worker down gracefully (the SDK's default signals): a running stage
   // stops its trainer, commits a final checkpoint and hands the stage back for another worker.
   await worker.run();

@@ -4,6 +4,7 @@
 // PDSH_SSH_ARGS_APPEND), which then need this worker's Python environment and work folder at the
 // same paths, and get the environment in DEEPSPEED_ENV_FILE (see the README's "Several nodes").
 import type { DeepSpeedConfig } from '../common/config.js';
+import { SECRET_NAME } from '../common/settings.js';
 import type { StageName } from '../common/stages.js';
 
 /** DeepSpeed's hostfile format: one `<host> slots=<processes>` line per host. */
@@ -41,7 +42,7 @@ const FOR_REMOTE_RANKS = /^(DS_\w+|TORCH\w*|HF_\w+|TRANSFORMERS_\w+|OMP_\w+|MKL_
 
 /** DEEPSPEED_ENV_FILE's lines (`NAME=value`) for the ranks on other hosts, from the trainer's environment. */
 export function remoteRankEnv(env: NodeJS.ProcessEnv): string {
-  const lines = Object.entries(env).filter(([name, value]) => FOR_REMOTE_RANKS.test(name) && value !== undefined && !value.includes('\n'));
+  const lines = Object.entries(env).filter(([name, value]) => FOR_REMOTE_RANKS.test(name) && !SECRET_NAME.test(name) && value !== undefined && !value.includes('\n'));
   return lines.map(([name, value]) => `${name}=${value}\n`).join('');
 }
 

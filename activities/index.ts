@@ -1,10 +1,11 @@
 // Every activity a pipeline worker runs, and what a worker of each role (LAWGPT_WORKER_ROLE) polls.
+import { fileURLToPath } from 'node:url';
 import type { WorkerOptions } from '@temporalio/worker';
 import type { Settings } from '../common/settings.js';
 import { createReportActivities } from './report.js';
 import { createStageActivities, STAGE_WORKER_OPTIONS, type StageDeps } from './stage.js';
 
-const WORKFLOWS_PATH = new URL('../workflows/index.ts', import.meta.url).pathname;
+const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
 export function createActivities(deps: StageDeps) {
   return { ...createStageActivities(deps), ...createReportActivities(deps) };

@@ -2,21 +2,21 @@
 // beside the run's artifacts, s3://<bucket>/runs/<runId>/report/{index.html,report.json}.
 import type { S3Client } from '@aws-sdk/client-s3';
 import { REPORT_DATA, REPORT_PAGE, reportPrefix, type RunSnapshot } from '../common/report.js';
+import type { Settings } from '../common/settings.js';
 import { collectReport } from '../report/collect.js';
 import { renderPage } from '../report/page.js';
-import { gitCommit } from '../report/provenance.js';
+import { gitCommit } from './provenance.js';
 import { putJson, putText, s3Uri } from './s3.js';
 import { refused } from './stage.js';
 
 export interface ReportDeps {
   s3: S3Client;
-  trainerVersion: () => Promise<string>;
+  settings?: Partial<Pick<Settings, 'LAWGPT_GIT_COMMIT'>>;
 }
 
 /** The report of a run as it stands: its JSON and its page. */
 export async function buildReport(deps: ReportDeps, snapshot: RunSnapshot) {
-  const provenance = { gitCommit: await gitCommit(), trainerVersion: await deps.trainerVersion() };
-  const report = await collectReport(deps.s3, snapshot, provenance, new Date());
+  const report = await collectReport(deps.s3, snapshot, await gitCommit(deps.settings?.LAWGPT_GIT_COMMIT), new Date());
   return { report, page: renderPage(report) };
 }
 

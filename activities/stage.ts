@@ -10,21 +10,23 @@ import type { Client } from '@temporalio/client';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describeIssues } from '../common/config.js';
 import { CONTRACT_VERSION, EXIT_INVALID_INPUT, TENSORBOARD_DIR, TrainerRequest, type TrainerEvent } from '../common/contract.js';
+import { lineageKey, type StageLineage } from '../common/report.js';
 import type { StageProgress, StageResult, StageTask, StageUsage } from '../common/run.js';
 import type { Settings } from '../common/settings.js';
 import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
 import { cacheKey, inputObjects, inputsHash, lookupStage, recordStage } from './stage-cache.js';
-import { deletePrefix, downloadArtifact, isRefusal, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
+import { deletePrefix, downloadArtifact, isRefusal, putJson, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
 import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.js';
 import { hostfile } from './deepspeed-launch.js';
+import { gitCommit } from './provenance.js';
 import { stageMetrics } from './stage-metrics.js';
 import { launchTrainer } from './trainer-process.js';
 
 export interface StageDeps {
   s3: S3Client;
-  settings: Pick<Settings, 'LAWGPT_PYTHON' | 'LAWGPT_WORK_DIR'>;
+  settings: Pick<Settings, 'LAWGPT_PYTHON' | 'LAWGPT_WORK_DIR'> & Partial<Pick<Settings, 'LAWGPT_GIT_COMMIT'>>;
   /** Used to send progress to the workflow; without it progress only reaches heartbeats and logs. */
   temporal?: Client;
   /**
@@ -95,7 +97,7 @@ export const STAGE_WORKER_OPTIONS = {
   // A cancel reaches an activity only with a heartbeat's answer, and heartbeats are throttled
   // (by default up to 60 s): keep that short so a cancelled trainer stops within seconds.
   maxHeartbeatThrottleInterval: '5 seconds',
-  // One stage at a time: a training stage wants the whole machine.
+  // One stage at a time: a training stage wants the whole machine (worker.ts takes LAWGPT_WORKER_SLOTS).
   maxConcurrentActivityTaskExecutions: 1,
 } as const;
 
@@ -149,6 +151,7 @@ export function createStageActivities(deps: StageDeps) {
       const started = Date.now();
       const { completed, trainerVersion } = await runTrainer(task, requestPath, work, reporter, named, cachedBlocks ? undefined : blocksFor);
       const result = { ...(await publish(task, work, completed)), usage: usageOf(completed.metrics, (Date.now() - started) / 1000) };
+      await putJson(deps.s3, s3Uri(task.bucket, lineageKey(task.runId, task.stage)), await lineage(task, objects, trainerVersion));
       await recordStage(deps.s3, task, cacheKey(task, objects, trainerVersion), result).catch((err: Error) =>
         ctx.log.warn(`stage ${task.stage}: could not record it in the stage cache (${err.message})`),
       );
@@ -177,7 +180,8 @@ export function createStageActivities(deps: StageDeps) {
     const out = join(work, 'out');
     let trainerVersion = '';
     let blocksUpload: Promise<unknown> = Promise.resolve();
-    const metrics = stageMetrics(deps.s3, task, ctx.info.attempt, join(out, TENSORBOARD_DIR), (m) => ctx.log.warn(m));
+    const attempt = { scheduledMs: ctx.info.currentAttemptScheduledTimestampMs, number: ctx.info.attempt };
+    const metrics = stageMetrics(deps.s3, task, attempt, join(out, TENSORBOARD_DIR), (m) => ctx.log.warn(m));
     const uploader = new CheckpointUploader(deps.s3, checkpointsPrefix(task), task.runtime.keep_checkpoints, {
       committed(c) {
         ctx.log.info(`stage ${task.stage}: checkpoint-${c.step} committed to ${c.uri}`);
@@ -225,6 +229,16 @@ export function createStageActivities(deps: StageDeps) {
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw stopped(task, ctx.cancellationSignal.reason);
     return { completed: outcome(task, exit, uploader.committed !== undefined, named), trainerVersion };
+  }
+
+  /** What the stage read (exactly the objects downloaded) and the code that ran it. */
+  async function lineage(task: StageTask, objects: Record<string, ObjectInfo[]>, trainerVersion: string): Promise<StageLineage> {
+    return {
+      stage: task.stage,
+      inputs: Object.entries(task.inputs).map(([name, uri]) => ({ name, uri, objects: objects[name] })),
+      trainer_version: trainerVersion,
+      git_commit: await gitCommit(deps.settings.LAWGPT_GIT_COMMIT),
+    };
   }
 
   async function publish(task: StageTask, work: string, completed: Extract<TrainerEvent, { event: 'completed' }>): Promise<StageResult> {

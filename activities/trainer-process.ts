@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { createInterface } from 'node:readline';
 import type { DeepSpeedConfig } from '../common/config.js';
+import { SECRET_NAME } from '../common/settings.js';
 import { TrainerEvent } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
 import { join } from 'node:path';
@@ -46,10 +47,9 @@ export interface TrainerExit {
 // launcher reaches other nodes with) are passed down, and never one that looks like a secret, so
 // nothing secret can reach its logs.
 const PASSED_ENV = /^(PATH|HOME|USER|LANG|LC_\w+|TZ|TMPDIR|LD_LIBRARY_PATH|PYTHON\w*|CUDA\w*|NVIDIA\w*|NCCL\w*|HF_\w+|TRANSFORMERS_\w+|TORCH\w*|OMP_\w+|MKL_\w+|TOKENIZERS_PARALLELISM|DS_\w+|SSH_AUTH_SOCK|PDSH_\w+)$/;
-const SECRET_ENV = /SECRET|TOKEN|PASSWORD|CREDENTIAL|(^|_)KEY($|_)/i;
 
 export function trainerEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  const passed = Object.entries(env).filter(([name]) => PASSED_ENV.test(name) && !SECRET_ENV.test(name));
+  const passed = Object.entries(env).filter(([name]) => PASSED_ENV.test(name) && !SECRET_NAME.test(name));
   return { ...Object.fromEntries(passed), PYTHONUNBUFFERED: '1', HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '1' };
 }
 

@@ -10,7 +10,7 @@ import { REPORT_DATA, REPORT_PAGE, reportPrefix } from '../common/report.js';
 import { STAGES } from '../common/stages.js';
 import { CliError, configOf, EXIT, existing, stagesOf } from './runs.js';
 
-export async function fetchReport(client: Client, s3: S3Client, id: string, trainerVersion: () => Promise<string>, out: string): Promise<string> {
+export async function fetchReport(client: Client, s3: S3Client, id: string, out: string): Promise<string> {
   const { handle, description } = await existing(client, id);
   const state = description.status.name.toLowerCase();
   const config = await configOf(client, handle);
@@ -22,7 +22,7 @@ export async function fetchReport(client: Client, s3: S3Client, id: string, trai
     const { stages, results, error } = await stagesOf(handle, state);
     if (error && !Object.keys(results).length) throw new CliError(`run ${id} ${state} without a report (${error}), and its stages' results are not known`, EXIT.runFailed);
     const known = Object.fromEntries(STAGES.map((s) => [s, stages[s] ?? (config.stages.includes(s) ? 'pending' : 'skipped')])) as Parameters<typeof buildReport>[1]['stages'];
-    const built = await buildReport({ s3, trainerVersion }, { runId: id, config, stages: known, results });
+    const built = await buildReport({ s3 }, { runId: id, config, stages: known, results });
     page = built.page;
     data = JSON.stringify(built.report);
   }

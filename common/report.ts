@@ -1,14 +1,19 @@
 // A run's report, and the per-stage curves it is drawn from: where they live in S3 and what they
 // hold. Types and pure functions only, so that workflow code can import it.
-//   s3://<bucket>/runs/<runId>/<stage>/metrics/attempt-<n>.jsonl   the trainer's progress events and the committed checkpoints, one file per attempt
-//   s3://<bucket>/runs/<runId>/<stage>/tensorboard/                 the trainer's TensorBoard event files (contract's TENSORBOARD_DIR)
-//   s3://<bucket>/runs/<runId>/report/index.html, report.json       the run report: the page, and every number on it
+//   s3://<bucket>/runs/<runId>/<stage>/metrics/<scheduled ms>-attempt-<n>/part-<k>.jsonl
+//        the trainer's progress events and the committed checkpoints, per attempt, in parts
+//   s3://<bucket>/runs/<runId>/<stage>/tensorboard/       the trainer's TensorBoard event files (contract's TENSORBOARD_DIR)
+//   s3://<bucket>/runs/<runId>/<stage>/lineage.json       what the stage read, and the code that ran it (StageLineage)
+//   s3://<bucket>/runs/<runId>/report/index.html, report.json   the run report: the page, and every number on it
 import type { RunConfig } from './config.js';
 import type { StageState, StageResult, StageUsage } from './run.js';
 import type { StageName } from './stages.js';
 
 export const metricsPrefix = (runId: string, stage: StageName) => `runs/${runId}/${stage}/metrics/`;
-export const metricsKey = (runId: string, stage: StageName, attempt: number) => `${metricsPrefix(runId, stage)}attempt-${attempt}.jsonl`;
+// Zero-padded, so that attempts and parts sort as text in the order they were written.
+export const metricsPartKey = (runId: string, stage: StageName, attempt: { scheduledMs: number; number: number }, part: number) =>
+  `${metricsPrefix(runId, stage)}${String(attempt.scheduledMs).padStart(13, '0')}-attempt-${attempt.number}/part-${String(part).padStart(5, '0')}.jsonl`;
+export const lineageKey = (runId: string, stage: StageName) => `runs/${runId}/${stage}/lineage.json`;
 export const tensorboardPrefix = (runId: string, stage: StageName) => `runs/${runId}/${stage}/tensorboard/`;
 export const reportPrefix = (runId: string) => `runs/${runId}/report/`;
 export const REPORT_PAGE = 'index.html';
@@ -69,6 +74,14 @@ export interface InputLineage {
   objects: { key: string; size: number; etag: string }[];
 }
 
+/** lineage.json: written by the worker that completed the stage, from what it downloaded and ran. */
+export interface StageLineage {
+  stage: StageName;
+  inputs: InputLineage[];
+  trainer_version: string;
+  git_commit: string;
+}
+
 /** report.json: every number the page shows, and where the run came from. */
 export interface RunReport {
   report_version: 1;
@@ -94,8 +107,9 @@ export interface RunReport {
   lineage: {
     config_hash: string;
     config: RunConfig;
-    inputs: InputLineage[];
-    git_commit: string;
-    trainer_version: string;
+    /** Per stage that ran (or, for a cached one, in the run that made its outputs). */
+    stages: StageLineage[];
+    /** The code that wrote this report. */
+    report_git_commit: string;
   };
 }

@@ -38,10 +38,14 @@ const Settings = z.object({
   LAWGPT_WEBHOOK_TRIGGERS: z.string().default('configs/triggers.json'),
   // A file the worker touches every 30 s while it polls: a container's health check (infra/gpu-worker.Dockerfile).
   LAWGPT_HEALTH_FILE: z.string().optional(),
+  // The commit the worker's code was built from, for run reports, where it has no .git (an image).
+  LAWGPT_GIT_COMMIT: z.string().optional(),
   // The worker's log level; DEBUG adds every line trainers write to stderr.
   LAWGPT_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });
 export type Settings = z.infer<typeof Settings>;
+// Names of environment variables that hold secrets: never passed to a trainer, nor to other hosts.
+export const SECRET_NAME = /SECRET|TOKEN|PASSWORD|CREDENTIAL|(^|_)KEY($|_)/i;
 /** Every variable the settings read (deployment files are checked against them). */
 export const SETTING_NAMES = Object.keys(Settings.shape);
 

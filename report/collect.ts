@@ -1,20 +1,15 @@
 // Gathers a run's report (common/report.ts) from what the run knows of itself (its stages and their
-// results) and what it left in S3: the stages' metrics files, the checkpoints kept, eval's
-// report.json and the input objects.
+// results) and what it left in S3: the stages' metrics, lineage records and kept checkpoints, and
+// eval's report.json.
 import type { S3Client } from '@aws-sdk/client-s3';
 import { keptCheckpoints, checkpointsPrefix } from '../activities/checkpoints.js';
 import { getText, listKeys, s3Uri } from '../activities/s3.js';
-import { contentHash, inputObjects } from '../activities/stage-cache.js';
-import { metricsPrefix, tensorboardPrefix, type CurvePoint, type InputLineage, type MetricsRecord, type RunReport, type RunSnapshot, type StageReport } from '../common/report.js';
+import { contentHash } from '../activities/stage-cache.js';
+import { lineageKey, metricsPrefix, tensorboardPrefix, type CurvePoint, type MetricsRecord, type RunReport, type RunSnapshot, type StageLineage, type StageReport } from '../common/report.js';
 import { usageTotals } from '../common/run.js';
 import type { StageName } from '../common/stages.js';
 
-export interface Provenance {
-  gitCommit: string;
-  trainerVersion: string;
-}
-
-const ATTEMPT = /attempt-(\d+)\.jsonl$/;
+const PART = /metrics\/(\d+-attempt-\d+)\/part-\d+\.jsonl$/;
 
 /**
  * A stage's curve from its metrics files: attempts in order, a later attempt's step replacing an
@@ -36,15 +31,16 @@ export function mergeCurve(attempts: MetricsRecord[][]): CurvePoint[] {
   return [...points.values()].sort((a, b) => a.step - b.step);
 }
 
+/** A stage's metrics parts, grouped by attempt; names are zero-padded, so text order is the order written. */
 async function readCurve(s3: S3Client, bucket: string, runId: string, stage: StageName): Promise<CurvePoint[]> {
-  const keys = (await listKeys(s3, s3Uri(bucket, metricsPrefix(runId, stage)))).filter((k) => ATTEMPT.test(k));
-  keys.sort((a, b) => Number(ATTEMPT.exec(a)![1]) - Number(ATTEMPT.exec(b)![1]));
-  const attempts = [];
+  const keys = (await listKeys(s3, s3Uri(bucket, metricsPrefix(runId, stage)))).filter((k) => PART.test(k)).sort();
+  const attempts = new Map<string, MetricsRecord[]>();
   for (const key of keys) {
     const text = (await getText(s3, s3Uri(bucket, key))) ?? '';
-    attempts.push(text.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line) as MetricsRecord));
+    const attempt = PART.exec(key)![1];
+    attempts.set(attempt, [...(attempts.get(attempt) ?? []), ...text.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line) as MetricsRecord)]);
   }
-  return mergeCurve(attempts);
+  return mergeCurve([...attempts.values()]);
 }
 
 async function stageReport(s3: S3Client, snapshot: RunSnapshot, stage: StageName): Promise<StageReport> {
@@ -67,18 +63,16 @@ async function stageReport(s3: S3Client, snapshot: RunSnapshot, stage: StageName
   };
 }
 
-/** Every URI the run read that no stage of it wrote: its data, and the artifacts it was given. */
-function inputUris(config: RunSnapshot['config']): Record<string, string> {
-  const { corpus, dialogue, exam, instructions, vocab_words } = config.data;
-  const data = { corpus, dialogue, exam, instructions, vocab_words };
-  const artifacts = Object.entries(config.artifacts ?? {}).flatMap(([stage, outputs]) => Object.entries(outputs ?? {}).map(([name, uri]) => [`artifacts.${stage}.${name}`, uri]));
-  return Object.fromEntries([...Object.entries(data).map(([name, uri]) => [`data.${name}`, uri]), ...artifacts].filter((e): e is [string, string] => typeof e[1] === 'string'));
-}
-
-async function lineageInputs(s3: S3Client, config: RunSnapshot['config']): Promise<InputLineage[]> {
-  const uris = inputUris(config);
-  const objects = await inputObjects(s3, uris);
-  return Object.entries(uris).map(([name, uri]) => ({ name, uri, objects: objects[name] }));
+/** The lineage records of the stages that completed, each from the run that ran it. */
+async function stageLineages(s3: S3Client, snapshot: RunSnapshot): Promise<StageLineage[]> {
+  const found = [];
+  for (const stage of snapshot.config.stages) {
+    const result = snapshot.results[stage];
+    if (!result) continue;
+    const text = await getText(s3, s3Uri(snapshot.config.bucket, lineageKey(result.cachedFrom ?? snapshot.runId, stage)));
+    if (text !== undefined) found.push(JSON.parse(text) as StageLineage);
+  }
+  return found;
 }
 
 async function evalReport(s3: S3Client, snapshot: RunSnapshot): Promise<Record<string, unknown> | undefined> {
@@ -90,7 +84,8 @@ async function evalReport(s3: S3Client, snapshot: RunSnapshot): Promise<Record<s
 
 const numberOr = (value: unknown) => (typeof value === 'number' ? value : undefined);
 
-export async function collectReport(s3: S3Client, snapshot: RunSnapshot, provenance: Provenance, now: Date): Promise<RunReport> {
+/** `reportCommit`: the code writing the report; each stage's lineage names the code that ran it. */
+export async function collectReport(s3: S3Client, snapshot: RunSnapshot, reportCommit: string, now: Date): Promise<RunReport> {
   const { config, results } = snapshot;
   const stages = [];
   for (const stage of config.stages) stages.push(await stageReport(s3, snapshot, stage));
@@ -133,9 +128,8 @@ export async function collectReport(s3: S3Client, snapshot: RunSnapshot, provena
     lineage: {
       config_hash: contentHash(config),
       config,
-      inputs: await lineageInputs(s3, config),
-      git_commit: provenance.gitCommit,
-      trainer_version: provenance.trainerVersion,
+      stages: await stageLineages(s3, snapshot),
+      report_git_commit: reportCommit,
     },
   };
 }

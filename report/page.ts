@@ -6,14 +6,20 @@ import { dirname, join } from 'node:path';
 import type { RunReport } from '../common/report.js';
 
 /** Chart.js's UMD build, with its licence header. */
-export function chartLibrary(): string {
+function chartLibrary(): string {
   const main = createRequire(import.meta.url).resolve('chart.js');
   return readFileSync(join(dirname(main), 'chart.umd.min.js'), 'utf8');
 }
 
 const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-// Inside <script>, only "</" (and "<!--") could end or confuse the element.
-const scriptSafe = (text: string) => text.replace(/<\//g, '<\\/').replace(/<!--/g, '<\\!--');
+// In JSON, "<" only occurs inside strings, where \u003c means the same: no "</script>" or
+// "<!--" of the run's text can then end or confuse the element that carries it.
+const jsonInScript = (value: unknown) => JSON.stringify(value).replace(/</g, '\\u003c');
+/** Code for a <script> element, which must not contain its end tag. */
+function scriptSafe(code: string): string {
+  if (/<\/script/i.test(code)) throw new Error('script code contains </script');
+  return code;
+}
 
 const fixed = (value: number | undefined, digits: number) => (value === undefined ? '—' : value.toFixed(digits));
 
@@ -62,19 +68,21 @@ function examTable(report: RunReport): string {
 
 function lineageSection(report: RunReport): string {
   const { lineage } = report;
-  const inputs = lineage.inputs.map((input) => {
-    const bytes = input.objects.reduce((sum, o) => sum + o.size, 0);
-    const objects = table(['object', 'bytes', 'ETag'], input.objects.map((o) => [`<code>${escapeHtml(o.key || '(the object itself)')}</code>`, o.size, `<code>${escapeHtml(o.etag)}</code>`]));
-    return `<details><summary><b>${escapeHtml(input.name)}</b> <code>${escapeHtml(input.uri)}</code>: ${input.objects.length} objects, ${bytes} bytes</summary>${objects}</details>`;
+  const stages = lineage.stages.map((stage) => {
+    const inputs = stage.inputs.map((input) => {
+      const bytes = input.objects.reduce((sum, o) => sum + o.size, 0);
+      const objects = table(['object', 'bytes', 'ETag'], input.objects.map((o) => [`<code>${escapeHtml(o.key || '(the object itself)')}</code>`, o.size, `<code>${escapeHtml(o.etag)}</code>`]));
+      return `<details><summary><b>${escapeHtml(input.name)}</b> <code>${escapeHtml(input.uri)}</code>: ${input.objects.length} objects, ${bytes} bytes</summary>${objects}</details>`;
+    });
+    const code = `trainer <code>${escapeHtml(stage.trainer_version)}</code>, git commit <code>${escapeHtml(stage.git_commit)}</code>`;
+    return `<h3>${stage.stage}</h3><p>${code}</p>${inputs.join('\n')}`;
   });
   return [
     table(['', ''], [
       ['config hash', `<code>${lineage.config_hash}</code>`],
-      ['git commit', `<code>${escapeHtml(lineage.git_commit)}</code>`],
-      ['trainer', `<code>${escapeHtml(lineage.trainer_version)}</code>`],
+      ['report written by git commit', `<code>${escapeHtml(lineage.report_git_commit)}</code>`],
     ]),
-    '<h3>Inputs</h3>',
-    ...inputs,
+    ...stages,
     '<details><summary>Config</summary><pre>' + escapeHtml(JSON.stringify(lineage.config, null, 2)) + '</pre></details>',
   ].join('\n');
 }
@@ -174,7 +182,7 @@ ${cacheSection(report)}
 ${checkpointsSection(report)}
 <h2>Lineage</h2>
 ${lineageSection(report)}
-<script type="application/json" id="report-data">${scriptSafe(JSON.stringify(report))}</script>
+<script type="application/json" id="report-data">${jsonInScript(report)}</script>
 <script>${scriptSafe(library)}</script>
 <script>${DRAW}</script>
 </body>

@@ -397,9 +397,9 @@ describe('chaos', () => {
       console.log(`the retried pretrain resumed from checkpoint-${pretrain.metrics.resumed_from_step} on both hosts and completed`);
       expect(pretrain.metrics.resumed_from_step).toBeGreaterThanOrEqual(committed);
       expect(pretrain.metrics.processes).toBe(2);
-      // The first attempt failed, the second completed: each left its metrics file.
-      const attempts = await listKeys(minio.client, 's3://lawgpt-chaos/runs/two-hosts/pretrain/metrics/');
-      expect(attempts.map((k) => k.split('/').pop()).sort()).toEqual(['attempt-1.jsonl', 'attempt-2.jsonl']);
+      // The first attempt failed, the second completed: each left its metrics.
+      const parts = await listKeys(minio.client, 's3://lawgpt-chaos/runs/two-hosts/pretrain/metrics/');
+      expect(parts.map((k) => /\d{13}-(attempt-\d)\/part-00000\.jsonl$/.exec(k)![1]).sort()).toEqual(['attempt-1', 'attempt-2']);
       // A committed checkpoint holds both ranks' state, every file hashed into its manifest.
       const [step] = (await committedSteps('two-hosts')).sort((a, b) => b - a);
       const manifest = JSON.parse((await getText(minio.client, `s3://lawgpt-chaos/runs/two-hosts/pretrain/checkpoints/checkpoint-${step}/manifest.json`))!);

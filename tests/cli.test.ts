@@ -67,7 +67,7 @@ beforeAll(async () => {
   [env, minio] = await Promise.all([startTemporal(), startMinio()]);
   work = await mkdtemp(join(tmpdir(), 'lawgpt-cli-'));
   await uploadDemoData(minio.client, parseRunConfig({ ...demo, bucket: BUCKET, data }).data, { statutes: 3, cases: 1, records: 10 });
-  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'cli', workflowsPath, activities: { runStage, stageCache: async () => ({}), ...createReportActivities({ s3: minio.client, trainerVersion: () => trainerVersion(tools.python) }) } });
+  const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'cli', workflowsPath, activities: { runStage, stageCache: async () => ({}), ...createReportActivities({ s3: minio.client }) } });
   stopWorker = inBackground(worker);
 });
 afterAll(async () => {

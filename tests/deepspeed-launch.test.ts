@@ -65,7 +65,7 @@ describe('DeepSpeed launch', () => {
   });
 
   it('gives the ranks on other hosts the runtime environment pdsh would not carry, and no more', async () => {
-    const lines = remoteRankEnv({ DS_ACCELERATOR: 'cpu', TORCH_EXTENSIONS_DIR: '/cache/ops', HF_HUB_OFFLINE: '1', PYTHONUNBUFFERED: '1', PATH: '/bin', LAWGPT_SUPERVISOR_PID: '42', AWS_SECRET_ACCESS_KEY: 's' });
+    const lines = remoteRankEnv({ DS_ACCELERATOR: 'cpu', TORCH_EXTENSIONS_DIR: '/cache/ops', HF_HUB_OFFLINE: '1', HF_TOKEN: 'hf_x', PYTHONUNBUFFERED: '1', PATH: '/bin', LAWGPT_SUPERVISOR_PID: '42', AWS_SECRET_ACCESS_KEY: 's' });
     expect(lines).toBe('DS_ACCELERATOR=cpu\nTORCH_EXTENSIONS_DIR=/cache/ops\nHF_HUB_OFFLINE=1\n');
     // Read back as the launcher reads it, into the exports of the command pdsh runs on each host.
     const path = join(work, '.deepspeed_env');

@@ -150,12 +150,22 @@ describe('the real pipeline', () => {
     expect(report.vocabulary!.pieces_added).toBeGreaterThan(0);
     expect(report.usage.tokens).toBe(Object.values(report.stages).reduce((sum, s) => sum + (s.usage?.tokens ?? 0), 0));
     expect(report.lineage.config_hash).toBe(contentHash(config));
-    const corpus = report.lineage.inputs.find((i) => i.name === 'data.corpus')!;
-    expect(corpus.uri).toBe(config.data.corpus);
-    expect(corpus.objects.length).toBeGreaterThan(0);
+    // Lineage per stage, from what its worker downloaded and ran: pretrain read the corpus and
+    // the base stage's model, and exactly the objects the stage listed.
+    expect(report.lineage.stages.map((s) => s.stage)).toEqual(['base', 'vocab', 'pretrain', 'sft', 'eval']);
+    const pretrainLineage = report.lineage.stages.find((s) => s.stage === 'pretrain')!;
+    expect(Object.fromEntries(pretrainLineage.inputs.map((i) => [i.name, i.uri]))).toEqual({
+      corpus: config.data.corpus,
+      tokenizer: 's3://lawgpt-e2e/runs/e2e-run/vocab/tokenizer/',
+      base_model: 's3://lawgpt-e2e/runs/e2e-run/base/model/',
+    });
+    const corpus = pretrainLineage.inputs.find((i) => i.name === 'corpus')!;
+    const listed = await listKeys(minio.client, config.data.corpus!);
+    expect(corpus.objects.map((o) => `datasets/tiny/corpus/${o.key}`).sort()).toEqual(listed.sort());
     for (const o of corpus.objects) expect(o.etag).toMatch(/\S/);
-    expect(report.lineage.git_commit).toMatch(/^[0-9a-f]{40}/);
-    expect(report.lineage.trainer_version).toBe(await trainerVersion(tools.python));
+    expect(pretrainLineage.git_commit).toMatch(/^[0-9a-f]{40}/);
+    expect(pretrainLineage.trainer_version).toBe(await trainerVersion(tools.python));
+    expect(report.lineage.report_git_commit).toBe(pretrainLineage.git_commit);
   });
 
   it('uploads TensorBoard event files that TensorBoard reads back with the logged losses', { timeout: 120_000 }, async () => {
@@ -167,7 +177,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 events = EventAccumulator(sys.argv[1]); events.Reload()
 print(json.dumps({tag: [[e.step, e.value] for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}))`;
     const scalars: Record<string, [number, number][]> = JSON.parse(execFileSync(tools.python, ['-c', read, local], { encoding: 'utf8' }));
-    const metrics = (await getText(minio.client, 's3://lawgpt-e2e/runs/e2e-run/pretrain/metrics/attempt-1.jsonl'))!
+    const [part] = await listKeys(minio.client, 's3://lawgpt-e2e/runs/e2e-run/pretrain/metrics/');
+    const metrics = (await getText(minio.client, `s3://lawgpt-e2e/${part}`))!
       .trim()
       .split('\n')
       .map((line) => JSON.parse(line) as MetricsRecord)

@@ -62,7 +62,7 @@ describe('renderPage', () => {
     ],
     bits_per_char: { final: 3 },
     usage: { gpu_hours: 0, cpu_hours: 0, tokens: 0 },
-    lineage: { config_hash: 'h', config, inputs: [], git_commit: 'c', trainer_version: 'v' },
+    lineage: { config_hash: 'h', config, stages: [], report_git_commit: 'c' },
   };
 
   it('draws a chart per curve and figure the run has, and none for what it lacks', () => {
@@ -70,11 +70,13 @@ describe('renderPage', () => {
   });
 
   it('keeps text from the run inert, in the HTML and in the embedded JSON', () => {
-    const page = renderPage(report, '/* chart library */');
+    const withComment = { ...report, error: `${hostile} <!-- then --> more` };
+    const page = renderPage(withComment, '/* chart library */');
     // Escaped where it is HTML; inside the JSON it cannot end its element early: three scripts end.
     expect(page).toContain('<h1>Run report: x&#60;/script&#62;&#60;script&#62;alert(1)&#60;/script&#62; (run-1)</h1>');
     expect(page.match(/<\/script>/g)).toHaveLength(3);
+    expect(page).not.toContain('<!--');
     const embedded = /<script type="application\/json" id="report-data">(.*?)<\/script>/s.exec(page)![1];
-    expect(JSON.parse(embedded).run_name).toBe(hostile);
+    expect(JSON.parse(embedded)).toEqual(withComment);
   });
 });

@@ -74,10 +74,15 @@ describe('runStage', () => {
     expect(usage).toMatchObject({ device: 'CPU', processes: 1, tokens: 0 });
     expect(usage!.wallSeconds).toBeGreaterThan(0);
     expect(usage!.deviceHours).toBeCloseTo(usage!.wallSeconds / 3600, 10);
-    expect(await listKeys(minio.client, 's3://lawgpt-test/runs/run-1/vocab/')).toEqual(['runs/run-1/vocab/metrics/attempt-1.jsonl', 'runs/run-1/vocab/tokenizer/pieces.txt']);
+    // The outputs, the stage's lineage, and its metrics (named by when the attempt was scheduled: 1 ms here).
+    const part = 'runs/run-1/vocab/metrics/0000000000001-attempt-1/part-00000.jsonl';
+    expect(await listKeys(minio.client, 's3://lawgpt-test/runs/run-1/vocab/')).toEqual(['runs/run-1/vocab/lineage.json', part, 'runs/run-1/vocab/tokenizer/pieces.txt']);
+    const lineage = JSON.parse((await getText(minio.client, 's3://lawgpt-test/runs/run-1/vocab/lineage.json'))!);
+    expect(lineage).toMatchObject({ stage: 'vocab', trainer_version: expect.any(String), git_commit: expect.any(String) });
+    expect(lineage.inputs.map((i: { name: string }) => i.name).sort()).toEqual(Object.keys(VOCAB_INPUTS).sort());
     expect(heartbeats).toContainEqual({ stage: 'vocab', step: 2, totalSteps: 2, loss: 1.5 });
     // Every progress event, kept for the run report however seldom the workflow heard of them.
-    const metrics = (await getText(minio.client, 's3://lawgpt-test/runs/run-1/vocab/metrics/attempt-1.jsonl'))!.trim().split('\n').map((line) => JSON.parse(line));
+    const metrics = (await getText(minio.client, `s3://lawgpt-test/${part}`))!.trim().split('\n').map((line) => JSON.parse(line));
     expect(metrics.at(-1)).toMatchObject({ event: 'progress', step: 2, total_steps: 2, loss: 1.5, time: expect.any(String) });
   });
 

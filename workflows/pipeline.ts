@@ -68,6 +68,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
       const { stages, results } = status.current;
       return { report: await writeReport.executeWithOptions({ summary: 'run report' }, [{ runId: workflowInfo().workflowId, config, stages, results, ...(error && { error }) }]) };
     } catch (err) {
+      if (isCancellation(err)) throw err;
       log.warn(`the run report could not be written: ${(err as Error).message}`);
       return {};
     }

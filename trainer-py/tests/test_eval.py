@@ -63,3 +63,10 @@ def test_the_pretrained_model_is_scored_on_the_exam_as_the_final_one(pipeline):
     # sft trained the final model on the other exam questions; the pretrained one saw none.
     assert metrics["pretrained_exam_answer_logprob"] != metrics["exam_answer_logprob"]
     assert 0 <= metrics["pretrained_exam_accuracy"] <= 1
+
+
+def test_the_report_stays_json_when_a_model_diverges():
+    from lawgpt_trainer.stages.eval import _finite
+
+    report = {"heldout_perplexity": math.inf, "answers": [{"scores": {"A": -math.inf, "B": -1.5}}], "loss": math.nan, "n": 3}
+    assert json.loads(json.dumps(_finite(report), allow_nan=False)) == {"heldout_perplexity": None, "answers": [{"scores": {"A": None, "B": -1.5}}], "loss": None, "n": 3}

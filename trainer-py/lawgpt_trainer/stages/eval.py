@@ -125,8 +125,20 @@ def run(request: dict, events) -> tuple[dict, dict]:
         "answers": answers,
     }
     (out / "report").mkdir(parents=True, exist_ok=True)
-    (out / "report" / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), "utf-8")
+    (out / "report" / "report.json").write_text(json.dumps(_finite(report), ensure_ascii=False, indent=2, allow_nan=False), "utf-8")
     return {"report": "report"}, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+def _finite(value):
+    """`value` with every NaN or infinity (a diverged model's perplexity, a -inf log-probability)
+    as None: JSON has no such numbers, and readers other than Python's refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 class Progress:
