@@ -11,7 +11,7 @@ import { metricsPartKey, tensorboardPrefix, type MetricsRecord } from '../common
 import { putText, s3Uri, uploadDir } from './s3.js';
 
 const UPLOAD_EVERY_MS = 60_000;
-export const PART_RECORDS = 5_000;
+const PART_RECORDS = 5_000;
 
 export function stageMetrics(s3: S3Client, task: Pick<StageTask, 'bucket' | 'runId' | 'stage'>, attempt: { scheduledMs: number; number: number }, tensorboardDir: string, warn: (message: string) => void) {
   const records: MetricsRecord[] = [];

@@ -68,7 +68,7 @@ export interface StageReport {
   tensorboard?: string;
 }
 
-export interface InputLineage {
+interface InputLineage {
   name: string;
   uri: string;
   objects: { key: string; size: number; etag: string }[];

@@ -133,7 +133,7 @@ describe('the real pipeline', () => {
     expect(Object.keys(seen.charts).sort()).toEqual(['bits-per-char', 'exam-by-model', 'exam-by-subject', 'loss-pretrain', 'loss-sft', 'usage', 'vocabulary']);
     for (const [chart, painted] of Object.entries(seen.charts)) expect(painted, chart).toBeGreaterThan(1000);
     // The page draws from the same JSON the run put beside it.
-    expect(page).toContain(JSON.stringify(report).replace(/<\//g, '<\\/'));
+    expect(JSON.parse(/<script type="application\/json" id="report-data">(.*?)<\/script>/s.exec(page)![1])).toEqual(report);
 
     // Every step the trainer logged, though the workflow heard of progress once a second at most.
     const curve = (stage: string) => report.stages.find((s) => s.stage === stage)!.curve;
