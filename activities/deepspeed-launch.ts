@@ -5,15 +5,14 @@
 // same paths, and get the environment in DEEPSPEED_ENV_FILE (see the README's "Several nodes").
 import type { DeepSpeedConfig } from '../common/config.js';
 import { SECRET_NAME } from '../common/settings.js';
-import type { StageName } from '../common/stages.js';
 
 /** DeepSpeed's hostfile format: one `<host> slots=<processes>` line per host. */
 export function hostfile(deepspeed: DeepSpeedConfig): string {
   return deepspeed.hosts.map((h) => `${h.host} slots=${h.slots}`).join('\n') + '\n';
 }
 
-/** Arguments for `python` that start the launcher, which runs `python -m lawgpt_trainer` per slot. */
-export function launcherArgs(deepspeed: DeepSpeedConfig, hostfilePath: string, stage: StageName, requestPath: string): string[] {
+/** Arguments for `python` that start the launcher, which runs `python -m lawgpt_trainer <trainer...>` per slot (see trainerArgs). */
+export function launcherArgs(deepspeed: DeepSpeedConfig, hostfilePath: string, trainer: string[]): string[] {
   return [
     '-m', 'deepspeed.launcher.runner',
     '--hostfile', hostfilePath,
@@ -29,7 +28,7 @@ export function launcherArgs(deepspeed: DeepSpeedConfig, hostfilePath: string, s
     // Ranks read LOCAL_RANK from the environment; the trainer's CLI takes no --local_rank.
     '--no_local_rank',
     '--log_level', 'warning',
-    '--module', 'lawgpt_trainer', stage, '--request', requestPath,
+    '--module', 'lawgpt_trainer', ...trainer,
   ];
 }
 

@@ -1,9 +1,10 @@
 // The `runStage` activity: one pipeline stage, start to finish, on this worker.
-//   download inputs (and the newest verified checkpoint) from S3 -> write the trainer request
-//   -> run the trainer, uploading its checkpoints as they come -> upload outputs to S3
+//   start the trainer (it imports its libraries meanwhile) and download inputs (and the newest
+//   verified checkpoint) from S3 -> write the trainer request -> the trainer runs, its checkpoints
+//   uploaded as they come -> upload outputs to S3
 // Progress flows three ways: heartbeats (liveness and cancellation), a throttled signal to the
 // workflow (its `status` query), and the worker's log.
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
@@ -101,6 +102,14 @@ export const STAGE_WORKER_OPTIONS = {
   maxConcurrentActivityTaskExecutions: 1,
 } as const;
 
+/** What the downloads tell the running trainer's event handling. */
+interface Prepared {
+  /** Local input paths in the trainer's messages, as the S3 objects they came from (s3Names). */
+  named: (text: string) => string;
+  /** Where tokenized blocks the trainer reports are cached; none when they came from the cache. */
+  blocksFor?: (version: string) => string;
+}
+
 export function createStageActivities(deps: StageDeps) {
   /** Downloads every input (all at once), exactly the objects `objects` lists for it. */
   async function fetchInputs(task: StageTask, objects: Record<string, ObjectInfo[]>, dir: string): Promise<Record<string, string>> {
@@ -131,25 +140,34 @@ export function createStageActivities(deps: StageDeps) {
       const objects = await inputObjects(deps.s3, task.inputs);
       const blocksFor = usesBlocks(task) ? (version: string) => blocksUri(task, objects, version) : undefined;
       const blocks = blocksFor?.(await deps.trainerVersion());
-      // Inputs, cached blocks and the checkpoint to resume from travel at the same time.
-      const [inputs, cachedBlocks, resume] = await allDone([
-        fetchInputs(task, objects, join(work, 'inputs')),
-        blocks && fetchBlocks(deps.s3, blocks, join(work, 'blocks')),
-        findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m)),
-      ]);
-      if (cachedBlocks) ctx.log.info(`stage ${task.stage}: tokenized blocks from the block cache ${blocks}`);
-      if (resume) ctx.log.info(`stage ${task.stage}: resuming from checkpoint-${resume.step}`);
-      const request = trainerRequest(task, { ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) }, join(work, 'out'), {
-        inputs_hash: inputsHash(objects),
-        stop_file: join(work, STOP_FILE),
-        ...(resume && { resume_from: resume.path }),
-      });
       const requestPath = join(work, 'request.json');
-      await writeFile(requestPath, JSON.stringify(request, null, 2));
-      const named = s3Names({ ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) }, { ...task.inputs, ...(blocks && { blocks }) });
+
+      // The trainer starts now and imports its libraries (seconds) while its inputs download.
+      async function prepare(): Promise<Prepared> {
+        // Inputs, cached blocks and the checkpoint to resume from travel at the same time.
+        const [inputs, cachedBlocks, resume] = await allDone([
+          fetchInputs(task, objects, join(work, 'inputs')),
+          blocks && fetchBlocks(deps.s3, blocks, join(work, 'blocks')),
+          findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m)),
+        ]);
+        if (cachedBlocks) ctx.log.info(`stage ${task.stage}: tokenized blocks from the block cache ${blocks}`);
+        if (resume) ctx.log.info(`stage ${task.stage}: resuming from checkpoint-${resume.step}`);
+        const request = trainerRequest(task, { ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) }, join(work, 'out'), {
+          inputs_hash: inputsHash(objects),
+          stop_file: join(work, STOP_FILE),
+          ...(resume && { resume_from: resume.path }),
+        });
+        // Renamed into place whole: the waiting trainer reads it the moment it appears.
+        await writeFile(`${requestPath}.part`, JSON.stringify(request, null, 2));
+        await rename(`${requestPath}.part`, requestPath);
+        return {
+          named: s3Names({ ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) }, { ...task.inputs, ...(blocks && { blocks }) }),
+          blocksFor: cachedBlocks ? undefined : blocksFor,
+        };
+      }
 
       const started = Date.now();
-      const { completed, trainerVersion } = await runTrainer(task, requestPath, work, reporter, named, cachedBlocks ? undefined : blocksFor);
+      const { completed, trainerVersion } = await runTrainer(task, requestPath, work, reporter, prepare);
       const result = { ...(await publish(task, work, completed)), usage: usageOf(completed.metrics, (Date.now() - started) / 1000) };
       await putJson(deps.s3, s3Uri(task.bucket, lineageKey(task.runId, task.stage)), await lineage(task, objects, trainerVersion));
       await recordStage(deps.s3, task, cacheKey(task, objects, trainerVersion), result).catch((err: Error) =>
@@ -165,21 +183,23 @@ export function createStageActivities(deps: StageDeps) {
   }
 
   /**
-   * Runs the trainer, and says which trainer version ran; tokenized blocks it reports go to the
-   * block cache (`blocksFor` that version) in the background.
+   * Starts the trainer, waiting for its request, and runs `prepare` meanwhile, which downloads
+   * the inputs and writes the request; says which trainer version ran. Tokenized blocks the
+   * trainer reports go to the block cache (`blocksFor` that version) in the background.
    */
   async function runTrainer(
     task: StageTask,
     requestPath: string,
     work: string,
     reporter: ReturnType<typeof progressReporter>,
-    named: (text: string) => string,
-    blocksFor?: (version: string) => string,
+    prepare: () => Promise<Prepared>,
   ) {
     const ctx = Context.current();
     const out = join(work, 'out');
     let trainerVersion = '';
     let blocksUpload: Promise<unknown> = Promise.resolve();
+    // Until the request is written the trainer has read no input, and names none.
+    let prepared: Prepared = { named: (text) => text };
     const attempt = { scheduledMs: ctx.info.currentAttemptScheduledTimestampMs, number: ctx.info.attempt };
     const metrics = stageMetrics(deps.s3, task, attempt, join(out, TENSORBOARD_DIR), (m) => ctx.log.warn(m));
     const uploader = new CheckpointUploader(deps.s3, checkpointsPrefix(task), task.runtime.keep_checkpoints, {
@@ -195,40 +215,53 @@ export function createStageActivities(deps: StageDeps) {
     const deepspeed = 'deepspeed' in task.config ? task.config.deepspeed : undefined;
     const hostfilePath = join(work, 'hostfile');
     if (deepspeed) await writeFile(hostfilePath, hostfile(deepspeed));
-    const exit = await launchTrainer({
-        python: deps.settings.LAWGPT_PYTHON,
-        stage: task.stage,
-        requestPath,
-        cwd: work,
-        ...(deepspeed && { deepspeed: { config: deepspeed, hostfilePath } }),
-        stopFile: join(work, STOP_FILE),
-        signal: ctx.cancellationSignal,
-        stopGraceMs: task.runtime.stop_grace_seconds * 1000,
-        onEvent: (event) => {
-          if (event.event === 'started') trainerVersion = event.trainer_version;
-          if (event.event === 'progress') {
-            reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
-            metrics.progress({ step: event.step, total_steps: event.total_steps, loss: event.loss, learning_rate: event.learning_rate });
-          }
-          if (event.event === 'checkpoint') uploader.submit(event.step, inside(out, event.path));
-          if (event.event === 'blocks' && blocksFor) {
-            const blocksTarget = blocksFor(trainerVersion);
-            blocksUpload = storeBlocks(deps.s3, inside(out, event.path), blocksTarget).then(
-              () => ctx.log.info(`stage ${task.stage}: tokenized blocks cached at ${blocksTarget}`),
-              (err: Error) => ctx.log.warn(`stage ${task.stage}: could not cache the tokenized blocks (${err.message})`),
-            );
-          }
-          if (event.event === 'log') ctx.log[event.level === 'warning' ? 'warn' : 'info'](`[${task.stage}] ${named(event.message)}`);
-        },
-        onStderr: (line) => ctx.log.debug(`[${task.stage}] ${line}`),
-      });
+    // Stops the waiting trainer when its inputs cannot be had.
+    const unprepared = new AbortController();
+    const exited = launchTrainer({
+      python: deps.settings.LAWGPT_PYTHON,
+      stage: task.stage,
+      requestPath,
+      waitForRequest: true,
+      cwd: work,
+      ...(deepspeed && { deepspeed: { config: deepspeed, hostfilePath } }),
+      stopFile: join(work, STOP_FILE),
+      signal: AbortSignal.any([ctx.cancellationSignal, unprepared.signal]),
+      stopGraceMs: task.runtime.stop_grace_seconds * 1000,
+      onEvent: (event) => {
+        if (event.event === 'started') trainerVersion = event.trainer_version;
+        if (event.event === 'progress') {
+          reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
+          metrics.progress({ step: event.step, total_steps: event.total_steps, loss: event.loss, learning_rate: event.learning_rate });
+        }
+        if (event.event === 'checkpoint') uploader.submit(event.step, inside(out, event.path));
+        if (event.event === 'blocks' && prepared.blocksFor) {
+          const blocksTarget = prepared.blocksFor(trainerVersion);
+          blocksUpload = storeBlocks(deps.s3, inside(out, event.path), blocksTarget).then(
+            () => ctx.log.info(`stage ${task.stage}: tokenized blocks cached at ${blocksTarget}`),
+            (err: Error) => ctx.log.warn(`stage ${task.stage}: could not cache the tokenized blocks (${err.message})`),
+          );
+        }
+        if (event.event === 'log') ctx.log[event.level === 'warning' ? 'warn' : 'info'](`[${task.stage}] ${prepared.named(event.message)}`);
+      },
+      onStderr: (line) => ctx.log.debug(`[${task.stage}] ${line}`),
+    });
+    // Awaited below, after the downloads: a trainer that cannot start must not go unhandled meanwhile.
+    exited.catch(() => undefined);
+    try {
+      prepared = await prepare();
+    } catch (err) {
+      unprepared.abort();
+      await exited.catch(() => undefined);
+      throw err;
+    }
+    const exit = await exited;
     // Checkpoints saved before a crash or a cancel are complete: commit them either way.
     await uploader.drain();
     await metrics.upload();
     await blocksUpload;
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw stopped(task, ctx.cancellationSignal.reason);
-    return { completed: outcome(task, exit, uploader.committed !== undefined, named), trainerVersion };
+    return { completed: outcome(task, exit, uploader.committed !== undefined, prepared.named), trainerVersion };
   }
 
   /** What the stage read (exactly the objects downloaded) and the code that ran it. */

@@ -1,14 +1,14 @@
-// The one place that starts a trainer process (python -m lawgpt_trainer <stage> --request <file>),
+// The one place that starts a trainer process (python -m lawgpt_trainer <stage> --request <file> ...),
 // directly or through the DeepSpeed launcher. It enforces the contract from the orchestrator's
 // side: every stdout line must be a TrainerEvent (the launcher's own log lines excepted), the
 // stderr tail is kept for error messages, and the whole process group dies on cancellation.
 import { execFile, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { createInterface } from 'node:readline';
 import type { DeepSpeedConfig } from '../common/config.js';
 import { SECRET_NAME } from '../common/settings.js';
-import { TrainerEvent } from '../common/contract.js';
+import { TrainerEvent, trainerArgs } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
 import { join } from 'node:path';
 import { DEEPSPEED_ENV_FILE, launcherArgs, launcherEnv, remoteRankEnv } from './deepspeed-launch.js';
@@ -19,6 +19,11 @@ export interface TrainerLaunch {
   python: string;
   stage: StageName;
   requestPath: string;
+  /**
+   * The request is not written yet: the trainer imports its code, then waits for requestPath to
+   * appear (renamed into place whole), so that its start overlaps the input downloads.
+   */
+  waitForRequest?: boolean;
   cwd: string;
   onEvent: (event: TrainerEvent) => void;
   onStderr?: (line: string) => void;
@@ -61,7 +66,8 @@ export async function trainerVersion(python: string): Promise<string> {
 
 export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   const ds = launch.deepspeed;
-  const args = ds ? launcherArgs(ds.config, ds.hostfilePath, launch.stage, launch.requestPath) : ['-m', 'lawgpt_trainer', launch.stage, '--request', launch.requestPath];
+  const trainer = trainerArgs(launch.stage, launch.requestPath, launch.waitForRequest);
+  const args = ds ? launcherArgs(ds.config, ds.hostfilePath, trainer) : ['-m', 'lawgpt_trainer', ...trainer];
   const env = { ...(launch.env ?? trainerEnv()), ...(ds && launcherEnv(ds.config)) };
   if (ds) writeFileSync(join(launch.cwd, DEEPSPEED_ENV_FILE), remoteRankEnv(env));
   const child = spawn(launch.python, args, {
@@ -112,6 +118,11 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   };
   let forceKill: NodeJS.Timeout | undefined;
   const onAbort = () => {
+    // Still waiting for its request, the trainer has done nothing it could save.
+    if (launch.waitForRequest && !existsSync(launch.requestPath)) {
+      killGroup('SIGKILL');
+      return;
+    }
     if (launch.stopFile) writeFileSync(launch.stopFile, 'stop requested by the orchestrator\n');
     // The launcher answers SIGTERM by killing its ranks 30 s later, maybe mid-save: under
     // DeepSpeed the stop file alone asks, and SIGKILL after the grace period is the backstop.

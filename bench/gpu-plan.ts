@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { launcherArgs, launcherEnv } from '../activities/deepspeed-launch.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
+import { trainerArgs } from '../common/contract.js';
 import { ROOT } from './context.js';
 
 const recipe = (name: string) => JSON.parse(readFileSync(join(ROOT, 'configs', name), 'utf8'));
@@ -69,7 +70,7 @@ function plan(smoke: boolean) {
     for (const method of ['lora', 'full'] as const) {
       const config = pretrain(method);
       const deepspeed = config.deepspeed!;
-      rows.push({ name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: launcherArgs(deepspeed, '{hostfile}', 'pretrain', '{request}'), launcher_env: launcherEnv(deepspeed) });
+      rows.push({ name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: launcherArgs(deepspeed, '{hostfile}', trainerArgs('pretrain', '{request}')), launcher_env: launcherEnv(deepspeed) });
     }
   }
   const first = rows[0];

@@ -12,6 +12,7 @@ import { createActivities } from '../activities/index.js';
 import { STAGE_WORKER_OPTIONS, trainerRequest } from '../activities/stage.js';
 import { trainerEnv, trainerVersion } from '../activities/trainer-process.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
+import { trainerArgs } from '../common/contract.js';
 import { inputsOf, STAGE_IO, type StageOutputs } from '../common/stages.js';
 import { DEMO_SIZE, uploadDemoData } from '../infra/demo-data.js';
 import { lawgptPipeline } from '../workflows/pipeline.js';
@@ -40,10 +41,11 @@ async function plainScript(config: RunConfig, localData: Record<string, string>,
     const task = { runId: 'plain', stage, split: config.data.split, cleaning: config.data.cleaning, config: config[stage] };
     await writeFile(join(stageDir, 'request.json'), JSON.stringify(trainerRequest(task, inputs, join(stageDir, 'out'))));
     const deepspeed = 'deepspeed' in config[stage] ? (config[stage] as RunConfig['pretrain']).deepspeed : undefined;
-    let args = ['-m', 'lawgpt_trainer', stage, '--request', join(stageDir, 'request.json')];
+    const trainer = trainerArgs(stage, join(stageDir, 'request.json'));
+    let args = ['-m', 'lawgpt_trainer', ...trainer];
     if (deepspeed) {
       await writeFile(join(stageDir, 'hostfile'), deepspeed.hosts.map((h) => `${h.host} slots=${h.slots}`).join('\n') + '\n');
-      args = launcherArgs(deepspeed, join(stageDir, 'hostfile'), stage, join(stageDir, 'request.json'));
+      args = launcherArgs(deepspeed, join(stageDir, 'hostfile'), trainer);
       lines.push(...Object.entries(launcherEnv(deepspeed)).map(([k, v]) => `export ${k}=${v}`));
     }
     lines.push(`${python} ${args.map((a) => JSON.stringify(a)).join(' ')} > ${JSON.stringify(join(stageDir, 'events.jsonl'))}`);

@@ -1,6 +1,6 @@
 // The contract between the orchestrator and the trainer, written down once.
 //
-//   python -m lawgpt_trainer <stage> --request <request.json>
+//   python -m lawgpt_trainer <stage> --request <request.json> [--wait-for-request]
 //
 // The trainer reads a TrainerRequest, writes one TrainerEvent per line (JSON) on stdout and
 // nothing else there; logs go to stderr. Exit code 0 after a `completed` event is success;
@@ -15,6 +15,15 @@ export const CONTRACT_VERSION = 1;
 export const EXIT_INVALID_INPUT = 2;
 // 128 + SIGTERM: stopped on request after handing over a final checkpoint.
 export const EXIT_INTERRUPTED = 143;
+
+/**
+ * The arguments after `python -m lawgpt_trainer`. With `waitForRequest` the trainer imports its
+ * stage's code first and then waits for the request file to appear, so the orchestrator can start
+ * it before the inputs are downloaded and rename the request into place once they are.
+ */
+export function trainerArgs(stage: StageName, requestPath: string, waitForRequest = false): string[] {
+  return [stage, '--request', requestPath, ...(waitForRequest ? ['--wait-for-request'] : [])];
+}
 
 const RequestCommon = {
   contract_version: z.literal(CONTRACT_VERSION),

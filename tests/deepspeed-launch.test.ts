@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeepSpeedConfig } from '../common/config.js';
+import { trainerArgs } from '../common/contract.js';
 import { hostfile, launcherArgs, launcherEnv, remoteRankEnv } from '../activities/deepspeed-launch.js';
 import { tools } from './helpers/tools.js';
 
@@ -47,7 +48,7 @@ describe('DeepSpeed launch', () => {
   });
 
   it('builds a command line the launcher parses into one module launch on the hostfile', async () => {
-    const args = launcherArgs(twoNodes, '/work/hostfile', 'pretrain', '/work/request.json');
+    const args = launcherArgs(twoNodes, '/work/hostfile', trainerArgs('pretrain', '/work/request.json', true));
     expect(args.slice(0, 2)).toEqual(['-m', 'deepspeed.launcher.runner']);
     const parsed = await deepspeedSays(
       'import json, sys; from deepspeed.launcher.runner import parse_args; a = parse_args(sys.argv[1:]); ' +
@@ -55,8 +56,8 @@ describe('DeepSpeed launch', () => {
       ...args.slice(2),
     );
     // pdsh without its "host: " prefix, so that rank 0's events reach us as they were written.
-    expect(parsed).toEqual(['/work/hostfile', 'gpu-node-1', 29600, true, true, true, 'pdsh', '-N', 'lawgpt_trainer', ['pretrain', '--request', '/work/request.json']]);
-    expect(launcherArgs(DeepSpeedConfig.parse({ profile: 'cpu' }), 'h', 'pretrain', 'r').join(' ')).not.toContain('launcher_args');
+    expect(parsed).toEqual(['/work/hostfile', 'gpu-node-1', 29600, true, true, true, 'pdsh', '-N', 'lawgpt_trainer', ['pretrain', '--request', '/work/request.json', '--wait-for-request']]);
+    expect(launcherArgs(DeepSpeedConfig.parse({ profile: 'cpu' }), 'h', trainerArgs('pretrain', 'r')).join(' ')).not.toContain('launcher_args');
   });
 
   it('names the CPU accelerator for the cpu profile', () => {

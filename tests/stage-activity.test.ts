@@ -16,6 +16,7 @@ import { cacheKey, inputObjects, recordStage } from '../activities/stage-cache.j
 import { clip, createStageActivities, s3Names } from '../activities/stage.js';
 import { createFakeTrainer } from './helpers/fake-trainer.js';
 import { freePort, startMinio, type TestMinio } from './helpers/minio.js';
+import { findProcesses } from './helpers/processes.js';
 import { tools } from './helpers/tools.js';
 
 let minio: TestMinio;
@@ -125,6 +126,8 @@ describe('runStage', () => {
     const { error } = await runStage(task('vocab', { ...VOCAB_INPUTS, corpus: 's3://lawgpt-test/data/missing/' }));
     expect(error!.type).toBe('InvalidInput');
     expect(error!.message).toBe("input 'corpus' not found: s3://lawgpt-test/data/missing/");
+    // The trainer started beside the downloads, waiting for its request, is gone with the stage.
+    expect(await findProcesses('lawgpt_trainer', work)).toEqual([]);
   });
 
   it('treats a broken event stream as a contract violation', async () => {

@@ -22,14 +22,18 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-async function launch(stage: StageName, signal?: AbortSignal, env: NodeJS.ProcessEnv = {}) {
+async function launch(stage: StageName, signal?: AbortSignal, env: NodeJS.ProcessEnv = {}, requestLater?: Promise<unknown>) {
   const requestPath = join(work, `${stage}.json`);
-  await writeFile(requestPath, JSON.stringify({ output_dir: join(work, `${stage}-out`), inputs: { corpus: '/c' } }));
+  const write = () => writeFile(requestPath, JSON.stringify({ output_dir: join(work, `${stage}-out`), inputs: { corpus: '/c' } }));
+  await rm(requestPath, { force: true });
+  if (requestLater) void requestLater.then(write);
+  else await write();
   const seen: TrainerEvent[] = [];
   const exit = await launchTrainer({
     python: tools.python,
     stage,
     requestPath,
+    waitForRequest: requestLater !== undefined,
     cwd: work,
     signal,
     onEvent: (e) => seen.push(e),
@@ -95,6 +99,20 @@ describe('launchTrainer', () => {
     for (const name of Object.keys(secrets)) expect(envLine).not.toContain(name);
     expect(envLine).toContain('HF_HUB_OFFLINE');
     expect(envLine).toContain('PATH');
+  });
+
+  it('lets a trainer wait for its request, then runs it as usual', async () => {
+    const { exit, seen } = await launch('vocab', undefined, {}, new Promise((r) => setTimeout(r, 1000)));
+    expect(exit.code).toBe(0);
+    expect(seen.map((e) => e.event)).toEqual(['started', 'progress', 'progress', 'completed']);
+  });
+
+  it('kills at once, without asking it to save, a trainer still waiting for its request', async () => {
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(), 1000);
+    const { exit, seen } = await launch('vocab', abort.signal, {}, new Promise(() => undefined));
+    expect(exit.signal).toBe('SIGKILL');
+    expect(seen).toEqual([]);
   });
 
   it('stops at once a trainer whose cancel came before it started', async () => {

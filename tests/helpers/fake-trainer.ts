@@ -8,6 +8,8 @@ const MAIN = String.raw`
 import hashlib, json, os, subprocess, sys, time
 
 stage, request_path = sys.argv[1], sys.argv[3]
+while "--wait-for-request" in sys.argv and not os.path.exists(request_path):
+    time.sleep(0.05)
 request = json.load(open(request_path))
 def emit(**event):
     print(json.dumps(event), flush=True)

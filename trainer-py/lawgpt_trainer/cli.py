@@ -1,4 +1,5 @@
-"""`python -m lawgpt_trainer <stage> --request <request.json>`: runs one stage and reports on stdout."""
+"""`python -m lawgpt_trainer <stage> --request <request.json> [--wait-for-request]`: runs one stage
+and reports on stdout."""
 
 import argparse
 import ctypes
@@ -10,6 +11,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 import traceback
 
 from lawgpt_trainer import artifacts, contract, running_version
@@ -45,10 +47,28 @@ def _die_with_supervisor() -> None:
     threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
+# How often a trainer started with --wait-for-request looks for its request: a small share of the
+# seconds that importing torch and transformers takes.
+REQUEST_POLL_SECONDS = 0.05
+
+
+def _wait_for(path: str) -> None:
+    # The orchestrator renames the finished request into place, so once the path exists it is whole.
+    # Nothing else ends the wait: a trainer whose orchestrator gives up is killed with its group.
+    while not os.path.exists(path):
+        time.sleep(REQUEST_POLL_SECONDS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lawgpt_trainer", description=__doc__)
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--request", required=True, help="path of the request JSON (see contract.schema.json)")
+    parser.add_argument(
+        "--wait-for-request",
+        action="store_true",
+        help="import the stage's code first, then wait for the request file to appear: the orchestrator "
+        "starts the trainer while it is still downloading the inputs, so the imports cost no time",
+    )
     args = parser.parse_args(argv)
 
     _die_with_parent()
@@ -56,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     events = EventStream.take_stdout()
     output_dir = None
     try:
+        if args.wait_for_request:
+            importlib.import_module(f"lawgpt_trainer.stages.{args.stage}")
+            _wait_for(args.request)
         request = contract.load_request(args.request, args.stage)
         output_dir = request["output_dir"]
         events.emit("started", stage=args.stage, trainer_version=running_version(), pid=os.getpid())

@@ -41,7 +41,7 @@ class StageRun:
         return next(e for e in self.events if e["event"] == "completed")
 
 
-def run_stage(
+def write_request(
     stage: str,
     inputs: dict,
     work: Path,
@@ -51,9 +51,8 @@ def run_stage(
     inputs_hash: str | None = None,
     stop_file: Path | None = None,
     records: dict | None = None,
-) -> StageRun:
-    """Runs `python -m lawgpt_trainer <stage>` as the orchestrator does; every stdout line must be
-    a contract event."""
+) -> Path:
+    """`work`/request.json for one stage on these inputs, as the orchestrator writes it."""
     work.mkdir(parents=True, exist_ok=True)
     request = {
         "contract_version": contract.schema()["contract_version"],
@@ -73,9 +72,21 @@ def run_stage(
     if stop_file:
         request["stop_file"] = str(stop_file)
     (work / "request.json").write_text(json.dumps(request), "utf-8")
-    env = {**os.environ, "PYTHONPATH": str(TRAINER_ROOT)}
+    return work / "request.json"
+
+
+def trainer_env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(TRAINER_ROOT)}
+
+
+def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, **request) -> StageRun:
+    """Runs `python -m lawgpt_trainer <stage>` as the orchestrator does; every stdout line must be
+    a contract event. `request` takes write_request's other arguments."""
+    write_request(stage, inputs, work, config, **request)
+    config = config or CONFIGS[stage]
+    env = trainer_env()
     command = [sys.executable, "-m", "lawgpt_trainer", stage, "--request", str(work / "request.json")]
-    deepspeed = request["config"].get("deepspeed")
+    deepspeed = config.get("deepspeed")
     if deepspeed:
         # What activities/deepspeed-launch.ts starts, for one host.
         (work / "hostfile").write_text("".join(f"{h['host']} slots={h['slots']}\n" for h in deepspeed["hosts"]), "utf-8")

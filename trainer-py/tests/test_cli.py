@@ -1,10 +1,13 @@
 """The command line side of the contract: exit codes and events for requests the trainer must refuse."""
 
 import json
+import subprocess
+import sys
+import time
 
 from lawgpt_trainer import contract
 
-from conftest import CONFIGS, TRAINER_ROOT, run_stage
+from conftest import CONFIGS, TRAINER_ROOT, run_stage, trainer_env, write_request
 
 
 def test_contract_names_the_same_stages_as_the_cli():
@@ -38,6 +41,26 @@ def test_a_vocabulary_too_small_for_the_corpus_is_named(tmp_path, tiny_data, pip
     run = run_stage("vocab", {"corpus": tiny_data["corpus"], "base_tokenizer": pipeline["base"].output_dir / "tokenizer"}, tmp_path / "w", config=config)
     assert run.returncode == 2
     assert "vocab.vocab_size=50" in run.events[-1]["message"]
+
+
+def test_a_trainer_told_to_wait_runs_once_its_request_is_renamed_into_place(tmp_path):
+    # What runStage does: start the trainer, download the inputs meanwhile, then rename the request in.
+    request = write_request("base", {}, tmp_path)
+    pending = request.rename(tmp_path / "request.json.part")
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "lawgpt_trainer", "base", "--request", str(request), "--wait-for-request"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=trainer_env(),
+    )
+    try:
+        time.sleep(3)
+        assert trainer.poll() is None, "a trainer without its request must wait, not fail"
+        pending.rename(request)
+        stdout, stderr = trainer.communicate(timeout=300)
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 0, stderr[-3000:]
+    events = [json.loads(line) for line in stdout.splitlines()]
+    assert [events[0]["event"], events[-1]["event"]] == ["started", "completed"]
 
 
 def test_stdout_carries_only_contract_events(pipeline):
