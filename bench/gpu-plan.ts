@@ -37,7 +37,7 @@ interface Row {
   resumes?: { row: string; step: number };
 }
 
-function plan(smoke: boolean) {
+export function plan(smoke: boolean) {
   const lawgpt = recipe('lawgpt.json');
   const bentsao = recipe('bentsao.json');
   // The issue's measured setup: block 1024, micro-batch 8, global batch 32 on one GPU, the v100
@@ -70,7 +70,7 @@ function plan(smoke: boolean) {
     for (const method of ['lora', 'full'] as const) {
       const config = pretrain(method);
       const deepspeed = config.deepspeed!;
-      rows.push({ name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: launcherArgs(deepspeed, '{hostfile}', trainerArgs('pretrain', '{request}')), launcher_env: launcherEnv(deepspeed) });
+      rows.push({ name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: launcherArgs(deepspeed, '{hostfile}', trainerArgs('pretrain', '{request}', true)), launcher_env: launcherEnv(deepspeed) });
     }
   }
   const first = rows[0];
@@ -82,12 +82,14 @@ function plan(smoke: boolean) {
     shapes: smoke ? SMOKE_SHAPE : SHAPES,
     rows,
     // What gpu.py --prepare needs to make the tokenizers with the trainer's own stages.
-    run: { data: { split: run.data.split, cleaning: run.data.cleaning }, base: parseRunConfig({ ...lawgpt, base: {} }).base, vocab: { ...run.vocab, ...(smoke && { vocab_size: 3000 }) } },
+    run: { data: { split: run.data.split, cleaning: run.data.cleaning, on_bad_record: run.data.on_bad_record, max_line_chars: run.data.max_line_chars }, base: parseRunConfig({ ...lawgpt, base: {} }).base, vocab: { ...run.vocab, ...(smoke && { vocab_size: 3000 }) } },
   };
 }
 
-const { values } = parseArgs({ options: { carry: { type: 'string' }, smoke: { type: 'boolean', default: false } } });
-const carry = values.carry!;
-mkdirSync(carry, { recursive: true });
-writeFileSync(join(carry, 'plan.json'), JSON.stringify(plan(values.smoke!), null, 2) + '\n');
-execFileSync(process.env.LAWGPT_PYTHON ?? 'python3', [join(ROOT, 'bench', 'gpu.py'), '--prepare', '--carry', carry], { stdio: 'inherit', cwd: ROOT });
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { values } = parseArgs({ options: { carry: { type: 'string' }, smoke: { type: 'boolean', default: false } } });
+  const carry = values.carry!;
+  mkdirSync(carry, { recursive: true });
+  writeFileSync(join(carry, 'plan.json'), JSON.stringify(plan(values.smoke!), null, 2) + '\n');
+  execFileSync(process.env.LAWGPT_PYTHON ?? 'python3', [join(ROOT, 'bench', 'gpu.py'), '--prepare', '--carry', carry], { stdio: 'inherit', cwd: ROOT });
+}

@@ -1,0 +1,35 @@
+// The GPU benchmark's plan (bench/gpu-plan.ts), which bench/gpu.py turns into trainer requests on
+// a machine where nothing can be fixed: every row must make a request the contract accepts.
+import { describe, expect, it } from 'vitest';
+import { CONTRACT_VERSION, TrainerRequest } from '../common/contract.js';
+import { describeIssues } from '../common/config.js';
+import { plan } from '../bench/gpu-plan.js';
+
+// What gpu.py gives each stage as inputs (paths are its own).
+const INPUTS = {
+  pretrain: { corpus: '/carry/corpus', tokenizer: '/carry/tokenizer', base_model: '/work/model' },
+  sft: { model: '/work/model', instructions: '/carry/instructions.jsonl' },
+};
+
+describe('the GPU benchmark plan', () => {
+  for (const smoke of [false, true]) {
+    it(`makes a valid trainer request of every row${smoke ? ' (smoke)' : ''}`, () => {
+      const { rows, run } = plan(smoke);
+      expect(rows.length).toBeGreaterThanOrEqual(4);
+      for (const row of rows) {
+        // As gpu.py builds it: the run's data rules, the row's stage config.
+        const request = { contract_version: CONTRACT_VERSION, run_id: 'bench-gpu', stage: row.stage, output_dir: '/work/out', ...run.data, inputs: INPUTS[row.stage], config: row.config };
+        const checked = TrainerRequest.safeParse(request);
+        expect(checked.success ? [] : describeIssues(checked.error), row.name).toEqual([]);
+        // The trainer fills in no defaults: a field zod would default must be in the plan.
+        expect(Object.keys(checked.data!).filter((field) => !(field in request)), row.name).toEqual([]);
+      }
+    });
+  }
+
+  it('launches the trainer as the activity does, waiting for its request', () => {
+    for (const row of plan(false).rows.filter((r) => r.launcher)) {
+      expect(row.launcher!.slice(-5)).toEqual(['lawgpt_trainer', 'pretrain', '--request', '{request}', '--wait-for-request']);
+    }
+  });
+});
