@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 
-from lawgpt_trainer import artifacts, contract, running_version
+from lawgpt_trainer import artifacts, contract, distributed, running_version
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         artifacts.check_inputs(request)
         stage = importlib.import_module(f"lawgpt_trainer.stages.{args.stage}")
         outputs, metrics = stage.run(request, events)
+        distributed.shutdown()
         events.emit("completed", outputs=outputs, metrics=metrics)
         return 0
     except InvalidInput as e:
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         events.emit("failed", kind="invalid_input", message=str(e))
         return contract.exit_invalid_input()
     except Interrupted as e:
+        distributed.shutdown()
         events.emit("failed", kind="interrupted", message=str(e))
         return contract.schema()["exit_interrupted"]
     except Exception as e:  # noqa: BLE001 - reported to the orchestrator, which decides on retries
