@@ -32,6 +32,9 @@ const KILLS_PER_RUN = { quick: 1, full: Infinity } as const;
 
 interface Kill {
   at: number;
+  /** When the next attempt's trainer was launched and sent its `started` (its request read). */
+  launchAt: number;
+  startedAt: number;
   /** When the next attempt's first step arrived, and which step it was. */
   firstStepAt: number;
   firstStep: number;
@@ -61,13 +64,17 @@ function faultConfig(ctx: BenchContext, name: string, artifacts?: RunConfig['art
   });
 }
 
-/** A python that stamps every stdout line of the real one (the trainer's events) into `log`. */
+/**
+ * A python that stamps every stdout line of the real one (the trainer's events) into `log`, and
+ * its own start as a `launch` line.
+ */
 async function stampingPython(ctx: BenchContext, log: string): Promise<string> {
   const path = join(ctx.work, 'faults', 'python');
   await writeFile(
     path,
     [
       '#!/usr/bin/env bash',
+      `printf '%s\\t{"event":"launch"}\\n' "$EPOCHREALTIME" >> ${JSON.stringify(log)}`,
       `${JSON.stringify(ctx.python)} "$@" | while IFS= read -r line; do`,
       `  printf '%s\\t%s\\n' "$EPOCHREALTIME" "$line" >> ${JSON.stringify(log)}`,
       `  printf '%s\\n' "$line"`,
@@ -159,9 +166,10 @@ async function makeFaultRuns(ctx: BenchContext) {
       await result;
       const events = await stampedEvents(log);
       const progress = events.filter((e) => e.event.event === 'progress');
+      const after = (event: string, at: number) => events.find((e) => e.event.event === event && e.at > at)!;
       const kills = killedAt.map((at) => {
-        const next = progress.find((e) => e.at > at)!;
-        return { at, firstStepAt: next.at, firstStep: next.event.step! };
+        const next = after('progress', at);
+        return { at, launchAt: after('launch', at).at, startedAt: after('started', at).at, firstStepAt: next.at, firstStep: next.event.step! };
       });
       for (const kill of kills) {
         // A kill before the first checkpoint starts the stage over: nothing to download.
@@ -211,6 +219,14 @@ export async function resumeLatency(ctx: BenchContext): Promise<Measured> {
   return {
     ours: kills.map((k) => k.firstStepAt - k.at),
     peer: downloads.map((d) => d + load),
-    notes: { model_load_seconds: load, checkpoint_download_seconds: median(downloads) },
+    notes: {
+      model_load_seconds: load,
+      checkpoint_download_seconds: median(downloads),
+      // Where ours goes: Temporal's retry and the new attempt's setup; the trainer's imports
+      // alongside the downloads, until the request is written; its load and first step.
+      kill_to_launch_seconds: median(kills.map((k) => k.launchAt - k.at)),
+      launch_to_request_read_seconds: median(kills.map((k) => k.startedAt - k.launchAt)),
+      request_read_to_first_step_seconds: median(kills.map((k) => k.firstStepAt - k.startedAt)),
+    },
   };
 }
