@@ -183,8 +183,9 @@ export function createStageActivities(deps: StageDeps) {
   }
 
   /**
-   * Starts the trainer, waiting for its request, and runs `prepare` meanwhile, which downloads
-   * the inputs and writes the request; says which trainer version ran. Tokenized blocks the
+   * Starts the trainer, waiting for its request, and runs `prepare` meanwhile (before it, when
+   * ranks run on other hosts), which downloads the inputs and writes the request; says which
+   * trainer version ran. Tokenized blocks the
    * trainer reports go to the block cache (`blocksFor` that version) in the background.
    */
   async function runTrainer(
@@ -215,13 +216,18 @@ export function createStageActivities(deps: StageDeps) {
     const deepspeed = 'deepspeed' in task.config ? task.config.deepspeed : undefined;
     const hostfilePath = join(work, 'hostfile');
     if (deepspeed) await writeFile(hostfilePath, hostfile(deepspeed));
+    // On one host the trainer imports while the inputs download. Ranks on other hosts start once
+    // the request is there: one left waiting there would outlive a failed download (nothing ends
+    // it when pdsh goes), and a network filesystem may show the renamed request late.
+    const waits = !deepspeed || deepspeed.hosts.length === 1;
+    if (!waits) prepared = await prepare();
     // Stops the waiting trainer when its inputs cannot be had.
     const unprepared = new AbortController();
     const exited = launchTrainer({
       python: deps.settings.LAWGPT_PYTHON,
       stage: task.stage,
       requestPath,
-      waitForRequest: true,
+      waitForRequest: waits,
       cwd: work,
       ...(deepspeed && { deepspeed: { config: deepspeed, hostfilePath } }),
       stopFile: join(work, STOP_FILE),
@@ -247,12 +253,14 @@ export function createStageActivities(deps: StageDeps) {
     });
     // Awaited below, after the downloads: a trainer that cannot start must not go unhandled meanwhile.
     exited.catch(() => undefined);
-    try {
-      prepared = await prepare();
-    } catch (err) {
-      unprepared.abort();
-      await exited.catch(() => undefined);
-      throw err;
+    if (waits) {
+      try {
+        prepared = await prepare();
+      } catch (err) {
+        unprepared.abort();
+        await exited.catch(() => undefined);
+        throw err;
+      }
     }
     const exit = await exited;
     // Checkpoints saved before a crash or a cancel are complete: commit them either way.

@@ -385,6 +385,8 @@ describe('chaos', () => {
       const committed = await committedCheckpoint(handle);
       const ranks = await findProcesses('-m lawgpt_trainer', 'pretrain', workDir);
       expect(ranks).toHaveLength(2);
+      // Across hosts the ranks start once the request is written, never to wait for it.
+      expect(await findProcesses('-m lawgpt_trainer', '--wait-for-request', workDir)).toEqual([]);
       // Each rank was started by the sshd of its host: rank 0 under 127.0.0.1's, rank 1 under 127.0.0.2's.
       const byRank = Object.fromEntries(await Promise.all(ranks.map(async (pid) => [await rankOf(pid), pid] as const)));
       expect(await ancestors(byRank[0])).toContain(hosts.sshd['127.0.0.1']);
