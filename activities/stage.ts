@@ -185,8 +185,8 @@ export function createStageActivities(deps: StageDeps) {
   /**
    * Starts the trainer, waiting for its request, and runs `prepare` meanwhile (before it, when
    * ranks run on other hosts), which downloads the inputs and writes the request; says which
-   * trainer version ran. Tokenized blocks the
-   * trainer reports go to the block cache (`blocksFor` that version) in the background.
+   * trainer version ran. Tokenized blocks the trainer reports go to the block cache (`blocksFor`
+   * that version) in the background.
    */
   async function runTrainer(
     task: StageTask,
