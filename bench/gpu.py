@@ -4,9 +4,10 @@ activity launches it (the DeepSpeed launcher with a one-slot hostfile, `python -
 bench/gpu-plan.ts wrote from the shipped recipes.
 
 Per row: tokens/s and MFU (6N per token over the card's dense fp16 peak), peak GPU memory and host
-RSS (the trainer's own metrics), seconds from launch to the first step, the extra seconds of a step
-that saved a checkpoint, and for the resumed row the largest loss difference against the run it
-resumes. The first row of a shape tokenizes the corpus; later rows take its blocks, as the block
+RSS (the trainer's own metrics), seconds from launch to the first step and what they went on (the
+launcher, then the trainer's startup phases), the extra seconds of a step that saved a checkpoint,
+for the resumed row the largest loss difference against the run it resumes, and where the time of
+the step the plan profiles went (the trainer's torch profiler summary). The first row of a shape tokenizes the corpus; later rows take its blocks, as the block
 cache would. Results: bench/results/gpu-<date>-<card>.{json,md}, rewritten after every row so that
 a run cut short keeps what it measured.
 
@@ -36,6 +37,7 @@ CORPUS_BYTES = {"smoke": 1 << 20, "full": 8 << 20}
 # BenTsao's headline: 10 epochs of 8,658 instructions in 2 h 17 min on one A100-SXM-80GB.
 BENTSAO_SAMPLES_PER_SECOND, A100_PEAK_TFLOPS = 10 * 8658 / (2 * 3600 + 17 * 60), 312
 INSTRUCTIONS = ("instructions/bentsao_llama_data.jsonl", 3000)
+PROFILE_ROWS = 12
 
 
 def prepare(carry: Path) -> None:
@@ -142,6 +144,8 @@ def parameters_with_layers(shape: dict, parameters: int, layers: int) -> int:
 
 
 def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resumed_from: dict | None) -> dict:
+    from lawgpt_trainer import profiling
+
     events = ran["events"]
     completed = next((e for e in events if e["event"] == "completed"), None)
     if ran["code"] != 0 or not completed:
@@ -153,7 +157,9 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
     # A step's time is the gap to the step before it; a save happens between a step's progress
     # event and the next step, so those gaps are the checkpoint's cost, not the step's.
     gaps = {b["step"]: b["at"] - a["at"] for a, b in zip(steps, steps[1:]) if b["step"] == a["step"] + 1}
-    plain = [gap for step, gap in gaps.items() if step - 1 not in saved and step > 1]
+    window = config.get("profiler")
+    profiled = set(range(window["start_step"], window["start_step"] + window["steps"])) if window else set()
+    plain = [gap for step, gap in gaps.items() if step - 1 not in saved and step > 1 and step not in profiled]
     step_seconds = statistics.median(plain) if plain else None
     save = [gaps[s + 1] - step_seconds for s in saved if s + 1 in gaps and step_seconds]
     samples_per_step = config.get("global_batch_size") or config["micro_batch_size"] * config["gradient_accumulation_steps"] * metrics.get("processes", 1)
@@ -170,6 +176,15 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         "checkpoint_save_seconds": max(save) if save else None,
         "blocks_from_cache": metrics.get("blocks_from_cache"),
     }
+    if steps and "seconds_to_first_step" in metrics:
+        # Launch to the trainer process's start is the DeepSpeed launcher's own work; the trainer's
+        # phases follow, in the order it reports them.
+        phases = {k.removeprefix("startup_").removesuffix("_seconds"): v for k, v in metrics.items() if k.startswith("startup_") and k.endswith("_seconds")}
+        result["startup_seconds"] = {"launcher": steps[0]["at"] - metrics["seconds_to_first_step"], **phases}
+    operations = ran["folder"] / "out" / profiling.PROFILER_DIR / profiling.OPERATIONS_FILE
+    if operations.is_file():
+        profile = json.loads(operations.read_text("utf-8"))
+        result["profile"] = {**profile, "operations": profile["operations"][:PROFILE_ROWS]}
     if row["stage"] == "pretrain" and step_seconds:
         result["tokens_per_second"] = samples_per_step * config["block_size"] / step_seconds
         if peak_tflops and result["parameters"]:
@@ -202,6 +217,17 @@ def table(card: dict, results: list[dict]) -> str:
             f"{fmt(r['gpu_peak_gib'], '.1f')} | {fmt(r['host_peak_rss_gib'], '.1f')} | {fmt(r['seconds_to_first_step'], '.0f')} | "
             f"{fmt(r['checkpoint_save_seconds'], '.1f')} | {fmt(r.get('resume_loss_difference'), '.1e')} |"
         )
+    started = [r for r in results if r.get("startup_seconds")]
+    if started:
+        phases = list(dict.fromkeys(p for r in started for p in r["startup_seconds"]))
+        lines += ["", "Seconds from launch to the first step, by phase (lawgpt_trainer/startup.py):", "", "| Row | " + " | ".join(phases) + " | total |", "|---" * (len(phases) + 2) + "|"]
+        for r in started:
+            lines.append(f"| {r['row']} | " + " | ".join(fmt(r["startup_seconds"].get(p), ".1f") for p in phases) + f" | {fmt(r['seconds_to_first_step'], '.1f')} |")
+    for r in results:
+        if "profile" in r:
+            p = r["profile"]
+            lines += ["", f"{r['row']}, step {p['first_step']} under the torch profiler ({p['seconds']:.2f} s; share of the {p['device']}'s time in each operation itself):", ""]
+            lines += [f"- {o['name']}: {o['share']:.1%} ({o['calls']} calls)" for o in p["operations"]]
     for r in results:
         scaled = next((v for k, v in r.items() if k.startswith("samples_per_second_at_")), None)
         if scaled is not None:

@@ -56,7 +56,17 @@ const TrainingLoop = {
   // A checkpoint every this many optimizer steps; at most this many steps are lost to a crash.
   checkpoint_steps: positiveInt.default(10),
   seed: z.number().int().nonnegative().default(42),
+  // Record `steps` optimizer steps from `start_step` on with the torch profiler, to see where a
+  // step's time goes instead of guessing (trainer-py/lawgpt_trainer/profiling.py). Absent: none.
+  profiler: z.object({ start_step: positiveInt, steps: positiveInt.max(10).default(1) }).strict().optional(),
 };
+
+/** A profiler window past max_steps would record nothing; with `epochs` the length is unknown here. */
+const profilerWithinRun = [
+  (c: { max_steps: number; epochs?: number; profiler?: { start_step: number; steps: number } }) =>
+    !c.profiler || c.epochs !== undefined || c.profiler.start_step + c.profiler.steps - 1 <= c.max_steps,
+  { path: ['profiler', 'start_step'], message: 'the profiled steps must end by max_steps' },
+] satisfies [unknown, { path: string[]; message: string }];
 
 // LoRA adapters; each phase has its own defaults (LaWGPT's, see the README's config reference).
 function loraConfig(defaults: { r: number; alpha: number; target_modules: [string, ...string[]]; modules_to_save: string[] }) {
@@ -140,6 +150,7 @@ export const PretrainConfig = z
     path: ['global_batch_size'],
     message: 'must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)',
   })
+  .refine(...profilerWithinRun)
   .overwrite((c) => (c.deepspeed && c.deepspeed.zero_stage === undefined ? { ...c, deepspeed: { ...c.deepspeed, zero_stage: ZERO_STAGE_BY_METHOD[c.method] } } : c));
 
 export const SftConfig = z
@@ -157,7 +168,8 @@ export const SftConfig = z
     max_exam_records: positiveInt.default(300),
     max_instruction_records: positiveInt.default(300),
   })
-  .strict();
+  .strict()
+  .refine(...profilerWithinRun);
 
 export const EvalConfig = z
   .object({

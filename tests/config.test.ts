@@ -140,4 +140,18 @@ describe('run config', () => {
       'pretrain.deepspeed.zero_stage',
     ]);
   });
+
+  it('profiles only steps the stage will run', () => {
+    expect(parseRunConfig({ ...demo, pretrain: { max_steps: 6, profiler: { start_step: 2 } } }).pretrain.profiler).toEqual({ start_step: 2, steps: 1 });
+    expect(problems({ ...demo, pretrain: { max_steps: 6, profiler: { start_step: 5, steps: 3 } }, sft: { ...demo.sft, max_steps: 2, profiler: { start_step: 3 } } })).toEqual([
+      'pretrain.profiler.start_step: the profiled steps must end by max_steps',
+      'sft.profiler.start_step: the profiled steps must end by max_steps',
+    ]);
+    // With epochs the length is known only once the data is: the trainer profiles what runs.
+    expect(problems({ ...demo, sft: { ...demo.sft, epochs: 1, max_steps: 2, profiler: { start_step: 3 } } })).toEqual([]);
+    expect(problems({ ...demo, pretrain: { profiler: { start_step: 0, steps: 11 } } }).sort()).toEqual([
+      'pretrain.profiler.start_step: Too small: expected number to be >0',
+      'pretrain.profiler.steps: Too big: expected number to be <=10',
+    ]);
+  });
 });

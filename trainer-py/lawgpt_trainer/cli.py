@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 
-from lawgpt_trainer import artifacts, contract, distributed, running_version
+from lawgpt_trainer import artifacts, contract, distributed, running_version, startup
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         events.emit("started", stage=args.stage, trainer_version=running_version(), pid=os.getpid())
         artifacts.check_inputs(request)
         stage = importlib.import_module(f"lawgpt_trainer.stages.{args.stage}")
+        startup.mark("imports")
         outputs, metrics = stage.run(request, events)
         distributed.shutdown()
         events.emit("completed", outputs=outputs, metrics=metrics)

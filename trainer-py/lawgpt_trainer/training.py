@@ -1,6 +1,6 @@
 """What pretrain and sft share: device and precision choice, the Hugging Face Trainer setup (with
-DeepSpeed when the stage config asks for it), checkpoints handed to the orchestrator, resume, and
-progress events from inside the loop."""
+DeepSpeed when the stage config asks for it), checkpoints handed to the orchestrator, resume,
+progress events from inside the loop, and the profiler and startup timing around it."""
 
 import gc
 import os
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from lawgpt_trainer import checkpoints, contract, deepspeed_config, devices, distributed, running_version
+from lawgpt_trainer import checkpoints, contract, deepspeed_config, devices, distributed, profiling, running_version, startup
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
@@ -42,6 +42,18 @@ class ProgressEvents(TrainerCallback):
         if logs and "loss" in logs:
             self.losses.append(float(logs["loss"]))
             self.events.progress(state.global_step, state.max_steps, logs["loss"], logs.get("learning_rate"))
+
+
+class FirstStep(TrainerCallback):
+    """Ends the startup's engine phase (startup.py) as the attempt's first step begins."""
+
+    def __init__(self):
+        self.begun = False
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if not self.begun:
+            self.begun = True
+            startup.mark("engine")
 
 
 class CheckpointHandoff(TrainerCallback):
@@ -230,8 +242,9 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
             events.log(f"checkpoint-{resumed_at} was written by trainer {manifest['trainer_version']}, this is {running_version()}", level="warning")
 
     progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnRequest(request.get("stop_file"))
+    profiler = profiling.StepProfiler(request["config"].get("profiler"), request["output_dir"], events)
     trainer = Trainer(
-        model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset, data_collator=collator, callbacks=[progress, handoff, stop]
+        model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset, data_collator=collator, callbacks=[FirstStep(), progress, handoff, stop, profiler]
     )
     try:
         output = trainer.train(resume_from_checkpoint=request.get("resume_from"))
@@ -261,10 +274,12 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
 
 def loss_metrics(trained: dict, sequence_length: int) -> dict:
     """Losses, where training resumed, how fast this attempt's steps went (the training loop alone,
-    checkpoint saves included), its processes, and the tokens it trained on: steps x sequences per
-    step x `sequence_length` (an upper bound where sequences are padded to it)."""
+    checkpoint saves included), its processes, the tokens it trained on: steps x sequences per
+    step x `sequence_length` (an upper bound where sequences are padded to it), and where the
+    seconds before its first step went."""
     losses = trained["losses"]
     metrics = {
+        **startup.metrics(),
         "resumed_from_step": trained["resumed_at"],
         "train_seconds": trained["seconds"],
         "train_steps_per_second": trained["steps"] / trained["seconds"],

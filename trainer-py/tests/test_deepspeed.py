@@ -1,7 +1,8 @@
 """pretrain through the DeepSpeed launcher: two CPU processes (gloo, ZeRO-3, LoRA with trainable
-embeddings) really train, agree on checkpoints and stops, and the v100 profile's generated config
-passes DeepSpeed's and Hugging Face's own checks."""
+embeddings) really train, agree on checkpoints and stops, each profile the steps asked for, and the
+v100 profile's generated config passes DeepSpeed's and Hugging Face's own checks."""
 
+import gzip
 import json
 import socket
 from types import SimpleNamespace
@@ -11,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import CONFIGS, run_stage
-from lawgpt_trainer import contract, deepspeed_config, training
+from lawgpt_trainer import contract, deepspeed_config, profiling, training
 from lawgpt_trainer.errors import InvalidInput
 
 
@@ -29,7 +30,7 @@ def two_process_config(**overrides) -> dict:
 @pytest.fixture(scope="module")
 def two_processes(pipeline, tiny_data, tmp_path_factory):
     inputs = {"corpus": tiny_data["corpus"], "tokenizer": pipeline["vocab"].output_dir / "tokenizer", "base_model": pipeline["base"].output_dir / "model"}
-    config = two_process_config()
+    config = two_process_config(profiler={"start_step": 2, "steps": 2})
     return SimpleNamespace(inputs=inputs, config=config, run=run_stage("pretrain", inputs, tmp_path_factory.mktemp("ds"), config))
 
 
@@ -62,6 +63,21 @@ def test_lora_with_trainable_embeddings_ends_as_a_standalone_model(two_processes
     for name in ("model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight"):
         trained, before = model.state_dict()[name], base.state_dict()[name]
         assert not torch.equal(trained[: before.shape[0]], before), name
+
+
+def test_every_rank_profiles_the_configured_steps_and_rank_0_names_where_the_time_went(two_processes):
+    folder = two_processes.run.output_dir / profiling.PROFILER_DIR
+    for rank in (0, 1):
+        with gzip.open(folder / f"rank{rank}.pt.trace.json.gz", "rt") as f:
+            assert any(e.get("name", "").startswith("aten::") for e in json.load(f)["traceEvents"])
+    found = json.loads((folder / profiling.OPERATIONS_FILE).read_text("utf-8"))
+    assert (found["first_step"], found["last_step"], found["device"]) == (2, 3, "cpu")
+    shares = [o["share"] for o in found["operations"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+    # A LLaMA step's time is in its matrix products, wherever the profiler ranks them.
+    assert any(o["name"] in ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear") for o in found["operations"])
+    logged = [e["message"] for e in two_processes.run.events if e["event"] == "log" and e["message"].startswith("profiled steps 2-3")]
+    assert len(logged) == 1
 
 
 def test_a_checkpoint_is_not_resumed_by_another_number_of_processes(two_processes, tmp_path):

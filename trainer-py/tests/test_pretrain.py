@@ -32,6 +32,9 @@ def test_the_stage_reports_what_it_cost(pipeline):
     # One process on this machine's CPU; every step a micro-batch of full blocks.
     assert metrics["processes"] == 1 and metrics["on_gpu"] == 0
     assert metrics["train_tokens"] == config["max_steps"] * config["micro_batch_size"] * config["gradient_accumulation_steps"] * config["block_size"]
+    phases = [metrics[f"startup_{p}_seconds"] for p in ("imports", "data", "model", "engine")]
+    assert all(seconds > 0 for seconds in phases)
+    assert metrics["seconds_to_first_step"] == pytest.approx(sum(phases))
 
 
 def test_training_changes_the_base_weights(pipeline):

@@ -3,6 +3,7 @@
 import json
 import math
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -50,6 +51,13 @@ def test_adapter_and_merged_model_are_written(pipeline):
     # LoRA leaves everything outside its target modules untouched.
     name = "model.layers.0.mlp.up_proj.weight"
     assert torch.equal(merged.state_dict()[name], pretrained.state_dict()[name])
+
+
+def test_the_stage_says_where_its_seconds_before_the_first_step_went(pipeline):
+    metrics = pipeline["sft"].completed()["metrics"]
+    phases = [metrics[f"startup_{p}_seconds"] for p in ("imports", "data", "model", "engine")]
+    assert all(seconds > 0 for seconds in phases)
+    assert metrics["seconds_to_first_step"] == pytest.approx(sum(phases))
 
 
 def test_every_instruction_source_contributes_samples(pipeline, tiny_data):

@@ -12,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from lawgpt_trainer import data, distributed, embeddings, merge, packing, training
+from lawgpt_trainer import data, distributed, embeddings, merge, packing, startup, training
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
@@ -66,6 +66,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
     blocks, heldout, cleaned = tokenized_blocks(request, tokenizer, events)
+    startup.mark("data")
     eval_dataset = heldout if len(heldout) else None
     args = training.arguments(request, evaluates=eval_dataset is not None)
     zero3 = bool(config.get("deepspeed")) and config["deepspeed"]["zero_stage"] == 3
@@ -73,6 +74,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
     parameters = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     if config["method"] == "lora":
         model = merge.with_lora(model, config["lora"])
+    startup.mark("model")
 
     trainer, trained = training.train(model, args, blocks, default_data_collator, request, events, len(tokenizer), eval_dataset)
     # The phase's held-out loss, for the run report and the config's gates: already scored when the

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lawgpt_trainer import data, merge, prompt, training
+from lawgpt_trainer import data, merge, prompt, startup, training
 from lawgpt_trainer.prompt import IGNORE_INDEX, encode
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
@@ -53,11 +53,6 @@ def samples(request: dict, bad: data.BadRecords) -> list[data.Sample]:
 def run(request: dict, events) -> tuple[dict, dict]:
     config, out = request["config"], Path(request["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(request["inputs"]["model"])
-    before = training.host_rss_bytes()
-    model = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"])
-    loaded = training.host_rss_bytes() - before
-    parameters = sum(p.numel() for p in model.parameters())
-
     bad = data.BadRecords.of(request, events)
     dataset = [encode(tokenizer, s, config["cutoff_len"]) for s in samples(request, bad)]
     dataset = [item for item in dataset if any(label != IGNORE_INDEX for label in item["labels"])]
@@ -67,9 +62,16 @@ def run(request: dict, events) -> tuple[dict, dict]:
     if config["packing"]:
         dataset = pack_samples(dataset, config["cutoff_len"])
     events.log(f"{samples_count} instruction samples in {len(dataset)} sequences")
+    startup.mark("data")
 
+    # Loaded once the data is known to be usable: a bad file fails the stage before the model costs anything.
+    before = training.host_rss_bytes()
+    model = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"])
+    loaded = training.host_rss_bytes() - before
+    parameters = sum(p.numel() for p in model.parameters())
     model = merge.with_lora(model, config["lora"])
     args = training.arguments(request, evaluates=False)
+    startup.mark("model")
     _, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
 
     model.save_pretrained(out / "adapter")
