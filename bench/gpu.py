@@ -175,6 +175,8 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         "seconds_to_first_step": steps[0]["at"] if steps else None,
         "checkpoint_save_seconds": max(save) if save else None,
         "blocks_from_cache": metrics.get("blocks_from_cache"),
+        # Updates fp16 loss scaling skipped: where stages differ here, their losses part ways.
+        "overflow_skipped_steps": metrics.get("overflow_skipped_steps"),
     }
     if steps and "seconds_to_first_step" in metrics:
         # Launch to the trainer process's start is the DeepSpeed launcher's own work; the trainer's

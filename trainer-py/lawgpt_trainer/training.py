@@ -37,6 +37,13 @@ class ProgressEvents(TrainerCallback):
     def __init__(self, events: EventStream):
         self.events = events
         self.losses: list[float] = []
+        # fp16 steps whose gradients overflowed: dynamic loss scaling skips the update and lowers
+        # its scale. A few at the start are normal; a run that keeps skipping is not learning.
+        self.overflow_skipped = 0
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        if getattr(optimizer, "step_was_skipped", False):
+            self.overflow_skipped += 1
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -263,6 +270,7 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         raise Interrupted(f"stopped on request at step {trainer.state.global_step}, checkpoint saved")
     return trainer, {
         "losses": progress.losses,
+        "overflow_skipped_steps": progress.overflow_skipped,
         "resumed_at": resumed_at,
         "processes": processes,
         "eval_losses": handoff.eval_losses,
@@ -275,8 +283,8 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
 def loss_metrics(trained: dict, sequence_length: int) -> dict:
     """Losses, where training resumed, how fast this attempt's steps went (the training loop alone,
     checkpoint saves included), its processes, the tokens it trained on: steps x sequences per
-    step x `sequence_length` (an upper bound where sequences are padded to it), and where the
-    seconds before its first step went."""
+    step x `sequence_length` (an upper bound where sequences are padded to it), the steps fp16
+    overflow skipped, and where the seconds before its first step went."""
     losses = trained["losses"]
     metrics = {
         **startup.metrics(),
@@ -285,6 +293,7 @@ def loss_metrics(trained: dict, sequence_length: int) -> dict:
         "train_steps_per_second": trained["steps"] / trained["seconds"],
         "processes": trained["processes"],
         "train_tokens": trained["steps"] * trained["sequences_per_step"] * sequence_length,
+        "overflow_skipped_steps": trained["overflow_skipped_steps"],
     }
     if losses:
         metrics.update(first_loss=losses[0], final_loss=losses[-1])

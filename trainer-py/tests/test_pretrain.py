@@ -1,6 +1,7 @@
 """pretrain: the base model, resized to the merged vocabulary, loads and trains."""
 
 import math
+from types import SimpleNamespace
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
@@ -32,9 +33,22 @@ def test_the_stage_reports_what_it_cost(pipeline):
     # One process on this machine's CPU; every step a micro-batch of full blocks.
     assert metrics["processes"] == 1 and metrics["on_gpu"] == 0
     assert metrics["train_tokens"] == config["max_steps"] * config["micro_batch_size"] * config["gradient_accumulation_steps"] * config["block_size"]
+    # fp32 on the CPU: no loss scaling, so no step is skipped for an overflow.
+    assert metrics["overflow_skipped_steps"] == 0
     phases = [metrics[f"startup_{p}_seconds"] for p in ("imports", "data", "model", "engine")]
     assert all(seconds > 0 for seconds in phases)
     assert metrics["seconds_to_first_step"] == pytest.approx(sum(phases))
+
+
+def test_steps_that_fp16_overflow_skipped_are_counted():
+    from lawgpt_trainer import training
+
+    progress = training.ProgressEvents(events=None)
+    # Accelerate's optimizer wrappers (DeepSpeed's among them) say whether the last step was skipped.
+    for skipped in (True, False, True):
+        progress.on_step_end(None, None, None, optimizer=SimpleNamespace(step_was_skipped=skipped))
+    progress.on_step_end(None, None, None, optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)]))
+    assert progress.overflow_skipped == 2
 
 
 def test_training_changes_the_base_weights(pipeline):
