@@ -73,8 +73,8 @@ class StepProfiler(TrainerCallback):
         if self.profiler is not None:
             self._finish(state.global_step)
         elif self.window and state.global_step < self.window["start_step"]:
-            # Possible when `epochs` decides the length, which the config check cannot know.
-            self.events.log(f"profiler: step {self.window['start_step']} never came, training ended at step {state.global_step}", level="warning")
+            # When `epochs` decides the length, which the config check cannot know, or on a stop request.
+            self.events.log(f"profiler: this attempt ended at step {state.global_step}, before step {self.window['start_step']}", level="warning")
 
     def _finish(self, last_step: int) -> None:
         if torch.cuda.is_available():
