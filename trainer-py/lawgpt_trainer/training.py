@@ -191,17 +191,35 @@ def arguments(request: dict, evaluates: bool) -> TrainingArguments:
     return args
 
 
-def load_options(config: dict, partitioned: bool) -> dict:
-    """How from_pretrained loads a model of the stage, so that no rank holds a full fp32 copy on the
-    host. Under the v100 profile: in fp16 (DeepSpeed trains in it, and frozen LoRA weights need no
-    fp32 master), straight onto the rank's GPU unless ZeRO-3 is to partition it while loading.
-    Otherwise in fp32, which the CPU and mixed precision train in."""
+def load_options(config: dict, partitioned: bool, lora: bool) -> dict:
+    """How from_pretrained loads a model of the stage: never a full fp32 copy of weights that do not
+    train, and on a GPU straight onto it.
+    - Under the v100 profile, in fp16: DeepSpeed trains in it and keeps fp32 master copies of what
+      trains itself; onto the rank's GPU unless ZeRO-3 is to partition the model while loading.
+    - One process on a GPU: LoRA's frozen base in the GPU's half precision (devices.py); a model
+      trained in full in fp32, which mixed precision keeps as the master weights.
+    - On the CPU, the cpu profile included: in fp32.
+    The dtype is always stated: transformers 5 otherwise loads a checkpoint in its own dtype, and
+    published LLaMA weights are fp16."""
     deepspeed = config.get("deepspeed")
-    if not deepspeed or deepspeed["profile"] != "v100":
-        return {}
-    if partitioned:
-        return {"dtype": torch.float16}
-    return {"dtype": torch.float16, "device_map": {"": f"cuda:{os.environ.get('LOCAL_RANK', '0')}"}}
+    on_gpu = {"device_map": {"": f"cuda:{os.environ.get('LOCAL_RANK', '0')}"}}
+    if deepspeed and deepspeed["profile"] == "v100":
+        return {"dtype": torch.float16} if partitioned else {"dtype": torch.float16, **on_gpu}
+    if deepspeed or not torch.cuda.is_available():
+        return {"dtype": torch.float32}
+    return {"dtype": devices.cuda_half_dtype() if lora else torch.float32, **on_gpu}
+
+
+def trainable_in_fp32(model, config: dict) -> None:
+    """Without DeepSpeed, what trains is kept in fp32 on a half-precision base: the mixed-precision
+    scaler refuses fp16 gradients, and Adam's small updates vanish in half precision. peft makes its
+    adapters fp32 but leaves the modules it trains in full (embed_tokens, lm_head) in the base's
+    dtype. DeepSpeed keeps fp32 copies of what trains itself."""
+    if config.get("deepspeed"):
+        return
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
 
 
 def release(trainer: Trainer) -> None:

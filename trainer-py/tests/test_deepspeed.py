@@ -169,18 +169,3 @@ def test_full_training_under_zero3_loads_the_model_partitioned(pipeline, tiny_da
     assert metrics["model_load_host_bytes"] < 0.75 * fp32_bytes
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "full" / "out" / "model")
     assert sum(p.numel() for p in model.parameters()) == metrics["model_parameters"]
-
-
-@pytest.mark.parametrize(
-    ("deepspeed", "expected"),
-    [
-        (None, {}),
-        ({"profile": "cpu", "zero_stage": 3}, {}),
-        ({"profile": "v100", "zero_stage": 3}, {"dtype": torch.float16}),
-        ({"profile": "v100", "zero_stage": 2}, {"dtype": torch.float16, "device_map": {"": "cuda:3"}}),
-    ],
-)
-def test_v100_ranks_load_in_fp16_straight_to_their_gpu_unless_zero3_partitions(monkeypatch, deepspeed, expected):
-    monkeypatch.setenv("LOCAL_RANK", "3")
-    config = {"deepspeed": deepspeed} if deepspeed else {}
-    assert training.load_options(config, partitioned=bool(deepspeed) and deepspeed["zero_stage"] == 3) == expected

@@ -70,10 +70,12 @@ def run(request: dict, events) -> tuple[dict, dict]:
     eval_dataset = heldout if len(heldout) else None
     args = training.arguments(request, evaluates=eval_dataset is not None)
     zero3 = bool(config.get("deepspeed")) and config["deepspeed"]["zero_stage"] == 3
-    model, loaded = resized_base(inputs["base_model"], tokenizer, training.load_options(config, partitioned=zero3))
+    lora = config["method"] == "lora"
+    model, loaded = resized_base(inputs["base_model"], tokenizer, training.load_options(config, partitioned=zero3, lora=lora))
     parameters = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
-    if config["method"] == "lora":
+    if lora:
         model = merge.with_lora(model, config["lora"])
+        training.trainable_in_fp32(model, config)
     startup.mark("model")
 
     trainer, trained = training.train(model, args, blocks, default_data_collator, request, events, len(tokenizer), eval_dataset)
@@ -95,7 +97,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         # The run's DeepSpeed config would make from_pretrained partition the base across ranks
         # that have finished; the fold happens in this process alone.
         unset_hf_deepspeed_config()
-        base, _ = resized_base(inputs["base_model"], tokenizer, training.load_options(config, partitioned=False))
+        base, _ = resized_base(inputs["base_model"], tokenizer, training.load_options(config, partitioned=False, lora=True))
         merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, inputs["tokenizer"], out / "model")
     metrics = {

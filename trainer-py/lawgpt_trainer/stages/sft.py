@@ -66,10 +66,11 @@ def run(request: dict, events) -> tuple[dict, dict]:
 
     # Loaded once the data is known to be usable: a bad file fails the stage before the model costs anything.
     before = training.host_rss_bytes()
-    model = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"])
+    model = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.load_options(config, partitioned=False, lora=True))
     loaded = training.host_rss_bytes() - before
     parameters = sum(p.numel() for p in model.parameters())
     model = merge.with_lora(model, config["lora"])
+    training.trainable_in_fp32(model, config)
     args = training.arguments(request, evaluates=False)
     startup.mark("model")
     _, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
