@@ -188,6 +188,8 @@ def arguments(request: dict, evaluates: bool) -> TrainingArguments:
         import deepspeed as ds
 
         ds.init_distributed()
+        if deepspeed["profile"] == "cpu":
+            distributed.release_deepspeed_shm()
     return args
 
 

@@ -5,6 +5,7 @@ v100 profile's generated config passes DeepSpeed's and Hugging Face's own checks
 import gzip
 import json
 import socket
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -40,6 +41,12 @@ def test_two_processes_train_and_the_loss_falls(two_processes):
     assert metrics["final_loss"] < metrics["first_loss"]
     # Rank 0 alone speaks for the stage.
     assert [e["event"] for e in two_processes.run.events].count("started") == 1
+
+
+def test_the_ranks_leave_nothing_in_shared_memory(two_processes):
+    # DeepSpeed's CPU backend names a 69 MB /dev/shm segment per rank after the master port.
+    port = two_processes.config["deepspeed"]["master_port"]
+    assert list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*")) == []
 
 
 def test_every_checkpoint_holds_both_ranks_state_before_its_manifest(two_processes):
