@@ -3,6 +3,7 @@ DeepSpeed when the stage config asks for it), checkpoints handed to the orchestr
 progress events from inside the loop, and the profiler and startup timing around it."""
 
 import gc
+import json
 import os
 import resource
 import signal
@@ -52,15 +53,21 @@ class ProgressEvents(TrainerCallback):
 
 
 class FirstStep(TrainerCallback):
-    """Ends the startup's engine phase (startup.py) as the attempt's first step begins."""
+    """Ends the startup's engine phase (startup.py) as the attempt's first step begins, and its
+    first_step phase as that step ends."""
 
     def __init__(self):
-        self.begun = False
+        self.begun = self.ended = False
 
     def on_step_begin(self, args, state, control, **kwargs):
         if not self.begun:
             self.begun = True
             startup.mark("engine")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.ended:
+            self.ended = True
+            startup.mark("first_step")
 
 
 class CheckpointHandoff(TrainerCallback):
@@ -193,23 +200,49 @@ def arguments(request: dict, evaluates: bool) -> TrainingArguments:
     return args
 
 
-def load_options(config: dict, partitioned: bool, lora: bool) -> dict:
-    """How from_pretrained loads a model of the stage: never a full fp32 copy of weights that do not
-    train, and on a GPU straight onto it.
+def stored_dtype(model_dir: str) -> torch.dtype:
+    """The dtype a model folder's weights are stored in, as its config says (fp32 if it says none)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text("utf-8"))
+    return getattr(torch, config.get("dtype") or config.get("torch_dtype") or "float32")
+
+
+def _onto_this_gpu() -> dict:
+    return {"device_map": {"": f"cuda:{os.environ.get('LOCAL_RANK', '0')}"}}
+
+
+def load_options(config: dict, model_dir: str, partitioned: bool, lora: bool) -> dict:
+    """How from_pretrained loads the model in `model_dir` for training: never a full fp32 copy of
+    weights that do not train, and on a GPU straight onto it.
     - Under the v100 profile, in fp16: DeepSpeed trains in it and keeps fp32 master copies of what
       trains itself; onto the rank's GPU unless ZeRO-3 is to partition the model while loading.
-    - One process on a GPU: LoRA's frozen base in the GPU's half precision (devices.py); a model
-      trained in full in fp32, which mixed precision keeps as the master weights.
+    - One process on a GPU: LoRA's frozen base in half precision, as stored when it is stored so
+      (autocast computes in the card's dtype either way, and converting fp16 to bf16 would only
+      lose bits), else in the card's (devices.py); a model trained in full in fp32, which mixed
+      precision keeps as the master weights.
     - On the CPU, the cpu profile included: in fp32.
     The dtype is always stated: transformers 5 otherwise loads a checkpoint in its own dtype, and
     published LLaMA weights are fp16."""
     deepspeed = config.get("deepspeed")
-    on_gpu = {"device_map": {"": f"cuda:{os.environ.get('LOCAL_RANK', '0')}"}}
+    on_gpu = _onto_this_gpu()
     if deepspeed and deepspeed["profile"] == "v100":
         return {"dtype": torch.float16} if partitioned else {"dtype": torch.float16, **on_gpu}
     if deepspeed or not torch.cuda.is_available():
         return {"dtype": torch.float32}
-    return {"dtype": devices.cuda_half_dtype() if lora else torch.float32, **on_gpu}
+    if not lora:
+        return {"dtype": torch.float32, **on_gpu}
+    stored = stored_dtype(model_dir)
+    return {"dtype": stored if stored in (torch.float16, torch.bfloat16) else devices.cuda_half_dtype(), **on_gpu}
+
+
+def fold_options(config: dict) -> dict:
+    """How the LoRA fold loads the base again, alone in its process once training is over. Under the
+    v100 profile in fp16 on the GPU, as it trained. Otherwise as stored, on the CPU: the merged model
+    keeps the base's precision (merging a small LoRA update into a bf16 copy of an fp16 base loses
+    much of it) and the host holds one copy of the base at that precision."""
+    deepspeed = config.get("deepspeed")
+    if deepspeed and deepspeed["profile"] == "v100":
+        return {"dtype": torch.float16, **_onto_this_gpu()}
+    return {"dtype": "auto"}
 
 
 def trainable_in_fp32(model, config: dict) -> None:

@@ -25,25 +25,33 @@ def tiny_half_model() -> LlamaForCausalLM:
 def test_v100_ranks_load_in_fp16_straight_to_their_gpu_unless_zero3_partitions(monkeypatch, deepspeed, expected):
     monkeypatch.setenv("LOCAL_RANK", "3")
     for lora in (True, False):
-        assert training.load_options({"deepspeed": deepspeed}, partitioned=deepspeed["zero_stage"] == 3, lora=lora) == expected
+        assert training.load_options({"deepspeed": deepspeed}, "", partitioned=deepspeed["zero_stage"] == 3, lora=lora) == expected
+    assert training.fold_options({"deepspeed": deepspeed}) == {"dtype": torch.float16, "device_map": {"": "cuda:3"}}
 
 
-def test_one_process_on_a_gpu_loads_a_lora_base_in_half_precision_and_full_training_in_fp32(monkeypatch):
+def test_one_process_on_a_gpu_loads_a_lora_base_in_half_precision_as_stored_and_full_training_in_fp32(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(devices, "cuda_half_dtype", lambda: torch.float16)  # a V100
+    monkeypatch.setattr(devices, "cuda_half_dtype", lambda: torch.bfloat16)  # an A100 or newer
     on_gpu = {"device_map": {"": "cuda:0"}}
-    assert training.load_options({}, partitioned=False, lora=True) == {"dtype": torch.float16, **on_gpu}
-    assert training.load_options({}, partitioned=False, lora=False) == {"dtype": torch.float32, **on_gpu}
+    fp16, fp32 = tmp_path / "fp16", tmp_path / "fp32"
+    tiny_half_model().save_pretrained(fp16)
+    tiny_half_model().float().save_pretrained(fp32)
+    # fp16 stays fp16 (converting it to bf16 would only lose bits); fp32 takes the card's half.
+    assert training.load_options({}, fp16, partitioned=False, lora=True) == {"dtype": torch.float16, **on_gpu}
+    assert training.load_options({}, fp32, partitioned=False, lora=True) == {"dtype": torch.bfloat16, **on_gpu}
+    assert training.load_options({}, fp16, partitioned=False, lora=False) == {"dtype": torch.float32, **on_gpu}
 
 
-def test_the_cpu_trains_in_fp32_even_from_an_fp16_checkpoint(tmp_path):
+def test_the_cpu_trains_in_fp32_even_from_an_fp16_checkpoint_and_folds_into_the_base_as_stored(tmp_path):
     """transformers 5 loads a checkpoint in its own dtype unless told; published LLaMA weights are fp16."""
     tiny_half_model().save_pretrained(tmp_path)
     for config in ({}, {"deepspeed": {"profile": "cpu", "zero_stage": 2}}):
-        options = training.load_options(config, partitioned=False, lora=True)
+        options = training.load_options(config, tmp_path, partitioned=False, lora=True)
         assert options == {"dtype": torch.float32}
         model = AutoModelForCausalLM.from_pretrained(tmp_path, **options)
         assert {p.dtype for p in model.parameters()} == {torch.float32}
+        base = AutoModelForCausalLM.from_pretrained(tmp_path, **training.fold_options(config))
+        assert {p.dtype for p in base.parameters()} == {torch.float16}
 
 
 def test_what_trains_on_a_half_precision_base_is_fp32_and_the_base_stays_half():

@@ -71,7 +71,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
     args = training.arguments(request, evaluates=eval_dataset is not None)
     zero3 = bool(config.get("deepspeed")) and config["deepspeed"]["zero_stage"] == 3
     lora = config["method"] == "lora"
-    model, loaded = resized_base(inputs["base_model"], tokenizer, training.load_options(config, partitioned=zero3, lora=lora))
+    model, loaded = resized_base(inputs["base_model"], tokenizer, training.load_options(config, inputs["base_model"], partitioned=zero3, lora=lora))
     parameters = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     if lora:
         model = merge.with_lora(model, config["lora"])
@@ -97,7 +97,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         # The run's DeepSpeed config would make from_pretrained partition the base across ranks
         # that have finished; the fold happens in this process alone.
         unset_hf_deepspeed_config()
-        base, _ = resized_base(inputs["base_model"], tokenizer, training.load_options(config, partitioned=False, lora=True))
+        base, _ = resized_base(inputs["base_model"], tokenizer, training.fold_options(config))
         merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, inputs["tokenizer"], out / "model")
     metrics = {

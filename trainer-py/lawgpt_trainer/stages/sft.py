@@ -4,6 +4,7 @@ covers the response tokens only. Writes the adapter and the standalone merged mo
 from pathlib import Path
 
 import torch
+from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lawgpt_trainer import data, merge, prompt, startup, training
@@ -66,17 +67,22 @@ def run(request: dict, events) -> tuple[dict, dict]:
 
     # Loaded once the data is known to be usable: a bad file fails the stage before the model costs anything.
     before = training.host_rss_bytes()
-    model = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.load_options(config, partitioned=False, lora=True))
+    model = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.load_options(config, request["inputs"]["model"], partitioned=False, lora=True))
     loaded = training.host_rss_bytes() - before
     parameters = sum(p.numel() for p in model.parameters())
     model = merge.with_lora(model, config["lora"])
     training.trainable_in_fp32(model, config)
     args = training.arguments(request, evaluates=False)
     startup.mark("model")
-    _, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
+    trainer, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
 
     model.save_pretrained(out / "adapter")
-    merge.fold(model, len(tokenizer)).save_pretrained(out / "model")
+    # Folded into the base as stored, not into the copy trained on (half precision on a GPU); the
+    # trained copy goes first, so that the process never holds two models.
+    training.release(trainer)
+    del model, trainer
+    base = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.fold_options(config))
+    merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer)).save_pretrained(out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
     metrics = {"train_samples": samples_count, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, loaded)}
     return {"adapter": "adapter", "model": "model"}, metrics
