@@ -161,7 +161,7 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
     profiled = set(range(window["start_step"], window["start_step"] + window["steps"])) if window else set()
     plain = [gap for step, gap in gaps.items() if step - 1 not in saved and step > 1 and step not in profiled]
     step_seconds = statistics.median(plain) if plain else None
-    save = [gaps[s + 1] - step_seconds for s in saved if s + 1 in gaps and step_seconds]
+    save = [gaps[s + 1] - step_seconds for s in saved if s + 1 in gaps and s + 1 not in profiled and step_seconds]
     samples_per_step = config.get("global_batch_size") or config["micro_batch_size"] * config["gradient_accumulation_steps"] * metrics.get("processes", 1)
     result = {
         "row": row["name"],
@@ -179,8 +179,9 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         "overflow_skipped_steps": metrics.get("overflow_skipped_steps"),
     }
     if steps and "seconds_to_first_step" in metrics:
-        # Launch to the trainer process's start is the DeepSpeed launcher's own work; the trainer's
-        # phases follow, in the order it reports them.
+        # The first progress event comes as the trainer's first step ends: what came before the
+        # trainer process started is the DeepSpeed launcher's own work. The trainer's phases
+        # follow, in the order it reports them.
         phases = {k.removeprefix("startup_").removesuffix("_seconds"): v for k, v in metrics.items() if k.startswith("startup_") and k.endswith("_seconds")}
         result["startup_seconds"] = {"launcher": steps[0]["at"] - metrics["seconds_to_first_step"], **phases}
     operations = ran["folder"] / "out" / profiling.PROFILER_DIR / profiling.OPERATIONS_FILE

@@ -5,7 +5,9 @@ the optimizer) is measured, not guessed.
 Every rank writes its Chrome trace into the TensorBoard folder, which the orchestrator uploads
 (TensorBoard's PyTorch profiler plugin and Perfetto read it): a slow rank shows beside the others.
 Rank 0 also writes the operations that took the most time to OPERATIONS_FILE and names the first
-few in its log."""
+few in its log. A window runs from a step's forward pass to the end of its optimizer update: the
+Trainer fetches a step's batches before, and saves and scores a checkpoint after; a checkpoint step
+inside a window of several steps is recorded with its save."""
 
 import json
 import time
@@ -59,6 +61,8 @@ class StepProfiler(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.window and self.profiler is None and state.global_step + 1 == self.window["start_step"]:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # the previous step's queued kernels are not this window's
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
             self.profiler = torch.profiler.profile(activities=activities)
             self.profiler.start()

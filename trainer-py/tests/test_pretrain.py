@@ -35,7 +35,7 @@ def test_the_stage_reports_what_it_cost(pipeline):
     assert metrics["train_tokens"] == config["max_steps"] * config["micro_batch_size"] * config["gradient_accumulation_steps"] * config["block_size"]
     # fp32 on the CPU: no loss scaling, so no step is skipped for an overflow.
     assert metrics["overflow_skipped_steps"] == 0
-    phases = [metrics[f"startup_{p}_seconds"] for p in ("imports", "data", "model", "engine")]
+    phases = [metrics[f"startup_{p}_seconds"] for p in ("imports", "data", "model", "engine", "first_step")]
     assert all(seconds > 0 for seconds in phases)
     assert metrics["seconds_to_first_step"] == pytest.approx(sum(phases))
 

@@ -55,7 +55,7 @@ def test_adapter_and_merged_model_are_written(pipeline):
 
 def test_the_stage_says_where_its_seconds_before_the_first_step_went(pipeline):
     metrics = pipeline["sft"].completed()["metrics"]
-    phases = [metrics[f"startup_{p}_seconds"] for p in ("imports", "data", "model", "engine")]
+    phases = [metrics[f"startup_{p}_seconds"] for p in ("imports", "data", "model", "engine", "first_step")]
     assert all(seconds > 0 for seconds in phases)
     assert metrics["seconds_to_first_step"] == pytest.approx(sum(phases))
 
