@@ -36,7 +36,7 @@ def any_rank(flag: bool, device) -> bool:
     return bool(value.item())
 
 
-def deepspeed_shm_segment() -> Path:
+def _deepspeed_shm_segment() -> Path:
     """The shared-memory segment DeepSpeed's CPU backend (the cpu profile) gives this rank when
     every rank is on one host (named by user, master address and port, and rank, in its shm.cpp)."""
     name = f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_{os.environ.get('MASTER_PORT', '')}_{rank()}"
@@ -50,7 +50,7 @@ def release_deepspeed_shm() -> None:
     the same port could open a stale one. The memory itself lives until the ranks exit, however
     they end. Every rank has mapped every other's once it is past DeepSpeed's init: hence the barrier."""
     barrier()
-    deepspeed_shm_segment().unlink(missing_ok=True)
+    _deepspeed_shm_segment().unlink(missing_ok=True)
 
 
 def shutdown() -> None:

@@ -18,8 +18,9 @@ from lawgpt_trainer.errors import InvalidInput
 
 
 def resized_base(base_model: str, tokenizer, options: dict) -> tuple[LlamaForCausalLM, dict]:
-    """The base model, loaded with `options` (training.load_options), its embeddings grown to the
-    merged vocabulary; with the host memory the load itself took on this rank."""
+    """The base model, loaded with `options` (training.load_options to train, fold_options to fold
+    into), its embeddings grown to the merged vocabulary; with the host memory the load itself took
+    on this rank."""
     before = training.host_rss_bytes()
     # SDPA, never FlashAttention-2: the same attention runs on CPU, V100 and newer GPUs.
     model = LlamaForCausalLM.from_pretrained(base_model, attn_implementation="sdpa", **options)
