@@ -32,8 +32,8 @@ export interface Benchmark {
   id: string;
   name: string;
   what: string;
-  /** time: lower is better; throughput and ratio: higher is better. */
-  metric: 'time' | 'throughput' | 'ratio';
+  /** time and memory: lower is better; throughput and ratio: higher is better. */
+  metric: 'time' | 'memory' | 'throughput' | 'ratio';
   unit: string;
   target: { max?: number; min?: number };
   run(ctx: BenchContext): Promise<Measured>;

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from lawgpt_trainer import checkpoints, contract, deepspeed_config, devices, distributed, profiling, running_version, startup
+from lawgpt_trainer import checkpoints, contract, deepspeed_config, devices, distributed, loss, profiling, running_version, startup
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
@@ -304,7 +304,13 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
     progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnRequest(request.get("stop_file"))
     profiler = profiling.StepProfiler(request["config"].get("profiler"), request["output_dir"], events)
     trainer = Trainer(
-        model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset, data_collator=collator, callbacks=[FirstStep(), progress, handoff, stop, profiler]
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        compute_loss_func=loss.causal_lm_loss,
+        callbacks=[FirstStep(), progress, handoff, stop, profiler],
     )
     try:
         output = trainer.train(resume_from_checkpoint=request.get("resume_from"))
