@@ -12,7 +12,7 @@ tokenizes the corpus; later rows take its blocks, as the block cache would. Resu
 a run cut short keeps what it measured.
 
     python bench/gpu.py --prepare --carry DIR   (here: tokenizers and data slices into DIR)
-    python bench/gpu.py --carry DIR [--out DIR] [--only NAME]"""
+    python bench/gpu.py --carry DIR [--out DIR] [--only NAME] [--seconds N]"""
 
 import argparse
 import json
@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW_LIMIT_SECONDS = 240
+MIN_ROW_SECONDS = 45  # less than this is not enough to load a model and train a few steps
 # Dense fp16 tensor peaks in TFLOP/s, first match on the device name wins.
 PEAK_FP16_TFLOPS = [("H100 PCIe", 756), ("H100", 989), ("H200", 989), ("A100", 312), ("V100", 125), ("L40S", 362), ("L4", 121), ("A10", 125)]
 CORPUS_BYTES = {"smoke": 1 << 20, "full": 8 << 20}
@@ -108,7 +109,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(row: dict, request: dict, folder: Path) -> dict:
+def launch(row: dict, request: dict, folder: Path, limit_seconds: float) -> dict:
     """Runs the row's trainer as the activity would; its events with the second each arrived."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "request.json").write_text(json.dumps(request), "utf-8")
@@ -126,14 +127,17 @@ def launch(row: dict, request: dict, folder: Path) -> dict:
     with open(folder / "stderr.log", "w") as stderr:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True)
         # A row that overruns is killed, launcher and ranks alike, so that the rest still run.
-        limit = threading.Timer(ROW_LIMIT_SECONDS, os.killpg, (child.pid, signal.SIGKILL))
+        limit = threading.Timer(limit_seconds, os.killpg, (child.pid, signal.SIGKILL))
         limit.start()
         for line in child.stdout:
             if line.startswith("{"):
                 events.append({**json.loads(line), "at": time.monotonic() - started})
         code = child.wait()
         limit.cancel()
-    return {"code": code, "events": events, "seconds": time.monotonic() - started, "stderr": (folder / "stderr.log").read_text(errors="replace")[-2000:]}
+    stderr = (folder / "stderr.log").read_text(errors="replace")[-2000:]
+    if code == -signal.SIGKILL and time.monotonic() - started >= limit_seconds:
+        stderr = f"killed after its {limit_seconds:.0f} s\n{stderr}"
+    return {"code": code, "events": events, "seconds": time.monotonic() - started, "stderr": stderr}
 
 
 def parameters_with_layers(shape: dict, parameters: int, layers: int) -> int:
@@ -212,8 +216,11 @@ def table(card: dict, results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        if "skipped" in r:
+            lines.append(f"| {r['row']} | not run: {r['skipped']} | | | | | | | |")
+            continue
         if "error" in r:
-            lines.append(f"| {r['row']} | failed: {r['error'][:120].replace('|', '/')} | | | | | | | |")
+            lines.append(f"| {r['row']} | failed: {' '.join(r['error'].split())[:120].replace('|', '/')} | | | | | | | |")
             continue
         lines.append(
             f"| {r['row']} | {fmt(r.get('tokens_per_second'), ',.0f')} | {fmt(r['samples_per_second'], '.2f')} | {fmt(r.get('mfu'), '.1%')} | "
@@ -243,9 +250,10 @@ def table(card: dict, results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(carry: Path, out: Path, only: str | None) -> int:
+def run(carry: Path, out: Path, only: str | None, seconds: float | None) -> int:
     from lawgpt_trainer import contract
 
+    deadline = time.monotonic() + seconds if seconds else None
     plan = json.loads((carry / "plan.json").read_text("utf-8"))
     card = device()
     if not plan["smoke"] and card["name"] == "cpu":
@@ -258,6 +266,10 @@ def run(carry: Path, out: Path, only: str | None) -> int:
     runs, blocks, results = {}, {}, []
     for row in plan["rows"]:
         if only and only not in row["name"]:
+            continue
+        left = deadline - time.monotonic() if deadline else ROW_LIMIT_SECONDS
+        if left < MIN_ROW_SECONDS:
+            results.append({"row": row["name"], "skipped": f"{seconds:.0f} s budget spent"})
             continue
         shape = row["shape"]
         model = make_model(carry, plan["run"]["base"], plan["shapes"][shape], work / "models" / shape)
@@ -282,7 +294,7 @@ def run(carry: Path, out: Path, only: str | None) -> int:
             **({"resume_from": str(resumed_from["folder"] / "out" / checkpoint)} if checkpoint else {}),
         }
         print(f"--- {row['name']}", file=sys.stderr, flush=True)
-        ran = launch(row, request, folder)
+        ran = launch(row, request, folder, min(ROW_LIMIT_SECONDS, deadline - time.monotonic()) if deadline else ROW_LIMIT_SECONDS)
         ran["folder"] = folder
         runs[row["name"]] = ran
         offered = next((e["path"] for e in ran["events"] if e["event"] == "blocks"), None)
@@ -290,10 +302,16 @@ def run(carry: Path, out: Path, only: str | None) -> int:
             blocks[shape] = folder / "out" / offered
         results.append(measure(row, plan["shapes"][shape], ran, card["peak_tflops"], resumed_from))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-        (out / f"{stem}.json").write_text(json.dumps({"date": date.today().isoformat(), "card": card, "rows": results}, indent=2) + "\n")
-        (out / f"{stem}.md").write_text(table(card, results))
+        write(out, stem, card, results)
+    write(out, stem, card, results)
     print(table(card, results))
-    return 0 if results and all("error" not in r for r in results) else 1
+    return 0 if results and all("error" not in r and "skipped" not in r for r in results) else 1
+
+
+def write(out: Path, stem: str, card: dict, results: list[dict]) -> None:
+    """Rewritten after every row, so a run cut short keeps what it measured."""
+    (out / f"{stem}.json").write_text(json.dumps({"date": date.today().isoformat(), "card": card, "rows": results}, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table(card, results))
 
 
 def main() -> int:
@@ -302,11 +320,14 @@ def main() -> int:
     parser.add_argument("--prepare", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--only")
+    # The device machine's command limit: rows that would start too late are listed as not run,
+    # and the row in progress is killed at the deadline, so the results come back in time.
+    parser.add_argument("--seconds", type=float)
     args = parser.parse_args()
     if args.prepare:
         prepare(args.carry)
         return 0
-    return run(args.carry, args.out, args.only)
+    return run(args.carry, args.out, args.only, args.seconds)
 
 
 if __name__ == "__main__":

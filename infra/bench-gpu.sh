@@ -6,7 +6,8 @@
 #                                    .state/gpu-carry/ (carried with the repository: 64 MiB in all)
 #   bash infra/bench-gpu.sh          on the GPU machine (no network, maybe no Node): installs the
 #                                    carried wheels beside the image's torch and runs the plan;
-#                                    results go to bench/results/ (or --out DIR)
+#                                    results go to bench/results/ (or --out DIR); --seconds N
+#                                    bounds the plan's time, for a machine with a command limit
 #   npm run bench:gpu -- --smoke     here, on CPU: the same script on a tiny shape, to check it
 #
 # The GPU image has torch (CUDA), transformers, peft, accelerate and sentencepiece, but not
