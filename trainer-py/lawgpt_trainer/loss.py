@@ -3,10 +3,11 @@ computed over the logits in chunks of tokens.
 
 With a 50k vocabulary the logits are the largest activation: 8 x 1,024 tokens make 409M of them.
 transformers upcasts them all to fp32 and keeps the log-softmax of all of them for the backward
-pass, and the backward pass makes two more full fp32 tensors: about 6 GB beside 0.8 GB of fp16
-logits. Here each chunk is upcast, scored and dropped, and recomputed chunk by chunk in the
-backward pass (activation checkpointing), so fp32 copies exist for one chunk at a time. The cost is
-one more softmax over the logits, which is little beside the matrix products that make them.
+pass, and the backward pass makes two more full fp32 tensors: 4.9 GB beyond the 0.8 GB of fp16
+logits (P8 in bench/README.md). Here each chunk is upcast, scored and dropped, and recomputed
+chunk by chunk in the backward pass (activation checkpointing), so fp32 copies exist for one chunk
+at a time. The cost is one more softmax over the logits, which is little beside the matrix
+products that make them.
 
 The Trainer takes it as `compute_loss_func`, so the model still computes its logits in its own
 forward pass: DeepSpeed's ZeRO-3 hooks gather the LM head there as for every other module."""

@@ -3,6 +3,7 @@ the loss the training stages use."""
 
 import io
 import json
+import signal
 
 import pytest
 import torch
@@ -81,7 +82,14 @@ def test_the_trainer_trains_with_the_chunked_loss(monkeypatch, tmp_path):
     ids, labels = batch()
     dataset = [{"input_ids": i, "labels": l, "attention_mask": torch.ones_like(i)} for i, l in zip(ids, labels)] * 2
     out = io.StringIO()
-    _, trained = training.train(tiny_model(), training.arguments(request, evaluates=False), dataset, None, request, EventStream(out), VOCAB)
+    # The stage sets these for its own process; this one goes on to fork pool workers that must
+    # still die on SIGTERM (packing's), and to other tests.
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path))
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        _, trained = training.train(tiny_model(), training.arguments(request, evaluates=False), dataset, None, request, EventStream(out), VOCAB)
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
     assert len(calls) == 2 and calls[0] == (2, 13)
     assert len(trained["losses"]) == 2
     assert [json.loads(line)["event"] for line in out.getvalue().splitlines()].count("progress") == 2
