@@ -264,11 +264,15 @@ def run(carry: Path, out: Path, only: str | None, seconds: float | None) -> int:
     stem = f"gpu-{date.today().isoformat()}-{re.sub(r'[^A-Za-z0-9]+', '-', card['name']).strip('-')}"
     out.mkdir(parents=True, exist_ok=True)
     runs, blocks, results = {}, {}, []
+
+    def row_limit() -> float:
+        return min(ROW_LIMIT_SECONDS, deadline - time.monotonic()) if deadline else ROW_LIMIT_SECONDS
+
     for row in plan["rows"]:
         if only and only not in row["name"]:
             continue
-        left = deadline - time.monotonic() if deadline else ROW_LIMIT_SECONDS
-        if left < MIN_ROW_SECONDS:
+        # Checked before the model is made and again after: making a 7B-width one takes a while.
+        if row_limit() < MIN_ROW_SECONDS:
             results.append({"row": row["name"], "skipped": f"{seconds:.0f} s budget spent"})
             continue
         shape = row["shape"]
@@ -293,8 +297,11 @@ def run(carry: Path, out: Path, only: str | None, seconds: float | None) -> int:
             "config": row["config"],
             **({"resume_from": str(resumed_from["folder"] / "out" / checkpoint)} if checkpoint else {}),
         }
+        if row_limit() < MIN_ROW_SECONDS:
+            results.append({"row": row["name"], "skipped": f"{seconds:.0f} s budget spent after making the model"})
+            continue
         print(f"--- {row['name']}", file=sys.stderr, flush=True)
-        ran = launch(row, request, folder, min(ROW_LIMIT_SECONDS, deadline - time.monotonic()) if deadline else ROW_LIMIT_SECONDS)
+        ran = launch(row, request, folder, row_limit())
         ran["folder"] = folder
         runs[row["name"]] = ran
         offered = next((e["path"] for e in ran["events"] if e["event"] == "blocks"), None)

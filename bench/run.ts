@@ -23,7 +23,7 @@ const BENCHMARKS: Benchmark[] = [
   { id: 'P5', name: 'trainer-wrapper', what: 'steps/s of our trainer (events, checkpoint hand-over) ÷ a bare Hugging Face Trainer', metric: 'throughput', unit: 'steps/s', target: { min: 0.98 }, run: python('trainer_wrapper.py') },
   { id: 'P6', name: 'resume-latency', what: 'kill -> first new step ÷ (checkpoint download + model load, measured alone)', metric: 'time', unit: 's', target: { max: 1.2 }, run: resumeLatency },
   { id: 'P7', name: 'eval-throughput', what: 'held-out scoring, ours ÷ a plain batched loop with the same model and batch size', metric: 'throughput', unit: 'tokens/s', target: { min: 0.95 }, run: python('eval_throughput.py') },
-  { id: 'P8', name: 'loss-memory', what: "memory of one micro-batch's loss beyond its fp16 logits, ours (chunked) ÷ transformers' ForCausalLMLoss", metric: 'memory', unit: 'MiB', target: { max: 0.5 }, run: python('loss_memory.py') },
+  { id: 'P8', name: 'loss-memory', what: "memory of one micro-batch's fp16 logits and loss, forward and backward, ours (chunked) ÷ transformers' ForCausalLMLoss", metric: 'memory', unit: 'MiB', target: { max: 0.5 }, run: python('loss_memory.py') },
 ];
 
 /** Runs `bench/<script>` in the trainer's Python with the context as its parameters; it prints its Measured as the last line. */

@@ -1,27 +1,57 @@
-"""The training loss: next-token cross-entropy, the same value as transformers' own causal-LM loss,
-computed over the logits in chunks of tokens.
+"""The training loss: next-token cross-entropy, the same value and gradients as transformers' own
+causal-LM loss, computed over the logits in chunks of tokens.
 
-With a 50k vocabulary the logits are the largest activation: 8 x 1,024 tokens make 409M of them.
-transformers upcasts them all to fp32 and keeps the log-softmax of all of them for the backward
-pass, and the backward pass makes two more full fp32 tensors: 4.9 GB beyond the 0.8 GB of fp16
-logits (P8 in bench/README.md). Here each chunk is upcast, scored and dropped, and recomputed
-chunk by chunk in the backward pass (activation checkpointing), so fp32 copies exist for one chunk
-at a time. The cost is one more softmax over the logits, which is little beside the matrix
-products that make them.
+With a 50k vocabulary the logits are the largest activation: 8 x 1,024 tokens make 409M of them,
+0.8 GB in fp16. transformers upcasts them all to fp32, keeps their log-softmax for the backward
+pass and makes two more full fp32 tensors there: 4.9 GB. Here a chunk of tokens is upcast at a
+time. The forward pass keeps only each token's log-normaliser (logsumexp); the backward pass
+rebuilds each chunk's softmax from it and writes the chunk's gradient, (softmax - one-hot of the
+target) x the loss's gradient, straight into one gradient in the logits' dtype. What is kept is
+the fp16 logits, their fp16 gradient and one chunk's fp32 work (P8 in bench/README.md).
 
 The Trainer takes it as `compute_loss_func`, so the model still computes its logits in its own
 forward pass: DeepSpeed's ZeRO-3 hooks gather the LM head there as for every other module."""
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 from lawgpt_trainer.prompt import IGNORE_INDEX
 
 CHUNK_TOKENS = 1024  # fp32 logits of 1,024 tokens over a 50k vocabulary: 200 MB at a time
 
 
-def _summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+class _SummedCrossEntropy(torch.autograd.Function):
+    """Sum over rows of -log softmax(logits)[target], rows whose target is IGNORE_INDEX left out."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, chunk_tokens: int) -> torch.Tensor:
+        # Half precision is scored in fp32; fp64 stays fp64, which lets gradcheck test the backward.
+        working = torch.promote_types(logits.dtype, torch.float32)
+        scored = targets != IGNORE_INDEX
+        safe_targets = targets.masked_fill(~scored, 0)
+        log_normalisers = torch.empty(logits.shape[0], dtype=working, device=logits.device)
+        total = torch.zeros((), dtype=working, device=logits.device)
+        for start in range(0, logits.shape[0], chunk_tokens):
+            rows = slice(start, start + chunk_tokens)
+            chunk = logits[rows].to(working)
+            log_normalisers[rows] = torch.logsumexp(chunk, dim=-1)
+            target_logits = chunk.gather(1, safe_targets[rows, None]).squeeze(1)
+            total += torch.where(scored[rows], log_normalisers[rows] - target_logits, 0.0).sum()
+        ctx.save_for_backward(logits, safe_targets, scored, log_normalisers)
+        ctx.chunk_tokens = chunk_tokens
+        return total
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_total: torch.Tensor):
+        logits, safe_targets, scored, log_normalisers = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], ctx.chunk_tokens):
+            rows = slice(start, start + ctx.chunk_tokens)
+            softmax = logits[rows].to(log_normalisers.dtype, copy=True).sub_(log_normalisers[rows, None]).exp_()
+            softmax[torch.arange(softmax.shape[0], device=softmax.device), safe_targets[rows]] -= 1
+            grad[rows] = softmax.mul_(grad_total).masked_fill_(~scored[rows, None], 0.0)
+        return grad, None, None
 
 
 def causal_lm_loss(outputs, labels: torch.Tensor, num_items_in_batch=None, chunk_tokens: int = CHUNK_TOKENS) -> torch.Tensor:
@@ -30,11 +60,7 @@ def causal_lm_loss(outputs, labels: torch.Tensor, num_items_in_batch=None, chunk
     this batch's targets, as transformers' ForCausalLMLoss does."""
     logits = outputs.logits
     targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1).to(logits.device)
-    flat = logits.reshape(-1, logits.shape[-1])
-    total = sum(
-        checkpoint(_summed_cross_entropy, chunk, chunk_targets, use_reentrant=False)
-        for chunk, chunk_targets in zip(flat.split(chunk_tokens), targets.split(chunk_tokens))
-    )
+    total = _SummedCrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets, chunk_tokens)
     if num_items_in_batch is None:
         return total / (targets != IGNORE_INDEX).sum()
     if torch.is_tensor(num_items_in_batch):

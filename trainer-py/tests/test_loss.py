@@ -32,6 +32,11 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return ids, labels
 
 
+class Outputs:
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+
 def gradients(model) -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in model.named_parameters()}
 
@@ -53,11 +58,22 @@ def test_the_loss_and_its_gradients_are_transformers_own(chunk_tokens, num_items
         torch.testing.assert_close(gradient, expected_gradients[name], msg=name)
 
 
+def test_the_backward_pass_is_the_derivative_of_the_forward_pass():
+    _, labels = batch()
+    logits = torch.randn(*labels.shape, 11, dtype=torch.float64, requires_grad=True)
+    labels = labels % 11
+    labels[0, :5] = IGNORE_INDEX
+    before = logits.detach().clone()
+    for chunk_tokens in (1, 4, 100):
+        assert torch.autograd.gradcheck(lambda x: loss.causal_lm_loss(Outputs(x), labels, chunk_tokens=chunk_tokens), (logits,))
+    assert torch.equal(logits, before)  # the backward pass works on copies, never on the logits
+
+
 def test_half_precision_logits_are_scored_in_fp32_and_get_a_gradient_in_their_own_dtype():
     ids, labels = batch()
     torch.manual_seed(2)
     logits = (torch.randn(*ids.shape, VOCAB) * 4).half().requires_grad_()
-    found = loss.causal_lm_loss(type("Outputs", (), {"logits": logits})(), labels, chunk_tokens=8)
+    found = loss.causal_lm_loss(Outputs(logits), labels, chunk_tokens=8)
     (found_gradient,) = torch.autograd.grad(found, logits)
     expected = ForCausalLMLoss(logits, labels, VOCAB)
     (expected_gradient,) = torch.autograd.grad(expected, logits)
