@@ -23,6 +23,7 @@ HIDDEN = 16  # the LM head's input: small, so that the logits are what the memor
 def measure(method: str, sequences: int) -> dict:
     import torch
     from transformers.loss.loss_utils import ForCausalLMLoss
+    from transformers.modeling_outputs import CausalLMOutput
 
     from lawgpt_trainer import loss
 
@@ -35,7 +36,7 @@ def measure(method: str, sequences: int) -> dict:
     logits = torch.nn.functional.linear(hidden, head)
     logits_mib = logits.numel() * logits.element_size() / 2**20
     if method == "ours":
-        value = loss.causal_lm_loss(type("Outputs", (), {"logits": logits})(), labels)
+        value = loss.causal_lm_loss(CausalLMOutput(logits=logits), labels)
     else:
         value = ForCausalLMLoss(logits, labels, VOCAB)
     del logits

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.loss.loss_utils import ForCausalLMLoss
+from transformers.modeling_outputs import CausalLMOutput
 
 from lawgpt_trainer import loss, training
 from lawgpt_trainer.events import EventStream
@@ -30,11 +31,6 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     labels[0, :5] = IGNORE_INDEX  # a prompt the response follows
     labels[2, 9:] = IGNORE_INDEX  # padding
     return ids, labels
-
-
-class Outputs:
-    def __init__(self, logits: torch.Tensor):
-        self.logits = logits
 
 
 def gradients(model) -> dict[str, torch.Tensor]:
@@ -65,7 +61,7 @@ def test_the_backward_pass_is_the_derivative_of_the_forward_pass():
     labels[0, :5] = IGNORE_INDEX
     before = logits.detach().clone()
     for chunk_tokens in (1, 4, 100):
-        assert torch.autograd.gradcheck(lambda x: loss.causal_lm_loss(Outputs(x), labels, chunk_tokens=chunk_tokens), (logits,))
+        assert torch.autograd.gradcheck(lambda x: loss.causal_lm_loss(CausalLMOutput(logits=x), labels, chunk_tokens=chunk_tokens), (logits,))
     assert torch.equal(logits, before)  # the backward pass works on copies, never on the logits
 
 
@@ -73,7 +69,7 @@ def test_half_precision_logits_are_scored_in_fp32_and_get_a_gradient_in_their_ow
     ids, labels = batch()
     torch.manual_seed(2)
     logits = (torch.randn(*ids.shape, VOCAB) * 4).half().requires_grad_()
-    found = loss.causal_lm_loss(Outputs(logits), labels, chunk_tokens=8)
+    found = loss.causal_lm_loss(CausalLMOutput(logits=logits), labels, chunk_tokens=8)
     (found_gradient,) = torch.autograd.grad(found, logits)
     expected = ForCausalLMLoss(logits, labels, VOCAB)
     (expected_gradient,) = torch.autograd.grad(expected, logits)
