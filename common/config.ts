@@ -108,8 +108,13 @@ export const DeepSpeedConfig = z
     // layer by layer at every step (4.8x slower on an H100), while ZeRO-2 still partitions the
     // optimizer state of the embeddings and LM head that LoRA trains in full.
     zero_stage: z.number().int().min(0).max(3).optional(),
-    // Recompute activations in the backward pass: part of what lets 7B fit on V100s.
-    gradient_checkpointing: z.boolean().default(false),
+    // Recompute activations in the backward pass: part of what lets 7B fit on V100s. true: every
+    // decoder layer; n: every n-th (layers 0, n, 2n, ...), keeping the others' activations, which
+    // trades memory for the recompute (a quarter of a full-training step, a third of a LoRA one);
+    // false: none; "auto": the least
+    // recomputation that the trainer's memory estimate fits on the rank's GPU, with room to spare
+    // (every layer without a GPU).
+    gradient_checkpointing: z.union([z.boolean(), z.number().int().min(2), z.literal('auto')]).default(false),
     hosts: z.array(DeepSpeedHost).nonempty().default([{ host: 'localhost', slots: 2 }]),
     master_addr: z.string().min(1).default('127.0.0.1'),
     master_port: z.number().int().min(1024).max(65535).default(29500),

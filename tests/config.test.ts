@@ -76,7 +76,7 @@ describe('run config', () => {
     expect(lawgpt.vocab.vocab_size).toBe(20000);
     expect(lawgpt.pretrain).toMatchObject({ epochs: 1, micro_batch_size: 8, global_batch_size: 128, learning_rate: 3e-4, block_size: 1024, method: 'lora' });
     expect(lawgpt.pretrain.lora).toMatchObject({ r: 16, alpha: 32, dropout: 0.05, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });
-    expect(lawgpt.pretrain.deepspeed).toMatchObject({ profile: 'v100', zero_stage: 2, gradient_checkpointing: true, hosts: [{ host: 'localhost', slots: 8 }] });
+    expect(lawgpt.pretrain.deepspeed).toMatchObject({ profile: 'v100', zero_stage: 2, gradient_checkpointing: 'auto', hosts: [{ host: 'localhost', slots: 8 }] });
     expect(lawgpt.sft).toMatchObject({ epochs: 20, micro_batch_size: 8, gradient_accumulation_steps: 8, cutoff_len: 256 });
     expect(lawgpt.sft.lora).toMatchObject({ r: 8, alpha: 16, target_modules: ['q_proj', 'v_proj'] });
 
@@ -132,8 +132,11 @@ describe('run config', () => {
     expect(problems({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 96, deepspeed: { profile: 'v100', hosts } } })).toEqual([
       'pretrain.global_batch_size: must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)',
     ]);
-    const found = problems({ ...demo, pretrain: { deepspeed: { profile: 'a100', zero_stage: 4, hosts: [{ host: 'bad host', slots: 0 }] } } });
+    const checkpointing = (gradient_checkpointing: unknown) => parseRunConfig({ ...demo, pretrain: { deepspeed: { profile: 'v100', gradient_checkpointing } } }).pretrain.deepspeed?.gradient_checkpointing;
+    expect([checkpointing(true), checkpointing(2), checkpointing(false), checkpointing('auto')]).toEqual([true, 2, false, 'auto']);
+    const found = problems({ ...demo, pretrain: { deepspeed: { profile: 'a100', zero_stage: 4, gradient_checkpointing: 1, hosts: [{ host: 'bad host', slots: 0 }] } } });
     expect(found.map((p) => p.split(':')[0]).sort()).toEqual([
+      'pretrain.deepspeed.gradient_checkpointing',
       'pretrain.deepspeed.hosts.0.host',
       'pretrain.deepspeed.hosts.0.slots',
       'pretrain.deepspeed.profile',

@@ -5,12 +5,18 @@ same text (its input and output rows alike), the way vocabulary-expansion recipe
 tokens; rows added only to reach a tensor-core friendly size are never generated."""
 
 import contextlib
+import math
 
 import sentencepiece as spm
 import torch
 
 PAD_VOCAB_TO_MULTIPLE_OF = 64
 SPACE = "\u2581"  # SentencePiece's word-boundary mark
+
+
+def padded_rows(vocab: int) -> int:
+    """Embedding rows for a vocabulary of `vocab` pieces, as resize_from_base makes them."""
+    return math.ceil(vocab / PAD_VOCAB_TO_MULTIPLE_OF) * PAD_VOCAB_TO_MULTIPLE_OF
 
 
 def base_spelling(base: spm.SentencePieceProcessor, piece: str) -> list[int]:

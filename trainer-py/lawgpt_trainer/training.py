@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.modeling_layers import GradientCheckpointingLayer
 
-from lawgpt_trainer import checkpoints, contract, deepspeed_config, devices, distributed, loss, profiling, running_version, startup
+from lawgpt_trainer import checkpoints, contract, deepspeed_config, devices, distributed, embeddings, loss, memory, profiling, running_version, startup
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
@@ -146,10 +147,25 @@ def accumulation_steps(config: dict, processes: int) -> int:
     return config["gradient_accumulation_steps"]
 
 
-def arguments(request: dict, evaluates: bool) -> TrainingArguments:
-    """The stage's TrainingArguments. Under DeepSpeed they register its config with transformers,
-    so they come before the model is loaded: with ZeRO-3, from_pretrained then builds the model
-    partitioned across the ranks (zero.Init) instead of whole on every one."""
+def checkpointing_arguments(gradient_checkpointing: bool | int) -> dict:
+    """TrainingArguments for the stage's `gradient_checkpointing`: transformers recomputes every
+    n-th decoder layer (memory.py counts them) with PyTorch's non-reentrant checkpointing."""
+    every = memory.checkpoint_every(gradient_checkpointing)
+    if not every:
+        return {}
+    return {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False, "every_n_layers": every}}
+
+
+def count_checkpointed_layers(model) -> int:
+    """Decoder layers that recompute their forward pass in the backward one, as training set them."""
+    return sum(1 for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing)
+
+
+def arguments(request: dict, evaluates: bool, gradient_checkpointing: bool | int) -> TrainingArguments:
+    """The stage's TrainingArguments, with `gradient_checkpointing` as device_memory_plan resolved
+    it. Under DeepSpeed they register its config with transformers, so they come before the model
+    is loaded: with ZeRO-3, from_pretrained then builds the model partitioned across the ranks
+    (zero.Init) instead of whole on every one."""
     config = request["config"]
     deepspeed = config.get("deepspeed")
     processes = world_size(config)
@@ -157,8 +173,7 @@ def arguments(request: dict, evaluates: bool) -> TrainingArguments:
     extra = {}
     if deepspeed:
         extra["deepspeed"] = deepspeed_config.generate(deepspeed, config["micro_batch_size"], accumulation, processes)
-        if deepspeed["gradient_checkpointing"]:
-            extra.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
+        extra.update(checkpointing_arguments(gradient_checkpointing))
     # transformers 5 takes the TensorBoard folder from the environment only.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(request["output_dir"]) / TENSORBOARD_DIR)
     args = TrainingArguments(
@@ -271,6 +286,27 @@ def host_rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def device_memory_plan(config: dict, model_dir: str, vocab: int, events) -> tuple[bool | int, dict]:
+    """Under DeepSpeed, before the model loads: the gradient checkpointing the stage trains with
+    ("auto" resolved for this rank's GPU) and the estimate of what each rank's device will hold
+    (memory.py), said by part; on a GPU a stage that cannot fit stops here (memory.check_fits).
+    `memory_estimate_bytes` goes beside `gpu_peak_bytes` in the metrics. One process on a GPU trains
+    under autocast, which the estimate does not model."""
+    deepspeed = config.get("deepspeed")
+    if not deepspeed:
+        return False, {}
+    model_config = json.loads((Path(model_dir) / "config.json").read_text("utf-8"))
+    shape = memory.Shape.of(model_config, embeddings.padded_rows(vocab))
+    processes = world_size(config)
+    # The cpu profile trains on the CPU even where a GPU is visible.
+    on_gpu = deepspeed["profile"] != "cpu" and torch.cuda.is_available()
+    device_bytes = torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", "0"))).total_memory if on_gpu else None
+    checkpointing = memory.choose_checkpointing(shape, config, processes, device_bytes, events)
+    estimated = memory.estimate(shape, {**config, "deepspeed": {**deepspeed, "gradient_checkpointing": checkpointing}}, processes)
+    memory.check_fits(estimated, device_bytes, events)
+    return checkpointing, {"memory_estimate_bytes": estimated["total"]}
+
+
 def memory_metrics(model_parameters: int, loaded_rss: int) -> dict:
     """Parameters, the host memory their load took on this rank, the rank's peak host memory, and
     the GPU's peak where there is one: what the per-GPU estimate in the README is checked against."""
@@ -335,6 +371,7 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         "eval_losses": handoff.eval_losses,
         "steps": trainer.state.global_step - resumed_at,
         "sequences_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
+        "checkpointed_layers": count_checkpointed_layers(model),
         "seconds": output.metrics["train_runtime"],
     }
 
@@ -343,7 +380,8 @@ def loss_metrics(trained: dict, sequence_length: int) -> dict:
     """Losses, where training resumed, how fast this attempt's steps went (the training loop alone,
     checkpoint saves included), its processes, the tokens it trained on: steps x sequences per
     step x `sequence_length` (an upper bound where sequences are padded to it), the steps fp16
-    overflow skipped, and where the seconds before its first step went."""
+    overflow skipped, the layers gradient checkpointing recomputed, and where the seconds before
+    its first step went."""
     losses = trained["losses"]
     metrics = {
         **startup.metrics(),
@@ -353,6 +391,7 @@ def loss_metrics(trained: dict, sequence_length: int) -> dict:
         "processes": trained["processes"],
         "train_tokens": trained["steps"] * trained["sequences_per_step"] * sequence_length,
         "overflow_skipped_steps": trained["overflow_skipped_steps"],
+        "checkpointed_layers": trained["checkpointed_layers"],
     }
     if losses:
         metrics.update(first_loss=losses[0], final_loss=losses[-1])

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 def two_process_config(**overrides) -> dict:
-    deepspeed = {"profile": "cpu", "zero_stage": 3, "gradient_checkpointing": True, "hosts": [{"host": "localhost", "slots": 2}], "master_addr": "127.0.0.1", "master_port": free_port()}
+    deepspeed = {"profile": "cpu", "zero_stage": 3, "gradient_checkpointing": "auto", "hosts": [{"host": "localhost", "slots": 2}], "master_addr": "127.0.0.1", "master_port": free_port()}
     return {**CONFIGS["pretrain"], "method": "lora", "max_steps": 6, "checkpoint_steps": 3, "learning_rate": 5e-3, "global_batch_size": 4, "deepspeed": deepspeed, **overrides}
 
 
@@ -39,6 +39,12 @@ def test_two_processes_train_and_the_loss_falls(two_processes):
     metrics = two_processes.run.completed()["metrics"]
     assert metrics["processes"] == 2
     assert metrics["final_loss"] < metrics["first_loss"]
+    # "auto" without a GPU recomputes every layer, here the model's one; the estimate was made.
+    assert metrics["checkpointed_layers"] == 1
+    assert metrics["memory_estimate_bytes"] > 0
+    logged = [e["message"] for e in two_processes.run.events if e["event"] == "log"]
+    assert "gradient checkpointing (auto): every decoder layer, with no GPU to fit" in logged
+    assert any(m.startswith("estimated ") and "activations" in m for m in logged)
     # Rank 0 alone speaks for the stage.
     assert [e["event"] for e in two_processes.run.events].count("started") == 1
 
@@ -105,12 +111,13 @@ def test_a_stop_file_stops_every_rank_at_the_same_step_with_a_checkpoint(two_pro
     assert next(e for e in run.events if e["event"] == "failed")["kind"] == "interrupted"
 
 
-def test_v100_config_passes_deepspeed_and_hugging_face_checks(monkeypatch):
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_v100_config_passes_deepspeed_and_hugging_face_checks(monkeypatch, zero_stage):
     import deepspeed
     from deepspeed.runtime.config import DeepSpeedConfig
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
-    profile = {"profile": "v100", "zero_stage": 3}
+    profile = {"profile": "v100", "zero_stage": zero_stage}
     # LaWGPT's shape: 8 processes, micro-batch 8, global batch 128.
     config = deepspeed_config.generate(profile, micro_batch_size=8, accumulation=training.accumulation_steps({"global_batch_size": 128, "micro_batch_size": 8}, 8), world_size=8)
 
@@ -122,7 +129,7 @@ def test_v100_config_passes_deepspeed_and_hugging_face_checks(monkeypatch):
     )
     hf.trainer_config_process(args)
     hf.trainer_config_finalize(args, SimpleNamespace(config=SimpleNamespace(hidden_size=4096)), 1000)
-    assert hf.dtype() == torch.float16 and hf.is_zero3()
+    assert hf.dtype() == torch.float16 and hf.is_zero3() == (zero_stage == 3)
 
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(free_port()))
@@ -138,7 +145,12 @@ def test_v100_config_passes_deepspeed_and_hugging_face_checks(monkeypatch):
     assert (parsed.train_batch_size, parsed.train_micro_batch_size_per_gpu, parsed.gradient_accumulation_steps) == (128, 8, 2)
     assert parsed.float16_config.enabled and not parsed.bfloat16_config.enabled
     assert parsed.float16_config.loss_scale == 0  # dynamic loss scaling
-    assert parsed.zero_optimization_stage == 3
+    # The gradient buckets the memory estimate counts, instead of DeepSpeed's 500M-value default.
+    assert (parsed.zero_config.stage, parsed.zero_config.reduce_bucket_size) == (zero_stage, deepspeed_config.REDUCE_BUCKET_VALUES)
+    assert parsed.zero_config.overlap_comm and parsed.zero_config.contiguous_gradients
+    if zero_stage == 3:
+        assert parsed.zero_config.prefetch_bucket_size == deepspeed_config.PREFETCH_BUCKET_VALUES
+    assert parsed.zero_optimization_stage == zero_stage
 
 
 def test_the_v100_profile_refuses_to_start_without_a_gpu(monkeypatch):

@@ -69,7 +69,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
     blocks, heldout, cleaned = tokenized_blocks(request, tokenizer, events)
     startup.mark("data")
     eval_dataset = heldout if len(heldout) else None
-    args = training.arguments(request, evaluates=eval_dataset is not None)
+    checkpointing, estimated = training.device_memory_plan(config, inputs["base_model"], len(tokenizer), events)
+    args = training.arguments(request, evaluates=eval_dataset is not None, gradient_checkpointing=checkpointing)
     zero3 = bool(config.get("deepspeed")) and config["deepspeed"]["zero_stage"] == 3
     lora = config["method"] == "lora"
     model, loaded = resized_base(inputs["base_model"], tokenizer, training.load_options(config, inputs["base_model"], partitioned=zero3, lora=lora))
@@ -88,7 +89,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
 
     # Saving is collective (ZeRO-3 gathers the shards); what follows is rank 0's alone.
     trainer.save_model(str(out / ("adapter" if config["method"] == "lora" else "model")))
-    memory = training.memory_metrics(parameters, loaded.pop("model_load_host_bytes"))
+    memory = {**training.memory_metrics(parameters, loaded.pop("model_load_host_bytes")), **estimated}
     if not distributed.is_main():
         return {}, {}
     if config["method"] == "lora":
