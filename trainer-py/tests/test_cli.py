@@ -1,6 +1,7 @@
 """The command line side of the contract: exit codes and events for requests the trainer must refuse."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -8,6 +9,22 @@ import time
 from lawgpt_trainer import contract
 
 from conftest import CONFIGS, TRAINER_ROOT, run_stage, trainer_env, write_request
+
+
+def test_a_rank_exits_with_its_stage_code_whatever_the_teardown_would_do(tmp_path):
+    # gloo's threads outlive a DeepSpeed rank's process group, and tearing them down at exit once
+    # aborted a completed rank (exit 250). An abort registered for exit stands in for that here.
+    (tmp_path / "request.json").write_text("{}")
+    script = "import atexit, os, runpy, sys; atexit.register(os.abort); sys.argv[0] = 'lawgpt_trainer'; runpy.run_module('lawgpt_trainer', run_name='__main__')"
+
+    def run(env: dict) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", script, "pretrain", "--request", str(tmp_path / "request.json")]
+        return subprocess.run(command, capture_output=True, text=True, env={**trainer_env(), **env}, timeout=120)
+
+    rank = run({"WORLD_SIZE": "1", "RANK": "0"})
+    assert rank.returncode == contract.exit_invalid_input(), rank.stderr[-2000:]
+    assert json.loads(rank.stdout.splitlines()[-1])["event"] == "failed"
+    assert run({}).returncode == -signal.SIGABRT  # a plain process still goes through the teardown
 
 
 def test_contract_names_the_same_stages_as_the_cli():
