@@ -3,9 +3,9 @@ activity launches it (the DeepSpeed launcher with a one-slot hostfile, `python -
 <stage> --request …`), on LLaMA-shaped models initialised here, for each row of the plan that
 bench/gpu-plan.ts wrote from the shipped recipes.
 
-Per row: tokens/s and MFU (6N per token over the card's dense fp16 peak), peak GPU memory beside
-the trainer's estimate of it (memory.py) and the layers checkpointing recomputed, host RSS (the
-trainer's own metrics), seconds from launch to the first step and what they went on (the
+Per row: tokens/s and MFU (6N per token over the card's dense fp16 peak), peak GPU memory (what
+tensors took and what the allocator reserved) beside the trainer's estimate of it (memory.py) and
+the layers checkpointing recomputed, host RSS (the trainer's own metrics), seconds from launch to the first step and what they went on (the
 launcher, then the trainer's startup phases), the extra seconds of a step that saved a checkpoint,
 for the resumed row the largest loss difference against the run it resumes, and where the time of
 the step the plan profiles went (the trainer's torch profiler summary). The first row of a shape
@@ -176,6 +176,7 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         "seconds_per_step": step_seconds,
         "samples_per_second": samples_per_step / step_seconds if step_seconds else None,
         "gpu_peak_gib": metrics["gpu_peak_bytes"] / 2**30 if "gpu_peak_bytes" in metrics else None,
+        "gpu_reserved_peak_gib": metrics["gpu_reserved_peak_bytes"] / 2**30 if "gpu_reserved_peak_bytes" in metrics else None,
         # memory.py's estimate, made before the model loaded: the first GPU runs calibrate it.
         "estimated_gib": metrics["memory_estimate_bytes"] / 2**30 if "memory_estimate_bytes" in metrics else None,
         "checkpointed_layers": metrics.get("checkpointed_layers"),
@@ -217,19 +218,19 @@ def table(card: dict, results: list[dict]) -> str:
     lines = [
         f"Card: {card['name']} (dense fp16 peak {card['peak_tflops']} TFLOP/s), torch {card['torch']}.",
         "",
-        "| Row | tokens/s | samples/s | MFU | peak GPU GiB | estimated GiB | checkpointed layers | peak host RSS GiB | s to first step | checkpoint save s | loss diff after resume |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Row | tokens/s | samples/s | MFU | peak GPU GiB | reserved GiB | estimated GiB | checkpointed layers | peak host RSS GiB | s to first step | checkpoint save s | loss diff after resume |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "skipped" in r:
-            lines.append(f"| {r['row']} | not run: {r['skipped']} | | | | | | | | | |")
+            lines.append(f"| {r['row']} | not run: {r['skipped']} | | | | | | | | | | |")
             continue
         if "error" in r:
-            lines.append(f"| {r['row']} | failed: {' '.join(r['error'].split())[:120].replace('|', '/')} | | | | | | | | | |")
+            lines.append(f"| {r['row']} | failed: {' '.join(r['error'].split())[:120].replace('|', '/')} | | | | | | | | | | |")
             continue
         lines.append(
             f"| {r['row']} | {fmt(r.get('tokens_per_second'), ',.0f')} | {fmt(r['samples_per_second'], '.2f')} | {fmt(r.get('mfu'), '.1%')} | "
-            f"{fmt(r['gpu_peak_gib'], '.1f')} | {fmt(r['estimated_gib'], '.1f')} | {fmt(r['checkpointed_layers'], 'd')} | "
+            f"{fmt(r['gpu_peak_gib'], '.1f')} | {fmt(r['gpu_reserved_peak_gib'], '.1f')} | {fmt(r['estimated_gib'], '.1f')} | {fmt(r['checkpointed_layers'], 'd')} | "
             f"{fmt(r['host_peak_rss_gib'], '.1f')} | {fmt(r['seconds_to_first_step'], '.0f')} | "
             f"{fmt(r['checkpoint_save_seconds'], '.1f')} | {fmt(r.get('resume_loss_difference'), '.1e')} |"
         )

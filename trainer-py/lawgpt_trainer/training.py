@@ -309,7 +309,8 @@ def device_memory_plan(config: dict, model_dir: str, vocab: int, events) -> tupl
 
 def memory_metrics(model_parameters: int, loaded_rss: int) -> dict:
     """Parameters, the host memory their load took on this rank, the rank's peak host memory, and
-    the GPU's peak where there is one: what the per-GPU estimate in the README is checked against."""
+    where there is a GPU the peak its tensors took and the peak the allocator reserved for them
+    (what nvidia-smi sees, less CUDA's own): what the per-GPU estimate is checked against."""
     metrics = {
         "on_gpu": int(torch.cuda.is_available()),
         "model_parameters": model_parameters,
@@ -318,6 +319,7 @@ def memory_metrics(model_parameters: int, loaded_rss: int) -> dict:
     }
     if torch.cuda.is_available():
         metrics["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()
+        metrics["gpu_reserved_peak_bytes"] = torch.cuda.max_memory_reserved()
     return metrics
 
 
