@@ -62,14 +62,19 @@ class Shape:
         return self.layers * per_layer + 2 * self.vocab * self.hidden + self.hidden
 
 
+def _adapted(shape: Shape, lora: dict) -> list[tuple[int, int]]:
+    """(in, out) of each linear module of a decoder layer that LoRA adapts."""
+    linear = shape.linear_shapes()
+    return [linear[m] for m in lora["target_modules"] if m in linear]
+
+
 def trainable(shape: Shape, config: dict) -> int:
     """Parameters that train: all of them in full training; with LoRA the adapters and the copies
     peft makes of the modules it trains in full (the originals stay, frozen)."""
     if config["method"] == "full":
         return shape.parameters()
     lora = config["lora"]
-    linear = shape.linear_shapes()
-    adapters = shape.layers * sum(lora["r"] * (linear[m][0] + linear[m][1]) for m in lora["target_modules"] if m in linear)
+    adapters = shape.layers * sum(lora["r"] * (i + o) for i, o in _adapted(shape, lora))
     copies = sum(shape.vocab * shape.hidden for m in lora.get("modules_to_save", []) if m in ("embed_tokens", "lm_head"))
     return adapters + copies
 
@@ -86,9 +91,8 @@ def _layer_activation_bytes(shape: Shape, config: dict, p: int) -> int:
     if config["method"] == "full":
         return p * (8 * h + 4 * f + 2 * kv) + upcast + fixed
     lora = config["lora"]
-    linear = shape.linear_shapes()
-    targets = [m for m in lora["target_modules"] if m in linear]
-    dropout = sum((p + 1) * linear[m][0] for m in targets) if lora.get("dropout", 0) > 0 else 0
+    targets = _adapted(shape, lora)
+    dropout = sum((p + 1) * i for i, _ in targets) if lora.get("dropout", 0) > 0 else 0
     return p * (6 * h + 3 * f + 2 * kv + len(targets) * lora["r"]) + 4 * h + dropout + fixed
 
 

@@ -51,10 +51,6 @@ def llama(shape: memory.Shape) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def v100_config(method: str, gradient_checkpointing, micro_batch_size: int = 2, block_size: int = 256, zero_stage: int = 0) -> dict:
-    return {"method": method, "lora": LORA, "micro_batch_size": micro_batch_size, "block_size": block_size, "deepspeed": {"profile": "v100", "zero_stage": zero_stage, "gradient_checkpointing": gradient_checkpointing}}
-
-
 @pytest.mark.parametrize("shape", [memory.Shape(256, 704, 4, 4, 4, 1000), memory.Shape(512, 1408, 3, 8, 2, 4000)], ids=["4-layers", "3-layers-gqa"])
 @pytest.mark.parametrize("method", ["full", "lora"])
 @pytest.mark.parametrize("gradient_checkpointing", [False, True, 2])
@@ -62,7 +58,7 @@ def test_the_estimate_is_close_to_what_a_training_step_holds(shape, method, grad
     # bf16 stands in for the v100 profile's fp16 (same size, and the CPU runs it): the model in half
     # precision as DeepSpeed makes it, LoRA's adapters included, one forward and backward pass with
     # the training loss. The optimizer's state is arithmetic the step does not exercise.
-    config = v100_config(method, gradient_checkpointing)
+    config = {"method": method, "lora": LORA, "micro_batch_size": 2, "block_size": 256, "deepspeed": {"profile": "v100", "zero_stage": 0, "gradient_checkpointing": gradient_checkpointing}}
     model = llama(shape)
     if method == "lora":
         model = merge.with_lora(model, LORA)
