@@ -15,8 +15,6 @@ FROM nvidia/cuda:12.6.3-cudnn-devel-ubuntu24.04
 # torch 2.15.0 is what trainer-py/requirements.txt pins; the CUDA 12.6 build must exist for it.
 ARG TORCH_VERSION=2.15.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
-# DeepSpeed's fused Adam is compiled here for V100, A100 and H100 rather than at a run's first step.
-ARG TORCH_CUDA_ARCH_LIST="7.0;8.0;9.0"
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
@@ -41,13 +39,15 @@ RUN ln -s /usr/local/lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
 WORKDIR /app
 
 # The trainer's pinned environment, with torch first from the CUDA 12.6 index so that the
-# requirements find it satisfied; then DeepSpeed, built against it.
+# requirements find it satisfied; then DeepSpeed, built against it with none of its kernels
+# compiled ahead: training steps torch's fused AdamW, not DeepSpeed's, and a kernel DeepSpeed does
+# need is compiled at its first use by this devel image's nvcc.
 COPY trainer-py/requirements.txt trainer-py/requirements-deepspeed.txt trainer-py/
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && pip install pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
     && pip install --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION" \
     && pip install -r trainer-py/requirements.txt \
-    && DS_BUILD_FUSED_ADAM=1 TORCH_CUDA_ARCH_LIST="$TORCH_CUDA_ARCH_LIST" pip install --no-build-isolation -r trainer-py/requirements-deepspeed.txt \
+    && pip install --no-build-isolation -r trainer-py/requirements-deepspeed.txt \
     && python -c "import torch; flags = torch._C._cuda_getArchFlags(); assert 'sm_70' in flags, f'this torch has no V100 kernels: {flags}'"
 
 COPY package.json package-lock.json ./

@@ -93,6 +93,13 @@ def test_every_rank_profiles_the_configured_steps_and_rank_0_names_where_the_tim
     assert len(logged) == 1
 
 
+def test_deepspeed_steps_torch_fused_adamw(two_processes):
+    # The profiled steps end with the optimizer update, so the trace names the kernel that ran it.
+    with gzip.open(two_processes.run.output_dir / profiling.PROFILER_DIR / "rank0.pt.trace.json.gz", "rt") as f:
+        names = {e.get("name") for e in json.load(f)["traceEvents"]}
+    assert "aten::_fused_adamw_" in names
+
+
 def test_a_checkpoint_is_not_resumed_by_another_number_of_processes(two_processes, tmp_path):
     checkpoint = next(e for e in two_processes.run.events if e["event"] == "checkpoint")
     config = {k: v for k, v in two_processes.config.items() if k != "deepspeed"}
