@@ -175,6 +175,8 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         "parameters": metrics.get("model_parameters"),
         "seconds_per_step": step_seconds,
         "samples_per_second": samples_per_step / step_seconds if step_seconds else None,
+        # The share of the training loop the device idled waiting for batches (training.py).
+        "data_wait_share": metrics["data_wait_seconds"] / metrics["train_seconds"] if "data_wait_seconds" in metrics else None,
         "gpu_peak_gib": metrics["gpu_peak_bytes"] / 2**30 if "gpu_peak_bytes" in metrics else None,
         "gpu_reserved_peak_gib": metrics["gpu_reserved_peak_bytes"] / 2**30 if "gpu_reserved_peak_bytes" in metrics else None,
         # memory.py's estimate, made before the model loaded: the first GPU runs calibrate it.
@@ -218,18 +220,18 @@ def table(card: dict, results: list[dict]) -> str:
     lines = [
         f"Card: {card['name']} (dense fp16 peak {card['peak_tflops']} TFLOP/s), torch {card['torch']}.",
         "",
-        "| Row | tokens/s | samples/s | MFU | peak GPU GiB | reserved GiB | estimated GiB | checkpointed layers | peak host RSS GiB | s to first step | checkpoint save s | loss diff after resume |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Row | tokens/s | samples/s | MFU | data wait | peak GPU GiB | reserved GiB | estimated GiB | checkpointed layers | peak host RSS GiB | s to first step | checkpoint save s | loss diff after resume |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "skipped" in r:
-            lines.append(f"| {r['row']} | not run: {r['skipped']} | | | | | | | | | | |")
+            lines.append(f"| {r['row']} | not run: {r['skipped']} | | | | | | | | | | | |")
             continue
         if "error" in r:
-            lines.append(f"| {r['row']} | failed: {' '.join(r['error'].split())[:120].replace('|', '/')} | | | | | | | | | | |")
+            lines.append(f"| {r['row']} | failed: {' '.join(r['error'].split())[:120].replace('|', '/')} | | | | | | | | | | | |")
             continue
         lines.append(
-            f"| {r['row']} | {fmt(r.get('tokens_per_second'), ',.0f')} | {fmt(r['samples_per_second'], '.2f')} | {fmt(r.get('mfu'), '.1%')} | "
+            f"| {r['row']} | {fmt(r.get('tokens_per_second'), ',.0f')} | {fmt(r['samples_per_second'], '.2f')} | {fmt(r.get('mfu'), '.1%')} | {fmt(r.get('data_wait_share'), '.1%')} | "
             f"{fmt(r['gpu_peak_gib'], '.1f')} | {fmt(r['gpu_reserved_peak_gib'], '.1f')} | {fmt(r['estimated_gib'], '.1f')} | {fmt(r['checkpointed_layers'], 'd')} | "
             f"{fmt(r['host_peak_rss_gib'], '.1f')} | {fmt(r['seconds_to_first_step'], '.0f')} | "
             f"{fmt(r['checkpoint_save_seconds'], '.1f')} | {fmt(r.get('resume_loss_difference'), '.1e')} |"

@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +34,35 @@ def precision(deepspeed: dict | None) -> dict:
     if profile == "cpu" or not torch.cuda.is_available():
         return {"use_cpu": True}
     return {"bf16": True} if devices.cuda_half_dtype() == torch.bfloat16 else {"fp16": True}
+
+
+class _Timed:
+    """An iterator that adds the seconds each of its items took to arrive to `trainer.data_wait_seconds`."""
+
+    def __init__(self, iterator, trainer: "BatchWaitTrainer"):
+        self.iterator, self.trainer = iterator, trainer
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        try:
+            return next(self.iterator)
+        finally:
+            self.trainer.data_wait_seconds += time.perf_counter() - start
+
+
+class BatchWaitTrainer(Trainer):
+    """The Trainer, counting the seconds its loop waits for training batches: reading, collating,
+    copying to the device. There are no dataloader workers, and the loop waits for the device after
+    every micro-batch (it checks each loss for NaN), so the device idles meanwhile: this is how long
+    data loading stalled training."""
+
+    data_wait_seconds = 0.0
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        return super().get_batch_samples(_Timed(epoch_iterator, self), num_batches, device)
 
 
 class ProgressEvents(TrainerCallback):
@@ -346,7 +376,7 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
 
     progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnRequest(request.get("stop_file"))
     profiler = profiling.StepProfiler(request["config"].get("profiler"), request["output_dir"], events)
-    trainer = Trainer(
+    trainer = BatchWaitTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -380,15 +410,16 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         "sequences_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
         "checkpointed_layers": count_checkpointed_layers(model),
         "seconds": output.metrics["train_runtime"],
+        "data_wait_seconds": trainer.data_wait_seconds,
     }
 
 
 def loss_metrics(trained: dict, sequence_length: int) -> dict:
     """Losses, where training resumed, how fast this attempt's steps went (the training loop alone,
     checkpoint saves included), its processes, the tokens it trained on: steps x sequences per
-    step x `sequence_length` (an upper bound where sequences are padded to it), the steps fp16
-    overflow skipped, the layers gradient checkpointing recomputed, and where the seconds before
-    its first step went."""
+    step x `sequence_length` (an upper bound where sequences are padded to it), the seconds it
+    waited for batches, the steps fp16 overflow skipped, the layers gradient checkpointing
+    recomputed, and where the seconds before its first step went."""
     losses = trained["losses"]
     metrics = {
         **startup.metrics(),
@@ -397,6 +428,7 @@ def loss_metrics(trained: dict, sequence_length: int) -> dict:
         "train_steps_per_second": trained["steps"] / trained["seconds"],
         "processes": trained["processes"],
         "train_tokens": trained["steps"] * trained["sequences_per_step"] * sequence_length,
+        "data_wait_seconds": trained["data_wait_seconds"],
         "overflow_skipped_steps": trained["overflow_skipped_steps"],
         "checkpointed_layers": trained["checkpointed_layers"],
     }

@@ -1,10 +1,11 @@
 """pretrain: the base model, resized to the merged vocabulary, loads and trains."""
 
 import math
+import time
 from types import SimpleNamespace
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback, TrainingArguments
 
 import pytest
 
@@ -35,6 +36,7 @@ def test_the_stage_reports_what_it_cost(pipeline):
     assert metrics["train_tokens"] == config["max_steps"] * config["micro_batch_size"] * config["gradient_accumulation_steps"] * config["block_size"]
     # fp32 on the CPU: no loss scaling, so no step is skipped for an overflow.
     assert metrics["overflow_skipped_steps"] == 0
+    assert 0 < metrics["data_wait_seconds"] < metrics["train_seconds"]
     phases = [metrics[f"startup_{p}_seconds"] for p in ("imports", "data", "model", "engine", "first_step")]
     assert all(seconds > 0 for seconds in phases)
     assert metrics["seconds_to_first_step"] == pytest.approx(sum(phases))
@@ -49,6 +51,32 @@ def test_steps_that_fp16_overflow_skipped_are_counted():
         progress.on_step_end(None, None, None, optimizer=SimpleNamespace(step_was_skipped=skipped))
     progress.on_step_end(None, None, None, optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)]))
     assert progress.overflow_skipped == 2
+
+
+class SlowSamples(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        time.sleep(0.02)
+        return {"input_ids": torch.arange(16), "labels": torch.arange(16)}
+
+
+class SlowStepEnds(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(0.2)
+
+
+def test_the_seconds_training_waited_for_its_batches_are_counted(tmp_path):
+    from lawgpt_trainer import training
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, max_steps=3, per_device_train_batch_size=2, gradient_accumulation_steps=2, report_to=[], save_strategy="no", disable_tqdm=True)
+    trainer = training.BatchWaitTrainer(model=model, args=args, train_dataset=SlowSamples(), callbacks=[SlowStepEnds()])
+    trainer.train()
+    # 3 steps of 2 micro-batches of 2 samples, each sample 20 ms to read; the 0.6 s the steps
+    # themselves took longer are not counted.
+    assert 12 * 0.02 <= trainer.data_wait_seconds < 12 * 0.02 + 0.2
 
 
 def test_training_changes_the_base_weights(pipeline):
