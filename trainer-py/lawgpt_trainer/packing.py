@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -89,14 +90,20 @@ def _prepared(tasks: list[tuple[Path, str, bool]], processes: int, worker_args: 
         return
     # Forked, as DataLoader and datasets workers are: no re-import of the caller's main module, and
     # the workers touch nothing of torch's, only numpy and the tokenizer.
-    with multiprocessing.get_context("fork").Pool(processes, initializer=_start_worker, initargs=worker_args) as pool:
-        window: deque = deque()
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker, initargs=worker_args)
+    window: deque = deque()
+    try:
         for batch in batches:
-            window.append(pool.apply_async(_prepare_files, (batch,)))
+            window.append(pool.submit(_prepare_files, batch))
             if len(window) >= 2 * processes:
-                yield from window.popleft().get()
+                yield from window.popleft().result()
         while window:
-            yield from window.popleft().get()
+            yield from window.popleft().result()
+    finally:
+        # Left early (a bad record, enough blocks): the queued tasks are dropped and the running
+        # ones finish. multiprocessing.Pool terminated its workers instead, and one killed while
+        # handing back its result left the pool's queue locked: the stage hung in the exit.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _ShardWriter:

@@ -1,6 +1,10 @@
 """Corpus preparation: parallel, streamed into memory-mapped shards, and block for block what
 packing every cleaned document of each side in order gives."""
 
+import multiprocessing
+import os
+from concurrent.futures.process import BrokenProcessPool
+
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
@@ -103,6 +107,24 @@ def test_a_file_that_is_not_utf8_is_named_even_from_a_worker(tokenizer, tmp_path
     corpus = _corpus(tmp_path / "corpus", _names(False, 3))
     (corpus / "broken.md").write_bytes("民法典".encode("gbk") * 100)
     with pytest.raises(InvalidInput, match="broken.md: not UTF-8"):
+        packing.prepare(str(corpus), CLEANING, 10, tokenizer, 32, tmp_path / "blocks", processes=2)
+    # The workers finished what they had begun and left.
+    assert multiprocessing.active_children() == []
+
+
+def test_a_worker_that_dies_fails_the_preparation_instead_of_hanging_it(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(packing, "TASK_BYTES", 1)
+    corpus = _corpus(tmp_path / "corpus", _names(False, 6))
+    prepare_file = packing._prepare_file
+
+    def dies_on_the_third(path, key, tokenize):
+        if path.name == sorted(p.name for p in corpus.iterdir())[2]:
+            os._exit(9)  # as the kernel's OOM killer would end it
+        return prepare_file(path, key, tokenize)
+
+    # Forked workers inherit the patch.
+    monkeypatch.setattr(packing, "_prepare_file", dies_on_the_third)
+    with pytest.raises(BrokenProcessPool):
         packing.prepare(str(corpus), CLEANING, 10, tokenizer, 32, tmp_path / "blocks", processes=2)
 
 
