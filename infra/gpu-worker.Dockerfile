@@ -40,7 +40,7 @@ WORKDIR /app
 
 # The trainer's pinned environment, with torch first from the CUDA 12.6 index so that the
 # requirements find it satisfied; then DeepSpeed, built against it with none of its kernels
-# compiled ahead: training steps torch's fused AdamW, not DeepSpeed's, and a kernel DeepSpeed does
+# compiled ahead: training steps torch's AdamW, not DeepSpeed's, and a kernel DeepSpeed does
 # need is compiled at its first use by this devel image's nvcc.
 COPY trainer-py/requirements.txt trainer-py/requirements-deepspeed.txt trainer-py/
 RUN python3 -m venv "$VIRTUAL_ENV" \

@@ -55,9 +55,11 @@ class _Timed:
 
 class BatchWaitTrainer(Trainer):
     """The Trainer, counting the seconds its loop waits for training batches: reading, collating,
-    copying to the device. There are no dataloader workers, and the loop waits for the device after
-    every micro-batch (it checks each loss for NaN), so the device idles meanwhile: this is how long
-    data loading stalled training."""
+    copying to the device, for all of a step's micro-batches before its first forward pass. No
+    dataloader workers fetch ahead, and under DeepSpeed or with several ranks the step before ended
+    waiting for the device (DeepSpeed's overflow check, the ranks' vote on stopping), so the device
+    idles meanwhile: how long data loading stalled training. In one process the device may still be
+    finishing the step before, and this is an upper bound."""
 
     data_wait_seconds = 0.0
 
@@ -177,6 +179,17 @@ def accumulation_steps(config: dict, processes: int) -> int:
     return config["gradient_accumulation_steps"]
 
 
+def optimizer(deepspeed: dict | None, precision_args: dict) -> str:
+    """The Trainer's AdamW: torch's fused one, so the cpu profile's tests step the optimizer GPU runs
+    step (DeepSpeed steps it on its fp32 partitions; its config names none of DeepSpeed's own), and
+    stated because transformers makes it the default only from torch 2.8 on. One process in fp16
+    takes the unfused one (multi-tensor on a GPU): under its gradient scaler the fused kernel skips
+    an overflowed update itself, so accelerate could not tell the step was skipped, the learning
+    rate schedule would move on and overflow_skipped_steps would stay 0. DeepSpeed scales the loss
+    itself and skips without stepping."""
+    return "adamw_torch" if precision_args.get("fp16") and not deepspeed else "adamw_torch_fused"
+
+
 def checkpointing_arguments(gradient_checkpointing: bool | int) -> dict:
     """TrainingArguments for the stage's `gradient_checkpointing`: transformers recomputes every
     n-th decoder layer (memory.py counts them) with PyTorch's non-reentrant checkpointing."""
@@ -200,6 +213,7 @@ def arguments(request: dict, evaluates: bool, gradient_checkpointing: bool | int
     deepspeed = config.get("deepspeed")
     processes = world_size(config)
     accumulation = accumulation_steps(config, processes)
+    precision_args = precision(deepspeed)
     extra = {}
     if deepspeed:
         extra["deepspeed"] = deepspeed_config.generate(deepspeed, config["micro_batch_size"], accumulation, processes)
@@ -229,12 +243,8 @@ def arguments(request: dict, evaluates: bool, gradient_checkpointing: bool | int
         dataloader_num_workers=0,
         remove_unused_columns=False,
         max_grad_norm=deepspeed_config.MAX_GRAD_NORM,
-        # torch's fused AdamW, on the GPU and the CPU alike, so the cpu profile's tests step the
-        # optimizer GPU runs step; DeepSpeed steps it on its fp32 partitions (its config names no
-        # optimizer of DeepSpeed's own). Stated because transformers makes it the default only
-        # from torch 2.8 on.
-        optim="adamw_torch_fused",
-        **precision(deepspeed),
+        optim=optimizer(deepspeed, precision_args),
+        **precision_args,
         **extra,
     )
     # Asking sets up the process group, which zero.Init partitions the model across when it loads;
