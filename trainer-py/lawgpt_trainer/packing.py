@@ -13,11 +13,13 @@ A blocks folder is what the block cache stores, one S3 object per file:
                                              written last: a folder without it is incomplete
 """
 
+import contextlib
 import json
 import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -90,20 +92,20 @@ def _prepared(tasks: list[tuple[Path, str, bool]], processes: int, worker_args: 
         return
     # Forked, as DataLoader and datasets workers are: no re-import of the caller's main module, and
     # the workers touch nothing of torch's, only numpy and the tokenizer.
-    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker, initargs=worker_args)
-    window: deque = deque()
-    try:
-        for batch in batches:
-            window.append(pool.submit(_prepare_files, batch))
-            if len(window) >= 2 * processes:
+    # Left early, the tasks in flight (the window, a few MB of text) finish before the workers go.
+    # multiprocessing.Pool terminated its workers instead, and one killed while handing back its
+    # result left the pool's queue locked: the exit hung.
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker, initargs=worker_args) as pool:
+        window: deque = deque()
+        try:
+            for batch in batches:
+                window.append(pool.submit(_prepare_files, batch))
+                if len(window) >= 2 * processes:
+                    yield from window.popleft().result()
+            while window:
                 yield from window.popleft().result()
-        while window:
-            yield from window.popleft().result()
-    finally:
-        # Left early (a bad record, enough blocks): the queued tasks are dropped and the running
-        # ones finish. multiprocessing.Pool terminated its workers instead, and one killed while
-        # handing back its result left the pool's queue locked: the stage hung in the exit.
-        pool.shutdown(wait=True, cancel_futures=True)
+        except BrokenProcessPool as e:
+            raise RuntimeError("a corpus preparation worker died (killed, or out of memory?)") from e
 
 
 class _ShardWriter:
@@ -199,27 +201,29 @@ def prepare(
     def enough() -> bool:
         return max_blocks is not None and all(kept.values()) and all(writers[s].blocks >= max_blocks for s in splits)
 
-    for path, key, state, digest, ids, problems in _prepared(tasks, processes or default_processes(), worker_args):
-        for where, problem in problems:
-            bad.reject(where, problem)
-        skipped += len(problems)
-        if state == "blank":
-            continue
-        documents += 1
-        if state == "short":
-            short += 1
-            continue
-        if cleaning_config["deduplicate"] and digest in seen:
-            duplicate += 1
-            continue
-        seen.add(digest)
-        if pending:
-            write(*pending)
-        side = side_of(key)
-        kept[side] += 1
-        pending = (side, path, key, ids)
-        if enough():
-            break
+    # Closed on leaving the loop, by a bad record or with enough blocks: the workers stop there.
+    with contextlib.closing(_prepared(tasks, processes or default_processes(), worker_args)) as prepared:
+        for path, key, state, digest, ids, problems in prepared:
+            for where, problem in problems:
+                bad.reject(where, problem)
+            skipped += len(problems)
+            if state == "blank":
+                continue
+            documents += 1
+            if state == "short":
+                short += 1
+                continue
+            if cleaning_config["deduplicate"] and digest in seen:
+                duplicate += 1
+                continue
+            seen.add(digest)
+            if pending:
+                write(*pending)
+            side = side_of(key)
+            kept[side] += 1
+            pending = (side, path, key, ids)
+            if enough():
+                break
 
     if pending is None:
         raise cleaning.nothing_left(corpus, len(tasks), documents)

@@ -124,8 +124,10 @@ def test_a_worker_that_dies_fails_the_preparation_instead_of_hanging_it(tokenize
 
     # Forked workers inherit the patch.
     monkeypatch.setattr(packing, "_prepare_file", dies_on_the_third)
-    with pytest.raises(BrokenProcessPool):
+    with pytest.raises(RuntimeError, match="worker died") as failed:
         packing.prepare(str(corpus), CLEANING, 10, tokenizer, 32, tmp_path / "blocks", processes=2)
+    assert isinstance(failed.value.__cause__, BrokenProcessPool)
+    assert multiprocessing.active_children() == []
 
 
 def test_a_corpus_file_that_is_one_50mb_line_is_named_or_skipped_and_counted(tokenizer, tmp_path):
