@@ -3,15 +3,16 @@ activity launches it (the DeepSpeed launcher with a one-slot hostfile, `python -
 <stage> --request …`), on LLaMA-shaped models initialised here, for each row of the plan that
 bench/gpu-plan.ts wrote from the shipped recipes.
 
-Per row: tokens/s and MFU (6N per token over the card's dense fp16 peak), peak GPU memory (what
-tensors took and what the allocator reserved) beside the trainer's estimate of it (memory.py) and
-the layers checkpointing recomputed, host RSS (the trainer's own metrics), seconds from launch to
-the first step and what they went on (the launcher, then the trainer's startup phases), the extra
-seconds of a step that saved a checkpoint, for the resumed row the largest loss difference against
-the run it resumes, and where the time of the step the plan profiles went (the trainer's torch
-profiler summary). The first row of a shape tokenizes the corpus; later rows take its blocks, as
-the block cache would. Results: bench/results/gpu-<date>-<card>.{json,md}, rewritten after every
-row so that a run cut short keeps what it measured.
+Per row: tokens/s and MFU (6N per token over the card's dense fp16 peak), the share of training time
+spent waiting for batches, peak GPU memory (what tensors took and what the allocator reserved)
+beside the trainer's estimate of it (memory.py) and the layers checkpointing recomputed, host RSS
+(the trainer's own metrics), seconds from launch to the first step and what they went on (the
+launcher, then the trainer's startup phases), the extra seconds of a step that saved a checkpoint,
+for the resumed row the largest loss difference against the run it resumes, and where the time of
+the step the plan profiles went (the trainer's torch profiler summary). The first row of a shape
+tokenizes the corpus; later rows take its blocks, as the block cache would. Results:
+bench/results/gpu-<date>-<card>.{json,md}, rewritten after every row so that a run cut short keeps
+what it measured.
 
     python bench/gpu.py --prepare --carry DIR   (here: tokenizers and data slices into DIR)
     python bench/gpu.py --carry DIR [--out DIR] [--only NAME] [--seconds N]"""
