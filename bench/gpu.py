@@ -177,7 +177,7 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         "seconds_per_step": step_seconds,
         "samples_per_second": samples_per_step / step_seconds if step_seconds else None,
         # The share of the training loop the device idled waiting for batches (training.py).
-        "data_wait_share": metrics["data_wait_seconds"] / metrics["train_seconds"] if "data_wait_seconds" in metrics else None,
+        "data_wait_share": metrics["data_wait_seconds"] / metrics["train_seconds"],
         "gpu_peak_gib": metrics["gpu_peak_bytes"] / 2**30 if "gpu_peak_bytes" in metrics else None,
         "gpu_reserved_peak_gib": metrics["gpu_reserved_peak_bytes"] / 2**30 if "gpu_reserved_peak_bytes" in metrics else None,
         # memory.py's estimate, made before the model loaded: the first GPU runs calibrate it.
