@@ -15,7 +15,7 @@ bench/results/gpu-<date>-<card>.{json,md}, rewritten after every row so that a r
 what it measured.
 
     python bench/gpu.py --prepare --carry DIR   (here: tokenizers and data slices into DIR)
-    python bench/gpu.py --carry DIR [--out DIR] [--only NAME] [--seconds N]"""
+    python bench/gpu.py --carry DIR [--out DIR] [--only NAME[,NAME...]] [--seconds N]"""
 
 import argparse
 import json
@@ -130,7 +130,13 @@ def launch(row: dict, request: dict, folder: Path, limit_seconds: float) -> dict
     with open(folder / "stderr.log", "w") as stderr:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True)
         # A row that overruns is killed, launcher and ranks alike, so that the rest still run.
-        limit = threading.Timer(limit_seconds, os.killpg, (child.pid, signal.SIGKILL))
+        overran = threading.Event()
+
+        def kill() -> None:
+            overran.set()
+            os.killpg(child.pid, signal.SIGKILL)
+
+        limit = threading.Timer(limit_seconds, kill)
         limit.start()
         for line in child.stdout:
             if line.startswith("{"):
@@ -138,9 +144,7 @@ def launch(row: dict, request: dict, folder: Path, limit_seconds: float) -> dict
         code = child.wait()
         limit.cancel()
     stderr = (folder / "stderr.log").read_text(errors="replace")[-2000:]
-    if code == -signal.SIGKILL and time.monotonic() - started >= limit_seconds:
-        stderr = f"killed after its {limit_seconds:.0f} s\n{stderr}"
-    return {"code": code, "events": events, "seconds": time.monotonic() - started, "stderr": stderr}
+    return {"code": code, "events": events, "seconds": time.monotonic() - started, "stderr": stderr, "killed_at": limit_seconds if overran.is_set() else None}
 
 
 def parameters_with_layers(shape: dict, parameters: int, layers: int) -> int:
@@ -157,6 +161,9 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
     completed = next((e for e in events if e["event"] == "completed"), None)
     if ran["code"] != 0 or not completed:
         failed = next((e for e in events if e["event"] == "failed"), {})
+        if ran["killed_at"]:
+            last = max((e["step"] for e in events if e["event"] == "progress"), default=0)
+            return {"row": row["name"], "error": f"killed at the {ran['killed_at']:.0f} s left to it, after step {last}"}
         return {"row": row["name"], "error": failed.get("message") or f"exit {ran['code']}: {ran['stderr'][-600:]}"}
     config, metrics = row["config"], completed["metrics"]
     steps = [e for e in events if e["event"] == "progress" and e["step"] >= 1]
@@ -173,6 +180,7 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
     result = {
         "row": row["name"],
         "stage": row["stage"],
+        "zero_stage": (config.get("deepspeed") or {}).get("zero_stage"),
         "parameters": metrics.get("model_parameters"),
         "seconds_per_step": step_seconds,
         "samples_per_second": samples_per_step / step_seconds if step_seconds else None,
@@ -221,21 +229,21 @@ def table(card: dict, results: list[dict]) -> str:
     lines = [
         f"Card: {card['name']} (dense fp16 peak {card['peak_tflops']} TFLOP/s), torch {card['torch']}.",
         "",
-        "| Row | tokens/s | samples/s | MFU | data wait | peak GPU GiB | reserved GiB | estimated GiB | checkpointed layers | peak host RSS GiB | s to first step | checkpoint save s | loss diff after resume |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Row | ZeRO | tokens/s | samples/s | MFU | data wait | peak GPU GiB | reserved GiB | estimated GiB | checkpointed layers | peak host RSS GiB | s to first step | checkpoint save s | loss diff after resume | row s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "skipped" in r:
-            lines.append(f"| {r['row']} | not run: {r['skipped']} | | | | | | | | | | | |")
+            lines.append(f"| {r['row']} | not run: {r['skipped']} | | | | | | | | | | | | | |")
             continue
         if "error" in r:
-            lines.append(f"| {r['row']} | failed: {' '.join(r['error'].split())[:120].replace('|', '/')} | | | | | | | | | | | |")
+            lines.append(f"| {r['row']} | failed: {' '.join(r['error'].split())[:120].replace('|', '/')} | | | | | | | | | | | | | |")
             continue
         lines.append(
-            f"| {r['row']} | {fmt(r.get('tokens_per_second'), ',.0f')} | {fmt(r['samples_per_second'], '.2f')} | {fmt(r.get('mfu'), '.1%')} | {fmt(r.get('data_wait_share'), '.1%')} | "
+            f"| {r['row']} | {fmt(r['zero_stage'], 'd')} | {fmt(r.get('tokens_per_second'), ',.0f')} | {fmt(r['samples_per_second'], '.2f')} | {fmt(r.get('mfu'), '.1%')} | {fmt(r.get('data_wait_share'), '.1%')} | "
             f"{fmt(r['gpu_peak_gib'], '.1f')} | {fmt(r['gpu_reserved_peak_gib'], '.1f')} | {fmt(r['estimated_gib'], '.1f')} | {fmt(r['checkpointed_layers'], 'd')} | "
             f"{fmt(r['host_peak_rss_gib'], '.1f')} | {fmt(r['seconds_to_first_step'], '.0f')} | "
-            f"{fmt(r['checkpoint_save_seconds'], '.1f')} | {fmt(r.get('resume_loss_difference'), '.1e')} |"
+            f"{fmt(r['checkpoint_save_seconds'], '.1f')} | {fmt(r.get('resume_loss_difference'), '.1e')} | {r['row_seconds']:.0f} |"
         )
     started = [r for r in results if r.get("startup_seconds")]
     if started:
@@ -246,7 +254,7 @@ def table(card: dict, results: list[dict]) -> str:
     for r in results:
         if "profile" in r:
             p = r["profile"]
-            lines += ["", f"{r['row']}, step {p['first_step']} under the torch profiler ({p['seconds']:.2f} s; share of the {p['device']}'s time in each operation itself):", ""]
+            lines += ["", f"{r['row']}, step {p['first_step']} under the torch profiler ({p['seconds']:.2f} s, the {p['device']} busy for {p['busy_seconds'] / p['seconds']:.0%} of it; share of its time in each operation itself):", ""]
             lines += [f"- {o['name']}: {o['share']:.1%} ({o['calls']} calls)" for o in p["operations"]]
     for r in results:
         scaled = next((v for k, v in r.items() if k.startswith("samples_per_second_at_")), None)
@@ -260,7 +268,7 @@ def table(card: dict, results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(carry: Path, out: Path, only: str | None, seconds: float | None) -> int:
+def run(carry: Path, out: Path, only: list[str] | None, seconds: float | None) -> int:
     from lawgpt_trainer import contract
 
     deadline = time.monotonic() + seconds if seconds else None
@@ -279,7 +287,12 @@ def run(carry: Path, out: Path, only: str | None, seconds: float | None) -> int:
         return min(ROW_LIMIT_SECONDS, deadline - time.monotonic()) if deadline else ROW_LIMIT_SECONDS
 
     for row in plan["rows"]:
-        if only and only not in row["name"]:
+        if only and not any(name in row["name"] for name in only):
+            continue
+        resumed_from = runs.get(row["resumes"]["row"]) if row.get("resumes") else None
+        checkpoint = resumed_from and next((e["path"] for e in resumed_from["events"] if e["event"] == "checkpoint" and e["step"] == row["resumes"]["step"]), None)
+        if row.get("resumes") and not checkpoint:
+            results.append({"row": row["name"], "skipped": f"no checkpoint of {row['resumes']['row']} at step {row['resumes']['step']} to resume"})
             continue
         # Checked before the model is made and again after: making a 7B-width one takes a while.
         if row_limit() < MIN_ROW_SECONDS:
@@ -292,8 +305,6 @@ def run(carry: Path, out: Path, only: str | None, seconds: float | None) -> int:
             inputs = {"corpus": carry / "corpus", "tokenizer": carry / "tokenizer", "base_model": model, **({"blocks": blocks[shape]} if shape in blocks else {})}
         else:
             inputs = {"model": model, "instructions": carry / "instructions.jsonl"}
-        resumed_from = runs.get(row["resumes"]["row"]) if row.get("resumes") else None
-        checkpoint = resumed_from and next((e["path"] for e in resumed_from["events"] if e["event"] == "checkpoint" and e["step"] == row["resumes"]["step"]), None)
         request = {
             "contract_version": contract.schema()["contract_version"],
             "run_id": "bench-gpu",
@@ -317,12 +328,22 @@ def run(carry: Path, out: Path, only: str | None, seconds: float | None) -> int:
         offered = next((e["path"] for e in ran["events"] if e["event"] == "blocks"), None)
         if offered and shape not in blocks:
             blocks[shape] = folder / "out" / offered
-        results.append(measure(row, plan["shapes"][shape], ran, card["peak_tflops"], resumed_from))
+        results.append({**measure(row, plan["shapes"][shape], ran, card["peak_tflops"], resumed_from), "row_seconds": ran["seconds"]})
+        free_what_no_later_row_reads(row, plan["rows"], folder / "out")
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         write(out, stem, card, results)
     write(out, stem, card, results)
     print(table(card, results))
     return 0 if results and all("error" not in r and "skipped" not in r for r in results) else 1
+
+
+def free_what_no_later_row_reads(row: dict, rows: list[dict], out: Path) -> None:
+    """A full-training row's two checkpoints of a 1.1B model take 33 GB; the GPU machine's disk
+    holds 64 GiB, so each row's outputs go once measured, but for its blocks (later rows of its
+    shape take them) and the checkpoints of a row that a later row resumes."""
+    resumed = any(r.get("resumes", {}).get("row") == row["name"] for r in rows)
+    for name in ("model", "adapter", *(() if resumed else ("checkpoints",))):
+        shutil.rmtree(out / name, ignore_errors=True)
 
 
 def write(out: Path, stem: str, card: dict, results: list[dict]) -> None:
@@ -336,7 +357,7 @@ def main() -> int:
     parser.add_argument("--carry", type=Path, required=True)
     parser.add_argument("--prepare", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--only")
+    parser.add_argument("--only", type=lambda names: names.split(","), help="rows whose names contain one of these, comma-separated")
     # The device machine's command limit: rows that would start too late are listed as not run,
     # and the row in progress is killed at the deadline, so the results come back in time.
     parser.add_argument("--seconds", type=float)

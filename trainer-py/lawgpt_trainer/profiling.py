@@ -47,6 +47,9 @@ def summary(profiler, first_step: int, last_step: int, seconds: float) -> dict:
         "last_step": last_step,
         "seconds": seconds,
         "device": "cuda" if on_gpu else "cpu",
+        # Against `seconds`, how much of the steps the device worked: far below it, the host
+        # (Python, kernel launches, ZeRO-3's hooks) holds the device back.
+        "busy_seconds": total,
         "operations": [{"name": a.key, "calls": a.count, "self_seconds": _self_seconds(a, on_gpu), "share": _self_seconds(a, on_gpu) / total} for a in ranked],
     }
 

@@ -40,6 +40,7 @@ def test_only_the_window_is_recorded(tmp_path):
     found = json.loads((tmp_path / profiling.PROFILER_DIR / profiling.OPERATIONS_FILE).read_text("utf-8"))
     assert (found["first_step"], found["last_step"]) == (2, 3)
     assert any(o["name"] == "aten::mm" for o in found["operations"])
+    assert 0 < sum(o["self_seconds"] for o in found["operations"]) <= found["busy_seconds"] <= found["seconds"]
     assert [m.split(" (")[0] for m in events.messages] == ["profiled steps 2-3"]
 
 
