@@ -44,8 +44,9 @@ export function plan(smoke: boolean) {
   // profile (fp16, SDPA), checkpoints every 3 steps. Gradient checkpointing is the recipe's "auto":
   // on a card with room to spare the trainer recomputes fewer layers or none (the table says how
   // many). Step 2, past the first step's warm-up, runs under the torch profiler; gpu.py leaves it
-  // out of the step times.
-  const pretrain = (method: 'lora' | 'full') =>
+  // out of the step times. The ZeRO stage is the one-process choice (common/config.ts), but for
+  // the widest shape's full row, which takes ZeRO-3 as full training on several GPUs does.
+  const pretrain = (method: 'lora' | 'full', zero_stage?: number) =>
     parseRunConfig({
       ...lawgpt,
       pretrain: {
@@ -61,7 +62,7 @@ export function plan(smoke: boolean) {
         global_batch_size: smoke ? 4 : 32,
         block_size: smoke ? 64 : 1024,
         profiler: { start_step: 2, steps: 1 },
-        deepspeed: { ...lawgpt.pretrain.deepspeed, profile: smoke ? 'cpu' : 'v100', hosts: [{ host: 'localhost', slots: 1 }] },
+        deepspeed: { ...lawgpt.pretrain.deepspeed, profile: smoke ? 'cpu' : 'v100', hosts: [{ host: 'localhost', slots: 1 }], ...(zero_stage && { zero_stage }) },
       },
     }).pretrain;
   const sft = parseRunConfig({
@@ -72,7 +73,7 @@ export function plan(smoke: boolean) {
   const rows: Row[] = [];
   for (const shape of shapes) {
     for (const method of ['lora', 'full'] as const) {
-      const config = pretrain(method);
+      const config = pretrain(method, method === 'full' && shape === shapes.at(-1) ? 3 : undefined);
       const deepspeed = config.deepspeed!;
       rows.push({ name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: launcherArgs(deepspeed, '{hostfile}', trainerArgs('pretrain', '{request}', true)), launcher_env: launcherEnv(deepspeed) });
     }

@@ -128,6 +128,8 @@ describe('run config', () => {
     expect(ok.pretrain.deepspeed).toMatchObject({ zero_stage: 2, master_port: 29500 });
     const zeroStage = (pretrain: object) => parseRunConfig({ ...demo, pretrain }).pretrain.deepspeed?.zero_stage;
     expect(zeroStage({ method: 'full', deepspeed: { profile: 'v100' } })).toBe(3);
+    expect(zeroStage({ method: 'full', deepspeed: { profile: 'v100', hosts: [{ host: 'localhost', slots: 1 }] } })).toBe(2);
+    expect(zeroStage({ method: 'full', deepspeed: { profile: 'v100', hosts: [{ host: 'localhost', slots: 1 }], zero_stage: 3 } })).toBe(3);
     expect(zeroStage({ method: 'lora', deepspeed: { profile: 'v100', zero_stage: 3 } })).toBe(3);
     expect(problems({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 96, deepspeed: { profile: 'v100', hosts } } })).toEqual([
       'pretrain.global_batch_size: must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)',

@@ -2,7 +2,7 @@
 // a machine where nothing can be fixed: every row must make a request the contract accepts.
 import { describe, expect, it } from 'vitest';
 import { CONTRACT_VERSION, TrainerRequest } from '../common/contract.js';
-import { describeIssues } from '../common/config.js';
+import { describeIssues, type RunConfig } from '../common/config.js';
 import { plan } from '../bench/gpu-plan.js';
 
 // What gpu.py gives each stage as inputs (paths are its own).
@@ -26,6 +26,13 @@ describe('the GPU benchmark plan', () => {
       }
     });
   }
+
+  it('measures full training under the one-process ZeRO stage and under the several-GPU one', () => {
+    const stages = (smoke: boolean) =>
+      Object.fromEntries(plan(smoke).rows.filter((r) => r.stage === 'pretrain').map((r) => [r.name, (r.config as RunConfig['pretrain']).deepspeed?.zero_stage]));
+    expect(stages(false)).toEqual({ '1.1B lora': 2, '1.1B full': 2, '7B-width-4-layers lora': 2, '7B-width-4-layers full': 3, '1.1B lora resumed': 2 });
+    expect(stages(true)).toEqual({ 'tiny lora': 2, 'tiny full': 3, 'tiny lora resumed': 2 });
+  });
 
   it('launches the trainer as the activity does, waiting for its request', () => {
     for (const row of plan(false).rows.filter((r) => r.launcher)) {
