@@ -40,7 +40,9 @@ def test_only_the_window_is_recorded(tmp_path):
     found = json.loads((tmp_path / profiling.PROFILER_DIR / profiling.OPERATIONS_FILE).read_text("utf-8"))
     assert (found["first_step"], found["last_step"]) == (2, 3)
     assert any(o["name"] == "aten::mm" for o in found["operations"])
-    assert 0 < sum(o["self_seconds"] for o in found["operations"]) <= found["busy_seconds"] <= found["seconds"]
+    # The device's time in all operations: at least that of the ones listed, within the steps.
+    assert 0 < found["busy_seconds"] <= found["seconds"]
+    assert sum(o["self_seconds"] for o in found["operations"]) <= found["busy_seconds"] + 1e-9
     assert [m.split(" (")[0] for m in events.messages] == ["profiled steps 2-3"]
 
 
