@@ -1,8 +1,14 @@
-// How a stage that trains under DeepSpeed is started: a hostfile and the `deepspeed` launcher's
-// command line, from the stage config's `deepspeed` section. One launcher per run, on this worker;
-// with several hosts it reaches the others itself (pdsh over ssh, with the ssh options in
-// PDSH_SSH_ARGS_APPEND), which then need this worker's Python environment and work folder at the
-// same paths, and get the environment in DEEPSPEED_ENV_FILE (see the README's "Several nodes").
+// How a stage that trains under DeepSpeed starts its processes, from the stage config's `deepspeed`
+// section. Every launcher layer imports DeepSpeed and torch before the ranks start (4-6 s each on
+// a GPU machine, 8-12 s of a 1.1B launch on an H100 for the two), so a run takes only the layers
+// its hosts need, each giving the ranks the environment DeepSpeed's full launch would:
+//   several hosts: DeepSpeed's runner, one per run on this worker, which reaches the others itself
+//     (pdsh over ssh, with the ssh options in PDSH_SSH_ARGS_APPEND); they then need this worker's
+//     Python environment and work folder at the same paths, and get the environment in
+//     DEEPSPEED_ENV_FILE (see the README's "Several nodes");
+//   one host: the per-node launcher (`deepspeed.launcher.launch`) that the runner would start here
+//     itself, which starts the ranks and stops them all when one fails;
+//   one slot: the trainer alone, with the rank variables that per-node launcher would set.
 import type { DeepSpeedConfig } from '../common/config.js';
 import { SECRET_NAME } from '../common/settings.js';
 
@@ -11,28 +17,7 @@ export function hostfile(deepspeed: DeepSpeedConfig): string {
   return deepspeed.hosts.map((h) => `${h.host} slots=${h.slots}`).join('\n') + '\n';
 }
 
-/** Arguments for `python` that start the launcher, which runs `python -m lawgpt_trainer <trainer...>` per slot (see trainerArgs). */
-export function launcherArgs(deepspeed: DeepSpeedConfig, hostfilePath: string, trainer: string[]): string[] {
-  return [
-    '-m', 'deepspeed.launcher.runner',
-    '--hostfile', hostfilePath,
-    '--master_addr', deepspeed.master_addr,
-    '--master_port', String(deepspeed.master_port),
-    // DeepSpeed's own check sshes to the first host alone, with ssh's default options rather than
-    // pdsh's; pdsh reaches every host itself, and one it cannot reach fails the stage with ssh's
-    // error in the stderr tail.
-    '--no_ssh_check',
-    // Across hosts, pdsh would prefix every line of rank 0's stdout with its host: no event would
-    // read as one. -N leaves the lines as they are.
-    ...(deepspeed.hosts.length > 1 ? ['--launcher_args=-N'] : []),
-    // Ranks read LOCAL_RANK from the environment; the trainer's CLI takes no --local_rank.
-    '--no_local_rank',
-    '--log_level', 'warning',
-    '--module', 'lawgpt_trainer', ...trainer,
-  ];
-}
-
-// Read by the launcher from its working folder (the stage's): pdsh exports it on every host.
+// Read by the runner from its working folder (the stage's): pdsh exports it on every host.
 export const DEEPSPEED_ENV_FILE = '.deepspeed_env';
 // pdsh carries only PYTHON* (and the accelerator's NCCL*) variables to the other hosts; the ranks
 // there need these of the trainer's environment too. Never the supervisor's pid: it means nothing
@@ -45,8 +30,65 @@ export function remoteRankEnv(env: NodeJS.ProcessEnv): string {
   return lines.map(([name, value]) => `${name}=${value}\n`).join('');
 }
 
-/** Environment the launcher needs beyond the trainer's own. */
-export function launcherEnv(deepspeed: DeepSpeedConfig): NodeJS.ProcessEnv {
+/** How to start a DeepSpeed stage's ranks in its working folder. */
+export interface DeepSpeedStart {
+  /** Arguments for `python`; each rank runs `python -m lawgpt_trainer <trainer...>` (see trainerArgs). */
+  args: string[];
+  /** Added to the trainer's environment. */
+  env: NodeJS.ProcessEnv;
+  /** Written into the working folder, by name, before the start. */
+  files: Record<string, string>;
+}
+
+const HOSTFILE = 'hostfile';
+
+/** The start for `deepspeed`'s hosts, running `trainer` in each rank with `trainerEnv` (see the top of this file). */
+export function deepspeedStart(deepspeed: DeepSpeedConfig, trainer: string[], trainerEnv: NodeJS.ProcessEnv): DeepSpeedStart {
   // DeepSpeed would guess the CPU accelerator on a machine without GPUs, and warn; the profile knows.
-  return deepspeed.profile === 'cpu' ? { DS_ACCELERATOR: 'cpu' } : {};
+  const env: NodeJS.ProcessEnv = deepspeed.profile === 'cpu' ? { DS_ACCELERATOR: 'cpu' } : {};
+  const [first] = deepspeed.hosts;
+  if (deepspeed.hosts.length > 1) {
+    const files = { [HOSTFILE]: hostfile(deepspeed), [DEEPSPEED_ENV_FILE]: remoteRankEnv({ ...trainerEnv, ...env }) };
+    return { args: runnerArgs(deepspeed, trainer), env, files };
+  }
+  // The runner's own numbering on one host: its slots are devices 0 to slots - 1.
+  const devices = Array.from({ length: first.slots }, (_, i) => i);
+  if (first.slots > 1) return { args: nodeLauncherArgs(deepspeed, { [first.host]: devices }, trainer), env, files: {} };
+  const rank = { RANK: '0', LOCAL_RANK: '0', WORLD_SIZE: '1', LOCAL_SIZE: '1', CROSS_RANK: '0', CROSS_SIZE: '1', CUDA_VISIBLE_DEVICES: '0' };
+  return { args: ['-m', 'lawgpt_trainer', ...trainer], env: { ...env, ...rank, MASTER_ADDR: deepspeed.master_addr, MASTER_PORT: String(deepspeed.master_port) }, files: {} };
+}
+
+function runnerArgs(deepspeed: DeepSpeedConfig, trainer: string[]): string[] {
+  return [
+    '-m', 'deepspeed.launcher.runner',
+    '--hostfile', HOSTFILE,
+    '--master_addr', deepspeed.master_addr,
+    `--master_port=${deepspeed.master_port}`,
+    // DeepSpeed's own check sshes to the first host alone, with ssh's default options rather than
+    // pdsh's; pdsh reaches every host itself, and one it cannot reach fails the stage with ssh's
+    // error in the stderr tail.
+    '--no_ssh_check',
+    // pdsh would prefix every line of rank 0's stdout with its host: no event would read as one.
+    // -N leaves the lines as they are.
+    '--launcher_args=-N',
+    // Ranks read LOCAL_RANK from the environment; the trainer's CLI takes no --local_rank.
+    '--no_local_rank',
+    '--log_level', 'warning',
+    '--module', 'lawgpt_trainer', ...trainer,
+  ];
+}
+
+function nodeLauncherArgs(deepspeed: DeepSpeedConfig, devicesByHost: Record<string, number[]>, trainer: string[]): string[] {
+  // The runner hands the hosts and their devices over as JSON in URL-safe base64, padded as
+  // Python's decoder insists.
+  const worldInfo = Buffer.from(JSON.stringify(devicesByHost)).toString('base64').replaceAll('+', '-').replaceAll('/', '_');
+  return [
+    '-u', '-m', 'deepspeed.launcher.launch',
+    `--world_info=${worldInfo}`,
+    `--master_addr=${deepspeed.master_addr}`,
+    `--master_port=${deepspeed.master_port}`,
+    '--no_local_rank',
+    '--log_level=warning',
+    '--module', 'lawgpt_trainer', ...trainer,
+  ];
 }

@@ -20,7 +20,6 @@ import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkp
 import { cacheKey, inputObjects, inputsHash, lookupStage, recordStage } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, isRefusal, putJson, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
 import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.js';
-import { hostfile } from './deepspeed-launch.js';
 import { gitCommit } from './provenance.js';
 import { stageMetrics } from './stage-metrics.js';
 import { launchTrainer } from './trainer-process.js';
@@ -214,8 +213,6 @@ export function createStageActivities(deps: StageDeps) {
       },
     });
     const deepspeed = 'deepspeed' in task.config ? task.config.deepspeed : undefined;
-    const hostfilePath = join(work, 'hostfile');
-    if (deepspeed) await writeFile(hostfilePath, hostfile(deepspeed));
     // On one host the trainer imports while the inputs download. Ranks on other hosts start once
     // the request is there: one left waiting there would outlive a failed download (nothing ends
     // it when pdsh goes), and a network filesystem may show the renamed request late.
@@ -229,7 +226,7 @@ export function createStageActivities(deps: StageDeps) {
       requestPath,
       waitForRequest: waits,
       cwd: work,
-      ...(deepspeed && { deepspeed: { config: deepspeed, hostfilePath } }),
+      ...(deepspeed && { deepspeed }),
       stopFile: join(work, STOP_FILE),
       signal: AbortSignal.any([ctx.cancellationSignal, unprepared.signal]),
       stopGraceMs: task.runtime.stop_grace_seconds * 1000,

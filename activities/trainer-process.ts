@@ -1,6 +1,6 @@
 // The one place that starts a trainer process (python -m lawgpt_trainer <stage> --request <file> ...),
-// directly or through the DeepSpeed launcher. It enforces the contract from the orchestrator's
-// side: every stdout line must be a TrainerEvent (the launcher's own log lines excepted), the
+// directly or as DeepSpeed's ranks. It enforces the contract from the orchestrator's side: every
+// stdout line must be a TrainerEvent (DeepSpeed's own log lines excepted), the
 // stderr tail is kept for error messages, and the whole process group dies on cancellation.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { SECRET_NAME } from '../common/settings.js';
 import { TrainerEvent, trainerArgs } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
 import { join } from 'node:path';
-import { DEEPSPEED_ENV_FILE, launcherArgs, launcherEnv, remoteRankEnv } from './deepspeed-launch.js';
+import { deepspeedStart } from './deepspeed-launch.js';
 
 const STDERR_TAIL_CHARS = 4000;
 
@@ -27,8 +27,8 @@ export interface TrainerLaunch {
   cwd: string;
   onEvent: (event: TrainerEvent) => void;
   onStderr?: (line: string) => void;
-  /** Launch through the DeepSpeed launcher with this hostfile, instead of one plain process. */
-  deepspeed?: { config: DeepSpeedConfig; hostfilePath: string };
+  /** Start the ranks DeepSpeed's hosts ask for (deepspeedStart), instead of one plain process. */
+  deepspeed?: DeepSpeedConfig;
   /** The request's stop_file: created on abort, so that every rank stops at the same step... */
   stopFile?: string;
   /** ...aborting also sends SIGTERM to a plain trainer's process group (it saves and exits)... */
@@ -67,12 +67,13 @@ export async function trainerVersion(python: string): Promise<string> {
 export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   const ds = launch.deepspeed;
   const trainer = trainerArgs(launch.stage, launch.requestPath, launch.waitForRequest);
-  const args = ds ? launcherArgs(ds.config, ds.hostfilePath, trainer) : ['-m', 'lawgpt_trainer', ...trainer];
-  const env = { ...(launch.env ?? trainerEnv()), ...(ds && launcherEnv(ds.config)) };
-  if (ds) writeFileSync(join(launch.cwd, DEEPSPEED_ENV_FILE), remoteRankEnv(env));
-  const child = spawn(launch.python, args, {
+  const baseEnv = launch.env ?? trainerEnv();
+  const start = ds ? deepspeedStart(ds, trainer, baseEnv) : { args: ['-m', 'lawgpt_trainer', ...trainer], env: {}, files: {} };
+  for (const [name, text] of Object.entries(start.files)) writeFileSync(join(launch.cwd, name), text);
+  const env = { ...baseEnv, ...start.env };
+  const child = spawn(launch.python, start.args, {
     cwd: launch.cwd,
-    // Ranks are the launcher's children, not ours: they watch this process and die with it.
+    // Ranks may be a DeepSpeed launcher's children rather than ours: they watch this process and die with it.
     env: { ...env, LAWGPT_SUPERVISOR_PID: String(process.pid) },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Own process group, so cancellation also reaches DeepSpeed's or DataLoader's children.
@@ -87,7 +88,7 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
     launch.onStderr?.(line);
   };
   createInterface({ input: child.stdout! }).on('line', (line) => {
-    // The launcher logs to stdout; rank 0's events are the only lines there that are JSON.
+    // DeepSpeed logs to stdout, in its launchers and ranks alike; rank 0's events are the only lines there that are JSON.
     if (ds && !line.startsWith('{')) {
       keepStderr(line);
       return;
@@ -124,8 +125,9 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
       return;
     }
     if (launch.stopFile) writeFileSync(launch.stopFile, 'stop requested by the orchestrator\n');
-    // The launcher answers SIGTERM by killing its ranks 30 s later, maybe mid-save: under
-    // DeepSpeed the stop file alone asks, and SIGKILL after the grace period is the backstop.
+    // DeepSpeed's launchers answer SIGTERM by killing their ranks 30 s later, maybe mid-save: under DeepSpeed
+    // the stop file alone asks, however the ranks were started, and SIGKILL after the grace period
+    // is the backstop.
     if (!ds) killGroup('SIGTERM');
     forceKill = setTimeout(() => killGroup('SIGKILL'), launch.stopGraceMs ?? 10_000);
   };

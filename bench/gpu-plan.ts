@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { launcherArgs, launcherEnv } from '../activities/deepspeed-launch.js';
+import { deepspeedStart } from '../activities/deepspeed-launch.js';
 import { parseRunConfig, type RunConfig } from '../common/config.js';
 import { trainerArgs } from '../common/contract.js';
 import { ROOT } from './context.js';
@@ -28,9 +28,10 @@ interface Row {
   stage: 'pretrain' | 'sft';
   shape: string;
   config: RunConfig['pretrain'] | RunConfig['sft'];
-  /** The activity's launcher command line and environment, `{hostfile}` and `{request}` to fill in. */
+  /** The activity's start of the ranks (deepspeedStart), `{request}` to fill in. */
   launcher?: string[];
   launcher_env?: NodeJS.ProcessEnv;
+  launcher_files?: Record<string, string>;
   /** Also report samples/s as if the model had this many layers (LLaMA-7B's 32). */
   scale_to_layers?: number;
   /** A row that resumes another row's checkpoint at this step, and compares the losses after it. */
@@ -74,8 +75,8 @@ export function plan(smoke: boolean) {
   for (const shape of shapes) {
     for (const method of ['lora', 'full'] as const) {
       const config = pretrain(method, method === 'full' && shape === shapes.at(-1) ? 3 : undefined);
-      const deepspeed = config.deepspeed!;
-      rows.push({ name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: launcherArgs(deepspeed, '{hostfile}', trainerArgs('pretrain', '{request}', true)), launcher_env: launcherEnv(deepspeed) });
+      const start = deepspeedStart(config.deepspeed!, trainerArgs('pretrain', '{request}', true), {});
+      rows.push({ name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: start.args, launcher_env: start.env, launcher_files: start.files });
     }
   }
   const first = rows[0];

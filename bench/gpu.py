@@ -1,12 +1,12 @@
 """`npm run bench:gpu`: training speed and memory of the trainer on one GPU, launched exactly as the
-activity launches it (the DeepSpeed launcher with a one-slot hostfile, `python -m lawgpt_trainer
-<stage> --request …`), on LLaMA-shaped models initialised here, for each row of the plan that
+activity launches it (one DeepSpeed rank, `python -m lawgpt_trainer <stage> --request …` with the
+rank environment DeepSpeed's launcher would give it), on LLaMA-shaped models initialised here, for each row of the plan that
 bench/gpu-plan.ts wrote from the shipped recipes.
 
 Per row: tokens/s and MFU (6N per token over the card's dense fp16 peak), the share of training time
 spent waiting for batches, peak GPU memory (what tensors took and what the allocator reserved)
 beside the trainer's estimate of it (memory.py) and the layers checkpointing recomputed, host RSS
-(the trainer's own metrics), seconds from launch to the first step and what they went on (the
+(the trainer's own metrics), seconds from launch to the first step and what they went on (any
 launcher, then the trainer's startup phases), the extra seconds of a step that saved a checkpoint,
 for the resumed row the largest loss difference against the run it resumes, and where the time of
 the step the plan profiles went (the trainer's torch profiler summary). The first row of a shape
@@ -117,14 +117,18 @@ def launch(row: dict, request: dict, folder: Path, limit_seconds: float) -> dict
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "request.json").write_text(json.dumps(request), "utf-8")
     deepspeed = request["config"].get("deepspeed")
+    env = {**os.environ, **row.get("launcher_env", {})}
     if deepspeed:
-        (folder / "hostfile").write_text("localhost slots=1\n")
-        args = [a.replace("{hostfile}", str(folder / "hostfile")).replace("{request}", str(folder / "request.json")) for a in row["launcher"]]
-        args[args.index("--master_port") + 1] = str(free_port())
+        for name, text in row["launcher_files"].items():
+            (folder / name).write_text(text)
+        # A port of its own, whether a launcher or the rank itself is told it: a killed row's may linger.
+        port = str(free_port())
+        args = [f"--master_port={port}" if a.startswith("--master_port=") else a.replace("{request}", str(folder / "request.json")) for a in row["launcher"]]
+        if "MASTER_PORT" in env:
+            env["MASTER_PORT"] = port
         command = [sys.executable, *args]
     else:
         command = [sys.executable, "-m", "lawgpt_trainer", row["stage"], "--request", str(folder / "request.json")]
-    env = {**os.environ, **row.get("launcher_env", {})}
     started = time.monotonic()
     events = []
     with open(folder / "stderr.log", "w") as stderr:
@@ -201,8 +205,8 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
     }
     if steps and "seconds_to_first_step" in metrics:
         # The first progress event comes as the trainer's first step ends: what came before the
-        # trainer process started is the DeepSpeed launcher's own work. The trainer's phases
-        # follow, in the order it reports them.
+        # trainer process started is the work of whatever launched it (a DeepSpeed launcher, or
+        # for one rank only the spawn). The trainer's phases follow, in the order it reports them.
         phases = {k.removeprefix("startup_").removesuffix("_seconds"): v for k, v in metrics.items() if k.startswith("startup_") and k.endswith("_seconds")}
         result["startup_seconds"] = {"launcher": steps[0]["at"] - metrics["seconds_to_first_step"], **phases}
     operations = ran["folder"] / "out" / profiling.PROFILER_DIR / profiling.OPERATIONS_FILE

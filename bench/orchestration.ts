@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Worker } from '@temporalio/worker';
-import { launcherArgs, launcherEnv } from '../activities/deepspeed-launch.js';
+import { deepspeedStart } from '../activities/deepspeed-launch.js';
 import { downloadArtifact } from '../activities/s3.js';
 import { createActivities } from '../activities/index.js';
 import { STAGE_WORKER_OPTIONS, trainerRequest } from '../activities/stage.js';
@@ -42,13 +42,12 @@ async function plainScript(config: RunConfig, localData: Record<string, string>,
     await writeFile(join(stageDir, 'request.json'), JSON.stringify(trainerRequest(task, inputs, join(stageDir, 'out'))));
     const deepspeed = 'deepspeed' in config[stage] ? (config[stage] as RunConfig['pretrain']).deepspeed : undefined;
     const trainer = trainerArgs(stage, join(stageDir, 'request.json'));
-    let args = ['-m', 'lawgpt_trainer', ...trainer];
-    if (deepspeed) {
-      await writeFile(join(stageDir, 'hostfile'), deepspeed.hosts.map((h) => `${h.host} slots=${h.slots}`).join('\n') + '\n');
-      args = launcherArgs(deepspeed, join(stageDir, 'hostfile'), trainer);
-      lines.push(...Object.entries(launcherEnv(deepspeed)).map(([k, v]) => `export ${k}=${v}`));
-    }
-    lines.push(`${python} ${args.map((a) => JSON.stringify(a)).join(' ')} > ${JSON.stringify(join(stageDir, 'events.jsonl'))}`);
+    const start = deepspeed ? deepspeedStart(deepspeed, trainer, trainerEnv()) : { args: ['-m', 'lawgpt_trainer', ...trainer], env: {}, files: {} };
+    for (const [name, text] of Object.entries(start.files)) await writeFile(join(stageDir, name), text);
+    // As the activity starts it: in the stage's folder, with the start's environment for this stage alone.
+    const env = Object.entries(start.env).map(([k, v]) => `${k}=${JSON.stringify(v)}`);
+    const command = ['env', ...env, python, ...start.args.map((a) => JSON.stringify(a))].join(' ');
+    lines.push(`(cd ${JSON.stringify(stageDir)} && ${command} > ${JSON.stringify(join(stageDir, 'events.jsonl'))})`);
     done[stage] = Object.fromEntries(STAGE_IO[stage].outputs.map((output) => [output, join(stageDir, 'out', output)]));
   }
   return lines.join('\n') + '\n';

@@ -165,7 +165,7 @@ describe('chaos', () => {
       args: [chaosConfig('kill-worker', 2, 60, { master_port: 29611 })],
     });
     const committed = await committedCheckpoint(handle);
-    const [launcher] = await findProcesses('deepspeed.launcher.runner', 'pretrain', workDir);
+    const [launcher] = await findProcesses('deepspeed.launcher.launch', 'pretrain', workDir);
     const ranks = await findProcesses('-m lawgpt_trainer', 'pretrain', workDir);
     expect(ranks).toHaveLength(2);
     expect(Number((await readFile(`/proc/${launcher}/stat`, 'utf8')).split(') ')[1].split(' ')[1])).toBe(first.child.pid); // the launcher's parent

@@ -1,5 +1,6 @@
-// The hostfile and launcher command line a DeepSpeed stage starts with, read back by DeepSpeed's
-// own parsers (the installed launcher), so a format drift on either side fails here.
+// How a DeepSpeed stage starts its ranks, read back by DeepSpeed's own parsers and launchers (the
+// installed ones), so a format drift on either side fails here; and each start that skips a
+// launcher layer gives the ranks what that layer would have.
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,7 +9,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeepSpeedConfig } from '../common/config.js';
 import { trainerArgs } from '../common/contract.js';
-import { hostfile, launcherArgs, launcherEnv, remoteRankEnv } from '../activities/deepspeed-launch.js';
+import { deepspeedStart, hostfile, remoteRankEnv } from '../activities/deepspeed-launch.js';
 import { tools } from './helpers/tools.js';
 
 let work: string;
@@ -36,7 +37,7 @@ const twoNodes = DeepSpeedConfig.parse({
 });
 
 describe('DeepSpeed launch', () => {
-  it('writes a hostfile the launcher reads as the configured hosts and slots', async () => {
+  it('writes a hostfile the runner reads as the configured hosts and slots', async () => {
     expect(hostfile(twoNodes)).toBe('gpu-node-1 slots=8\ngpu-node-2 slots=8\n');
     const path = join(work, 'hostfile');
     await writeFile(path, hostfile(twoNodes));
@@ -47,22 +48,69 @@ describe('DeepSpeed launch', () => {
     expect(pool).toEqual({ 'gpu-node-1': 8, 'gpu-node-2': 8 });
   });
 
-  it('builds a command line the launcher parses into one module launch on the hostfile', async () => {
-    const args = launcherArgs(twoNodes, '/work/hostfile', trainerArgs('pretrain', '/work/request.json', true));
-    expect(args.slice(0, 2)).toEqual(['-m', 'deepspeed.launcher.runner']);
+  it('starts several hosts through the runner, which parses its command line into one module launch on the hostfile', async () => {
+    const start = deepspeedStart(twoNodes, trainerArgs('pretrain', '/work/request.json', true), { HF_HUB_OFFLINE: '1', AWS_SECRET_ACCESS_KEY: 's' });
+    expect(start.args.slice(0, 2)).toEqual(['-m', 'deepspeed.launcher.runner']);
+    expect(start.files).toEqual({ hostfile: hostfile(twoNodes), '.deepspeed_env': 'HF_HUB_OFFLINE=1\n' });
     const parsed = await deepspeedSays(
       'import json, sys; from deepspeed.launcher.runner import parse_args; a = parse_args(sys.argv[1:]); ' +
         'print(json.dumps([a.hostfile, a.master_addr, a.master_port, a.module, a.no_local_rank, a.no_ssh_check, a.launcher, a.launcher_args, a.user_script, a.user_args]))',
-      ...args.slice(2),
+      ...start.args.slice(2),
     );
     // pdsh without its "host: " prefix, so that rank 0's events reach us as they were written.
-    expect(parsed).toEqual(['/work/hostfile', 'gpu-node-1', 29600, true, true, true, 'pdsh', '-N', 'lawgpt_trainer', ['pretrain', '--request', '/work/request.json', '--wait-for-request']]);
-    expect(launcherArgs(DeepSpeedConfig.parse({ profile: 'cpu' }), 'h', trainerArgs('pretrain', 'r')).join(' ')).not.toContain('launcher_args');
+    expect(parsed).toEqual(['hostfile', 'gpu-node-1', 29600, true, true, true, 'pdsh', '-N', 'lawgpt_trainer', ['pretrain', '--request', '/work/request.json', '--wait-for-request']]);
   });
 
-  it('names the CPU accelerator for the cpu profile', () => {
-    expect(launcherEnv(DeepSpeedConfig.parse({ profile: 'cpu' }))).toEqual({ DS_ACCELERATOR: 'cpu' });
-    expect(launcherEnv(twoNodes)).toEqual({});
+  it('starts one host through the per-node launcher the runner would start there, with the same world', async () => {
+    const oneHost = DeepSpeedConfig.parse({ profile: 'cpu', hosts: [{ host: 'localhost', slots: 2 }], master_port: 29601 });
+    const start = deepspeedStart(oneHost, trainerArgs('pretrain', '/work/request.json'), {});
+    expect(start.args.slice(0, 3)).toEqual(['-u', '-m', 'deepspeed.launcher.launch']);
+    expect(start.files).toEqual({});
+    expect(start.env).toEqual({ DS_ACCELERATOR: 'cpu' });
+    const path = join(work, 'one-host');
+    await writeFile(path, hostfile(oneHost));
+    const [parsed, runners] = (await deepspeedSays(
+      'import base64, json, sys\nfrom deepspeed.launcher import launch, runner\n' +
+        'hostfile_path, sys.argv = sys.argv[1], ["launch", *sys.argv[2:]]\n' +
+        'a = launch.parse_args()\n' +
+        'world = json.loads(base64.urlsafe_b64decode(a.world_info))\n' +
+        'theirs = runner.parse_inclusion_exclusion(runner.fetch_hostfile(hostfile_path), "", "")\n' +
+        'print(json.dumps([[world, a.node_rank, a.master_addr, a.master_port, a.module, a.no_local_rank, a.training_script, a.training_script_args], theirs]))',
+      path,
+      ...start.args.slice(3),
+    )) as [unknown[], unknown];
+    expect(runners).toEqual({ localhost: [0, 1] });
+    expect(parsed).toEqual([runners, 0, '127.0.0.1', 29601, true, true, 'lawgpt_trainer', ['pretrain', '--request', '/work/request.json']]);
+  });
+
+  it('starts one slot as the trainer alone, with the variables the per-node launcher gives its one rank', async () => {
+    const oneSlot = DeepSpeedConfig.parse({ profile: 'cpu', hosts: [{ host: 'localhost', slots: 1 }], master_port: 29602 });
+    const start = deepspeedStart(oneSlot, trainerArgs('pretrain', '/work/request.json'), {});
+    expect(start.args).toEqual(['-m', 'lawgpt_trainer', 'pretrain', '--request', '/work/request.json']);
+    expect(start.files).toEqual({});
+    // The per-node launcher as the runner starts it for this hostfile, its rank printing its environment.
+    const path = join(work, 'one-slot');
+    await writeFile(path, hostfile(oneSlot));
+    const worldInfo = await deepspeedSays(
+      'import json, sys; from deepspeed.launcher import runner; print(json.dumps(runner.encode_world_info(runner.parse_inclusion_exclusion(runner.fetch_hostfile(sys.argv[1]), "", ""))))',
+      path,
+    );
+    // Each rank prints its environment once it has imported DeepSpeed, as the trainer's ranks do.
+    const rank = ['-c', 'import json, os, deepspeed; print(json.dumps(dict(os.environ)))'];
+    const launched = ['-m', 'deepspeed.launcher.launch', `--world_info=${worldInfo}`, '--master_addr=127.0.0.1', '--master_port=29602', '--no_python', '--no_local_rank', '--log_level=warning', tools.python, ...rank];
+    const environment = async (args: string[], env: NodeJS.ProcessEnv) => {
+      const { stdout } = await promisify(execFile)(tools.python, args, { env: { ...process.env, ...env } });
+      return JSON.parse(stdout.trim().split('\n').at(-1)!) as Record<string, string>;
+    };
+    const [underLauncher, alone] = await Promise.all([environment(launched, { DS_ACCELERATOR: 'cpu' }), environment(rank, start.env)]);
+    expect(alone).toEqual(underLauncher);
+    expect(alone).toMatchObject({ RANK: '0', WORLD_SIZE: '1', MASTER_PORT: '29602' });
+  });
+
+  it('names the CPU accelerator for the cpu profile alone', () => {
+    expect(deepspeedStart(DeepSpeedConfig.parse({ profile: 'cpu' }), [], {}).env).toEqual({ DS_ACCELERATOR: 'cpu' });
+    expect(deepspeedStart(twoNodes, [], {}).env).toEqual({});
+    expect(deepspeedStart(twoNodes, [], { DS_ACCELERATOR: 'cuda' }).files['.deepspeed_env']).toBe('DS_ACCELERATOR=cuda\n');
   });
 
   it('gives the ranks on other hosts the runtime environment pdsh would not carry, and no more', async () => {

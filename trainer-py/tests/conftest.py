@@ -1,5 +1,6 @@
 """Tiny inputs cut from ../shared/data, and a helper that runs a stage through the real CLI."""
 
+import base64
 import json
 import os
 import shutil
@@ -88,10 +89,12 @@ def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, 
     command = [sys.executable, "-m", "lawgpt_trainer", stage, "--request", str(work / "request.json")]
     deepspeed = config.get("deepspeed")
     if deepspeed:
-        # What activities/deepspeed-launch.ts starts, for one host.
-        (work / "hostfile").write_text("".join(f"{h['host']} slots={h['slots']}\n" for h in deepspeed["hosts"]), "utf-8")
-        command = [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(work / "hostfile"), "--master_addr", deepspeed["master_addr"],
-                   "--master_port", str(deepspeed["master_port"]), "--no_ssh_check", "--no_local_rank", "--log_level", "warning", "--module", *command[2:]]
+        # What activities/deepspeed-launch.ts starts for one host with several slots: DeepSpeed's
+        # per-node launcher, given the host's devices as its runner would.
+        [host] = deepspeed["hosts"]
+        world = base64.urlsafe_b64encode(json.dumps({host["host"]: list(range(host["slots"]))}).encode()).decode()
+        command = [sys.executable, "-u", "-m", "deepspeed.launcher.launch", f"--world_info={world}", f"--master_addr={deepspeed['master_addr']}",
+                   f"--master_port={deepspeed['master_port']}", "--no_local_rank", "--log_level=warning", "--module", *command[2:]]
         env["DS_ACCELERATOR"] = "cpu"
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     # Under the launcher, stdout also carries its log lines; events are the JSON ones.
