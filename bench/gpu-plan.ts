@@ -80,6 +80,8 @@ export function plan(smoke: boolean) {
     }
   }
   const first = rows[0];
+  // The same run with its decoder layers compiled: what fusing their elementwise work gains.
+  rows.push({ ...first, name: `${first.name} compiled`, config: { ...first.config, compile: true } });
   rows.push({ ...first, name: `${first.name} resumed`, resumes: { row: first.name, step: (first.config as RunConfig['pretrain']).checkpoint_steps } });
   rows.push({ name: `${smoke ? shapes[0] : '7B-8-of-32-layers'} sft (BenTsao)`, stage: 'sft', shape: smoke ? shapes[0] : '7B-8-of-32-layers', config: sft, scale_to_layers: 32 });
   const run = parseRunConfig(lawgpt);

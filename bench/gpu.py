@@ -195,6 +195,7 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         # memory.py's estimate, made before the model loaded: the first GPU runs calibrate it.
         "estimated_gib": metrics["memory_estimate_bytes"] / 2**30 if "memory_estimate_bytes" in metrics else None,
         "checkpointed_layers": metrics.get("checkpointed_layers"),
+        "compiled_layers": metrics.get("compiled_layers"),
         "host_peak_rss_gib": metrics["host_peak_rss_bytes"] / 2**30,
         "model_load_host_gib": metrics["model_load_host_bytes"] / 2**30,
         "seconds_to_first_step": steps[0]["at"] if steps else None,

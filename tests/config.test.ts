@@ -146,6 +146,18 @@ describe('run config', () => {
     ]);
   });
 
+  it('compiles decoder layers only where ZeRO-3 does not gather weights inside them', () => {
+    const compiled = (pretrain: object) => parseRunConfig({ ...demo, pretrain: { ...pretrain, compile: true } }).pretrain.compile;
+    expect(parseRunConfig(demo).pretrain.compile).toBe(false);
+    expect(compiled({ method: 'lora', deepspeed: { profile: 'v100' } })).toBe(true);
+    expect(compiled({ method: 'full', deepspeed: { profile: 'v100', hosts: [{ host: 'localhost', slots: 1 }] } })).toBe(true);
+    expect(compiled({ method: 'full' })).toBe(true);
+    expect(parseRunConfig({ ...demo, sft: { ...demo.sft, compile: true } }).sft.compile).toBe(true);
+    const refused = 'pretrain.compile: cannot be true under ZeRO-3 (deepspeed.zero_stage 3, or full training on several processes): its hooks gather weights inside the compiled layers';
+    expect(problems({ ...demo, pretrain: { method: 'full', compile: true, deepspeed: { profile: 'v100' } } })).toEqual([refused]);
+    expect(problems({ ...demo, pretrain: { method: 'lora', compile: true, deepspeed: { profile: 'v100', zero_stage: 3 } } })).toEqual([refused]);
+  });
+
   it('profiles only steps the stage will run', () => {
     expect(parseRunConfig({ ...demo, pretrain: { max_steps: 6, profiler: { start_step: 2 } } }).pretrain.profiler).toEqual({ start_step: 2, steps: 1 });
     expect(problems({ ...demo, pretrain: { max_steps: 6, profiler: { start_step: 5, steps: 3 } }, sft: { ...demo.sft, max_steps: 2, profiler: { start_step: 3 } } })).toEqual([

@@ -30,8 +30,8 @@ describe('the GPU benchmark plan', () => {
   it('measures full training under the one-process ZeRO stage and under the several-GPU one', () => {
     const stages = (smoke: boolean) =>
       Object.fromEntries(plan(smoke).rows.filter((r) => r.stage === 'pretrain').map((r) => [r.name, (r.config as RunConfig['pretrain']).deepspeed?.zero_stage]));
-    expect(stages(false)).toEqual({ '1.1B lora': 2, '1.1B full': 2, '7B-width-4-layers lora': 2, '7B-width-4-layers full': 3, '1.1B lora resumed': 2 });
-    expect(stages(true)).toEqual({ 'tiny lora': 2, 'tiny full': 3, 'tiny lora resumed': 2 });
+    expect(stages(false)).toEqual({ '1.1B lora': 2, '1.1B full': 2, '7B-width-4-layers lora': 2, '7B-width-4-layers full': 3, '1.1B lora compiled': 2, '1.1B lora resumed': 2 });
+    expect(stages(true)).toEqual({ 'tiny lora': 2, 'tiny full': 3, 'tiny lora compiled': 2, 'tiny lora resumed': 2 });
   });
 
   it('launches the trainer as the activity does, waiting for its request', () => {

@@ -199,6 +199,16 @@ def checkpointing_arguments(gradient_checkpointing: bool | int) -> dict:
     return {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False, "every_n_layers": every}}
 
 
+def compile_layers(model) -> int:
+    """Compiles each decoder layer in place (torch.compile, regional: its parameter names, which
+    checkpoints and LoRA folding read, stay as they are; the compiler fuses the elementwise work
+    between the matrix products). Returns how many layers it compiled."""
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
 def count_checkpointed_layers(model) -> int:
     """Decoder layers that recompute their forward pass in the backward one, as training set them."""
     return sum(1 for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing)
@@ -384,6 +394,7 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         if manifest["trainer_version"] != running_version():
             events.log(f"checkpoint-{resumed_at} was written by trainer {manifest['trainer_version']}, this is {running_version()}", level="warning")
 
+    compiled = compile_layers(model) if request["config"].get("compile") else 0
     progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnRequest(request.get("stop_file"))
     profiler = profiling.StepProfiler(request["config"].get("profiler"), request["output_dir"], events)
     trainer = BatchWaitTrainer(
@@ -419,6 +430,7 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         "steps": trainer.state.global_step - resumed_at,
         "sequences_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
         "checkpointed_layers": count_checkpointed_layers(model),
+        "compiled_layers": compiled,
         "seconds": output.metrics["train_runtime"],
         "data_wait_seconds": trainer.data_wait_seconds,
     }
@@ -429,7 +441,7 @@ def loss_metrics(trained: dict, sequence_length: int) -> dict:
     checkpoint saves included), its processes, the tokens it trained on: steps x sequences per
     step x `sequence_length` (an upper bound where sequences are padded to it), the seconds it
     waited for batches, the steps fp16 overflow skipped, the layers gradient checkpointing
-    recomputed, and where the seconds before its first step went."""
+    recomputed, the layers compiled, and where the seconds before its first step went."""
     losses = trained["losses"]
     metrics = {
         **startup.metrics(),
@@ -441,6 +453,7 @@ def loss_metrics(trained: dict, sequence_length: int) -> dict:
         "data_wait_seconds": trained["data_wait_seconds"],
         "overflow_skipped_steps": trained["overflow_skipped_steps"],
         "checkpointed_layers": trained["checkpointed_layers"],
+        "compiled_layers": trained["compiled_layers"],
     }
     if losses:
         metrics.update(first_loss=losses[0], final_loss=losses[-1])

@@ -183,6 +183,21 @@ def test_the_zero_stage_changes_where_state_lives_not_the_math(two_processes, tm
     assert ours == pytest.approx(theirs, rel=1e-3)
 
 
+def test_compiled_layers_train_as_the_eager_ones(two_processes, tmp_path):
+    """`compile` under ZeRO-2, the stage a GPU run compiles under, with every layer recomputed (what
+    "auto" picks here and on V100s): the compiled layer computes what the eager one does, to
+    rounding (the compiler orders some sums its own way), checkpoints and all."""
+    config = two_process_config(compile=True, deepspeed={**two_processes.config["deepspeed"], "zero_stage": 2, "master_port": free_port()})
+    run = run_stage("pretrain", two_processes.inputs, tmp_path, config)
+    metrics = run.completed()["metrics"]
+    assert (metrics["compiled_layers"], metrics["checkpointed_layers"]) == (1, 1)
+    assert [e["step"] for e in run.events if e["event"] == "checkpoint"] == [3, 6]
+    ours, theirs = _losses(run), _losses(two_processes.run)
+    assert ours[0] == pytest.approx(theirs[0], rel=1e-5)
+    assert ours == pytest.approx(theirs, rel=1e-3)
+    assert two_processes.run.completed()["metrics"]["compiled_layers"] == 0
+
+
 def test_full_training_under_zero3_loads_the_model_partitioned(pipeline, tiny_data, tmp_path):
     """zero.Init while loading: each of two ranks keeps half the weights, never the whole fp32 model."""
     shape = {**CONFIGS["base"], "hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 8}

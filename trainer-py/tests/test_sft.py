@@ -118,3 +118,14 @@ def test_bad_records_fail_the_stage_before_training_or_are_skipped_and_counted(p
     assert metrics["train_samples"] == 6
     warnings = [e["message"] for e in skipped.events if e["event"] == "log" and e["level"] == "warning"]
     assert [w.split(f"{dialogue}:")[1] for w in warnings] == ["4: field 'answers' must be a non-empty list", "5: not valid JSON (Expecting property name enclosed in double quotes)"]
+
+
+def test_compiled_layers_tune_as_the_eager_ones(pipeline, tiny_data, tmp_path):
+    """`compile` in one process, without DeepSpeed, on samples padded to the batch's longest (shapes
+    that change from batch to batch): the same losses as the eager run's, to rounding."""
+    inputs = {"model": pipeline["pretrain"].output_dir / "model", **{name: tiny_data[name] for name in ("dialogue", "exam", "instructions")}}
+    run = run_stage("sft", inputs, tmp_path, {**CONFIGS["sft"], "compile": True})
+    assert run.completed()["metrics"]["compiled_layers"] == 1
+    compiled, eager = ([e["loss"] for e in r.events if e["event"] == "progress" and "loss" in e] for r in (run, pipeline["sft"]))
+    assert len(compiled) == CONFIGS["sft"]["max_steps"]
+    assert compiled == pytest.approx(eager, rel=1e-4)
