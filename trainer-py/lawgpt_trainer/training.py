@@ -3,6 +3,7 @@ DeepSpeed when the stage config asks for it), checkpoints handed to the orchestr
 progress events from inside the loop, and the profiler and startup timing around it."""
 
 import gc
+import importlib
 import json
 import os
 import resource
@@ -264,10 +265,32 @@ def arguments(request: dict, evaluates: bool, gradient_checkpointing: bool | int
     if deepspeed:
         import deepspeed as ds
 
+        import_deepspeed_muon_uncompiled()
         ds.init_distributed()
         if deepspeed["profile"] == "cpu":
             distributed.release_deepspeed_shm()
     return args
+
+
+# DeepSpeed's engine and ZeRO optimizers import its Muon optimizer's module to ask whether the
+# stage's optimizer is Muon, and that module wraps its update functions in torch.compile, which
+# imports torch's compiler backends (torch._inductor.compile_fx): 3 s of every stage's start on
+# this machine's CPU, for an optimizer no stage uses (they train with torch's AdamW).
+DEEPSPEED_MUON = "deepspeed.runtime.zero.muon.original_muon"
+
+
+def import_deepspeed_muon_uncompiled() -> None:
+    """Imports DeepSpeed's Muon module with torch.compile as the identity while it does, so that
+    its functions stay plain Python (were a stage to train with Muon, its update would run eagerly).
+    The `compile` setting compiles the model's layers later, with the real torch.compile."""
+    if DEEPSPEED_MUON in sys.modules:
+        return
+    compile_ = torch.compile
+    torch.compile = lambda model=None, **_: model if model is not None else (lambda fn: fn)
+    try:
+        importlib.import_module(DEEPSPEED_MUON)
+    finally:
+        torch.compile = compile_
 
 
 def stored_dtype(model_dir: str) -> torch.dtype:

@@ -5,6 +5,8 @@ v100 profile's generated config passes DeepSpeed's and Hugging Face's own checks
 import gzip
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import CONFIGS, run_stage
+from conftest import CONFIGS, run_stage, trainer_env
 from lawgpt_trainer import contract, deepspeed_config, profiling, training
 from lawgpt_trainer.errors import InvalidInput
 
@@ -196,6 +198,34 @@ def test_compiled_layers_train_as_the_eager_ones(two_processes, tmp_path):
     assert ours[0] == pytest.approx(theirs[0], rel=1e-5)
     assert ours == pytest.approx(theirs, rel=1e-3)
     assert two_processes.run.completed()["metrics"]["compiled_layers"] == 0
+
+
+# A ZeRO-2 engine's start and first step in one process, after torch._dynamo (which transformers
+# imports): it says whether torch's compiler backends were imported on the way.
+ENGINE_START = """
+import sys
+import torch, torch._dynamo, deepspeed
+from lawgpt_trainer import training
+if sys.argv[1] == "uncompiled":
+    training.import_deepspeed_muon_uncompiled()
+deepspeed.init_distributed(dist_backend="gloo")
+model = torch.nn.Linear(4, 4)
+engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()), config={"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}})
+engine.backward(engine(torch.ones(1, 4)).sum())
+engine.step()
+print("torch._inductor.compile_fx" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("uncompiled", [True, False])
+def test_a_zero_engine_starts_and_steps_without_importing_torchs_compiler(uncompiled):
+    """DeepSpeed imports its Muon module, and torch's compiler with it (3 s of every start here),
+    unless the trainer has imported that module with torch.compile as the identity; ZeRO still
+    takes torch's AdamW and steps."""
+    rank = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "DS_ACCELERATOR": "cpu"}
+    started = subprocess.run([sys.executable, "-c", ENGINE_START, "uncompiled" if uncompiled else "as-is"], env={**trainer_env(), **rank}, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr[-2000:]
+    assert started.stdout.strip().splitlines()[-1] == str(not uncompiled)
 
 
 def test_full_training_under_zero3_loads_the_model_partitioned(pipeline, tiny_data, tmp_path):
