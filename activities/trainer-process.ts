@@ -1,7 +1,7 @@
 // The one place that starts a trainer process (python -m lawgpt_trainer <stage> --request <file> ...),
 // directly or as DeepSpeed's ranks. It enforces the contract from the orchestrator's side: every
-// stdout line must be a TrainerEvent (DeepSpeed's own log lines excepted), the
-// stderr tail is kept for error messages, and the whole process group dies on cancellation.
+// stdout line must be a TrainerEvent (DeepSpeed's own log lines excepted), the stderr tail is kept
+// for error messages, and the whole process group dies on cancellation.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
@@ -73,7 +73,8 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   const env = { ...baseEnv, ...start.env };
   const child = spawn(launch.python, start.args, {
     cwd: launch.cwd,
-    // Ranks may be a DeepSpeed launcher's children rather than ours: they watch this process and die with it.
+    // Ranks may be a DeepSpeed launcher's children rather than ours: they watch this process and
+    // die with it.
     env: { ...env, LAWGPT_SUPERVISOR_PID: String(process.pid) },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Own process group, so cancellation also reaches DeepSpeed's or DataLoader's children.
@@ -88,7 +89,8 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
     launch.onStderr?.(line);
   };
   createInterface({ input: child.stdout! }).on('line', (line) => {
-    // DeepSpeed logs to stdout, in its launchers and ranks alike; rank 0's events are the only lines there that are JSON.
+    // DeepSpeed logs to stdout, in its launchers and ranks alike; rank 0's events are the only
+    // lines there that are JSON.
     if (ds && !line.startsWith('{')) {
       keepStderr(line);
       return;
@@ -125,9 +127,9 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
       return;
     }
     if (launch.stopFile) writeFileSync(launch.stopFile, 'stop requested by the orchestrator\n');
-    // DeepSpeed's launchers answer SIGTERM by killing their ranks 30 s later, maybe mid-save: under DeepSpeed
-    // the stop file alone asks, however the ranks were started, and SIGKILL after the grace period
-    // is the backstop.
+    // DeepSpeed's launchers answer SIGTERM by killing their ranks 30 s later, maybe mid-save:
+    // under DeepSpeed the stop file alone asks, however the ranks were started, and SIGKILL after
+    // the grace period is the backstop.
     if (!ds) killGroup('SIGTERM');
     forceKill = setTimeout(() => killGroup('SIGKILL'), launch.stopGraceMs ?? 10_000);
   };

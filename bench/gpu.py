@@ -1,7 +1,7 @@
 """`npm run bench:gpu`: training speed and memory of the trainer on one GPU, launched exactly as the
 activity launches it (one DeepSpeed rank, `python -m lawgpt_trainer <stage> --request …` with the
-rank environment DeepSpeed's launcher would give it), on LLaMA-shaped models initialised here, for each row of the plan that
-bench/gpu-plan.ts wrote from the shipped recipes.
+rank environment DeepSpeed's launcher would give it), on LLaMA-shaped models initialised here, for
+each row of the plan that bench/gpu-plan.ts wrote from the shipped recipes.
 
 Per row: tokens/s and MFU (6N per token over the card's dense fp16 peak), the share of training time
 spent waiting for batches, peak GPU memory (what tensors took and what the allocator reserved)
@@ -132,7 +132,8 @@ def launch(row: dict, request: dict, folder: Path, limit_seconds: float) -> dict
     started = time.monotonic()
     events = []
     with open(folder / "stderr.log", "w") as stderr:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True)
+        # In the row's folder, as the activity starts a stage in its own: a launcher reads its files there.
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=folder, start_new_session=True)
         # A row that overruns is killed, launcher and ranks alike, so that the rest still run.
         overran = threading.Event()
 
