@@ -30,8 +30,8 @@ export function remoteRankEnv(env: NodeJS.ProcessEnv): string {
   return lines.map(([name, value]) => `${name}=${value}\n`).join('');
 }
 
-/** How to start a DeepSpeed stage's ranks in its working folder. */
-export interface DeepSpeedStart {
+/** How to start a stage's trainer processes in its working folder. */
+export interface TrainerStart {
   /** Arguments for `python`; each rank runs `python -m lawgpt_trainer <trainer...>` (see trainerArgs). */
   args: string[];
   /** Added to the trainer's environment. */
@@ -42,8 +42,15 @@ export interface DeepSpeedStart {
 
 const HOSTFILE = 'hostfile';
 
+const alone = (trainer: string[]) => ['-m', 'lawgpt_trainer', ...trainer];
+
+/** The start of a stage's `trainer` command with `trainerEnv`: one plain process without a `deepspeed` section, else deepspeedStart. */
+export function trainerStart(deepspeed: DeepSpeedConfig | undefined, trainer: string[], trainerEnv: NodeJS.ProcessEnv): TrainerStart {
+  return deepspeed ? deepspeedStart(deepspeed, trainer, trainerEnv) : { args: alone(trainer), env: {}, files: {} };
+}
+
 /** The start for `deepspeed`'s hosts, running `trainer` in each rank with `trainerEnv` (see the top of this file). */
-export function deepspeedStart(deepspeed: DeepSpeedConfig, trainer: string[], trainerEnv: NodeJS.ProcessEnv): DeepSpeedStart {
+export function deepspeedStart(deepspeed: DeepSpeedConfig, trainer: string[], trainerEnv: NodeJS.ProcessEnv): TrainerStart {
   // DeepSpeed would guess the CPU accelerator on a machine without GPUs, and warn; the profile knows.
   const env: NodeJS.ProcessEnv = deepspeed.profile === 'cpu' ? { DS_ACCELERATOR: 'cpu' } : {};
   const [first] = deepspeed.hosts;
@@ -55,7 +62,7 @@ export function deepspeedStart(deepspeed: DeepSpeedConfig, trainer: string[], tr
   const devices = Array.from({ length: first.slots }, (_, i) => i);
   if (first.slots > 1) return { args: nodeLauncherArgs(deepspeed, { [first.host]: devices }, trainer), env, files: {} };
   const rank = { RANK: '0', LOCAL_RANK: '0', WORLD_SIZE: '1', LOCAL_SIZE: '1', CROSS_RANK: '0', CROSS_SIZE: '1', CUDA_VISIBLE_DEVICES: '0' };
-  return { args: ['-m', 'lawgpt_trainer', ...trainer], env: { ...env, ...rank, MASTER_ADDR: deepspeed.master_addr, MASTER_PORT: String(deepspeed.master_port) }, files: {} };
+  return { args: alone(trainer), env: { ...env, ...rank, MASTER_ADDR: deepspeed.master_addr, MASTER_PORT: String(deepspeed.master_port) }, files: {} };
 }
 
 function runnerArgs(deepspeed: DeepSpeedConfig, trainer: string[]): string[] {

@@ -11,7 +11,7 @@ import { SECRET_NAME } from '../common/settings.js';
 import { TrainerEvent, trainerArgs } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
 import { join } from 'node:path';
-import { deepspeedStart } from './deepspeed-launch.js';
+import { trainerStart } from './deepspeed-launch.js';
 
 const STDERR_TAIL_CHARS = 4000;
 
@@ -27,7 +27,7 @@ export interface TrainerLaunch {
   cwd: string;
   onEvent: (event: TrainerEvent) => void;
   onStderr?: (line: string) => void;
-  /** Start the ranks DeepSpeed's hosts ask for (deepspeedStart), instead of one plain process. */
+  /** Start the ranks DeepSpeed's hosts ask for (trainerStart), instead of one plain process. */
   deepspeed?: DeepSpeedConfig;
   /** The request's stop_file: created on abort, so that every rank stops at the same step... */
   stopFile?: string;
@@ -68,7 +68,7 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   const ds = launch.deepspeed;
   const trainer = trainerArgs(launch.stage, launch.requestPath, launch.waitForRequest);
   const baseEnv = launch.env ?? trainerEnv();
-  const start = ds ? deepspeedStart(ds, trainer, baseEnv) : { args: ['-m', 'lawgpt_trainer', ...trainer], env: {}, files: {} };
+  const start = trainerStart(ds, trainer, baseEnv);
   for (const [name, text] of Object.entries(start.files)) writeFileSync(join(launch.cwd, name), text);
   const env = { ...baseEnv, ...start.env };
   const child = spawn(launch.python, start.args, {

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Worker } from '@temporalio/worker';
-import { deepspeedStart } from '../activities/deepspeed-launch.js';
+import { trainerStart } from '../activities/deepspeed-launch.js';
 import { downloadArtifact } from '../activities/s3.js';
 import { createActivities } from '../activities/index.js';
 import { STAGE_WORKER_OPTIONS, trainerRequest } from '../activities/stage.js';
@@ -42,7 +42,7 @@ async function plainScript(config: RunConfig, localData: Record<string, string>,
     await writeFile(join(stageDir, 'request.json'), JSON.stringify(trainerRequest(task, inputs, join(stageDir, 'out'))));
     const deepspeed = 'deepspeed' in config[stage] ? (config[stage] as RunConfig['pretrain']).deepspeed : undefined;
     const trainer = trainerArgs(stage, join(stageDir, 'request.json'));
-    const start = deepspeed ? deepspeedStart(deepspeed, trainer, trainerEnv()) : { args: ['-m', 'lawgpt_trainer', ...trainer], env: {}, files: {} };
+    const start = trainerStart(deepspeed, trainer, trainerEnv());
     for (const [name, text] of Object.entries(start.files)) await writeFile(join(stageDir, name), text);
     // As the activity starts it: in the stage's folder, with the start's environment for this stage alone.
     const env = Object.entries(start.env).map(([k, v]) => `${k}=${JSON.stringify(v)}`);
