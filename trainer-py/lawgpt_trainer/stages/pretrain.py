@@ -12,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from lawgpt_trainer import data, distributed, embeddings, merge, packing, startup, training
+from lawgpt_trainer import data, distributed, embeddings, merge, packing, partitioned_save, startup, training
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
@@ -88,11 +88,14 @@ def run(request: dict, events) -> tuple[dict, dict]:
         heldout_loss = trainer.evaluate()["eval_loss"]
 
     # Saving is collective (ZeRO-3 gathers the shards); what follows is rank 0's alone.
-    trainer.save_model(str(out / ("adapter" if config["method"] == "lora" else "model")))
+    if zero3 and not lora:
+        partitioned_save.save(trainer.model, out / "model")
+    else:
+        trainer.save_model(str(out / ("adapter" if lora else "model")))
     memory = {**training.memory_metrics(parameters, loaded.pop("model_load_host_bytes")), **estimated}
     if not distributed.is_main():
         return {}, {}
-    if config["method"] == "lora":
+    if lora:
         # The trained copy goes before the base comes back for the fold: never two models at once.
         training.release(trainer)
         del model, trainer
