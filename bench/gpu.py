@@ -6,8 +6,9 @@ each row of the plan that bench/gpu-plan.ts wrote from the shipped recipes.
 Per row: tokens/s and MFU (6N per token over the card's dense fp16 peak), the share of training time
 spent waiting for batches, peak GPU memory (what tensors took and what the allocator reserved)
 beside the trainer's estimate of it (memory.py) and the layers checkpointing recomputed, host RSS
-(the trainer's own metrics), seconds from launch to the first step and what they went on (any
-launcher, then the trainer's startup phases), the extra seconds of a step that saved a checkpoint,
+before the model loads and at its peak (the trainer's own metrics), seconds from launch to the
+first step and what they went on (any launcher, then the trainer's startup phases; and once per
+run, a rank's imports by package), the extra seconds of a step that saved a checkpoint,
 for the resumed row the largest loss difference against the run it resumes, and where the time of
 the step the plan profiles went (the trainer's torch profiler summary). The first row of a shape
 tokenizes the corpus; later rows take its blocks, as the block cache would. Results:
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -42,6 +44,7 @@ CORPUS_BYTES = {"smoke": 1 << 20, "full": 8 << 20}
 BENTSAO_SAMPLES_PER_SECOND, A100_PEAK_TFLOPS = 10 * 8658 / (2 * 3600 + 17 * 60), 312
 INSTRUCTIONS = ("instructions/bentsao_llama_data.jsonl", 3000)
 PROFILE_ROWS = 12
+IMPORT_ROWS = 10
 
 
 def prepare(carry: Path) -> None:
@@ -83,6 +86,19 @@ def device() -> dict:
     name = torch.cuda.get_device_name(0)
     peak = next((tflops for key, tflops in PEAK_FP16_TFLOPS if key in name), None)
     return {"name": name, "peak_tflops": peak, "torch": torch.__version__, "cuda": torch.version.cuda, "capability": ".".join(map(str, torch.cuda.get_device_capability(0)))}
+
+
+def import_profile() -> dict:
+    """Where a pretrain rank's imports go on this machine, in a fresh process under `python -X
+    importtime`: the stage's code (the startup table's imports phase) and DeepSpeed (imported in its
+    model phase), the seconds summed by top-level package, whoever imported it."""
+    ran = subprocess.run([sys.executable, "-X", "importtime", "-c", "import lawgpt_trainer.cli, lawgpt_trainer.stages.pretrain, deepspeed"], capture_output=True, text=True)
+    by_package = Counter()
+    for line in ran.stderr.splitlines():
+        own = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)", line)
+        if own:
+            by_package[own[2].split(".")[0]] += int(own[1]) / 1e6
+    return {"seconds": sum(by_package.values()), "packages": [{"name": name, "seconds": seconds} for name, seconds in by_package.most_common(IMPORT_ROWS)]}
 
 
 def make_model(carry: Path, base_config: dict, shape: dict, folder: Path) -> Path:
@@ -198,6 +214,8 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         "checkpointed_layers": metrics.get("checkpointed_layers"),
         "compiled_layers": metrics.get("compiled_layers"),
         "host_peak_rss_gib": metrics["host_peak_rss_bytes"] / 2**30,
+        # The floor the model's host memory comes on top of: the process, its libraries, CUDA's context.
+        "host_rss_before_model_gib": metrics["host_rss_before_model_bytes"] / 2**30,
         "model_load_host_gib": metrics["model_load_host_bytes"] / 2**30,
         "seconds_to_first_step": steps[0]["at"] if steps else None,
         "checkpoint_save_seconds": max(save) if save else None,
@@ -235,7 +253,7 @@ def table(card: dict, results: list[dict]) -> str:
     lines = [
         f"Card: {card['name']} (dense fp16 peak {card['peak_tflops']} TFLOP/s), torch {card['torch']}.",
         "",
-        "| Row | ZeRO | tokens/s | samples/s | MFU | data wait | peak GPU GiB | reserved GiB | estimated GiB | checkpointed layers | peak host RSS GiB | s to first step | checkpoint save s | loss diff after resume | row s |",
+        "| Row | ZeRO | tokens/s | samples/s | MFU | data wait | peak GPU GiB | reserved GiB | estimated GiB | checkpointed layers | host RSS GiB: before model / peak | s to first step | checkpoint save s | loss diff after resume | row s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -248,9 +266,13 @@ def table(card: dict, results: list[dict]) -> str:
         lines.append(
             f"| {r['row']} | {fmt(r['zero_stage'], 'd')} | {fmt(r.get('tokens_per_second'), ',.0f')} | {fmt(r['samples_per_second'], '.2f')} | {fmt(r.get('mfu'), '.1%')} | {fmt(r.get('data_wait_share'), '.1%')} | "
             f"{fmt(r['gpu_peak_gib'], '.1f')} | {fmt(r['gpu_reserved_peak_gib'], '.1f')} | {fmt(r['estimated_gib'], '.1f')} | {fmt(r['checkpointed_layers'], 'd')} | "
-            f"{fmt(r['host_peak_rss_gib'], '.1f')} | {fmt(r['seconds_to_first_step'], '.0f')} | "
+            f"{fmt(r['host_rss_before_model_gib'], '.1f')} / {fmt(r['host_peak_rss_gib'], '.1f')} | {fmt(r['seconds_to_first_step'], '.0f')} | "
             f"{fmt(r['checkpoint_save_seconds'], '.1f')} | {fmt(r.get('resume_loss_difference'), '.1e')} | {r['row_seconds']:.0f} |"
         )
+    imports = card.get("imports")
+    if imports:
+        packages = ", ".join(f"{p['name']} {p['seconds']:.1f}" for p in imports["packages"])
+        lines += ["", f"A pretrain rank's imports on this machine (python -X importtime, a fresh process): {imports['seconds']:.1f} s; by package, s: {packages}."]
     started = [r for r in results if r.get("startup_seconds")]
     if started:
         phases = list(dict.fromkeys(p for r in started for p in r["startup_seconds"]))
@@ -280,6 +302,7 @@ def run(carry: Path, out: Path, only: list[str] | None, seconds: float | None) -
     deadline = time.monotonic() + seconds if seconds else None
     plan = json.loads((carry / "plan.json").read_text("utf-8"))
     card = device()
+    card["imports"] = import_profile()
     if not plan["smoke"] and card["name"] == "cpu":
         print("no GPU here: run `npm run bench:gpu -- --smoke` to check the script on the CPU", file=sys.stderr)
         return 2

@@ -1,7 +1,11 @@
 """The `merge` step: a LoRA adapter folded into its base, giving a standalone model that later
 stages and users load without peft. Its embeddings must cover the tokenizer it ships with."""
 
+from pathlib import Path
+
 from peft import LoraConfig, PeftModel, get_peft_model
+
+from lawgpt_trainer.partitioned_save import SHARD_BYTES
 
 
 def with_lora(model, lora: dict):
@@ -19,10 +23,11 @@ def with_lora(model, lora: dict):
     )
 
 
-def fold(model: PeftModel, vocab_size: int):
+def fold(model: PeftModel, vocab_size: int, out: Path) -> None:
+    """Folds the adapter into its base and writes the standalone model to `out`."""
     merged = model.merge_and_unload()
     for name, embedding in (("input", merged.get_input_embeddings()), ("output", merged.get_output_embeddings())):
         rows = embedding.weight.shape[0]
         if rows < vocab_size:
             raise RuntimeError(f"merged model has {rows} {name} embedding rows for a {vocab_size}-token vocabulary")
-    return merged
+    merged.save_pretrained(out, max_shard_size=SHARD_BYTES)

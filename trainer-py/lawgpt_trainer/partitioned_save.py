@@ -2,8 +2,8 @@
 whole 16-bit model into rank 0's host memory before writing it: 13.8 GB for a 7B, on top of the
 process itself, which would put rank 0 over its share of a node. Here every rank gathers one
 module's weights at a time (as DeepSpeed's own consolidation does), rank 0 copies them into the
-shard it is filling and writes each shard once it holds an eighth of the model (1 GiB at most), in
-Hugging Face's sharded layout, which from_pretrained reads as it reads the Trainer's."""
+shard it is filling and writes each shard once it holds SHARD_BYTES, in Hugging Face's sharded
+layout, which from_pretrained reads as it reads the Trainer's."""
 
 import json
 from pathlib import Path
@@ -13,8 +13,10 @@ from safetensors.torch import save_file
 
 from lawgpt_trainer import distributed
 
-SHARDS_AT_LEAST = 8
-SHARD_BYTES_AT_MOST = 2**30
+# The most of a model any save holds in host memory at once, here and in save_pretrained (merge.py),
+# which copies a shard's tensors off the GPU before writing any of them: its default shard, 50 GB,
+# would be a whole 7B.
+SHARD_BYTES = 2**30
 INDEX_FILE = "model.safetensors.index.json"
 
 
@@ -35,15 +37,12 @@ def _shard_name(index: int, count: int) -> str:
 
 
 @torch.no_grad()
-def save(model, out: Path) -> None:
+def save(model, out: Path, shard_bytes: int = SHARD_BYTES) -> None:
     """Writes `model` (partitioned by ZeRO-3) and its config to `out`, collectively: every rank
     calls it."""
     import deepspeed
 
     main = distributed.is_main()
-    numel = lambda p: getattr(p, "ds_numel", p.numel())  # noqa: E731
-    model_bytes = sum(numel(p) * p.element_size() for p in model.parameters())
-    shard_bytes = min(SHARD_BYTES_AT_MOST, model_bytes // SHARDS_AT_LEAST)
     written, shard, held, total = [], {}, 0, 0
 
     def write() -> None:

@@ -385,13 +385,16 @@ def device_memory_plan(config: dict, model_dir: str, vocab: int, events) -> tupl
     return checkpointing, {"memory_estimate_bytes": estimated["total"]}
 
 
-def memory_metrics(model_parameters: int, loaded_rss: int) -> dict:
-    """Parameters, the host memory their load took on this rank, the rank's peak host memory, and
-    where there is a GPU the peak its tensors took and the peak the allocator reserved for them
-    (what nvidia-smi sees, less CUDA's own): what the per-GPU estimate is checked against."""
+def memory_metrics(model_parameters: int, before_model_rss: int, loaded_rss: int) -> dict:
+    """Parameters, the host memory this rank held before loading them (the process, its libraries,
+    CUDA's context, the data: the floor that the model's own host memory comes on top of) and the
+    memory their load took, the rank's peak host memory, and where there is a GPU the peak its
+    tensors took and the peak the allocator reserved for them (what nvidia-smi sees, less CUDA's
+    own): what the per-GPU estimate is checked against."""
     metrics = {
         "on_gpu": int(torch.cuda.is_available()),
         "model_parameters": model_parameters,
+        "host_rss_before_model_bytes": before_model_rss,
         "model_load_host_bytes": loaded_rss,
         "host_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }

@@ -238,5 +238,6 @@ def test_full_training_under_zero3_loads_the_model_partitioned(pipeline, tiny_da
     fp32_bytes = 4 * metrics["model_parameters"]
     assert metrics["model_parameters"] > 40e6
     assert metrics["model_load_host_bytes"] < 0.75 * fp32_bytes
+    assert 0 < metrics["host_rss_before_model_bytes"] < metrics["host_peak_rss_bytes"]
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "full" / "out" / "model")
     assert sum(p.numel() for p in model.parameters()) == metrics["model_parameters"]

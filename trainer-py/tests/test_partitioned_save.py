@@ -55,7 +55,7 @@ del whole
 held, write = [], partitioned_save.save_file
 partitioned_save.save_file = lambda *a, **k: (held.append(in_use() - before), write(*a, **k))
 before = in_use()
-partitioned_save.save(engine.module, out)
+partitioned_save.save(engine.module, out, shard_bytes=model_bytes // 8)
 print(json.dumps({"held": max(held), "consolidated": consolidated, "model_bytes": model_bytes}))
 """
 

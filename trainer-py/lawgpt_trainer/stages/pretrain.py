@@ -20,13 +20,13 @@ from lawgpt_trainer.errors import InvalidInput
 def resized_base(base_model: str, tokenizer, options: dict) -> tuple[LlamaForCausalLM, dict]:
     """The base model, loaded with `options` (training.load_options to train, fold_options to fold
     into), its embeddings grown to the merged vocabulary; with the host memory the load itself took
-    on this rank."""
+    on this rank and what the rank held before it."""
     before = training.host_rss_bytes()
     # SDPA, never FlashAttention-2: the same attention runs on CPU, V100 and newer GPUs.
     model = LlamaForCausalLM.from_pretrained(base_model, attn_implementation="sdpa", **options)
     loaded = training.host_rss_bytes() - before
     base_tokenizer = spm.SentencePieceProcessor(model_file=str(Path(base_model) / tok.SP_FILE))
-    return model, {**embeddings.resize_from_base(model, tokenizer, base_tokenizer), "model_load_host_bytes": loaded}
+    return model, {**embeddings.resize_from_base(model, tokenizer, base_tokenizer), "model_load_host_bytes": loaded, "host_rss_before_model_bytes": before}
 
 
 BLOCKS_DIR = "blocks"
@@ -92,7 +92,6 @@ def run(request: dict, events) -> tuple[dict, dict]:
         partitioned_save.save(trainer.model, out / "model")
     else:
         trainer.save_model(str(out / ("adapter" if lora else "model")))
-    memory = {**training.memory_metrics(parameters, loaded.pop("model_load_host_bytes")), **estimated}
     if not distributed.is_main():
         return {}, {}
     if lora:
@@ -103,12 +102,15 @@ def run(request: dict, events) -> tuple[dict, dict]:
         # that have finished; the fold happens in this process alone.
         unset_hf_deepspeed_config()
         base, _ = resized_base(inputs["base_model"], tokenizer, training.fold_options(config))
-        merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer)).save_pretrained(out / "model")
+        merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer), out / "model")
     tok.save_with_model(tokenizer, inputs["tokenizer"], out / "model")
+    # Rank 0's memory, the fold's included.
+    memory = training.memory_metrics(parameters, loaded.pop("host_rss_before_model_bytes"), loaded.pop("model_load_host_bytes"))
     metrics = {
         **cleaned,
         **loaded,
         **memory,
+        **estimated,
         "train_blocks": len(blocks),
         **training.loss_metrics(trained, config["block_size"]),
     }

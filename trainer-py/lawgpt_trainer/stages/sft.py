@@ -82,7 +82,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
     training.release(trainer)
     del model, trainer
     base = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.fold_options(config))
-    merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer)).save_pretrained(out / "model")
+    merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer), out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
-    metrics = {"train_samples": samples_count, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, loaded)}
+    metrics = {"train_samples": samples_count, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, before, loaded)}
     return {"adapter": "adapter", "model": "model"}, metrics
