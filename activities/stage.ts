@@ -236,7 +236,10 @@ export function createStageActivities(deps: StageDeps) {
           reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
           metrics.progress({ step: event.step, total_steps: event.total_steps, loss: event.loss, learning_rate: event.learning_rate });
         }
-        if (event.event === 'checkpoint') uploader.submit(event.step, inside(out, event.path));
+        if (event.event === 'checkpoint') {
+          ctx.log.info(`stage ${task.stage}: checkpoint-${event.step} written in ${event.save_seconds.toFixed(1)} s, uploading`);
+          uploader.submit(event.step, inside(out, event.path));
+        }
         if (event.event === 'blocks' && prepared.blocksFor) {
           const blocksTarget = prepared.blocksFor(trainerVersion);
           blocksUpload = storeBlocks(deps.s3, inside(out, event.path), blocksTarget).then(

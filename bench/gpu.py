@@ -8,8 +8,8 @@ spent waiting for batches, peak GPU memory (what tensors took and what the alloc
 beside the trainer's estimate of it (memory.py) and the layers checkpointing recomputed, host RSS
 before the model loads and at its peak (the trainer's own metrics), seconds from launch to the
 first step and what they went on (any launcher, then the trainer's startup phases; and once per
-run, a rank's imports by package), the extra seconds of a step that saved a checkpoint,
-for the resumed row the largest loss difference against the run it resumes, and where the time of
+run, a rank's imports by package), the seconds a checkpoint's save cost (the trainer's own count,
+the longest of the row's), for the resumed row the largest loss difference against the run it resumes, and where the time of
 the step the plan profiles went (the trainer's torch profiler summary). The first row of a shape
 tokenizes the corpus; later rows take its blocks, as the block cache would. Results:
 bench/results/gpu-<date>-<card>.{json,md}, rewritten after every row so that a run cut short keeps
@@ -188,15 +188,14 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         return {"row": row["name"], "error": failed.get("message") or f"exit {ran['code']}: {ran['stderr'][-600:]}"}
     config, metrics = row["config"], completed["metrics"]
     steps = [e for e in events if e["event"] == "progress" and e["step"] >= 1]
-    saved = {e["step"] for e in events if e["event"] == "checkpoint"}
+    saved = {e["step"]: e["save_seconds"] for e in events if e["event"] == "checkpoint"}
     # A step's time is the gap to the step before it; a save happens between a step's progress
-    # event and the next step, so those gaps are the checkpoint's cost, not the step's.
+    # event and the next step, so those gaps are not the step's alone.
     gaps = {b["step"]: b["at"] - a["at"] for a, b in zip(steps, steps[1:]) if b["step"] == a["step"] + 1}
     window = config.get("profiler")
     profiled = set(range(window["start_step"], window["start_step"] + window["steps"])) if window else set()
     plain = [gap for step, gap in gaps.items() if step - 1 not in saved and step > 1 and step not in profiled]
     step_seconds = statistics.median(plain) if plain else None
-    save = [gaps[s + 1] - step_seconds for s in saved if s + 1 in gaps and s + 1 not in profiled and step_seconds]
     samples_per_step = config.get("global_batch_size") or config["micro_batch_size"] * config["gradient_accumulation_steps"] * metrics.get("processes", 1)
     result = {
         "row": row["name"],
@@ -218,7 +217,7 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         "host_rss_before_model_gib": metrics["host_rss_before_model_bytes"] / 2**30,
         "model_load_host_gib": metrics["model_load_host_bytes"] / 2**30,
         "seconds_to_first_step": steps[0]["at"] if steps else None,
-        "checkpoint_save_seconds": max(save) if save else None,
+        "checkpoint_save_seconds": max(saved.values(), default=None),
         "blocks_from_cache": metrics.get("blocks_from_cache"),
         # Updates fp16 loss scaling skipped: where stages differ here, their losses part ways.
         "overflow_skipped_steps": metrics.get("overflow_skipped_steps"),

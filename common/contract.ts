@@ -79,6 +79,10 @@ export const TrainerEvent = z.discriminatedUnion('event', [
       // Folder under output_dir, complete and with its manifest.json: from here on it belongs to
       // the orchestrator, which uploads it (manifest last) and then deletes it.
       path: z.string().min(1),
+      // What the save cost the training: seconds from the end of the step (or of its held-out
+      // evaluation) until every rank had written its files. The manifest's hashing comes after,
+      // beside the training.
+      save_seconds: finite.nonnegative(),
     })
     .strict(),
   z

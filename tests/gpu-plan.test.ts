@@ -34,6 +34,20 @@ describe('the GPU benchmark plan', () => {
     expect(stages(true)).toEqual({ 'tiny lora': 2, 'tiny full': 3, 'tiny lora compiled': 2, 'tiny lora resumed': 2 });
   });
 
+  it('saves a checkpoint midway only in the row that another resumes, from that checkpoint', () => {
+    for (const smoke of [false, true]) {
+      const pretrain = plan(smoke).rows.filter((r) => r.stage === 'pretrain');
+      const resumed = pretrain.filter((r) => r.resumes).map((r) => r.resumes!);
+      expect(resumed).toHaveLength(1);
+      for (const row of pretrain.filter((r) => !r.resumes)) {
+        const { checkpoint_steps, max_steps } = row.config as RunConfig['pretrain'];
+        expect(checkpoint_steps, row.name).toBe(row.name === resumed[0].row ? resumed[0].step : max_steps);
+      }
+      // Steps follow the checkpoint it resumes, to compare the losses on.
+      expect(resumed[0].step).toBeLessThan((pretrain[0].config as RunConfig['pretrain']).max_steps!);
+    }
+  });
+
   it('launches the trainer as the activity does, waiting for its request', () => {
     for (const row of plan(false).rows.filter((r) => r.launcher)) {
       expect(row.launcher!.slice(-5)).toEqual(['lawgpt_trainer', 'pretrain', '--request', '{request}', '--wait-for-request']);

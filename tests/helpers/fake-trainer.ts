@@ -35,7 +35,7 @@ elif stage == "base":
                     "trainer_version": "fake", "files": [{"path": "state.bin", "size": 1, "sha256": hashlib.sha256(b"x").hexdigest()}]}
         with open(os.path.join(folder, "manifest.json"), "w") as f:
             json.dump(manifest, f)
-        emit(event="checkpoint", step=1, path="checkpoints/checkpoint-1")
+        emit(event="checkpoint", step=1, path="checkpoints/checkpoint-1", save_seconds=0.1)
         time.sleep(2)
     # Crashes the way real code does.
     print("loading corpus", file=sys.stderr)

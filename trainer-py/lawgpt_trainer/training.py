@@ -114,8 +114,13 @@ class CheckpointHandoff(TrainerCallback):
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest")
         self.pending = []
         self.eval_losses: dict[int, float] = {}
+        self.last_done = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.last_done = time.monotonic()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.last_done = time.monotonic()
         if metrics and "eval_loss" in metrics:
             self.eval_losses[state.global_step] = float(metrics["eval_loss"])
             self.events.log(f"step {state.global_step}: held-out loss {metrics['eval_loss']:.4f}")
@@ -126,14 +131,16 @@ class CheckpointHandoff(TrainerCallback):
         distributed.barrier()
         if not distributed.is_main():
             return
+        # The Trainer saves right after the step ends (and after its evaluation, when there is one).
+        seconds = time.monotonic() - self.last_done
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         eval_loss = self.eval_losses.get(state.global_step)
-        self.pending.append(self.pool.submit(self._commit, folder, state.global_step, args.world_size, eval_loss))
+        self.pending.append(self.pool.submit(self._commit, folder, state.global_step, args.world_size, eval_loss, seconds))
 
-    def _commit(self, folder: Path, step: int, world_size: int, eval_loss: float | None) -> None:
+    def _commit(self, folder: Path, step: int, world_size: int, eval_loss: float | None, save_seconds: float) -> None:
         checkpoints.write_manifest(folder, self.request, step, world_size, self.vocab_size, eval_loss)
         relative = folder.relative_to(self.request["output_dir"]).as_posix()
-        self.events.emit("checkpoint", step=step, path=relative)
+        self.events.emit("checkpoint", step=step, path=relative, save_seconds=round(save_seconds, 3))
 
     def wait(self) -> None:
         for future in self.pending:

@@ -34,6 +34,8 @@ def test_every_checkpoint_is_reported_with_a_manifest_that_matches_its_files(pip
         assert contract.problems("manifest", manifest) == []
         assert (manifest["stage"], manifest["step"], manifest["world_size"]) == ("pretrain", event["step"], 1)
         assert manifest["eval_loss"] > 0
+        # What writing it cost the training, which went on while the manifest was hashed.
+        assert 0 < event["save_seconds"] < run.completed()["metrics"]["train_seconds"]
         # One trainer identity: the one the stage cache keys on, and the one the trainer announced.
         assert manifest["trainer_version"] == fingerprint() == run.events[0]["trainer_version"]
         listed = {f["path"]: f for f in manifest["files"]}
