@@ -9,11 +9,11 @@ beside the trainer's estimate of it (memory.py) and the layers checkpointing rec
 before the model loads and at its peak (the trainer's own metrics), seconds from launch to the
 first step and what they went on (any launcher, then the trainer's startup phases; and once per
 run, a rank's imports by package), the seconds a checkpoint's save cost (the trainer's own count,
-the longest of the row's), for the resumed row the largest loss difference against the run it resumes, and where the time of
-the step the plan profiles went (the trainer's torch profiler summary). The first row of a shape
-tokenizes the corpus; later rows take its blocks, as the block cache would. Results:
-bench/results/gpu-<date>-<card>.{json,md}, rewritten after every row so that a run cut short keeps
-what it measured.
+the longest of the row's), for the resumed row the largest loss difference against the run it
+resumes, and where the time of the step the plan profiles went (the trainer's torch profiler
+summary). The first row of a shape tokenizes the corpus; later rows take its blocks, as the block
+cache would. Results: bench/results/gpu-<date>-<card>.{json,md}, rewritten after every row so that
+a run cut short keeps what it measured.
 
     python bench/gpu.py --prepare --carry DIR   (here: tokenizers and data slices into DIR)
     python bench/gpu.py --carry DIR [--out DIR] [--only NAME[,NAME...]] [--seconds N]"""

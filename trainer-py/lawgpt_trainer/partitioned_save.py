@@ -21,7 +21,7 @@ INDEX_FILE = "model.safetensors.index.json"
 
 
 def _tensors_by_module(model):
-    """(module, its own parameters not seen before, its persistent buffers) in the module order
+    """(a module's name, its own parameters not seen before, its persistent buffers) in the order
     state_dict keeps; a tied parameter is written once, under its first name, as save_pretrained does."""
     seen = set()
     for prefix, module in model.named_modules():
