@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import save_file
 
 from lawgpt_trainer import distributed
+from lawgpt_trainer.artifacts import SHARD_INDEX, WEIGHTS
 
 # The most of a model any save holds in host memory at once, here and in save_pretrained (merge.py),
 # which copies a shard's tensors off the GPU before writing any of them: its default shard, 50 GB,
 # would be a whole 7B.
 SHARD_BYTES = 2**30
-INDEX_FILE = "model.safetensors.index.json"
 
 
 def _tensors_by_module(model):
@@ -33,7 +33,7 @@ def _tensors_by_module(model):
 
 
 def _shard_name(index: int, count: int) -> str:
-    return "model.safetensors" if count == 1 else f"model-{index:05d}-of-{count:05d}.safetensors"
+    return WEIGHTS[0] if count == 1 else f"model-{index:05d}-of-{count:05d}.safetensors"
 
 
 @torch.no_grad()
@@ -73,7 +73,7 @@ def save(model, out: Path, shard_bytes: int = SHARD_BYTES) -> None:
         path.rename(out / name)
         weight_map.update(dict.fromkeys(keys, name))
     if len(written) > 1:
-        (out / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+        (out / SHARD_INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
     # As save_pretrained records it: what a later stage loads a LoRA base in (training.stored_dtype).
     model.config.dtype = str(next(t.dtype for t in model.parameters() if t.is_floating_point())).removeprefix("torch.")
     model.config.save_pretrained(out)
