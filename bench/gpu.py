@@ -200,7 +200,8 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
     result = {
         "row": row["name"],
         "stage": row["stage"],
-        "zero_stage": (config.get("deepspeed") or {}).get("zero_stage"),
+        # As trained: the trainer resolves "auto".
+        "zero_stage": metrics.get("zero_stage"),
         "parameters": metrics.get("model_parameters"),
         "seconds_per_step": step_seconds,
         "samples_per_second": samples_per_step / step_seconds if step_seconds else None,

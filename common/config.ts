@@ -108,14 +108,17 @@ const DEEPSPEED_PROFILES = ['cpu', 'v100'] as const;
 export const DeepSpeedConfig = z
   .object({
     profile: z.enum(DEEPSPEED_PROFILES),
-    // Absent: chosen by the stage's method. Full training takes ZeRO-3 (a 7B model with its
-    // optimizer state does not fit 8 x 32 GB reliably with ZeRO-2), but ZeRO-2 in one process,
+    // Absent: chosen by the stage's method. LoRA takes ZeRO-2, since its frozen base fits every
+    // GPU whole (13.5 GB at 7B in fp16) and ZeRO-3 would only gather it layer by layer at every
+    // step (4.8x slower on an H100), while ZeRO-2 still partitions the optimizer state of the
+    // embeddings and LM head that LoRA trains in full. Full training takes ZeRO-2 in one process,
     // where ZeRO-3 has no rank to partition over and its per-layer gathering only holds the GPU
-    // back (busy 37% of a 1.1B step on an H100). LoRA takes ZeRO-2, since its frozen base fits
-    // every GPU whole (13.5 GB at 7B in fp16) and ZeRO-3 would only gather it layer by layer at
-    // every step (4.8x slower on an H100), while ZeRO-2 still partitions the optimizer state of
-    // the embeddings and LM head that LoRA trains in full.
-    zero_stage: z.number().int().min(0).max(3).optional(),
+    // back (busy 37% of a 1.1B step on an H100), and "auto" on several. "auto": ZeRO-2 where the
+    // trainer's memory estimate fits it on the rank's GPU (with the least recomputation that does,
+    // under "auto" gradient checkpointing), else ZeRO-3, which also partitions the weights; ZeRO-3
+    // without a GPU. A 7B with its optimizer state needs ZeRO-3 on 8 x 32 GB; a model that fits
+    // under ZeRO-2 trains without ZeRO-3's gathering and its 1.5x communication.
+    zero_stage: z.union([z.number().int().min(0).max(3), z.literal('auto')]).optional(),
     // Recompute activations in the backward pass: part of what lets 7B fit on V100s. true: every
     // decoder layer; n: every n-th (layers 0, n, 2n, ...), keeping the others' activations, which
     // trades memory for the recompute (a quarter of a full-training step, a third of a LoRA one);
@@ -141,7 +144,7 @@ export function sequencesPerStep(section: { micro_batch_size: number; gradient_a
   return section.global_batch_size ?? section.micro_batch_size * section.gradient_accumulation_steps * processesOf(section);
 }
 
-const zeroStageFor = (method: 'lora' | 'full', deepspeed: DeepSpeedConfig) => (method === 'full' && worldSize(deepspeed) > 1 ? 3 : 2);
+const zeroStageFor = (method: 'lora' | 'full', deepspeed: DeepSpeedConfig) => (method === 'full' && worldSize(deepspeed) > 1 ? 'auto' : 2);
 
 export const PretrainConfig = z
   .object({
@@ -164,9 +167,10 @@ export const PretrainConfig = z
     message: 'must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)',
   })
   .refine(...profilerWithinRun)
-  .refine((c) => !(c.compile && c.deepspeed && (c.deepspeed.zero_stage ?? zeroStageFor(c.method, c.deepspeed)) === 3), {
+  .refine((c) => !(c.compile && c.deepspeed && [3, 'auto'].includes(c.deepspeed.zero_stage ?? zeroStageFor(c.method, c.deepspeed))), {
     path: ['compile'],
-    message: 'cannot be true under ZeRO-3 (deepspeed.zero_stage 3, or full training on several processes): its hooks gather weights inside the compiled layers',
+    message:
+      'cannot be true under ZeRO-3, whose hooks gather weights inside the compiled layers, nor under "auto", which may choose it (deepspeed.zero_stage 3 or "auto", the default for full training on several processes): set deepspeed.zero_stage to 2',
   })
   .overwrite((c) => (c.deepspeed && c.deepspeed.zero_stage === undefined ? { ...c, deepspeed: { ...c.deepspeed, zero_stage: zeroStageFor(c.method, c.deepspeed) } } : c));
 

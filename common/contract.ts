@@ -127,6 +127,9 @@ export const CheckpointManifest = z
     inputs_hash: z.string().min(1).optional(),
     // Loss on held-out data at this step, where the stage evaluates: retention keeps the best one.
     eval_loss: finite.optional(),
+    // The ZeRO stage of a checkpoint written under DeepSpeed, whose layout differs by stage: a run
+    // whose zero_stage is "auto" resumes under the stage its checkpoint was written under.
+    zero_stage: z.number().int().min(0).max(3).optional(),
     trainer_version: z.string(),
     files: z
       .array(z.object({ path: z.string().min(1), size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).strict())

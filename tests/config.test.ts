@@ -127,10 +127,11 @@ describe('run config', () => {
     const ok = parseRunConfig({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 128, deepspeed: { profile: 'v100', hosts } } });
     expect(ok.pretrain.deepspeed).toMatchObject({ zero_stage: 2, master_port: 29500 });
     const zeroStage = (pretrain: object) => parseRunConfig({ ...demo, pretrain }).pretrain.deepspeed?.zero_stage;
-    expect(zeroStage({ method: 'full', deepspeed: { profile: 'v100' } })).toBe(3);
+    expect(zeroStage({ method: 'full', deepspeed: { profile: 'v100' } })).toBe('auto');
     expect(zeroStage({ method: 'full', deepspeed: { profile: 'v100', hosts: [{ host: 'localhost', slots: 1 }] } })).toBe(2);
     expect(zeroStage({ method: 'full', deepspeed: { profile: 'v100', hosts: [{ host: 'localhost', slots: 1 }], zero_stage: 3 } })).toBe(3);
     expect(zeroStage({ method: 'lora', deepspeed: { profile: 'v100', zero_stage: 3 } })).toBe(3);
+    expect(zeroStage({ method: 'lora', deepspeed: { profile: 'v100', zero_stage: 'auto' } })).toBe('auto');
     expect(problems({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 96, deepspeed: { profile: 'v100', hosts } } })).toEqual([
       'pretrain.global_batch_size: must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)',
     ]);
@@ -153,9 +154,12 @@ describe('run config', () => {
     expect(compiled({ method: 'full', deepspeed: { profile: 'v100', hosts: [{ host: 'localhost', slots: 1 }] } })).toBe(true);
     expect(compiled({ method: 'full' })).toBe(true);
     expect(parseRunConfig({ ...demo, sft: { ...demo.sft, compile: true } }).sft.compile).toBe(true);
-    const refused = 'pretrain.compile: cannot be true under ZeRO-3 (deepspeed.zero_stage 3, or full training on several processes): its hooks gather weights inside the compiled layers';
+    const refused =
+      'pretrain.compile: cannot be true under ZeRO-3, whose hooks gather weights inside the compiled layers, nor under "auto", which may choose it (deepspeed.zero_stage 3 or "auto", the default for full training on several processes): set deepspeed.zero_stage to 2';
     expect(problems({ ...demo, pretrain: { method: 'full', compile: true, deepspeed: { profile: 'v100' } } })).toEqual([refused]);
     expect(problems({ ...demo, pretrain: { method: 'lora', compile: true, deepspeed: { profile: 'v100', zero_stage: 3 } } })).toEqual([refused]);
+    expect(problems({ ...demo, pretrain: { method: 'lora', compile: true, deepspeed: { profile: 'v100', zero_stage: 'auto' } } })).toEqual([refused]);
+    expect(compiled({ method: 'full', deepspeed: { profile: 'v100', zero_stage: 2 } })).toBe(true);
   });
 
   it('profiles only steps the stage will run', () => {

@@ -21,7 +21,7 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def write_manifest(folder: Path, request: dict, step: int, world_size: int, vocab_size: int, eval_loss: float | None = None) -> dict:
+def write_manifest(folder: Path, request: dict, step: int, world_size: int, vocab_size: int, eval_loss: float | None = None, zero_stage: int | None = None) -> dict:
     name = contract.schema()["manifest_file"]
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != name)
     manifest = {
@@ -34,6 +34,7 @@ def write_manifest(folder: Path, request: dict, step: int, world_size: int, voca
         "vocab_size": vocab_size,
         "trainer_version": running_version(),
         **({"eval_loss": eval_loss} if eval_loss is not None else {}),
+        **({"zero_stage": zero_stage} if zero_stage is not None else {}),
         **({"inputs_hash": request["inputs_hash"]} if request.get("inputs_hash") else {}),
         "files": [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)} for p in files],
     }
@@ -66,3 +67,12 @@ def check_resumable(folder: str, request: dict, world_size: int, vocab_size: int
     if mismatched:
         raise InvalidInput(f"cannot resume from checkpoint-{manifest['step']}: " + "; ".join(mismatched))
     return manifest
+
+
+def written_zero_stage(folder: str) -> int | None:
+    """The ZeRO stage the checkpoint in `folder` was written under, when its manifest says one;
+    check_resumable says what else is wrong with it."""
+    try:
+        return json.loads((Path(folder) / contract.schema()["manifest_file"]).read_text("utf-8")).get("zero_stage")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None

@@ -7,7 +7,8 @@ Weights, gradients and optimizer state follow from the parameter counts and the 
 Activations follow per token from what autograd saves in a LLaMA decoder layer under SDPA, counted
 on the CPU (tests/test_memory.py checks the whole estimate against the bytes live at a training
 step's peak). DeepSpeed's gradient buckets come from the config deepspeed_config.py writes.
-`gradient_checkpointing: "auto"` is resolved here, from the estimate and the GPU's memory."""
+`zero_stage: "auto"` and `gradient_checkpointing: "auto"` are resolved here, from the estimate and
+the GPU's memory."""
 
 import math
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ ESTIMATE_MARGIN = 1.3
 GPU_ROOM = 1.25
 # What "auto" chooses from, least recomputation first.
 CHECKPOINTING_CHOICES = (False, 4, 2, True)
+# What "auto" chooses from, fastest first: under ZeRO-2 every rank keeps the weights whole, so its
+# steps run without ZeRO-3's gathering of each module's weights before every use (and 1.5 times
+# the communication); ZeRO-3 partitions the weights too, which a 7B trained in full on 8 x 32 GB needs.
+ZERO_STAGE_CHOICES = (2, 3)
 
 
 def _gib(n: float) -> str:
@@ -98,6 +103,48 @@ def _layer_activation_bytes(shape: Shape, config: dict, p: int) -> int:
     return p * (6 * h + 3 * f + 2 * kv + len(targets) * lora["r"]) + 4 * h + dropout + fixed
 
 
+def _with(config: dict, **deepspeed) -> dict:
+    return {**config, "deepspeed": {**config["deepspeed"], **deepspeed}}
+
+
+def _least_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int) -> tuple[bool | int, float, bool]:
+    """The least recomputation the stage's `gradient_checkpointing` allows (any under "auto") whose
+    estimate fits `device_bytes` with GPU_ROOM to spare, what it needs with that room, and whether
+    it fits; where none does, the most recomputation allowed."""
+    setting = config["deepspeed"]["gradient_checkpointing"]
+    for choice in CHECKPOINTING_CHOICES if setting == "auto" else (setting,):
+        needs = GPU_ROOM * estimate(shape, _with(config, gradient_checkpointing=choice), processes)["total"]
+        if needs <= device_bytes:
+            return choice, needs, True
+    return choice, needs, False
+
+
+def choose_zero_stage(shape: Shape, config: dict, processes: int, device_bytes: int | None, resumed_stage: int | None, events) -> int:
+    """The stage's `zero_stage`, with "auto" resolved and said: ZeRO-2 where its estimate, at the
+    least recomputation the checkpointing setting allows, fits `device_bytes` with GPU_ROOM to
+    spare, else ZeRO-3; ZeRO-2 in one process, where ZeRO-3 has no rank to partition over; ZeRO-3
+    without a GPU to measure against. A resumed run keeps the stage its checkpoint was written
+    under (`resumed_stage`), since DeepSpeed lays out each stage's checkpoint in its own way."""
+    setting = config["deepspeed"]["zero_stage"]
+    if setting != "auto":
+        return setting
+    if resumed_stage is not None:
+        events.log(f"ZeRO stage (auto): {resumed_stage}, the stage the checkpoint resumed from was written under")
+        return resumed_stage
+    if processes == 1:
+        events.log("ZeRO stage (auto): 2, in one process ZeRO-3 has no rank to partition the weights over")
+        return 2
+    if not device_bytes:
+        events.log("ZeRO stage (auto): 3, with no GPU to fit ZeRO-2 on")
+        return 3
+    _, needs, fits = _least_checkpointing(shape, _with(config, zero_stage=2), processes, device_bytes)
+    if fits:
+        events.log(f"ZeRO stage (auto): 2, {GPU_ROOM} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
+        return 2
+    events.log(f"ZeRO stage (auto): 3, {GPU_ROOM} times ZeRO-2's estimate would be {_gib(needs)}, over the GPU's {_gib(device_bytes)}")
+    return 3
+
+
 def choose_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int | None, events) -> bool | int:
     """The stage's `gradient_checkpointing`, with "auto" resolved and said: the least recomputation
     whose estimate fits `device_bytes` with GPU_ROOM to spare; every layer without a GPU to measure
@@ -108,17 +155,16 @@ def choose_checkpointing(shape: Shape, config: dict, processes: int, device_byte
     if not device_bytes:
         events.log("gradient checkpointing (auto): every decoder layer, with no GPU to fit")
         return True
-    for choice in CHECKPOINTING_CHOICES:
-        needs = GPU_ROOM * estimate(shape, {**config, "deepspeed": {**config["deepspeed"], "gradient_checkpointing": choice}}, processes)["total"]
-        if needs <= device_bytes:
-            events.log(f"gradient checkpointing (auto): {describe_checkpointing(choice)}, {GPU_ROOM} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
-            return choice
-    events.log(
-        f"gradient checkpointing (auto): every decoder layer, and {GPU_ROOM} times its estimate is still {_gib(needs)}, over the GPU's {_gib(device_bytes)}; "
-        "the GPU peaks measured so far needed that room: if it runs out of memory, lower micro_batch_size",
-        level="warning",
-    )
-    return True
+    choice, needs, fits = _least_checkpointing(shape, config, processes, device_bytes)
+    if fits:
+        events.log(f"gradient checkpointing (auto): {describe_checkpointing(choice)}, {GPU_ROOM} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
+    else:
+        events.log(
+            f"gradient checkpointing (auto): every decoder layer, and {GPU_ROOM} times its estimate is still {_gib(needs)}, over the GPU's {_gib(device_bytes)}; "
+            "the GPU peaks measured so far needed that room: if it runs out of memory, lower micro_batch_size",
+            level="warning",
+        )
+    return choice
 
 
 def checkpoint_every(gradient_checkpointing: bool | int) -> int | None:

@@ -135,10 +135,11 @@ class CheckpointHandoff(TrainerCallback):
         seconds = time.monotonic() - self.last_done
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         eval_loss = self.eval_losses.get(state.global_step)
-        self.pending.append(self.pool.submit(self._commit, folder, state.global_step, args.world_size, eval_loss, seconds))
+        zero_stage = args.deepspeed["zero_optimization"]["stage"] if args.deepspeed else None
+        self.pending.append(self.pool.submit(self._commit, folder, state.global_step, args.world_size, eval_loss, zero_stage, seconds))
 
-    def _commit(self, folder: Path, step: int, world_size: int, eval_loss: float | None, save_seconds: float) -> None:
-        checkpoints.write_manifest(folder, self.request, step, world_size, self.vocab_size, eval_loss)
+    def _commit(self, folder: Path, step: int, world_size: int, eval_loss: float | None, zero_stage: int | None, save_seconds: float) -> None:
+        checkpoints.write_manifest(folder, self.request, step, world_size, self.vocab_size, eval_loss, zero_stage)
         relative = folder.relative_to(self.request["output_dir"]).as_posix()
         self.events.emit("checkpoint", step=step, path=relative, save_seconds=round(save_seconds, 3))
 
@@ -222,20 +223,19 @@ def count_checkpointed_layers(model) -> int:
     return sum(1 for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing)
 
 
-def arguments(request: dict, evaluates: bool, gradient_checkpointing: bool | int) -> TrainingArguments:
-    """The stage's TrainingArguments, with `gradient_checkpointing` as device_memory_plan resolved
-    it. Under DeepSpeed they register its config with transformers, so they come before the model
-    is loaded: with ZeRO-3, from_pretrained then builds the model partitioned across the ranks
-    (zero.Init) instead of whole on every one."""
+def arguments(request: dict, evaluates: bool, deepspeed: dict | None) -> TrainingArguments:
+    """The stage's TrainingArguments, under `deepspeed`: the config's DeepSpeed section with its
+    "auto" settings resolved (device_memory_plan), or None. Under DeepSpeed they register its config
+    with transformers, so they come before the model is loaded: with ZeRO-3, from_pretrained then
+    builds the model partitioned across the ranks (zero.Init) instead of whole on every one."""
     config = request["config"]
-    deepspeed = config.get("deepspeed")
     processes = world_size(config)
     accumulation = accumulation_steps(config, processes)
     precision_args = precision(deepspeed)
     extra = {}
     if deepspeed:
         extra["deepspeed"] = deepspeed_config.generate(deepspeed, config["micro_batch_size"], accumulation, processes)
-        extra.update(checkpointing_arguments(gradient_checkpointing))
+        extra.update(checkpointing_arguments(deepspeed["gradient_checkpointing"]))
     # transformers 5 takes the TensorBoard folder from the environment only.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(request["output_dir"]) / TENSORBOARD_DIR)
     args = TrainingArguments(
@@ -371,25 +371,30 @@ def host_rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def device_memory_plan(config: dict, model_dir: str, vocab: int, events) -> tuple[bool | int, dict]:
-    """Under DeepSpeed, before the model loads: the gradient checkpointing the stage trains with
-    ("auto" resolved for this rank's GPU) and the estimate of what each rank's device will hold
-    (memory.py), said by part; on a GPU a stage that cannot fit stops here (memory.check_fits).
-    `memory_estimate_bytes` goes beside `gpu_peak_bytes` in the metrics. One process on a GPU trains
-    under autocast, which the estimate does not model."""
+def device_memory_plan(request: dict, model_dir: str, vocab: int, events) -> tuple[dict | None, dict]:
+    """Under DeepSpeed, before the model loads: the config's DeepSpeed section with `zero_stage` and
+    `gradient_checkpointing` as the stage trains with them ("auto" resolved for this rank's GPU), and
+    the estimate of what each rank's device will hold (memory.py), said by part; on a GPU a stage
+    that cannot fit stops here (memory.check_fits). `memory_estimate_bytes` goes beside
+    `gpu_peak_bytes` in the metrics, with the `zero_stage` trained under. One process on a GPU
+    trains under autocast, which the estimate does not model."""
+    config = request["config"]
     deepspeed = config.get("deepspeed")
     if not deepspeed:
-        return False, {}
+        return None, {}
     model_config = json.loads((Path(model_dir) / "config.json").read_text("utf-8"))
     shape = memory.Shape.of(model_config, embeddings.padded_rows(vocab))
     processes = world_size(config)
     # The cpu profile trains on the CPU even where a GPU is visible.
     on_gpu = deepspeed["profile"] != "cpu" and torch.cuda.is_available()
     device_bytes = torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", "0"))).total_memory if on_gpu else None
-    checkpointing = memory.choose_checkpointing(shape, config, processes, device_bytes, events)
-    estimated = memory.estimate(shape, {**config, "deepspeed": {**deepspeed, "gradient_checkpointing": checkpointing}}, processes)
+    resumed_stage = checkpoints.written_zero_stage(request["resume_from"]) if request.get("resume_from") else None
+    deepspeed = {**deepspeed, "zero_stage": memory.choose_zero_stage(shape, config, processes, device_bytes, resumed_stage, events)}
+    config = {**config, "deepspeed": deepspeed}
+    deepspeed["gradient_checkpointing"] = memory.choose_checkpointing(shape, config, processes, device_bytes, events)
+    estimated = memory.estimate(shape, config, processes)
     memory.check_fits(estimated, device_bytes, events)
-    return checkpointing, {"memory_estimate_bytes": estimated["total"]}
+    return deepspeed, {"memory_estimate_bytes": estimated["total"], "zero_stage": deepspeed["zero_stage"]}
 
 
 def memory_metrics(model_parameters: int, before_model_rss: int, loaded_rss: int) -> dict:

@@ -61,7 +61,7 @@ def test_every_checkpoint_holds_both_ranks_state_before_its_manifest(two_process
     checkpoints = [e for e in two_processes.run.events if e["event"] == "checkpoint"]
     assert [c["step"] for c in checkpoints] == [3, 6]
     manifest = json.loads((two_processes.run.output_dir / checkpoints[0]["path"] / "manifest.json").read_text("utf-8"))
-    assert manifest["world_size"] == 2
+    assert (manifest["world_size"], manifest["zero_stage"]) == (2, 3)
     paths = {f["path"] for f in manifest["files"]}
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= paths
     assert any("zero_pp_rank_1_" in p for p in paths) and any("zero_pp_rank_0_" in p for p in paths)
@@ -229,12 +229,17 @@ def test_a_zero_engine_starts_and_steps_without_importing_torchs_compiler(uncomp
 
 
 def test_full_training_under_zero3_loads_the_model_partitioned(pipeline, tiny_data, tmp_path):
-    """zero.Init while loading: each of two ranks keeps half the weights, never the whole fp32 model."""
+    """zero.Init while loading: each of two ranks keeps half the weights, never the whole fp32 model.
+    ZeRO-3 is what "auto", full training's default on several processes, chooses without a GPU."""
     shape = {**CONFIGS["base"], "hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 8}
     base = run_stage("base", {}, tmp_path / "base", shape).output_dir / "model"
     inputs = {"corpus": tiny_data["corpus"], "tokenizer": pipeline["vocab"].output_dir / "tokenizer", "base_model": base}
-    config = two_process_config(method="full", max_steps=2, checkpoint_steps=2, eval_blocks=0, deepspeed={**two_process_config()["deepspeed"], "zero_stage": 3})
-    metrics = run_stage("pretrain", inputs, tmp_path / "full", config).completed()["metrics"]
+    config = two_process_config(method="full", max_steps=2, checkpoint_steps=2, eval_blocks=0, deepspeed={**two_process_config()["deepspeed"], "zero_stage": "auto"})
+    run = run_stage("pretrain", inputs, tmp_path / "full", config)
+    metrics = run.completed()["metrics"]
+    assert metrics["zero_stage"] == 3
+    assert "ZeRO stage (auto): 3, with no GPU to fit ZeRO-2 on" in [e["message"] for e in run.events if e["event"] == "log"]
+    assert json.loads((run.output_dir / "checkpoints" / "checkpoint-2" / "manifest.json").read_text("utf-8"))["zero_stage"] == 3
     fp32_bytes = 4 * metrics["model_parameters"]
     assert metrics["model_parameters"] > 40e6
     assert metrics["model_load_host_bytes"] < 0.75 * fp32_bytes

@@ -99,7 +99,7 @@ def test_the_trainer_trains_with_the_chunked_loss(monkeypatch, tmp_path):
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path))
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        _, trained = training.train(tiny_model(), training.arguments(request, evaluates=False, gradient_checkpointing=False), dataset, None, request, EventStream(out), VOCAB)
+        _, trained = training.train(tiny_model(), training.arguments(request, evaluates=False, deepspeed=None), dataset, None, request, EventStream(out), VOCAB)
     finally:
         signal.signal(signal.SIGTERM, sigterm)
     assert len(calls) == 2 and calls[0] == (2, 13)

@@ -1,6 +1,6 @@
 """The per-GPU memory estimate (memory.py) against the bytes really live while a LLaMA trains on the
-CPU, the layers gradient checkpointing recomputes, the 7B recipe on 8×V100-32GB, and the refusal of
-a stage that cannot fit."""
+CPU, the layers gradient checkpointing recomputes, the ZeRO stage "auto" chooses, the 7B recipe on
+8×V100-32GB, and the refusal of a stage that cannot fit."""
 
 import json
 import math
@@ -168,3 +168,50 @@ def test_a_stage_that_cannot_fit_is_refused_before_loading_naming_what_to_change
     assert [level for level, _ in said.logs] == ["warning", "info", "info"]
     assert "may not fit" in said.logs[0][1] and "against the GPU's" in said.logs[1][1]
     assert said.logs[2][1].startswith("estimated ") and "activations" in said.logs[2][1] and "GPU" not in said.logs[2][1]
+
+
+def test_auto_zero_stage_keeps_the_weights_whole_where_they_fit_and_partitions_them_where_not():
+    def zero_auto(shape_and_config):
+        shape, config = shape_and_config
+        return shape, {**config, "deepspeed": {**config["deepspeed"], "zero_stage": "auto"}}
+
+    # The 7B recipe trained in full on 8 V100s: ZeRO-2's whole fp16 weights (13.8 GB) leave no room,
+    # however many layers recompute; on 8 H100s they fit, with the least recomputation that does.
+    shape, config = zero_auto(lawgpt_7b("full"))
+    said = Said()
+    assert memory.choose_zero_stage(shape, config, 8, V100_BYTES, None, said) == 3
+    assert said.logs[-1][1].startswith("ZeRO stage (auto): 3, ") and "over the GPU's 31.7 GiB" in said.logs[-1][1]
+    assert memory.GPU_ROOM * memory.estimate(shape, with_checkpointing({**config, "deepspeed": {**config["deepspeed"], "zero_stage": 2}}, True), 8)["total"] > V100_BYTES
+    assert memory.choose_zero_stage(shape, config, 8, H100_BYTES, None, said) == 2
+    assert said.logs[-1][1].startswith("ZeRO stage (auto): 2, ") and "of the GPU's 79.6 GiB" in said.logs[-1][1]
+    # With a checkpointing setting given, only that one: none leaves ZeRO-2 no room on an H100.
+    assert memory.choose_zero_stage(shape, with_checkpointing(config, False), 8, H100_BYTES, None, said) == 3
+    # The 1.1B shape trained in full fits ZeRO-2 on 8 V100s.
+    small = memory.Shape(2048, 5632, 22, 32, 4, 50496)
+    assert memory.choose_zero_stage(small, config, 8, V100_BYTES, None, said) == 2
+    # Without a GPU, ZeRO-3 (as gradient checkpointing is at its most without one); in one process
+    # ZeRO-2; resumed, the stage the checkpoint was written under; a stage given, as given and unsaid.
+    assert memory.choose_zero_stage(shape, config, 8, None, None, said) == 3
+    assert said.logs[-1][1] == "ZeRO stage (auto): 3, with no GPU to fit ZeRO-2 on"
+    assert memory.choose_zero_stage(shape, config, 1, V100_BYTES, None, said) == 2
+    assert memory.choose_zero_stage(shape, config, 8, H100_BYTES, 3, said) == 3
+    assert "the checkpoint resumed from was written under" in said.logs[-1][1]
+    assert memory.choose_zero_stage(*lawgpt_7b("full"), 8, H100_BYTES, None, said) == 3
+    assert len(said.logs) == 7
+
+
+def test_a_resumed_run_keeps_the_zero_stage_its_checkpoint_was_written_under(tmp_path, monkeypatch):
+    shape, config = lawgpt_7b("full")
+    config = {**config, "deepspeed": {**config["deepspeed"], "profile": "cpu", "zero_stage": "auto"}}
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"hidden_size": shape.hidden, "intermediate_size": shape.ffn, "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads}))
+    checkpoint = tmp_path / "checkpoint-3"
+    checkpoint.mkdir()
+    (checkpoint / "manifest.json").write_text(json.dumps({"step": 3, "zero_stage": 2}))
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    # Without a GPU "auto" takes ZeRO-3, but the checkpoint was written under ZeRO-2.
+    fresh, _ = training.device_memory_plan({"config": config}, str(base), shape.vocab, Said())
+    resumed, planned = training.device_memory_plan({"config": config, "resume_from": str(checkpoint)}, str(base), shape.vocab, Said())
+    assert (fresh["zero_stage"], resumed["zero_stage"], planned["zero_stage"]) == (3, 2, 2)
+    assert resumed["gradient_checkpointing"] is True and config["deepspeed"]["zero_stage"] == "auto"

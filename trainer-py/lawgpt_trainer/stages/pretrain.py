@@ -69,9 +69,9 @@ def run(request: dict, events) -> tuple[dict, dict]:
     blocks, heldout, cleaned = tokenized_blocks(request, tokenizer, events)
     startup.mark("data")
     eval_dataset = heldout if len(heldout) else None
-    checkpointing, estimated = training.device_memory_plan(config, inputs["base_model"], len(tokenizer), events)
-    args = training.arguments(request, evaluates=eval_dataset is not None, gradient_checkpointing=checkpointing)
-    zero3 = bool(config.get("deepspeed")) and config["deepspeed"]["zero_stage"] == 3
+    deepspeed, planned = training.device_memory_plan(request, inputs["base_model"], len(tokenizer), events)
+    args = training.arguments(request, evaluates=eval_dataset is not None, deepspeed=deepspeed)
+    zero3 = bool(deepspeed) and deepspeed["zero_stage"] == 3
     lora = config["method"] == "lora"
     model, loaded = resized_base(inputs["base_model"], tokenizer, training.load_options(config, inputs["base_model"], partitioned=zero3, lora=lora))
     parameters = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
@@ -110,7 +110,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         **cleaned,
         **loaded,
         **memory,
-        **estimated,
+        **planned,
         "train_blocks": len(blocks),
         **training.loss_metrics(trained, config["block_size"]),
     }

@@ -72,7 +72,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
     parameters = sum(p.numel() for p in model.parameters())
     model = merge.with_lora(model, config["lora"])
     training.trainable_in_fp32(model, config)
-    args = training.arguments(request, evaluates=False, gradient_checkpointing=False)
+    args = training.arguments(request, evaluates=False, deepspeed=None)
     startup.mark("model")
     trainer, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
 
