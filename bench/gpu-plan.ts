@@ -49,7 +49,7 @@ export function plan(smoke: boolean) {
   // which also saves midway: a 1.1B full-training save took 25 s on the H100, and the plan's time
   // is what limits how much of it one GPU session measures. The ZeRO stage is the one-process
   // choice (common/config.ts), but for the widest shape's full row, which takes ZeRO-3 as full
-  // training on several GPUs does.
+  // training of a 7B on several V100s does.
   const steps = smoke ? 4 : 5;
   const resumedAt = smoke ? 2 : 3;
   const pretrain = (method: 'lora' | 'full', zero_stage?: number, checkpoint_steps = steps) =>

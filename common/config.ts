@@ -63,7 +63,7 @@ const TrainingLoop = {
   // products (norms, rotary embeddings, the MLP's gate, LoRA's dropout and scaling: 37% of a 1.1B
   // LoRA step's GPU time on an H100). The layers share their code, so they compile once, at the
   // first step (and again for the first evaluation, without gradients); not under ZeRO-3, whose
-  // hooks gather each module's weights as it runs.
+  // hooks gather each module's weights as it runs, nor under "auto", which may choose it.
   compile: z.boolean().default(false),
 };
 

@@ -27,7 +27,7 @@ describe('the GPU benchmark plan', () => {
     });
   }
 
-  it('measures full training under the one-process ZeRO stage and under the several-GPU one', () => {
+  it('measures full training under the one-process ZeRO stage and under the one a 7B takes on several V100s', () => {
     const stages = (smoke: boolean) =>
       Object.fromEntries(plan(smoke).rows.filter((r) => r.stage === 'pretrain').map((r) => [r.name, (r.config as RunConfig['pretrain']).deepspeed?.zero_stage]));
     expect(stages(false)).toEqual({ '1.1B lora': 2, '1.1B full': 2, '7B-width-4-layers lora': 2, '7B-width-4-layers full': 3, '1.1B lora compiled': 2, '1.1B lora resumed': 2 });

@@ -70,9 +70,10 @@ def check_resumable(folder: str, request: dict, world_size: int, vocab_size: int
 
 
 def written_zero_stage(folder: str) -> int | None:
-    """The ZeRO stage the checkpoint in `folder` was written under, when its manifest says one;
-    check_resumable says what else is wrong with it."""
+    """The ZeRO stage the checkpoint in `folder` was written under, when its manifest says one that
+    is; check_resumable says what else is wrong with it."""
     try:
-        return json.loads((Path(folder) / contract.schema()["manifest_file"]).read_text("utf-8")).get("zero_stage")
+        stage = json.loads((Path(folder) / contract.schema()["manifest_file"]).read_text("utf-8")).get("zero_stage")
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
+    return stage if type(stage) is int and 0 <= stage <= 3 else None

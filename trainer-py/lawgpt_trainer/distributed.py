@@ -37,6 +37,15 @@ def any_rank(flag: bool, device) -> bool:
     return bool(value.item())
 
 
+def gathered(value) -> list:
+    """Every rank's `value`, in rank order (picklable values)."""
+    if not _active():
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def _deepspeed_shm_segment() -> Path:
     """The shared-memory segment DeepSpeed's CPU backend (the cpu profile) gives this rank when
     every rank is on one host (named by user, master address and port, and rank, in its shm.cpp)."""

@@ -26,15 +26,11 @@ ADAM_BYTES, MASTER_BYTES, STEP_GRADIENT_BYTES = 8, 4, 4
 ESTIMATE_MARGIN = 1.3
 # What the allocator reserved at the peak, over the estimate, in the three setups bench:gpu has
 # measured on an H100 (bench/results/gpu-2026-11-28-*): 0.95, 0.99 and, for full training under
-# ZeRO-3, 1.21 (what tensors took was 0.92-0.99 of it). `gradient_checkpointing: "auto"` leaves
-# this much room.
+# ZeRO-3, 1.21 (what tensors took was 0.92-0.99 of it). `zero_stage: "auto"` and
+# `gradient_checkpointing: "auto"` leave this much room.
 GPU_ROOM = 1.25
 # What "auto" chooses from, least recomputation first.
 CHECKPOINTING_CHOICES = (False, 4, 2, True)
-# What "auto" chooses from, fastest first: under ZeRO-2 every rank keeps the weights whole, so its
-# steps run without ZeRO-3's gathering of each module's weights before every use (and 1.5 times
-# the communication); ZeRO-3 partitions the weights too, which a 7B trained in full on 8 x 32 GB needs.
-ZERO_STAGE_CHOICES = (2, 3)
 
 
 def _gib(n: float) -> str:
@@ -122,9 +118,12 @@ def _least_checkpointing(shape: Shape, config: dict, processes: int, device_byte
 def choose_zero_stage(shape: Shape, config: dict, processes: int, device_bytes: int | None, resumed_stage: int | None, events) -> int:
     """The stage's `zero_stage`, with "auto" resolved and said: ZeRO-2 where its estimate, at the
     least recomputation the checkpointing setting allows, fits `device_bytes` with GPU_ROOM to
-    spare, else ZeRO-3; ZeRO-2 in one process, where ZeRO-3 has no rank to partition over; ZeRO-3
-    without a GPU to measure against. A resumed run keeps the stage its checkpoint was written
-    under (`resumed_stage`), since DeepSpeed lays out each stage's checkpoint in its own way."""
+    spare, else ZeRO-3. Under ZeRO-2 every rank keeps the weights whole, so its steps run without
+    ZeRO-3's gathering of each module's weights before every use (and 1.5 times the
+    communication); ZeRO-3 partitions them too, which a 7B trained in full on 8 x 32 GB needs.
+    ZeRO-2 in one process, where ZeRO-3 has no rank to partition over; ZeRO-3 without a GPU to
+    measure against. A resumed run keeps the stage its checkpoint was written under
+    (`resumed_stage`), since DeepSpeed lays out each stage's checkpoint in its own way."""
     setting = config["deepspeed"]["zero_stage"]
     if setting != "auto":
         return setting

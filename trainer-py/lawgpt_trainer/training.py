@@ -276,7 +276,21 @@ def arguments(request: dict, evaluates: bool, deepspeed: dict | None) -> Trainin
         ds.init_distributed()
         if deepspeed["profile"] == "cpu":
             distributed.release_deepspeed_shm()
+        check_ranks_agree(distributed.gathered((deepspeed["zero_stage"], deepspeed["gradient_checkpointing"])))
     return args
+
+
+def check_ranks_agree(choices: list[tuple[int, bool | int]]) -> None:
+    """Refuses ranks that resolved "auto" differently (each rank's `(zero_stage,
+    gradient_checkpointing)`, in rank order), naming which chose what. Each resolves it from its
+    own GPU's memory, so ranks on cards of different sizes may, and ranks under different ZeRO
+    stages or recomputing different layers would wait for each other's collectives forever."""
+    by_choice: dict[tuple, list[int]] = {}
+    for rank, choice in enumerate(choices):
+        by_choice.setdefault(tuple(choice), []).append(rank)
+    if len(by_choice) > 1:
+        said = "; ".join(f"ZeRO-{stage} recomputing {memory.describe_checkpointing(checkpointing)} on ranks {', '.join(map(str, ranks))}" for (stage, checkpointing), ranks in by_choice.items())
+        raise InvalidInput(f"the ranks' GPUs differ and their \"auto\" settings came out differently: {said}; set deepspeed.zero_stage and deepspeed.gradient_checkpointing for the smallest GPU")
 
 
 # DeepSpeed's engine and ZeRO optimizers import its Muon optimizer's module to ask whether the

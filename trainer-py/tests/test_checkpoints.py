@@ -11,7 +11,7 @@ import sys
 import torch
 from transformers import LlamaForCausalLM
 
-from lawgpt_trainer import contract, fingerprint
+from lawgpt_trainer import checkpoints, contract, fingerprint
 
 from conftest import CLEANING, CONFIGS, RECORDS, TRAINER_ROOT, run_stage
 
@@ -119,3 +119,12 @@ def test_resume_from_another_trainer_version_goes_ahead_and_says_so(pipeline, ti
     assert run.completed()["metrics"]["resumed_from_step"] == 2
     warnings = [e["message"] for e in run.events if e["event"] == "log" and e["level"] == "warning"]
     assert f"checkpoint-2 was written by trainer 0.0.9+0123456789abcdef, this is {fingerprint()}" in warnings
+
+
+def test_the_zero_stage_a_checkpoint_was_written_under_is_read_only_when_its_manifest_says_one(tmp_path):
+    for written, read in (({"zero_stage": 2}, 2), ({"zero_stage": 0}, 0), ({}, None), ({"zero_stage": "auto"}, None), ({"zero_stage": 5}, None), ({"zero_stage": True}, None)):
+        (tmp_path / "manifest.json").write_text(json.dumps(written))
+        assert checkpoints.written_zero_stage(str(tmp_path)) == read, written
+    (tmp_path / "manifest.json").write_text("[1,")
+    assert checkpoints.written_zero_stage(str(tmp_path)) is None
+    assert checkpoints.written_zero_stage(str(tmp_path / "absent")) is None

@@ -179,7 +179,9 @@ def test_the_zero_stage_changes_where_state_lives_not_the_math(two_processes, tm
     scaling amplifies such differences: the drift seen between stages on a GPU."""
     config = two_process_config(deepspeed={**two_processes.config["deepspeed"], "zero_stage": 2, "master_port": free_port()})
     run = run_stage("pretrain", two_processes.inputs, tmp_path, config)
-    assert run.completed()["metrics"]["processes"] == 2
+    assert (run.completed()["metrics"]["processes"], run.completed()["metrics"]["zero_stage"]) == (2, 2)
+    checkpoint = next(e["path"] for e in run.events if e["event"] == "checkpoint")
+    assert json.loads((run.output_dir / checkpoint / "manifest.json").read_text("utf-8"))["zero_stage"] == 2
     ours, theirs = _losses(run), _losses(two_processes.run)
     assert ours[0] == pytest.approx(theirs[0], rel=1e-6)
     assert ours == pytest.approx(theirs, rel=1e-3)

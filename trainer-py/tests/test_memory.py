@@ -96,8 +96,8 @@ def test_checkpointing_every_n_layers_recomputes_the_layers_the_estimate_counts(
 
 
 def lawgpt_7b(method: str, **deepspeed) -> tuple[memory.Shape, dict]:
-    # LLaMA-7B with the merged 49,953-piece vocabulary, as configs/lawgpt.json trains it on 8 GPUs,
-    # each method under its ZeRO stage (common/config.ts).
+    # LLaMA-7B with the merged 49,953-piece vocabulary, as configs/lawgpt.json trains it on 8 GPUs:
+    # LoRA under ZeRO-2, full training under ZeRO-3, what "auto" chooses for it on 8 V100s.
     pretrain = json.loads((TRAINER_ROOT.parent / "configs" / "lawgpt.json").read_text("utf-8"))["pretrain"]
     config = {**pretrain, "method": method, "deepspeed": {**pretrain["deepspeed"], "zero_stage": {"lora": 2, "full": 3}[method], **deepspeed}}
     return memory.Shape(4096, 11008, 32, 32, 32, 49984), config
@@ -215,3 +215,11 @@ def test_a_resumed_run_keeps_the_zero_stage_its_checkpoint_was_written_under(tmp
     resumed, planned = training.device_memory_plan({"config": config, "resume_from": str(checkpoint)}, str(base), shape.vocab, Said())
     assert (fresh["zero_stage"], resumed["zero_stage"], planned["zero_stage"]) == (3, 2, 2)
     assert resumed["gradient_checkpointing"] is True and config["deepspeed"]["zero_stage"] == "auto"
+
+
+def test_ranks_that_resolved_auto_differently_are_refused_naming_which_chose_what():
+    training.check_ranks_agree([(2, 4)] * 8)
+    with pytest.raises(InvalidInput) as refused:
+        training.check_ranks_agree([(2, 4)] * 4 + [(3, True)] * 4)
+    assert "ZeRO-2 recomputing one decoder layer in 4 on ranks 0, 1, 2, 3; ZeRO-3 recomputing every decoder layer on ranks 4, 5, 6, 7" in str(refused.value)
+    assert "deepspeed.zero_stage and deepspeed.gradient_checkpointing" in str(refused.value)
