@@ -103,16 +103,16 @@ def _with(config: dict, **deepspeed) -> dict:
     return {**config, "deepspeed": {**config["deepspeed"], **deepspeed}}
 
 
-def _least_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int) -> tuple[bool | int, float, bool]:
+def _least_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int) -> tuple[bool | int, float]:
     """The least recomputation the stage's `gradient_checkpointing` allows (any under "auto") whose
-    estimate fits `device_bytes` with GPU_ROOM to spare, what it needs with that room, and whether
-    it fits; where none does, the most recomputation allowed."""
+    estimate fits `device_bytes` with GPU_ROOM to spare, and what it needs with that room; where
+    none fits, the most recomputation allowed."""
     setting = config["deepspeed"]["gradient_checkpointing"]
     for choice in CHECKPOINTING_CHOICES if setting == "auto" else (setting,):
         needs = GPU_ROOM * estimate(shape, _with(config, gradient_checkpointing=choice), processes)["total"]
         if needs <= device_bytes:
-            return choice, needs, True
-    return choice, needs, False
+            break
+    return choice, needs
 
 
 def choose_zero_stage(shape: Shape, config: dict, processes: int, device_bytes: int | None, resumed_stage: int | None, events) -> int:
@@ -136,8 +136,8 @@ def choose_zero_stage(shape: Shape, config: dict, processes: int, device_bytes: 
     if not device_bytes:
         events.log("ZeRO stage (auto): 3, with no GPU to fit ZeRO-2 on")
         return 3
-    _, needs, fits = _least_checkpointing(shape, _with(config, zero_stage=2), processes, device_bytes)
-    if fits:
+    _, needs = _least_checkpointing(shape, _with(config, zero_stage=2), processes, device_bytes)
+    if needs <= device_bytes:
         events.log(f"ZeRO stage (auto): 2, {GPU_ROOM} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
         return 2
     events.log(f"ZeRO stage (auto): 3, {GPU_ROOM} times ZeRO-2's estimate would be {_gib(needs)}, over the GPU's {_gib(device_bytes)}")
@@ -154,8 +154,8 @@ def choose_checkpointing(shape: Shape, config: dict, processes: int, device_byte
     if not device_bytes:
         events.log("gradient checkpointing (auto): every decoder layer, with no GPU to fit")
         return True
-    choice, needs, fits = _least_checkpointing(shape, config, processes, device_bytes)
-    if fits:
+    choice, needs = _least_checkpointing(shape, config, processes, device_bytes)
+    if needs <= device_bytes:
         events.log(f"gradient checkpointing (auto): {describe_checkpointing(choice)}, {GPU_ROOM} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
     else:
         events.log(

@@ -403,10 +403,10 @@ def device_memory_plan(request: dict, model_dir: str, vocab: int, events) -> tup
     on_gpu = deepspeed["profile"] != "cpu" and torch.cuda.is_available()
     device_bytes = torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", "0"))).total_memory if on_gpu else None
     resumed_stage = checkpoints.written_zero_stage(request["resume_from"]) if request.get("resume_from") else None
-    deepspeed = {**deepspeed, "zero_stage": memory.choose_zero_stage(shape, config, processes, device_bytes, resumed_stage, events)}
-    config = {**config, "deepspeed": deepspeed}
-    deepspeed["gradient_checkpointing"] = memory.choose_checkpointing(shape, config, processes, device_bytes, events)
-    estimated = memory.estimate(shape, config, processes)
+    # The checkpointing "auto" chooses depends on the stage chosen first.
+    staged = {**deepspeed, "zero_stage": memory.choose_zero_stage(shape, config, processes, device_bytes, resumed_stage, events)}
+    deepspeed = {**staged, "gradient_checkpointing": memory.choose_checkpointing(shape, {**config, "deepspeed": staged}, processes, device_bytes, events)}
+    estimated = memory.estimate(shape, {**config, "deepspeed": deepspeed}, processes)
     memory.check_fits(estimated, device_bytes, events)
     return deepspeed, {"memory_estimate_bytes": estimated["total"], "zero_stage": deepspeed["zero_stage"]}
 

@@ -171,17 +171,13 @@ def test_a_stage_that_cannot_fit_is_refused_before_loading_naming_what_to_change
 
 
 def test_auto_zero_stage_keeps_the_weights_whole_where_they_fit_and_partitions_them_where_not():
-    def zero_auto(shape_and_config):
-        shape, config = shape_and_config
-        return shape, {**config, "deepspeed": {**config["deepspeed"], "zero_stage": "auto"}}
-
     # The 7B recipe trained in full on 8 V100s: ZeRO-2's whole fp16 weights (13.8 GB) leave no room,
     # however many layers recompute; on 8 H100s they fit, with the least recomputation that does.
-    shape, config = zero_auto(lawgpt_7b("full"))
+    shape, config = lawgpt_7b("full", zero_stage="auto")
     said = Said()
     assert memory.choose_zero_stage(shape, config, 8, V100_BYTES, None, said) == 3
     assert said.logs[-1][1].startswith("ZeRO stage (auto): 3, ") and "over the GPU's 31.7 GiB" in said.logs[-1][1]
-    assert memory.GPU_ROOM * memory.estimate(shape, with_checkpointing({**config, "deepspeed": {**config["deepspeed"], "zero_stage": 2}}, True), 8)["total"] > V100_BYTES
+    assert memory.GPU_ROOM * memory.estimate(shape, lawgpt_7b("full", zero_stage=2, gradient_checkpointing=True)[1], 8)["total"] > V100_BYTES
     assert memory.choose_zero_stage(shape, config, 8, H100_BYTES, None, said) == 2
     assert said.logs[-1][1].startswith("ZeRO stage (auto): 2, ") and "of the GPU's 79.6 GiB" in said.logs[-1][1]
     # With a checkpointing setting given, only that one: none leaves ZeRO-2 no room on an H100.
@@ -201,8 +197,7 @@ def test_auto_zero_stage_keeps_the_weights_whole_where_they_fit_and_partitions_t
 
 
 def test_a_resumed_run_keeps_the_zero_stage_its_checkpoint_was_written_under(tmp_path, monkeypatch):
-    shape, config = lawgpt_7b("full")
-    config = {**config, "deepspeed": {**config["deepspeed"], "profile": "cpu", "zero_stage": "auto"}}
+    shape, config = lawgpt_7b("full", profile="cpu", zero_stage="auto")
     base = tmp_path / "base"
     base.mkdir()
     (base / "config.json").write_text(json.dumps({"hidden_size": shape.hidden, "intermediate_size": shape.ffn, "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads}))
