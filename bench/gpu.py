@@ -91,8 +91,10 @@ def device() -> dict:
 def import_profile() -> dict:
     """Where a pretrain rank's imports go on this machine, in a fresh process under `python -X
     importtime`: the stage's code (the startup table's imports phase) and DeepSpeed (imported in its
-    model phase), the seconds summed by top-level package, whoever imported it."""
-    ran = subprocess.run([sys.executable, "-X", "importtime", "-c", "import lawgpt_trainer.cli, lawgpt_trainer.stages.pretrain, deepspeed"], capture_output=True, text=True)
+    model phase), without what a rank leaves out, the seconds summed by top-level package, whoever
+    imported it."""
+    imports = "import lawgpt_trainer.cli; lawgpt_trainer.cli.leave_out_unused_libraries(); import lawgpt_trainer.stages.pretrain, deepspeed"
+    ran = subprocess.run([sys.executable, "-X", "importtime", "-c", imports], capture_output=True, text=True)
     by_package = Counter()
     for line in ran.stderr.splitlines():
         own = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)", line)

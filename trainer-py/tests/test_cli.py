@@ -27,6 +27,23 @@ def test_a_rank_exits_with_its_stage_code_whatever_the_teardown_would_do(tmp_pat
     assert run({}).returncode == -signal.SIGABRT  # a plain process still goes through the teardown
 
 
+def test_a_stage_process_leaves_out_libraries_it_never_uses(tmp_path):
+    # The stage's code is imported first (--wait-for-request), then the request is refused; by then
+    # transformers' Trainer has looked for datasets, which is installed here for the bench's peer.
+    import importlib.util
+
+    from lawgpt_trainer.cli import UNUSED_LIBRARIES
+
+    assert all(importlib.util.find_spec(name) for name in UNUSED_LIBRARIES)
+    (tmp_path / "request.json").write_text("{}")
+    report = "import atexit, sys; atexit.register(lambda: print('loaded:', [m for m in ('datasets', 'pandas', 'pyarrow', 'transformers.trainer') if sys.modules.get(m)], file=sys.stderr))"
+    script = f"{report}; import runpy; sys.argv[0] = 'lawgpt_trainer'; runpy.run_module('lawgpt_trainer', run_name='__main__')"
+    command = [sys.executable, "-c", script, "pretrain", "--request", str(tmp_path / "request.json"), "--wait-for-request"]
+    run = subprocess.run(command, capture_output=True, text=True, env=trainer_env(), timeout=120)
+    assert run.returncode == contract.exit_invalid_input(), run.stderr[-2000:]
+    assert "loaded: ['transformers.trainer']" in run.stderr
+
+
 def test_contract_names_the_same_stages_as_the_cli():
     from lawgpt_trainer.cli import STAGES
 
