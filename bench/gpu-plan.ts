@@ -75,21 +75,28 @@ export function plan(smoke: boolean) {
     ...bentsao,
     sft: { ...bentsao.sft, epochs: undefined, max_steps: smoke ? 2 : 3, checkpoint_steps: 1000, logging_steps: 1, warmup_steps: 0, ...(smoke && { micro_batch_size: 2, gradient_accumulation_steps: 2 }) },
   }).sft;
-  const shapes = smoke ? [Object.keys(SMOKE_SHAPE)[0]] : ['1.1B', '7B-width-4-layers'];
-  const rows: Row[] = [];
-  for (const shape of shapes) {
-    for (const method of ['lora', 'full'] as const) {
-      const resumed = rows.length === 0;
-      const config = pretrain(method, method === 'full' && shape === shapes.at(-1) ? 3 : undefined, resumed ? resumedAt : steps);
-      const start = deepspeedStart(config.deepspeed!, trainerArgs('pretrain', '{request}', true), {});
-      rows.push({ name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: start.args, launcher_env: start.env, launcher_files: start.files });
-    }
-  }
-  const first = rows[0];
-  // The same run with its decoder layers compiled: what fusing their elementwise work gains.
-  rows.push({ ...first, name: `${first.name} compiled`, config: { ...first.config, compile: true, checkpoint_steps: steps } });
-  rows.push({ ...first, name: `${first.name} resumed`, resumes: { row: first.name, step: resumedAt } });
-  rows.push({ name: `${smoke ? shapes[0] : '7B-8-of-32-layers'} sft (BenTsao)`, stage: 'sft', shape: smoke ? shapes[0] : '7B-8-of-32-layers', config: sft, scale_to_layers: 32 });
+  const [small, wide] = smoke ? ['tiny', 'tiny'] : ['1.1B', '7B-width-4-layers'];
+  const measured = (shape: string, method: 'lora' | 'full', zero_stage?: number, checkpoint_steps?: number): Row => {
+    const config = pretrain(method, zero_stage, checkpoint_steps);
+    const start = deepspeedStart(config.deepspeed!, trainerArgs('pretrain', '{request}', true), {});
+    return { name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: start.args, launcher_env: start.env, launcher_files: start.files };
+  };
+  const lora = measured(small, 'lora', undefined, resumedAt);
+  const sftShape = smoke ? small : '7B-8-of-32-layers';
+  // In the order of what the issue's goals still lack, so that a call cut short by its time limit
+  // leaves out what matters least: the small shape's LoRA and, on the same run, what compiling its
+  // layers gains; its full training under the one-process ZeRO stage; the resume; the widest
+  // shape's full training; BenTsao's row; last the widest shape's LoRA, measured before. The smoke
+  // plan's one shape is both, so it trains in full once, under ZeRO-3.
+  const rows: Row[] = [
+    lora,
+    { ...lora, name: `${lora.name} compiled`, config: { ...lora.config, compile: true, checkpoint_steps: steps } },
+    ...(smoke ? [] : [measured(small, 'full')]),
+    { ...lora, name: `${lora.name} resumed`, resumes: { row: lora.name, step: resumedAt } },
+    measured(wide, 'full', 3),
+    { name: `${sftShape} sft (BenTsao)`, stage: 'sft', shape: sftShape, config: sft, scale_to_layers: 32 },
+    ...(smoke ? [] : [measured(wide, 'lora')]),
+  ];
   const run = parseRunConfig(lawgpt);
   return {
     smoke,

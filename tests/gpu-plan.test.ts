@@ -45,7 +45,22 @@ describe('the GPU benchmark plan', () => {
       }
       // Steps follow the checkpoint it resumes, to compare the losses on.
       expect(resumed[0].step).toBeLessThan((pretrain[0].config as RunConfig['pretrain']).max_steps!);
+      // gpu.py runs the rows in order: the run resumed has to have run.
+      const names = pretrain.map((r) => r.name);
+      expect(names.indexOf(resumed[0].row)).toBeLessThan(names.findIndex((name) => name.endsWith('resumed')));
     }
+  });
+
+  it('runs first what the goals still lack, so that a call cut short leaves out the 7B-width LoRA row, measured before', () => {
+    expect(plan(false).rows.map((r) => r.name)).toEqual([
+      '1.1B lora',
+      '1.1B lora compiled',
+      '1.1B full',
+      '1.1B lora resumed',
+      '7B-width-4-layers full',
+      '7B-8-of-32-layers sft (BenTsao)',
+      '7B-width-4-layers lora',
+    ]);
   });
 
   it('launches the trainer as the activity does, waiting for its request', () => {
