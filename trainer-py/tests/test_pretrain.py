@@ -138,17 +138,22 @@ def test_new_rows_start_from_the_base_pieces_that_spell_them(pipeline):
 
     base_dir = pipeline["base"].output_dir / "model"
     model = LlamaForCausalLM.from_pretrained(base_dir)
-    before = model.get_input_embeddings().weight.detach().clone()
+    matrices = lambda: [model.get_input_embeddings().weight, model.get_output_embeddings().weight]  # noqa: E731
+    before = [weight.detach().clone() for weight in matrices()]
     tokenizer = AutoTokenizer.from_pretrained(pipeline["vocab"].output_dir / "tokenizer")
     base = spm.SentencePieceProcessor(model_file=str(base_dir / tok.SP_FILE))
     resized = embeddings.resize_from_base(model, tokenizer, base)
 
-    weight = model.get_input_embeddings().weight
-    assert torch.equal(weight[:32000], before)
     new_id = next(i for i in range(32000, len(tokenizer)) if len(tokenizer.convert_ids_to_tokens(i)) >= 2)
     spelling = embeddings.base_spelling(base, tokenizer.convert_ids_to_tokens(new_id))
     assert base.decode(spelling) == tokenizer.convert_ids_to_tokens(new_id).replace("\u2581", " ").strip()
-    assert torch.allclose(weight[new_id], before[spelling].mean(dim=0))
+    for weight, old in zip(matrices(), before):
+        assert torch.equal(weight[:32000], old)
+        # Every new row, input and output alike, as the mean of its own spelling's rows.
+        for i in range(32000, len(tokenizer)):
+            spelling = embeddings.base_spelling(base, tokenizer.convert_ids_to_tokens(i)) or [base.unk_id()]
+            assert torch.allclose(weight[i], old[spelling].mean(dim=0), atol=1e-6), i
+        assert torch.allclose(weight[len(tokenizer) :], old.mean(dim=0).expand_as(weight[len(tokenizer) :]))
     assert resized["embedding_rows"] % 64 == 0
     assert resized["embedding_rows"] > len(tokenizer)  # the tiny merge leaves padding rows to check
     assert model.generation_config.suppress_tokens == list(range(len(tokenizer), resized["embedding_rows"]))
