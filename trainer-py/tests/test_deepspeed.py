@@ -80,6 +80,23 @@ def test_lora_with_trainable_embeddings_ends_as_a_standalone_model(two_processes
         assert not torch.equal(trained[: before.shape[0]], before), name
 
 
+def test_an_adapter_holds_each_embedding_matrix_once_its_trained_copy(two_processes):
+    # peft would add the resized base's matrices and a second trained copy, in every checkpoint too.
+    from safetensors.torch import load_file
+
+    run = two_processes.run
+    checkpoint = next(e["path"] for e in run.events if e["event"] == "checkpoint")
+    embeddings = lambda folder: {n: w for n, w in load_file(folder / "adapter_model.safetensors").items() if "embed_tokens" in n or "lm_head" in n}  # noqa: E731
+    assert sorted(embeddings(run.output_dir / checkpoint)) == ["base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"]
+    final = embeddings(run.output_dir / "adapter")
+    assert sorted(final) == ["base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"]
+    # The folded model's embeddings are the final adapter's: nothing the fold needed was left out.
+    model = AutoModelForCausalLM.from_pretrained(run.output_dir / "model").state_dict()
+    for name, weight in final.items():
+        folded = model[name.removeprefix("base_model.model.")]
+        assert torch.equal(folded, weight.to(folded.dtype)), name
+
+
 def test_every_rank_profiles_the_configured_steps_and_rank_0_names_where_the_time_went(two_processes):
     folder = two_processes.run.output_dir / profiling.PROFILER_DIR
     for rank in (0, 1):
