@@ -75,7 +75,8 @@ export function plan(smoke: boolean) {
     ...bentsao,
     sft: { ...bentsao.sft, epochs: undefined, max_steps: smoke ? 2 : 3, checkpoint_steps: 1000, logging_steps: 1, warmup_steps: 0, ...(smoke && { micro_batch_size: 2, gradient_accumulation_steps: 2 }) },
   }).sft;
-  const [small, wide] = smoke ? ['tiny', 'tiny'] : ['1.1B', '7B-width-4-layers'];
+  const tiny = Object.keys(SMOKE_SHAPE)[0];
+  const [small, wide] = smoke ? [tiny, tiny] : ['1.1B', '7B-width-4-layers'];
   const measured = (shape: string, method: 'lora' | 'full', zero_stage?: number, checkpoint_steps?: number): Row => {
     const config = pretrain(method, zero_stage, checkpoint_steps);
     const start = deepspeedStart(config.deepspeed!, trainerArgs('pretrain', '{request}', true), {});

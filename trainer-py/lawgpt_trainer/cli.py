@@ -48,8 +48,8 @@ def _die_with_supervisor() -> None:
 
 
 # Installed beside the trainer for bench/corpus_prep.py's peer, never used by it, but imported by
-# transformers' Trainer whenever it is installed, pandas and pyarrow with it: half a second of
-# every launch and 87 MB of every rank's host memory on the development machine.
+# transformers' Trainer whenever it is installed, pandas and pyarrow with it: 0.4-0.7 s of every
+# launch and 87 MB of every rank's host memory in a bare import on the development machine.
 UNUSED_LIBRARIES = ("datasets",)
 
 

@@ -1,7 +1,7 @@
 """The `merge` step: a LoRA adapter folded into its base, giving a standalone model that later
 stages and users load without peft. Its embeddings must cover the tokenizer it ships with."""
 
-import functools
+import weakref
 from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -22,12 +22,26 @@ def with_lora(model, lora: dict):
             task_type="CAUSAL_LM",
         ),
     )
-    # peft writes both embedding matrices into the adapter whenever the vocabulary grew, twice each
-    # beside modules_to_save's trained copies: for a 7B, 1.6 GB more in every checkpoint the Trainer
-    # saves. An adapter here is only ever loaded onto a base resized the same way (resized_base),
-    # so every save of this model, the Trainer's included, leaves them out.
-    adapted.save_pretrained = functools.partial(adapted.save_pretrained, save_embedding_layers=False)
+    if set(TRAINED_EMBEDDINGS) <= set(lora["modules_to_save"] or ()):
+        # peft also writes the embedding matrices into the adapter whenever the vocabulary grew,
+        # beside modules_to_save's trained copies: for a 7B under ZeRO-2, 1.6 GB more in every
+        # checkpoint. With both trained copies in it, the adapter needs none of that on a base
+        # resized as the stages resize it (resized_base), so every save of this model, the
+        # Trainer's included, leaves them out.
+        adapted.save_pretrained = _saving_without_embedding_layers(weakref.ref(adapted))
     return adapted
+
+
+TRAINED_EMBEDDINGS = ("embed_tokens", "lm_head")
+
+
+def _saving_without_embedding_layers(model: weakref.ref):
+    # A weak reference: a model that refers to itself is freed only by a garbage collection, not
+    # when the stage drops it before the fold loads the base again.
+    def save_pretrained(*args, **kwargs):
+        return type(model()).save_pretrained(model(), *args, **kwargs, save_embedding_layers=False)
+
+    return save_pretrained
 
 
 def fold(model: PeftModel, vocab_size: int, out: Path) -> None:

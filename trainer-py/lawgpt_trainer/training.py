@@ -371,9 +371,11 @@ def trainable_in_fp32(model, config: dict) -> None:
             parameter.data = parameter.data.float()
 
 
-def release(trainer: Trainer) -> None:
-    """Frees what training held (the DeepSpeed engine, optimizer states, GPU memory)."""
-    trainer.accelerator.free_memory()
+def release(accelerator) -> None:
+    """Frees what training held (the DeepSpeed engine, optimizer states, GPU memory), once the
+    caller has dropped the trainer and the model, its `accelerator` aside: the engine refers to
+    itself, so only a collection after the last reference has gone frees the trained model."""
+    accelerator.free_memory()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -80,16 +80,22 @@ def test_lora_with_trainable_embeddings_ends_as_a_standalone_model(two_processes
         assert not torch.equal(trained[: before.shape[0]], before), name
 
 
-def test_an_adapter_holds_each_embedding_matrix_once_its_trained_copy(two_processes):
-    # peft would add the resized base's matrices and a second trained copy, in every checkpoint too.
+TRAINED_EMBEDDINGS_ONLY = ["base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"]
+
+
+def adapter_embeddings(folder: Path) -> dict:
     from safetensors.torch import load_file
 
+    return {n: w for n, w in load_file(folder / "adapter_model.safetensors").items() if "embed_tokens" in n or "lm_head" in n}
+
+
+def test_an_adapter_holds_each_embedding_matrix_once_its_trained_copy(two_processes):
+    # peft would add a second trained copy, and under ZeRO-2 the resized base's, in every checkpoint too.
     run = two_processes.run
     checkpoint = next(e["path"] for e in run.events if e["event"] == "checkpoint")
-    embeddings = lambda folder: {n: w for n, w in load_file(folder / "adapter_model.safetensors").items() if "embed_tokens" in n or "lm_head" in n}  # noqa: E731
-    assert sorted(embeddings(run.output_dir / checkpoint)) == ["base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"]
-    final = embeddings(run.output_dir / "adapter")
-    assert sorted(final) == ["base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"]
+    assert sorted(adapter_embeddings(run.output_dir / checkpoint)) == TRAINED_EMBEDDINGS_ONLY
+    final = adapter_embeddings(run.output_dir / "adapter")
+    assert sorted(final) == TRAINED_EMBEDDINGS_ONLY
     # The folded model's embeddings are the final adapter's: nothing the fold needed was left out.
     model = AutoModelForCausalLM.from_pretrained(run.output_dir / "model").state_dict()
     for name, weight in final.items():
@@ -199,6 +205,7 @@ def test_the_zero_stage_changes_where_state_lives_not_the_math(two_processes, tm
     assert (run.completed()["metrics"]["processes"], run.completed()["metrics"]["zero_stage"]) == (2, 2)
     checkpoint = next(e["path"] for e in run.events if e["event"] == "checkpoint")
     assert json.loads((run.output_dir / checkpoint / "manifest.json").read_text("utf-8"))["zero_stage"] == 2
+    assert sorted(adapter_embeddings(run.output_dir / checkpoint)) == TRAINED_EMBEDDINGS_ONLY
     ours, theirs = _losses(run), _losses(two_processes.run)
     assert ours[0] == pytest.approx(theirs[0], rel=1e-6)
     assert ours == pytest.approx(theirs, rel=1e-3)

@@ -96,8 +96,9 @@ def run(request: dict, events) -> tuple[dict, dict]:
         return {}, {}
     if lora:
         # The trained copy goes before the base comes back for the fold: never two models at once.
-        training.release(trainer)
+        accelerator = trainer.accelerator
         del model, trainer
+        training.release(accelerator)
         # The run's DeepSpeed config would make from_pretrained partition the base across ranks
         # that have finished; the fold happens in this process alone.
         unset_hf_deepspeed_config()

@@ -79,8 +79,9 @@ def run(request: dict, events) -> tuple[dict, dict]:
     model.save_pretrained(out / "adapter")
     # Folded into the base as stored, not into the copy trained on (half precision on a GPU); the
     # trained copy goes first, so that the process never holds two models.
-    training.release(trainer)
+    accelerator = trainer.accelerator
     del model, trainer
+    training.release(accelerator)
     base = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.fold_options(config))
     merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer), out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
