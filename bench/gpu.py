@@ -5,8 +5,9 @@ each row of the plan that bench/gpu-plan.ts wrote from the shipped recipes.
 
 Per row: tokens/s and MFU (6N per token over the card's dense fp16 peak), the share of training time
 spent waiting for batches, peak GPU memory (what tensors took and what the allocator reserved)
-beside the trainer's estimate of it (memory.py) and the layers checkpointing recomputed, host RSS
-before the model loads and at its peak (the trainer's own metrics), seconds from launch to the
+beside the trainer's estimate of it (memory.py) and the layers compiled and recomputed, host RSS
+before the model loads and at its peak (the trainer's own metrics) and sampled here by phase
+(startup, steps, checkpoint saves, after the last step), seconds from launch to the
 first step and what they went on (any launcher, then the trainer's startup phases; and once per
 run, a rank's imports by package), the seconds a checkpoint's save cost (the trainer's own count,
 the longest of the row's), for the resumed row the largest loss difference against the run it
@@ -44,6 +45,7 @@ CORPUS_BYTES = {"smoke": 1 << 20, "full": 8 << 20}
 BENTSAO_SAMPLES_PER_SECOND, A100_PEAK_TFLOPS = 10 * 8658 / (2 * 3600 + 17 * 60), 312
 INSTRUCTIONS = ("instructions/bentsao_llama_data.jsonl", 3000)
 PROFILE_ROWS = 12
+RSS_SAMPLE_SECONDS = 0.05
 IMPORT_ROWS = 10
 
 
@@ -161,13 +163,56 @@ def launch(row: dict, request: dict, folder: Path, limit_seconds: float) -> dict
 
         limit = threading.Timer(limit_seconds, kill)
         limit.start()
+        rss = []
+        # The rank's resident memory over time, to say which phase its peak is in; only where the
+        # command is the rank itself (one slot, no launcher in between).
+        if command[1:3] == ["-m", "lawgpt_trainer"]:
+            threading.Thread(target=sample_rss, args=(child, started, rss), daemon=True).start()
         for line in child.stdout:
             if line.startswith("{"):
                 events.append({**json.loads(line), "at": time.monotonic() - started})
         code = child.wait()
         limit.cancel()
     stderr = (folder / "stderr.log").read_text(errors="replace")[-2000:]
-    return {"code": code, "events": events, "seconds": time.monotonic() - started, "stderr": stderr, "killed_at": limit_seconds if overran.is_set() else None}
+    return {"code": code, "events": events, "rss": rss, "seconds": time.monotonic() - started, "stderr": stderr, "killed_at": limit_seconds if overran.is_set() else None}
+
+
+def sample_rss(child: subprocess.Popen, started: float, samples: list) -> None:
+    """(second, resident bytes, anonymous bytes): what is not anonymous is mostly the libraries'
+    files (torch's and CUDA's), which a node's ranks share in the page cache."""
+    while child.poll() is None:
+        try:
+            with open(f"/proc/{child.pid}/status") as f:
+                kib = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "RssAnon")}
+        except (OSError, ValueError):
+            return
+        samples.append((time.monotonic() - started, kib["VmRSS"] * 1024, kib["RssAnon"] * 1024))
+        time.sleep(RSS_SAMPLE_SECONDS)
+
+
+def rss_by_phase(events: list[dict], samples: list[tuple[float, int, int]]) -> dict:
+    """The most host memory the rank held in each phase, in GiB, resident and anonymous: before its
+    first step ends (imports, data, model, engine, compiling), during the steps, while it saved a
+    checkpoint (the seconds before each checkpoint event that the trainer says the save took), and
+    after the last step (the final save, the LoRA fold, the exit)."""
+    steps = [e["at"] for e in events if e["event"] == "progress"]
+    saves = [(e["at"] - e["save_seconds"], e["at"]) for e in events if e["event"] == "checkpoint"]
+    if not steps or not samples:
+        return {}
+    last = max(steps[-1], *(end for _, end in saves)) if saves else steps[-1]
+
+    def phase(at: float) -> str:
+        if at <= steps[0]:
+            return "startup"
+        if any(begin <= at <= end for begin, end in saves):
+            return "checkpoint saves"
+        return "steps" if at <= last else "after the last step"
+
+    peaks: dict[str, list[float]] = {}
+    for at, resident, anonymous in samples:
+        peak = peaks.setdefault(phase(at), [0.0, 0.0])
+        peak[:] = max(peak[0], resident / 2**30), max(peak[1], anonymous / 2**30)
+    return peaks
 
 
 def parameters_with_layers(shape: dict, parameters: int, layers: int) -> int:
@@ -219,6 +264,7 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         # The floor the model's host memory comes on top of: the process, its libraries, CUDA's context.
         "host_rss_before_model_gib": metrics["host_rss_before_model_bytes"] / 2**30,
         "model_load_host_gib": metrics["model_load_host_bytes"] / 2**30,
+        "host_rss_by_phase_gib": rss_by_phase(events, ran["rss"]),
         "seconds_to_first_step": steps[0]["at"] if steps else None,
         "checkpoint_save_seconds": max(saved.values(), default=None),
         "blocks_from_cache": metrics.get("blocks_from_cache"),
@@ -255,7 +301,7 @@ def table(card: dict, results: list[dict]) -> str:
     lines = [
         f"Card: {card['name']} (dense fp16 peak {card['peak_tflops']} TFLOP/s), torch {card['torch']}.",
         "",
-        "| Row | ZeRO | tokens/s | samples/s | MFU | data wait | peak GPU GiB | reserved GiB | estimated GiB | checkpointed layers | host RSS GiB: before model / peak | s to first step | checkpoint save s | loss diff after resume | row s |",
+        "| Row | ZeRO | tokens/s | samples/s | MFU | data wait | peak GPU GiB | reserved GiB | estimated GiB | layers compiled / checkpointed | host RSS GiB: before model / peak | s to first step | checkpoint save s | loss diff after resume | row s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -267,7 +313,7 @@ def table(card: dict, results: list[dict]) -> str:
             continue
         lines.append(
             f"| {r['row']} | {fmt(r['zero_stage'], 'd')} | {fmt(r.get('tokens_per_second'), ',.0f')} | {fmt(r['samples_per_second'], '.2f')} | {fmt(r.get('mfu'), '.1%')} | {fmt(r.get('data_wait_share'), '.1%')} | "
-            f"{fmt(r['gpu_peak_gib'], '.1f')} | {fmt(r['gpu_reserved_peak_gib'], '.1f')} | {fmt(r['estimated_gib'], '.1f')} | {fmt(r['checkpointed_layers'], 'd')} | "
+            f"{fmt(r['gpu_peak_gib'], '.1f')} | {fmt(r['gpu_reserved_peak_gib'], '.1f')} | {fmt(r['estimated_gib'], '.1f')} | {fmt(r['compiled_layers'], 'd')} / {fmt(r['checkpointed_layers'], 'd')} | "
             f"{fmt(r['host_rss_before_model_gib'], '.1f')} / {fmt(r['host_peak_rss_gib'], '.1f')} | {fmt(r['seconds_to_first_step'], '.0f')} | "
             f"{fmt(r['checkpoint_save_seconds'], '.1f')} | {fmt(r.get('resume_loss_difference'), '.1e')} | {r['row_seconds']:.0f} |"
         )
@@ -281,6 +327,13 @@ def table(card: dict, results: list[dict]) -> str:
         lines += ["", "Seconds from launch to the first step, by phase (lawgpt_trainer/startup.py):", "", "| Row | " + " | ".join(phases) + " | total |", "|---" * (len(phases) + 2) + "|"]
         for r in started:
             lines.append(f"| {r['row']} | " + " | ".join(fmt(r["startup_seconds"].get(p), ".1f") for p in phases) + f" | {fmt(r['seconds_to_first_step'], '.1f')} |")
+    sampled = [r for r in results if r.get("host_rss_by_phase_gib")]
+    if sampled:
+        phases = ["startup", "steps", "checkpoint saves", "after the last step"]
+        lines += ["", f"Host RSS of the rank by phase, GiB, resident (anonymous: less the files mapped, which ranks share), the most of samples every {RSS_SAMPLE_SECONDS} s; after the last step: the final save, any LoRA fold, the exit:", ""]
+        lines += ["| Row | " + " | ".join(phases) + " |", "|---" * (len(phases) + 1) + "|"]
+        both = lambda peak: "–" if peak is None else f"{peak[0]:.1f} ({peak[1]:.1f})"  # noqa: E731
+        lines += [f"| {r['row']} | " + " | ".join(both(r["host_rss_by_phase_gib"].get(p)) for p in phases) + " |" for r in sampled]
     for r in results:
         if "profile" in r:
             p = r["profile"]

@@ -155,11 +155,17 @@ describe('run config', () => {
     expect(compiled({ method: 'full' })).toBe(true);
     expect(parseRunConfig({ ...demo, sft: { ...demo.sft, compile: true } }).sft.compile).toBe(true);
     const refused =
-      'pretrain.compile: cannot be true under ZeRO-3, whose hooks gather weights inside the compiled layers, nor under "auto", which may choose it (deepspeed.zero_stage 3 or "auto", the default for full training on several processes): set deepspeed.zero_stage to 2';
+      'pretrain.compile: cannot be true under ZeRO-3, whose hooks gather weights inside the compiled layers, nor under "auto", which may choose it (deepspeed.zero_stage 3 or "auto", the default for full training on several processes): set deepspeed.zero_stage to 2, or compile to "auto"';
     expect(problems({ ...demo, pretrain: { method: 'full', compile: true, deepspeed: { profile: 'v100' } } })).toEqual([refused]);
     expect(problems({ ...demo, pretrain: { method: 'lora', compile: true, deepspeed: { profile: 'v100', zero_stage: 3 } } })).toEqual([refused]);
     expect(problems({ ...demo, pretrain: { method: 'lora', compile: true, deepspeed: { profile: 'v100', zero_stage: 'auto' } } })).toEqual([refused]);
     expect(compiled({ method: 'full', deepspeed: { profile: 'v100', zero_stage: 2 } })).toBe(true);
+    // "auto" leaves the choice to the trainer, which knows the ZeRO stage it trains under and its device.
+    for (const deepspeed of [{ profile: 'v100' }, { profile: 'v100', zero_stage: 3 }, { profile: 'v100', zero_stage: 'auto' }]) {
+      expect(parseRunConfig({ ...demo, pretrain: { method: 'full', compile: 'auto', deepspeed } }).pretrain.compile).toBe('auto');
+    }
+    expect(problems({ ...demo, pretrain: { compile: 'yes' } }).map((p) => p.split(':')[0])).toEqual(['pretrain.compile']);
+    expect(parseRunConfig(read('lawgpt.json')).pretrain.compile).toBe('auto');
   });
 
   it('profiles only steps the stage will run', () => {

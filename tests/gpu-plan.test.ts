@@ -30,8 +30,23 @@ describe('the GPU benchmark plan', () => {
   it('measures full training under the one-process ZeRO stage and under the one a 7B takes on several V100s', () => {
     const stages = (smoke: boolean) =>
       Object.fromEntries(plan(smoke).rows.filter((r) => r.stage === 'pretrain').map((r) => [r.name, (r.config as RunConfig['pretrain']).deepspeed?.zero_stage]));
-    expect(stages(false)).toEqual({ '1.1B lora': 2, '1.1B full': 2, '7B-width-4-layers lora': 2, '7B-width-4-layers full': 3, '1.1B lora compiled': 2, '1.1B lora resumed': 2 });
-    expect(stages(true)).toEqual({ 'tiny lora': 2, 'tiny full': 3, 'tiny lora compiled': 2, 'tiny lora resumed': 2 });
+    expect(stages(false)).toEqual({ '1.1B lora': 2, '1.1B full': 2, '7B-width-4-layers lora': 2, '7B-width-4-layers full': 3, '1.1B lora eager': 2, '1.1B lora resumed': 2 });
+    expect(stages(true)).toEqual({ 'tiny lora': 2, 'tiny full': 3, 'tiny lora eager': 2, 'tiny lora resumed': 2 });
+  });
+
+  it("compiles as the recipe does, and measures the recipe's LoRA eager beside it", () => {
+    const compile = (smoke: boolean) => Object.fromEntries(plan(smoke).rows.map((r) => [r.name, r.config.compile]));
+    expect(compile(false)).toEqual({
+      '1.1B lora': 'auto',
+      '1.1B full': 'auto',
+      '1.1B lora resumed': 'auto',
+      '1.1B lora eager': false,
+      '7B-width-4-layers full': 'auto',
+      '7B-8-of-32-layers sft (BenTsao)': false,
+      '7B-width-4-layers lora': 'auto',
+    });
+    // On the CPU "auto" would not compile: the smoke plan forces it, to check the compiled path.
+    expect(compile(true)).toMatchObject({ 'tiny lora': true, 'tiny lora resumed': true, 'tiny lora eager': false });
   });
 
   it('saves a checkpoint midway only in the row that another resumes, from that checkpoint', () => {
@@ -54,9 +69,9 @@ describe('the GPU benchmark plan', () => {
   it('runs first what the goals still lack, so that a call cut short leaves out the 7B-width LoRA row, measured before', () => {
     expect(plan(false).rows.map((r) => r.name)).toEqual([
       '1.1B lora',
-      '1.1B lora compiled',
       '1.1B full',
       '1.1B lora resumed',
+      '1.1B lora eager',
       '7B-width-4-layers full',
       '7B-8-of-32-layers sft (BenTsao)',
       '7B-width-4-layers lora',

@@ -218,6 +218,24 @@ def compile_layers(model) -> int:
     return len(layers)
 
 
+# The oldest GPUs Triton, which generates inductor's kernels, supports (its README: Ampere on). It
+# still compiles for a V100 (7.0), which PyTorch allows, but no longer tests it there.
+COMPILED_FROM_CAPABILITY = (8, 0)
+
+
+def compiles(config: dict, deepspeed: dict | None) -> bool:
+    """Whether the stage compiles its layers: `compile` true, or "auto" on a GPU that Triton
+    supports, unless the stage trains under ZeRO-3 (`deepspeed` as resolved), whose hooks gather
+    weights inside the layers. On the CPU "auto" stays eager: compiling costs more there (17 s for
+    the tiny model's first step) than a short run gains."""
+    if config["compile"] != "auto":
+        return config["compile"]
+    on_gpu = torch.cuda.is_available() and (deepspeed or {}).get("profile") != "cpu"
+    if not on_gpu or torch.cuda.get_device_capability(int(os.environ.get("LOCAL_RANK", "0"))) < COMPILED_FROM_CAPABILITY:
+        return False
+    return not (deepspeed and deepspeed["zero_stage"] == 3)
+
+
 def count_checkpointed_layers(model) -> int:
     """Decoder layers that recompute their forward pass in the backward one, as training set them."""
     return sum(1 for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing)
@@ -432,8 +450,9 @@ def memory_metrics(model_parameters: int, before_model_rss: int, loaded_rss: int
     return metrics
 
 
-def train(model, args: TrainingArguments, dataset, collator, request: dict, events: EventStream, vocab_size: int, eval_dataset=None) -> tuple[Trainer, dict]:
-    """Runs the configured optimizer steps (resuming from `request.resume_from` when given), scores
+def train(model, args: TrainingArguments, dataset, collator, request: dict, events: EventStream, vocab_size: int, compile: bool, eval_dataset=None) -> tuple[Trainer, dict]:
+    """Runs the configured optimizer steps (resuming from `request.resume_from` when given), with
+    the decoder layers compiled where `compile` (see `compiles`), scores
     `eval_dataset` at every checkpoint, hands every checkpoint to the orchestrator, and returns the
     trainer (to save the result with: under ZeRO-3 only it holds whole weights) with the losses
     logged, the step resumed at, the number of processes, the held-out loss at each checkpoint, and
@@ -448,7 +467,9 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         if manifest["trainer_version"] != running_version():
             events.log(f"checkpoint-{resumed_at} was written by trainer {manifest['trainer_version']}, this is {running_version()}", level="warning")
 
-    compiled = compile_layers(model) if request["config"].get("compile") else 0
+    compiled = compile_layers(model) if compile else 0
+    if request["config"]["compile"] == "auto":
+        events.log(f'compile "auto": {f"compiling {compiled} decoder layers" if compiled else "eager"}')
     progress, handoff, stop = ProgressEvents(events), CheckpointHandoff(events, request, vocab_size), StopOnRequest(request.get("stop_file"))
     profiler = profiling.StepProfiler(request["config"].get("profiler"), request["output_dir"], events)
     trainer = BatchWaitTrainer(

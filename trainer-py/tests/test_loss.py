@@ -88,7 +88,7 @@ def test_the_trainer_trains_with_the_chunked_loss(monkeypatch, tmp_path):
     monkeypatch.setattr(loss, "causal_lm_loss", counted)
     config = {
         "max_steps": 2, "micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0,
-        "logging_steps": 1, "checkpoint_steps": 100, "seed": 0,
+        "logging_steps": 1, "checkpoint_steps": 100, "seed": 0, "compile": False,
     }  # fmt: skip
     request = {"run_id": "loss-test", "stage": "pretrain", "config": config, "output_dir": str(tmp_path)}
     ids, labels = batch()
@@ -99,7 +99,7 @@ def test_the_trainer_trains_with_the_chunked_loss(monkeypatch, tmp_path):
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path))
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        _, trained = training.train(tiny_model(), training.arguments(request, evaluates=False, deepspeed=None), dataset, None, request, EventStream(out), VOCAB)
+        _, trained = training.train(tiny_model(), training.arguments(request, evaluates=False, deepspeed=None), dataset, None, request, EventStream(out), VOCAB, compile=False)
     finally:
         signal.signal(signal.SIGTERM, sigterm)
     assert len(calls) == 2 and calls[0] == (2, 13)

@@ -212,6 +212,21 @@ def test_a_resumed_run_keeps_the_zero_stage_its_checkpoint_was_written_under(tmp
     assert resumed["gradient_checkpointing"] is True and config["deepspeed"]["zero_stage"] == "auto"
 
 
+def test_auto_compile_compiles_on_a_gpu_triton_supports_unless_zero_3_gathers_weights_inside_the_layers(monkeypatch):
+    v100 = lambda zero_stage: {"profile": "v100", "zero_stage": zero_stage}  # noqa: E731
+    choices = lambda: [training.compiles({"compile": "auto"}, d) for d in (v100(2), v100(3), {"profile": "cpu", "zero_stage": 2}, None)]  # noqa: E731
+    # This machine has no GPU: "auto" stays eager everywhere.
+    assert choices() == [False, False, False, False]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert choices() == [True, False, False, True]
+    # A V100: Triton, which writes the compiled kernels, no longer supports it.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    assert choices() == [False, False, False, False]
+    # An explicit setting is kept as given (the config refuses true where ZeRO-3 may train).
+    assert [training.compiles({"compile": c}, v100(2)) for c in (True, False)] == [True, False]
+
+
 def test_ranks_that_resolved_auto_differently_are_refused_naming_which_chose_what():
     training.check_ranks_agree([(2, 4)] * 8)
     with pytest.raises(InvalidInput) as refused:

@@ -80,7 +80,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         training.trainable_in_fp32(model, config)
     startup.mark("model")
 
-    trainer, trained = training.train(model, args, blocks, default_data_collator, request, events, len(tokenizer), eval_dataset)
+    trainer, trained = training.train(model, args, blocks, default_data_collator, request, events, len(tokenizer), training.compiles(config, deepspeed), eval_dataset)
     # The phase's held-out loss, for the run report and the config's gates: already scored when the
     # last step was a checkpoint, else scored now (collective, like saving; every rank decides alike).
     heldout_loss = trained["eval_losses"].get(trainer.state.global_step)

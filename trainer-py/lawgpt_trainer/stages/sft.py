@@ -74,7 +74,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
     training.trainable_in_fp32(model, config)
     args = training.arguments(request, evaluates=False, deepspeed=None)
     startup.mark("model")
-    trainer, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer))
+    trainer, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer), training.compiles(config, None))
 
     model.save_pretrained(out / "adapter")
     # Folded into the base as stored, not into the copy trained on (half precision on a GPU); the
