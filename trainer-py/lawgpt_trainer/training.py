@@ -223,6 +223,11 @@ def compile_layers(model) -> int:
 COMPILED_FROM_CAPABILITY = (8, 0)
 
 
+def trains_on_gpu(deepspeed: dict | None) -> bool:
+    """Whether the stage trains on a GPU: the cpu profile trains on the CPU even where one is visible."""
+    return torch.cuda.is_available() and (deepspeed or {}).get("profile") != "cpu"
+
+
 def compiles(config: dict, deepspeed: dict | None) -> bool:
     """Whether the stage compiles its layers: `compile` true, or "auto" on a GPU that Triton
     supports, unless the stage trains under ZeRO-3 (`deepspeed` as resolved), whose hooks gather
@@ -230,8 +235,7 @@ def compiles(config: dict, deepspeed: dict | None) -> bool:
     the tiny model's first step) than a short run gains."""
     if config["compile"] != "auto":
         return config["compile"]
-    on_gpu = torch.cuda.is_available() and (deepspeed or {}).get("profile") != "cpu"
-    if not on_gpu or torch.cuda.get_device_capability(int(os.environ.get("LOCAL_RANK", "0"))) < COMPILED_FROM_CAPABILITY:
+    if not trains_on_gpu(deepspeed) or torch.cuda.get_device_capability(int(os.environ.get("LOCAL_RANK", "0"))) < COMPILED_FROM_CAPABILITY:
         return False
     return not (deepspeed and deepspeed["zero_stage"] == 3)
 
@@ -419,8 +423,7 @@ def device_memory_plan(request: dict, model_dir: str, vocab: int, events) -> tup
     model_config = json.loads((Path(model_dir) / "config.json").read_text("utf-8"))
     shape = memory.Shape.of(model_config, embeddings.padded_rows(vocab))
     processes = world_size(config)
-    # The cpu profile trains on the CPU even where a GPU is visible.
-    on_gpu = deepspeed["profile"] != "cpu" and torch.cuda.is_available()
+    on_gpu = trains_on_gpu(deepspeed)
     device_bytes = torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", "0"))).total_memory if on_gpu else None
     resumed_stage = checkpoints.written_zero_stage(request["resume_from"]) if request.get("resume_from") else None
     # The checkpointing "auto" chooses depends on the stage chosen first.

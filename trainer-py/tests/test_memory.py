@@ -215,7 +215,8 @@ def test_a_resumed_run_keeps_the_zero_stage_its_checkpoint_was_written_under(tmp
 def test_auto_compile_compiles_on_a_gpu_triton_supports_unless_zero_3_gathers_weights_inside_the_layers(monkeypatch):
     v100 = lambda zero_stage: {"profile": "v100", "zero_stage": zero_stage}  # noqa: E731
     choices = lambda: [training.compiles({"compile": "auto"}, d) for d in (v100(2), v100(3), {"profile": "cpu", "zero_stage": 2}, None)]  # noqa: E731
-    # This machine has no GPU: "auto" stays eager everywhere.
+    # Without a GPU "auto" stays eager everywhere.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert choices() == [False, False, False, False]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
