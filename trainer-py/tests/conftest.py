@@ -1,9 +1,12 @@
-"""Tiny inputs cut from ../shared/data, and a helper that runs a stage through the real CLI."""
+"""Tiny inputs cut from ../shared/data, a helper that runs a stage through the real CLI, and one
+that runs the stages' training loop in this process."""
 
 import base64
+import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from lawgpt_trainer import contract
+from lawgpt_trainer import contract, training
+from lawgpt_trainer.events import EventStream
 
 TRAINER_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LAWGPT_SHARED_DATA", TRAINER_ROOT.parents[1] / "shared" / "data"))
@@ -78,6 +82,26 @@ def write_request(
 
 def trainer_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(TRAINER_ROOT)}
+
+
+def train_in_process(model, dataset, vocab: int, work: Path, monkeypatch, compile: bool = False) -> tuple[dict, list[dict]]:
+    """Runs training.train, the stages' loop, for 2 steps of 2 samples in this process, without
+    DeepSpeed; returns what it trained and the events it wrote."""
+    config = {
+        "max_steps": 2, "micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0,
+        "logging_steps": 1, "checkpoint_steps": 100, "seed": 0, "compile": compile,
+    }  # fmt: skip
+    request = {"run_id": "in-process", "stage": "pretrain", "config": config, "output_dir": str(work)}
+    out = io.StringIO()
+    # The stage sets these for its own process; this one goes on to fork pool workers that must
+    # still die on SIGTERM (packing's), and to other tests.
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(work))
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        _, trained = training.train(model, training.arguments(request, evaluates=False, deepspeed=None), dataset, None, request, EventStream(out), vocab, compile=compile)
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    return trained, [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 def run_stage(stage: str, inputs: dict, work: Path, config: dict | None = None, **request) -> StageRun:

@@ -1,18 +1,14 @@
 """The chunked training loss gives transformers' own causal-LM loss and the same gradients, and it is
 the loss the training stages use."""
 
-import io
-import json
-import signal
-
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.modeling_outputs import CausalLMOutput
 
-from lawgpt_trainer import loss, training
-from lawgpt_trainer.events import EventStream
+from conftest import train_in_process
+from lawgpt_trainer import loss
 from lawgpt_trainer.prompt import IGNORE_INDEX
 
 VOCAB = 300
@@ -86,22 +82,9 @@ def test_the_trainer_trains_with_the_chunked_loss(monkeypatch, tmp_path):
         return chunked(outputs, labels, num_items_in_batch)
 
     monkeypatch.setattr(loss, "causal_lm_loss", counted)
-    config = {
-        "max_steps": 2, "micro_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0,
-        "logging_steps": 1, "checkpoint_steps": 100, "seed": 0, "compile": False,
-    }  # fmt: skip
-    request = {"run_id": "loss-test", "stage": "pretrain", "config": config, "output_dir": str(tmp_path)}
     ids, labels = batch()
     dataset = [{"input_ids": i, "labels": l, "attention_mask": torch.ones_like(i)} for i, l in zip(ids, labels)] * 2
-    out = io.StringIO()
-    # The stage sets these for its own process; this one goes on to fork pool workers that must
-    # still die on SIGTERM (packing's), and to other tests.
-    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path))
-    sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        _, trained = training.train(tiny_model(), training.arguments(request, evaluates=False, deepspeed=None), dataset, None, request, EventStream(out), VOCAB, compile=False)
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
+    trained, events = train_in_process(tiny_model(), dataset, VOCAB, tmp_path, monkeypatch)
     assert len(calls) == 2 and calls[0] == (2, 13)
     assert len(trained["losses"]) == 2
-    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()].count("progress") == 2
+    assert [e["event"] for e in events].count("progress") == 2
