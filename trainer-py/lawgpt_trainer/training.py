@@ -223,6 +223,11 @@ def compile_layers(model) -> int:
 COMPILED_FROM_CAPABILITY = (8, 0)
 
 
+def rank_gpu() -> int:
+    """The GPU this rank trains on: DeepSpeed's launcher gives each rank its index on the node."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def trains_on_gpu(deepspeed: dict | None) -> bool:
     """Whether the stage trains on a GPU: the cpu profile trains on the CPU even where one is visible."""
     return torch.cuda.is_available() and (deepspeed or {}).get("profile") != "cpu"
@@ -235,7 +240,7 @@ def compiles(config: dict, deepspeed: dict | None) -> bool:
     the tiny model's first step) than a short run gains."""
     if config["compile"] != "auto":
         return config["compile"]
-    if not trains_on_gpu(deepspeed) or torch.cuda.get_device_capability(int(os.environ.get("LOCAL_RANK", "0"))) < COMPILED_FROM_CAPABILITY:
+    if not trains_on_gpu(deepspeed) or torch.cuda.get_device_capability(rank_gpu()) < COMPILED_FROM_CAPABILITY:
         return False
     return not (deepspeed and deepspeed["zero_stage"] == 3)
 
@@ -343,7 +348,7 @@ def stored_dtype(model_dir: str) -> torch.dtype:
 
 
 def _onto_this_gpu() -> dict:
-    return {"device_map": {"": f"cuda:{os.environ.get('LOCAL_RANK', '0')}"}}
+    return {"device_map": {"": f"cuda:{rank_gpu()}"}}
 
 
 def load_options(config: dict, model_dir: str, partitioned: bool, lora: bool) -> dict:
@@ -424,7 +429,7 @@ def device_memory_plan(request: dict, model_dir: str, vocab: int, events) -> tup
     shape = memory.Shape.of(model_config, embeddings.padded_rows(vocab))
     processes = world_size(config)
     on_gpu = trains_on_gpu(deepspeed)
-    device_bytes = torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", "0"))).total_memory if on_gpu else None
+    device_bytes = torch.cuda.get_device_properties(rank_gpu()).total_memory if on_gpu else None
     resumed_stage = checkpoints.written_zero_stage(request["resume_from"]) if request.get("resume_from") else None
     # The checkpointing "auto" chooses depends on the stage chosen first.
     staged = {**deepspeed, "zero_stage": memory.choose_zero_stage(shape, config, processes, device_bytes, resumed_stage, events)}

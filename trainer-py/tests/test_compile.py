@@ -14,8 +14,8 @@ def test_every_decoder_layer_runs_the_graph_compiled_for_the_first(monkeypatch, 
     them all. That holds because the Trainer turns LLaMA's KV cache off for training
     (TrainingArguments.use_cache, false by default): with it on, each layer writes its own slot of
     the cache, which the graph guards on, and torch.compile compiled every layer again and left
-    those past its limit of 8 eager (measured on 12 layers of width 256: 8 graphs, and a first step of 34 s
-    on this CPU instead of 20 s)."""
+    those past its limit of 8 eager (measured on 12 layers of width 256: 8 graphs, and a first step
+    of 34 s on this CPU instead of 20 s)."""
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
