@@ -20,6 +20,7 @@ import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkp
 import { cacheKey, inputObjects, inputsHash, lookupStage, recordStage } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, isRefusal, putJson, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
 import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.js';
+import { compileCacheUri, fetchCompileCache, storeCompileCache, usesCompileCache } from './compile-cache.js';
 import { gitCommit } from './provenance.js';
 import { stageMetrics } from './stage-metrics.js';
 import { launchTrainer } from './trainer-process.js';
@@ -107,6 +108,8 @@ interface Prepared {
   named: (text: string) => string;
   /** Where tokenized blocks the trainer reports are cached; none when they came from the cache. */
   blocksFor?: (version: string) => string;
+  /** Where compiled layers the trainer offers are cached; none when the stage does not compile. */
+  compileCacheFor?: (version: string) => string;
 }
 
 export function createStageActivities(deps: StageDeps) {
@@ -138,20 +141,30 @@ export function createStageActivities(deps: StageDeps) {
       // Listed once: the inputs hash and the block-cache key describe exactly what is downloaded.
       const objects = await inputObjects(deps.s3, task.inputs);
       const blocksFor = usesBlocks(task) ? (version: string) => blocksUri(task, objects, version) : undefined;
-      const blocks = blocksFor?.(await deps.trainerVersion());
+      const compileCacheFor = usesCompileCache(task) ? (version: string) => compileCacheUri(task, version) : undefined;
+      const workerVersion = blocksFor || compileCacheFor ? await deps.trainerVersion() : '';
+      const blocks = blocksFor?.(workerVersion);
+      const compileCache = compileCacheFor?.(workerVersion);
       const requestPath = join(work, 'request.json');
 
       // The trainer starts now and imports its libraries (seconds) while its inputs download.
       async function prepare(): Promise<Prepared> {
-        // Inputs, cached blocks and the checkpoint to resume from travel at the same time.
-        const [inputs, cachedBlocks, resume] = await allDone([
+        // Inputs, cached blocks and compiled layers, and the checkpoint to resume from travel at the same time.
+        const [inputs, cachedBlocks, compiled, resume] = await allDone([
           fetchInputs(task, objects, join(work, 'inputs')),
           blocks && fetchBlocks(deps.s3, blocks, join(work, 'blocks')),
+          compileCache &&
+            fetchCompileCache(deps.s3, compileCache, join(work, 'compile-cache')).catch((err: Error) => {
+              ctx.log.warn(`stage ${task.stage}: could not read the compile cache, compiling cold (${err.message})`);
+              return undefined;
+            }),
           findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m)),
         ]);
         if (cachedBlocks) ctx.log.info(`stage ${task.stage}: tokenized blocks from the block cache ${blocks}`);
+        if (compiled) ctx.log.info(`stage ${task.stage}: compiled layers from the compile cache ${compileCache}`);
         if (resume) ctx.log.info(`stage ${task.stage}: resuming from checkpoint-${resume.step}`);
-        const request = trainerRequest(task, { ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) }, join(work, 'out'), {
+        const cached = { ...(cachedBlocks && { blocks: cachedBlocks }), ...(compiled && { compile_cache: compiled }) };
+        const request = trainerRequest(task, { ...inputs, ...cached }, join(work, 'out'), {
           inputs_hash: inputsHash(objects),
           stop_file: join(work, STOP_FILE),
           ...(resume && { resume_from: resume.path }),
@@ -160,8 +173,9 @@ export function createStageActivities(deps: StageDeps) {
         await writeFile(`${requestPath}.part`, JSON.stringify(request, null, 2));
         await rename(`${requestPath}.part`, requestPath);
         return {
-          named: s3Names({ ...inputs, ...(cachedBlocks && { blocks: cachedBlocks }) }, { ...task.inputs, ...(blocks && { blocks }) }),
+          named: s3Names({ ...inputs, ...cached }, { ...task.inputs, ...(blocks && { blocks }), ...(compileCache && { compile_cache: compileCache }) }),
           blocksFor: cachedBlocks ? undefined : blocksFor,
+          compileCacheFor,
         };
       }
 
@@ -185,7 +199,7 @@ export function createStageActivities(deps: StageDeps) {
    * Starts the trainer, waiting for its request, and runs `prepare` meanwhile (before it, when
    * ranks run on other hosts), which downloads the inputs and writes the request; says which
    * trainer version ran. Tokenized blocks the trainer reports go to the block cache (`blocksFor`
-   * that version) in the background.
+   * that version) in the background, and the compiled layers it offers to the compile cache.
    */
   async function runTrainer(
     task: StageTask,
@@ -198,6 +212,7 @@ export function createStageActivities(deps: StageDeps) {
     const out = join(work, 'out');
     let trainerVersion = '';
     let blocksUpload: Promise<unknown> = Promise.resolve();
+    const compileCacheUploads: Promise<unknown>[] = [];
     // Until the request is written the trainer has read no input, and names none.
     let prepared: Prepared = { named: (text) => text };
     const attempt = { scheduledMs: ctx.info.currentAttemptScheduledTimestampMs, number: ctx.info.attempt };
@@ -247,6 +262,14 @@ export function createStageActivities(deps: StageDeps) {
             (err: Error) => ctx.log.warn(`stage ${task.stage}: could not cache the tokenized blocks (${err.message})`),
           );
         }
+        if (event.event === 'compile_cache' && prepared.compileCacheFor) {
+          compileCacheUploads.push(
+            storeCompileCache(deps.s3, inside(out, event.path), prepared.compileCacheFor(trainerVersion)).then(
+              (uri) => ctx.log.info(`stage ${task.stage}: compiled layers cached at ${uri}`),
+              (err: Error) => ctx.log.warn(`stage ${task.stage}: could not cache the compiled layers (${err.message})`),
+            ),
+          );
+        }
         if (event.event === 'log') ctx.log[event.level === 'warning' ? 'warn' : 'info'](`[${task.stage}] ${prepared.named(event.message)}`);
       },
       onStderr: (line) => ctx.log.debug(`[${task.stage}] ${line}`),
@@ -267,6 +290,7 @@ export function createStageActivities(deps: StageDeps) {
     await uploader.drain();
     await metrics.upload();
     await blocksUpload;
+    await Promise.all(compileCacheUploads);
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw stopped(task, ctx.cancellationSignal.reason);
     return { completed: outcome(task, exit, uploader.committed !== undefined, prepared.named), trainerVersion };

@@ -89,10 +89,10 @@ export function plan(smoke: boolean) {
   const sftShape = smoke ? small : '7B-8-of-32-layers';
   // In the order of what the goals still lack, so that a call cut short leaves out what
   // matters least: the small shape's LoRA (compiled, the recipe's way), its full training under
-  // the one-process ZeRO stage, the resume (a launch with inductor's cache warm), the same LoRA
-  // eager (what compiling gains); the widest shape's full training under ZeRO-3; BenTsao's row;
-  // last the widest shape's LoRA, measured before. The smoke plan's one shape is both, so it
-  // trains in full once, under ZeRO-3.
+  // the one-process ZeRO stage, the resume (a fresh worker given what the first row compiled,
+  // through the compile cache), the same LoRA eager (what compiling gains); the widest shape's
+  // full training under ZeRO-3; BenTsao's row; last the widest shape's LoRA, measured before.
+  // The smoke plan's one shape is both, so it trains in full once, under ZeRO-3.
   const rows: Row[] = [
     lora,
     ...(smoke ? [] : [measured(small, 'full')]),

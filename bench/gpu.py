@@ -13,7 +13,9 @@ run, a rank's imports by package), the seconds a checkpoint's save cost (the tra
 the longest of the row's), for the resumed row the largest loss difference against the run it
 resumes, and where the time of the step the plan profiles went (the trainer's torch profiler
 summary). The first row of a shape tokenizes the corpus; later rows take its blocks, as the block
-cache would. Results: bench/results/gpu-<date>-<card>.{json,md}, rewritten after every row so that
+cache would. Every row starts with an empty inductor cache, as on a fresh worker, and is given
+the compile-cache parts that earlier rows of the same stage config offered, as the orchestrator's
+compile cache would. Results: bench/results/gpu-<date>-<card>.{json,md}, rewritten after every row so that
 a run cut short keeps what it measured.
 
     python bench/gpu.py --prepare --carry DIR   (here: tokenizers and data slices into DIR)
@@ -133,11 +135,11 @@ def free_port() -> int:
 
 
 def launch(row: dict, request: dict, folder: Path, limit_seconds: float) -> dict:
-    """Runs the row's trainer as the activity would; its events with the second each arrived."""
+    """Runs the row's trainer as the activity would, on a fresh worker; its events with the second each arrived."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "request.json").write_text(json.dumps(request), "utf-8")
     deepspeed = request["config"].get("deepspeed")
-    env = {**os.environ, **row.get("launcher_env", {})}
+    env = {**os.environ, **row.get("launcher_env", {}), "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor")}
     if deepspeed:
         for name, text in row["launcher_files"].items():
             (folder / name).write_text(text)
@@ -260,6 +262,9 @@ def measure(row: dict, shape: dict, ran: dict, peak_tflops: float | None, resume
         "estimated_gib": metrics["memory_estimate_bytes"] / 2**30 if "memory_estimate_bytes" in metrics else None,
         "checkpointed_layers": metrics.get("checkpointed_layers"),
         "compiled_layers": metrics.get("compiled_layers"),
+        # Graphs the compile cache held, and graphs compiled afresh.
+        "compile_cache_hits": metrics.get("compile_cache_hits"),
+        "compile_cache_misses": metrics.get("compile_cache_misses"),
         "host_peak_rss_gib": metrics["host_peak_rss_bytes"] / 2**30,
         # The floor the model's host memory comes on top of: the process, its libraries, CUDA's context.
         "host_rss_before_model_gib": metrics["host_rss_before_model_bytes"] / 2**30,
@@ -324,9 +329,11 @@ def table(card: dict, results: list[dict]) -> str:
     started = [r for r in results if r.get("startup_seconds")]
     if started:
         phases = list(dict.fromkeys(p for r in started for p in r["startup_seconds"]))
-        lines += ["", "Seconds from launch to the first step, by phase (lawgpt_trainer/startup.py):", "", "| Row | " + " | ".join(phases) + " | total |", "|---" * (len(phases) + 2) + "|"]
+        lines += ["", "Seconds from launch to the first step, by phase (lawgpt_trainer/startup.py), and the graphs the compile cache held against those compiled afresh:", ""]
+        lines += ["| Row | " + " | ".join(phases) + " | total | graphs from cache / compiled |", "|---" * (len(phases) + 3) + "|"]
         for r in started:
-            lines.append(f"| {r['row']} | " + " | ".join(fmt(r["startup_seconds"].get(p), ".1f") for p in phases) + f" | {fmt(r['seconds_to_first_step'], '.1f')} |")
+            graphs = f"{fmt(r.get('compile_cache_hits'), 'd')} / {fmt(r.get('compile_cache_misses'), 'd')}"
+            lines.append(f"| {r['row']} | " + " | ".join(fmt(r["startup_seconds"].get(p), ".1f") for p in phases) + f" | {fmt(r['seconds_to_first_step'], '.1f')} | {graphs} |")
     sampled = [r for r in results if r.get("host_rss_by_phase_gib")]
     if sampled:
         phases = ["startup", "steps", "checkpoint saves", "after the last step"]
@@ -366,6 +373,8 @@ def run(carry: Path, out: Path, only: list[str] | None, seconds: float | None) -
     stem = f"gpu-{date.today().isoformat()}-{re.sub(r'[^A-Za-z0-9]+', '-', card['name']).strip('-')}"
     out.mkdir(parents=True, exist_ok=True)
     runs, blocks, results = {}, {}, []
+    # The compile cache's folder of parts for each stage config (activities/compile-cache.ts).
+    compile_caches: dict[str, Path] = {}
 
     def row_limit() -> float:
         return min(ROW_LIMIT_SECONDS, deadline - time.monotonic()) if deadline else ROW_LIMIT_SECONDS
@@ -389,6 +398,10 @@ def run(carry: Path, out: Path, only: list[str] | None, seconds: float | None) -
             inputs = {"corpus": carry / "corpus", "tokenizer": carry / "tokenizer", "base_model": model, **({"blocks": blocks[shape]} if shape in blocks else {})}
         else:
             inputs = {"model": model, "instructions": carry / "instructions.jsonl"}
+        stage_config = json.dumps([row["stage"], row["config"]], sort_keys=True)
+        compile_cache = compile_caches.setdefault(stage_config, work / "compile-cache" / str(len(compile_caches)))
+        if compile_cache.is_dir():
+            inputs["compile_cache"] = compile_cache
         request = {
             "contract_version": contract.schema()["contract_version"],
             "run_id": "bench-gpu",
@@ -412,6 +425,9 @@ def run(carry: Path, out: Path, only: list[str] | None, seconds: float | None) -
         offered = next((e["path"] for e in ran["events"] if e["event"] == "blocks"), None)
         if offered and shape not in blocks:
             blocks[shape] = folder / "out" / offered
+        for part in (e["path"] for e in ran["events"] if e["event"] == "compile_cache"):
+            compile_cache.mkdir(parents=True, exist_ok=True)
+            shutil.copy(folder / "out" / part, compile_cache)
         results.append({**measure(row, plan["shapes"][shape], ran, card["peak_tflops"], resumed_from), "row_seconds": ran["seconds"]})
         free_what_no_later_row_reads(row, plan["rows"], folder / "out")
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)

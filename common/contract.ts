@@ -94,6 +94,16 @@ export const TrainerEvent = z.discriminatedUnion('event', [
       path: z.string().min(1),
     })
     .strict(),
+  z
+    .object({
+      event: z.literal('compile_cache'),
+      // File under output_dir with what torch.compile made of the stage's layers since the last
+      // such event, a part named `<torch build and device>.<digest>.bin`: the orchestrator keeps
+      // it in the compile cache, whose folder of parts is the `compile_cache` input of the same
+      // stage config's later attempts and runs.
+      path: z.string().min(1),
+    })
+    .strict(),
   z.object({ event: z.literal('log'), level: z.enum(['info', 'warning']), message: z.string() }).strict(),
   z
     .object({

@@ -8,14 +8,15 @@ export const StageName = z.enum(STAGES);
 export type StageName = z.infer<typeof StageName>;
 
 // Input names are what the trainer finds under `request.inputs` (`optional` ones only when the
-// run's data has them; pretrain's `blocks` when the block cache has them); output names are the entries it reports in its `completed` event,
-// uploaded to s3://<bucket>/runs/<runId>/<stage>/<output>/.
+// run's data has them; pretrain's `blocks` when the block cache has them, and `compile_cache`
+// when the compile cache has an entry for the stage config); output names are the entries it
+// reports in its `completed` event, uploaded to s3://<bucket>/runs/<runId>/<stage>/<output>/.
 export const STAGE_IO = {
   base: { inputs: [], optional: [], outputs: ['tokenizer', 'model'] },
   vocab: { inputs: ['corpus', 'base_tokenizer'], optional: ['words'], outputs: ['tokenizer'] },
-  pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], optional: ['blocks'], outputs: ['model'] },
+  pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], optional: ['blocks', 'compile_cache'], outputs: ['model'] },
   // Instruction data in any of three shapes; at least one is required (checked in the run config).
-  sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions'], outputs: ['adapter', 'model'] },
+  sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions', 'compile_cache'], outputs: ['adapter', 'model'] },
   eval: { inputs: ['model', 'corpus'], optional: ['exam', 'base_model', 'pretrained_model'], outputs: ['report'] },
 } as const satisfies Record<StageName, { inputs: readonly string[]; optional: readonly string[]; outputs: readonly string[] }>;
 

@@ -122,6 +122,32 @@ describe('runStage', () => {
     expect(error!.message).not.toContain(work);
   });
 
+  it('keeps the compiled layers a trainer offers, and gives them to the next run of the same stage config only', async () => {
+    const corpus = 's3://lawgpt-test/data/corpus/';
+    const compiling = (runId: string, compile: boolean | 'auto') => {
+      const t = task('pretrain', { corpus, tokenizer: corpus, base_model: corpus }, runId);
+      return { ...t, config: { ...t.config, compile } };
+    };
+    const given = async (runId: string) => JSON.parse((await getText(minio.client, `s3://lawgpt-test/runs/${runId}/pretrain/model/given.json`))!);
+
+    const parts = async () => (await listKeys(minio.client, 's3://lawgpt-test/cache/compile/')).filter((key) => key.endsWith('.bin'));
+
+    expect((await runStage(compiling('compiles-1', true))).error).toBeUndefined();
+    expect(await given('compiles-1')).toEqual({});
+    const kept = await parts();
+    expect(kept).toHaveLength(2);
+    expect(kept[0]).toMatch(/^cache\/compile\/[0-9a-f]{64}\/torch-fake-cpu\.evaluation\.bin$/);
+
+    expect((await runStage(compiling('compiles-2', true))).error).toBeUndefined();
+    expect(await given('compiles-2')).toEqual({ 'torch-fake-cpu.evaluation.bin': 'evaluation graphs of compiles-1', 'torch-fake-cpu.training.bin': 'training graphs of compiles-1' });
+    // Another config compiles other graphs; a stage that never compiles is given none, and keeps none.
+    expect((await runStage(compiling('compiles-3', 'auto'))).error).toBeUndefined();
+    expect(await given('compiles-3')).toEqual({});
+    expect((await runStage(compiling('compiles-4', false))).error).toBeUndefined();
+    expect(await given('compiles-4')).toEqual({});
+    expect(await parts()).toHaveLength(4);
+  });
+
   it('fails without retry when an input is missing from S3', async () => {
     const { error } = await runStage(task('vocab', { ...VOCAB_INPUTS, corpus: 's3://lawgpt-test/data/missing/' }));
     expect(error!.type).toBe('InvalidInput');

@@ -17,7 +17,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from lawgpt_trainer import checkpoints, contract, deepspeed_config, devices, distributed, embeddings, loss, memory, profiling, running_version, startup
+from lawgpt_trainer import checkpoints, compile_cache, contract, deepspeed_config, devices, distributed, embeddings, loss, memory, profiling, running_version, startup
 from lawgpt_trainer.errors import Interrupted, InvalidInput
 from lawgpt_trainer.events import EventStream
 
@@ -460,7 +460,8 @@ def memory_metrics(model_parameters: int, before_model_rss: int, loaded_rss: int
 
 def train(model, args: TrainingArguments, dataset, collator, request: dict, events: EventStream, vocab_size: int, compile: bool, eval_dataset=None) -> tuple[Trainer, dict]:
     """Runs the configured optimizer steps (resuming from `request.resume_from` when given), with
-    the decoder layers compiled where `compile` (see `compiles`), scores
+    the decoder layers compiled where `compile` (see `compiles`; warm from the `compile_cache`
+    input, and offered back to it), scores
     `eval_dataset` at every checkpoint, hands every checkpoint to the orchestrator, and returns the
     trainer (to save the result with: under ZeRO-3 only it holds whole weights) with the losses
     logged, the step resumed at, the number of processes, the held-out loss at each checkpoint, and
@@ -475,6 +476,11 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         if manifest["trainer_version"] != running_version():
             events.log(f"checkpoint-{resumed_at} was written by trainer {manifest['trainer_version']}, this is {running_version()}", level="warning")
 
+    callbacks = []
+    if compile:
+        kind = compile_cache.device_kind(args.device)
+        loaded = compile_cache.load(request.get("inputs", {}).get("compile_cache"), kind, events)
+        callbacks.append(compile_cache.CompileCacheOffer(request["output_dir"], kind, loaded, events))
     compiled = compile_layers(model) if compile else 0
     if request["config"]["compile"] == "auto":
         events.log(f'compile "auto": {f"compiling {compiled} decoder layers" if compiled else "eager"}')
@@ -487,7 +493,7 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         eval_dataset=eval_dataset,
         data_collator=collator,
         compute_loss_func=loss.causal_lm_loss,
-        callbacks=[FirstStep(), progress, handoff, stop, profiler],
+        callbacks=[FirstStep(), progress, handoff, stop, profiler, *callbacks],
     )
     try:
         output = trainer.train(resume_from_checkpoint=request.get("resume_from"))
@@ -514,6 +520,7 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         "sequences_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
         "checkpointed_layers": count_checkpointed_layers(model),
         "compiled_layers": compiled,
+        "compile_cache": compile_cache.hits() if compile else {},
         "seconds": output.metrics["train_runtime"],
         "data_wait_seconds": trainer.data_wait_seconds,
     }
@@ -524,7 +531,8 @@ def loss_metrics(trained: dict, sequence_length: int) -> dict:
     checkpoint saves included), its processes, the tokens it trained on: steps x sequences per
     step x `sequence_length` (an upper bound where sequences are padded to it), the seconds it
     waited for batches, the steps fp16 overflow skipped, the layers gradient checkpointing
-    recomputed, the layers compiled, and where the seconds before its first step went."""
+    recomputed, the layers compiled (and the compile cache's hits and misses), and where the
+    seconds before its first step went."""
     losses = trained["losses"]
     metrics = {
         **startup.metrics(),
@@ -537,6 +545,7 @@ def loss_metrics(trained: dict, sequence_length: int) -> dict:
         "overflow_skipped_steps": trained["overflow_skipped_steps"],
         "checkpointed_layers": trained["checkpointed_layers"],
         "compiled_layers": trained["compiled_layers"],
+        **trained["compile_cache"],
     }
     if losses:
         metrics.update(first_loss=losses[0], final_loss=losses[-1])

@@ -1,0 +1,35 @@
+// The compile cache: what torch.compile made of a training stage's decoder layers, kept in S3 so
+// that a fresh worker's compiled launch starts warm (trainer-py/lawgpt_trainer/compile_cache.py).
+//   key   = sha256(stage, stage config, trainer version)
+//   parts = s3://<bucket>/cache/compile/<key>/<torch build and device>.<digest>.bin, each what one
+//           trainer compiled after its first step or at its end; a trainer loads its kind's parts
+// torch checks every entry against the graph it compiles, so a stale part costs a compile, never a
+// wrong kernel; the key keeps stages that compile other graphs from loading each other's parts.
+// A compile cache that cannot be read or written is a cold compile, not a failed stage.
+import { basename } from 'node:path';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { StageTask } from '../common/run.js';
+import { contentHash } from './stage-cache.js';
+import { downloadArtifact, listKeys, s3Uri, uploadFile } from './s3.js';
+
+/** Whether the stage may compile its layers (`compile` true, or "auto", which the trainer decides on its device). */
+export const usesCompileCache = (task: StageTask): boolean => 'compile' in task.config && task.config.compile !== false;
+
+/** The folder of the compile cache for this stage config and trainer version. */
+export function compileCacheUri(task: StageTask, trainerVersion: string): string {
+  const key = contentHash({ stage: task.stage, config: task.config, trainer_version: trainerVersion });
+  return s3Uri(task.bucket, `cache/compile/${key}/`);
+}
+
+/** Downloads the compile cache's files into `dir`; undefined when it has none yet. */
+export async function fetchCompileCache(s3: S3Client, uri: string, dir: string): Promise<string | undefined> {
+  if ((await listKeys(s3, uri)).length === 0) return undefined;
+  return (await downloadArtifact(s3, uri, dir)).path;
+}
+
+/** Stores a part the trainer offered in the compile cache, under its own name. */
+export async function storeCompileCache(s3: S3Client, file: string, uri: string): Promise<string> {
+  const target = uri + basename(file);
+  await uploadFile(s3, file, target);
+  return target;
+}
