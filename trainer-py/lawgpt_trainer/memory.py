@@ -24,11 +24,11 @@ ADAM_BYTES, MASTER_BYTES, STEP_GRADIENT_BYTES = 8, 4, 4
 # On the CPU the estimate came out between 0.92 and 1.28 times the bytes really live at the peak
 # (tests/test_memory.py): a stage refuses to start only when even this margin cannot make it fit.
 ESTIMATE_MARGIN = 1.3
-# What the allocator reserved at the peak, over the estimate, in the three setups bench:gpu has
-# measured on an H100 (bench/results/gpu-2026-11-28-*): 0.95, 0.99 and, for full training under
-# ZeRO-3, 1.21 (what tensors took was 0.92-0.99 of it). `zero_stage: "auto"` and
-# `gradient_checkpointing: "auto"` leave this much room.
-GPU_ROOM = 1.25
+# What the allocator reserved at the peak, over the estimate, in bench:gpu's runs on an H100 and an
+# H200 (bench/results/gpu-2026-11-28-*): 0.82-1.18 under ZeRO-2, and 1.21 and 1.27 under ZeRO-3,
+# whose gathered weights come and go in blocks of every size (what tensors took was 0.78-1.01 of
+# it). `zero_stage: "auto"` and `gradient_checkpointing: "auto"` leave this much room, by stage.
+GPU_ROOM, ZERO_3_GPU_ROOM = 1.25, 1.35
 # What "auto" chooses from, least recomputation first.
 CHECKPOINTING_CHOICES = (False, 4, 2, True)
 
@@ -103,13 +103,18 @@ def _with(config: dict, **deepspeed) -> dict:
     return {**config, "deepspeed": {**config["deepspeed"], **deepspeed}}
 
 
+def gpu_room(zero_stage: int) -> float:
+    """How many times its estimate a stage under `zero_stage` leaves free on the GPU when it chooses."""
+    return ZERO_3_GPU_ROOM if zero_stage == 3 else GPU_ROOM
+
+
 def _least_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int) -> tuple[bool | int, float]:
     """The least recomputation the stage's `gradient_checkpointing` allows (any under "auto") whose
-    estimate fits `device_bytes` with GPU_ROOM to spare, and what it needs with that room; where
-    none fits, the most recomputation allowed."""
-    setting = config["deepspeed"]["gradient_checkpointing"]
+    estimate fits `device_bytes` with the stage's gpu_room to spare, and what it needs with that
+    room; where none fits, the most recomputation allowed."""
+    setting, room = config["deepspeed"]["gradient_checkpointing"], gpu_room(config["deepspeed"]["zero_stage"])
     for choice in CHECKPOINTING_CHOICES if setting == "auto" else (setting,):
-        needs = GPU_ROOM * estimate(shape, _with(config, gradient_checkpointing=choice), processes)["total"]
+        needs = room * estimate(shape, _with(config, gradient_checkpointing=choice), processes)["total"]
         if needs <= device_bytes:
             break
     return choice, needs
@@ -117,7 +122,7 @@ def _least_checkpointing(shape: Shape, config: dict, processes: int, device_byte
 
 def choose_zero_stage(shape: Shape, config: dict, processes: int, device_bytes: int | None, resumed_stage: int | None, events) -> int:
     """The stage's `zero_stage`, with "auto" resolved and said: ZeRO-2 where its estimate, at the
-    least recomputation the checkpointing setting allows, fits `device_bytes` with GPU_ROOM to
+    least recomputation the checkpointing setting allows, fits `device_bytes` with gpu_room(2) to
     spare, else ZeRO-3. Under ZeRO-2 every rank keeps the weights whole, so its steps run without
     ZeRO-3's gathering of each module's weights before every use (and 1.5 times the
     communication); ZeRO-3 partitions them too, which a 7B trained in full on 8 x 32 GB needs.
@@ -138,16 +143,16 @@ def choose_zero_stage(shape: Shape, config: dict, processes: int, device_bytes: 
         return 3
     _, needs = _least_checkpointing(shape, _with(config, zero_stage=2), processes, device_bytes)
     if needs <= device_bytes:
-        events.log(f"ZeRO stage (auto): 2, {GPU_ROOM} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
+        events.log(f"ZeRO stage (auto): 2, {gpu_room(2)} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
         return 2
-    events.log(f"ZeRO stage (auto): 3, {GPU_ROOM} times ZeRO-2's estimate would be {_gib(needs)}, over the GPU's {_gib(device_bytes)}")
+    events.log(f"ZeRO stage (auto): 3, {gpu_room(2)} times ZeRO-2's estimate would be {_gib(needs)}, over the GPU's {_gib(device_bytes)}")
     return 3
 
 
 def choose_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int | None, events) -> bool | int:
     """The stage's `gradient_checkpointing`, with "auto" resolved and said: the least recomputation
-    whose estimate fits `device_bytes` with GPU_ROOM to spare; every layer without a GPU to measure
-    against, or where nothing leaves that room (with a warning)."""
+    whose estimate fits `device_bytes` with the stage's gpu_room to spare; every layer without a GPU
+    to measure against, or where nothing leaves that room (with a warning)."""
     setting = config["deepspeed"]["gradient_checkpointing"]
     if setting != "auto":
         return setting
@@ -155,11 +160,12 @@ def choose_checkpointing(shape: Shape, config: dict, processes: int, device_byte
         events.log("gradient checkpointing (auto): every decoder layer, with no GPU to fit")
         return True
     choice, needs = _least_checkpointing(shape, config, processes, device_bytes)
+    room = gpu_room(config["deepspeed"]["zero_stage"])
     if needs <= device_bytes:
-        events.log(f"gradient checkpointing (auto): {describe_checkpointing(choice)}, {GPU_ROOM} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
+        events.log(f"gradient checkpointing (auto): {describe_checkpointing(choice)}, {room} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
     else:
         events.log(
-            f"gradient checkpointing (auto): every decoder layer, and {GPU_ROOM} times its estimate is still {_gib(needs)}, over the GPU's {_gib(device_bytes)}; "
+            f"gradient checkpointing (auto): every decoder layer, and {room} times its estimate is still {_gib(needs)}, over the GPU's {_gib(device_bytes)}; "
             "the GPU peaks measured so far needed that room: if it runs out of memory, lower micro_batch_size",
             level="warning",
         )

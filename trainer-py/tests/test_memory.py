@@ -130,7 +130,7 @@ def test_the_7b_recipe_fits_8_v100s_with_gradient_checkpointing_and_not_without(
     said = Said()
     assert memory.choose_checkpointing(shape, config, 8, V100_BYTES, said) is True
     assert [level for level, _ in said.logs] == ["info"] and "every decoder layer" in said.logs[0][1]
-    assert memory.GPU_ROOM * memory.estimate(shape, with_checkpointing(config, 4), processes=8)["total"] > V100_BYTES
+    assert memory.gpu_room(config["deepspeed"]["zero_stage"]) * memory.estimate(shape, with_checkpointing(config, 4), processes=8)["total"] > V100_BYTES
 
 
 def test_auto_checkpointing_recomputes_only_as_many_layers_as_the_card_needs():
@@ -141,10 +141,15 @@ def test_auto_checkpointing_recomputes_only_as_many_layers_as_the_card_needs():
     assert memory.choose_checkpointing(shape, config, 1, H100_BYTES, said) is False
     assert said.logs[-1] == ("info", said.logs[-1][1]) and said.logs[-1][1].startswith("gradient checkpointing (auto): none, ")
     # A card with just the room every second layer recomputed needs: neither none nor one in four fits.
-    needs = {choice: memory.GPU_ROOM * memory.estimate(shape, with_checkpointing(config, choice), 1)["total"] for choice in memory.CHECKPOINTING_CHOICES}
+    estimated = {choice: memory.estimate(shape, with_checkpointing(config, choice), 1)["total"] for choice in memory.CHECKPOINTING_CHOICES}
+    needs = {choice: memory.gpu_room(3) * bytes_ for choice, bytes_ in estimated.items()}
     assert needs[False] > needs[4] > needs[2] > needs[True]
     assert memory.choose_checkpointing(shape, config, 1, math.ceil(needs[2]), said) == 2
     assert "one decoder layer in 2" in said.logs[-1][1]
+    # ZeRO-3's gathering made the allocator reserve more beyond the estimate (1.27 times it on an
+    # H200, against at most 1.18 under ZeRO-2), so under ZeRO-3 the room ZeRO-2 leaves is too little.
+    assert memory.gpu_room(3) > memory.gpu_room(2)
+    assert memory.choose_checkpointing(shape, config, 1, math.ceil(memory.gpu_room(2) * estimated[2]), said) is True
     # Where not even every layer leaves the room, every layer, with a warning.
     assert memory.choose_checkpointing(shape, config, 1, math.ceil(needs[True]) - 1, said) is True
     assert said.logs[-1][0] == "warning" and "micro_batch_size" in said.logs[-1][1]
@@ -152,7 +157,7 @@ def test_auto_checkpointing_recomputes_only_as_many_layers_as_the_card_needs():
     assert memory.choose_checkpointing(shape, config, 1, None, said) is True
     assert said.logs[-1][1] == "gradient checkpointing (auto): every decoder layer, with no GPU to fit"
     assert memory.choose_checkpointing(shape, with_checkpointing(config, 4), 1, None, said) == 4
-    assert len(said.logs) == 4
+    assert len(said.logs) == 5
 
 
 def test_a_stage_that_cannot_fit_is_refused_before_loading_naming_what_to_change():
@@ -177,7 +182,7 @@ def test_auto_zero_stage_keeps_the_weights_whole_where_they_fit_and_partitions_t
     said = Said()
     assert memory.choose_zero_stage(shape, config, 8, V100_BYTES, None, said) == 3
     assert said.logs[-1][1].startswith("ZeRO stage (auto): 3, ") and "over the GPU's 31.7 GiB" in said.logs[-1][1]
-    assert memory.GPU_ROOM * memory.estimate(shape, lawgpt_7b("full", zero_stage=2, gradient_checkpointing=True)[1], 8)["total"] > V100_BYTES
+    assert memory.gpu_room(2) * memory.estimate(shape, lawgpt_7b("full", zero_stage=2, gradient_checkpointing=True)[1], 8)["total"] > V100_BYTES
     assert memory.choose_zero_stage(shape, config, 8, H100_BYTES, None, said) == 2
     assert said.logs[-1][1].startswith("ZeRO stage (auto): 2, ") and "of the GPU's 79.6 GiB" in said.logs[-1][1]
     # With a checkpointing setting given, only that one: none leaves ZeRO-2 no room on an H100.
