@@ -108,7 +108,7 @@ interface Prepared {
   named: (text: string) => string;
   /** Where tokenized blocks the trainer reports are cached; none when they came from the cache. */
   blocksFor?: (version: string) => string;
-  /** Where compiled layers the trainer offers are cached; none when the stage does not compile. */
+  /** Where compiled layers the trainer offers are cached; none when the stage's `compile` is false. */
   compileCacheFor?: (version: string) => string;
 }
 

@@ -430,6 +430,7 @@ def run(carry: Path, out: Path, only: list[str] | None, seconds: float | None) -
             shutil.copy(folder / "out" / part, compile_cache)
         results.append({**measure(row, plan["shapes"][shape], ran, card["peak_tflops"], resumed_from), "row_seconds": ran["seconds"]})
         free_what_no_later_row_reads(row, plan["rows"], folder / "out")
+        shutil.rmtree(folder / "inductor", ignore_errors=True)
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         write(out, stem, card, results)
     write(out, stem, card, results)

@@ -122,30 +122,34 @@ describe('runStage', () => {
     expect(error!.message).not.toContain(work);
   });
 
-  it('keeps the compiled layers a trainer offers, and gives them to the next run of the same stage config only', async () => {
+  it('keeps the compiled layers a trainer offers, and gives them to later runs whose layers compile alike', async () => {
     const corpus = 's3://lawgpt-test/data/corpus/';
-    const compiling = (runId: string, compile: boolean | 'auto') => {
+    const compiling = (runId: string, settings: Partial<StageTask['config']>) => {
       const t = task('pretrain', { corpus, tokenizer: corpus, base_model: corpus }, runId);
-      return { ...t, config: { ...t.config, compile } };
+      return { ...t, config: { ...t.config, ...settings } as StageTask['config'] };
     };
     const given = async (runId: string) => JSON.parse((await getText(minio.client, `s3://lawgpt-test/runs/${runId}/pretrain/model/given.json`))!);
-
     const parts = async () => (await listKeys(minio.client, 's3://lawgpt-test/cache/compile/')).filter((key) => key.endsWith('.bin'));
 
-    expect((await runStage(compiling('compiles-1', true))).error).toBeUndefined();
+    expect((await runStage(compiling('compiles-1', { compile: true }))).error).toBeUndefined();
     expect(await given('compiles-1')).toEqual({});
     const kept = await parts();
     expect(kept).toHaveLength(2);
-    expect(kept[0]).toMatch(/^cache\/compile\/[0-9a-f]{64}\/torch-fake-cpu\.evaluation\.bin$/);
+    expect(kept[0]).toMatch(/^cache\/compile\/[0-9a-f]{64}\/torch-fake-cpu\.compiles-1-evaluation\.bin$/);
 
-    expect((await runStage(compiling('compiles-2', true))).error).toBeUndefined();
-    expect(await given('compiles-2')).toEqual({ 'torch-fake-cpu.evaluation.bin': 'evaluation graphs of compiles-1', 'torch-fake-cpu.training.bin': 'training graphs of compiles-1' });
-    // Another config compiles other graphs; a stage that never compiles is given none, and keeps none.
-    expect((await runStage(compiling('compiles-3', 'auto'))).error).toBeUndefined();
-    expect(await given('compiles-3')).toEqual({});
-    expect((await runStage(compiling('compiles-4', false))).error).toBeUndefined();
-    expect(await given('compiles-4')).toEqual({});
+    // Another learning rate and length compile the same graphs: given the first run's parts, and adding its own.
+    expect((await runStage(compiling('compiles-2', { compile: true, learning_rate: 1e-5, max_steps: 7 }))).error).toBeUndefined();
+    expect(await given('compiles-2')).toEqual({
+      'torch-fake-cpu.compiles-1-evaluation.bin': 'evaluation graphs of compiles-1',
+      'torch-fake-cpu.compiles-1-training.bin': 'training graphs of compiles-1',
+    });
     expect(await parts()).toHaveLength(4);
+    // Another micro-batch compiles other graphs; a stage that never compiles is given none, and keeps none.
+    expect((await runStage(compiling('compiles-3', { compile: true, micro_batch_size: 3 }))).error).toBeUndefined();
+    expect(await given('compiles-3')).toEqual({});
+    expect((await runStage(compiling('compiles-4', { compile: false }))).error).toBeUndefined();
+    expect(await given('compiles-4')).toEqual({});
+    expect(await parts()).toHaveLength(6);
   });
 
   it('fails without retry when an input is missing from S3', async () => {

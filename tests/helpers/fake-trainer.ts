@@ -48,9 +48,10 @@ elif stage == "pretrain" and request["run_id"].startswith("compiles"):
     out = request["output_dir"]
     os.makedirs(os.path.join(out, "compile_cache"))
     for part in ("training", "evaluation"):
-        with open(os.path.join(out, "compile_cache", "torch-fake-cpu." + part + ".bin"), "w") as f:
+        name = "torch-fake-cpu." + request["run_id"] + "-" + part + ".bin"
+        with open(os.path.join(out, "compile_cache", name), "w") as f:
             f.write(part + " graphs of " + request["run_id"])
-        emit(event="compile_cache", path="compile_cache/torch-fake-cpu." + part + ".bin")
+        emit(event="compile_cache", path="compile_cache/" + name)
     os.makedirs(os.path.join(out, "model"))
     with open(os.path.join(out, "model", "given.json"), "w") as f:
         json.dump(given, f)

@@ -5,12 +5,15 @@ compiling for 10-14 s of its first step (a 1.1B on an H200).
 
 torch packs and unpacks it (torch.compiler.save_cache_artifacts / load_cache_artifacts); each
 entry keeps torch's own key, checked against the graph being compiled, so an entry that does not
-fit is a cache miss, never a wrong kernel. torch hands over what was compiled since it last did,
-so the cache is a folder of parts, `<kind>.<digest>.bin`, kind being the torch build and device
-(`device_kind()`): workers of different kinds share the folder without taking each other's
-parts, and a part is never replaced. Rank 0 offers a part with a `compile_cache` event after the
-first step (the training graphs) and another at the end of training when it compiled more
-(evaluation's)."""
+fit is a cache miss, never a wrong kernel. A process's second save holds its first one's entries
+too, but torch 2.15 loads from it only those recorded since the first (it keeps one batch per kind
+of entry); so the cache is a folder of parts that a worker loads all of, `<kind>.<digest>.bin`,
+kind being the torch build and device (`device_kind()`): workers of different kinds share the
+folder without taking each other's parts, and a part is never replaced. Rank 0 offers a part with
+a `compile_cache` event after the first step (training's graphs), after an evaluation and at the
+end of training, whenever it compiled graphs that no part it loaded or offered held (evaluation's,
+or a new shape's). The cache only saves time: a part that cannot be read or written is a warning,
+and the layers compile cold."""
 
 import hashlib
 import platform
@@ -46,8 +49,18 @@ def load(folder: str | None, kind: str, events) -> frozenset[str]:
     if not parts:
         events.log(f"compile cache: nothing for {kind} yet, compiling cold")
         return frozenset()
-    keys = frozenset().union(*(_keys(torch.compiler.load_cache_artifacts(p.read_bytes())) for p in parts))
-    events.log(f"compile cache: {len(keys)} entries in {len(parts)} parts loaded for {kind}")
+    keys, loaded = frozenset(), 0
+    for part in parts:
+        try:
+            info = torch.compiler.load_cache_artifacts(part.read_bytes())
+            problem = None if info is not None else "torch could not read it"
+        except Exception as e:  # noqa: BLE001 - a cache only saves time
+            info, problem = None, f"{type(e).__name__}: {e}"
+        if problem:
+            events.log(f"compile cache: part {part.name} left out ({problem})", level="warning")
+            continue
+        keys, loaded = keys | _keys(info), loaded + 1
+    events.log(f"compile cache: {len(keys)} entries in {loaded} parts loaded for {kind}")
     return keys
 
 
@@ -62,9 +75,10 @@ def _keys(info) -> frozenset[str]:
 
 
 class CompileCacheOffer(TrainerCallback):
-    """Rank 0 writes what this process compiled since its last offer to
-    `<output_dir>/compile_cache/<kind>.<digest>.bin` and reports it, when that holds entries the
-    loaded parts lacked: after the first step, and at the end of training."""
+    """Rank 0 writes what this process compiled to `<output_dir>/compile_cache/<kind>.<digest>.bin`
+    and reports it, when that holds entries that no part loaded or offered did: after the first
+    step, after an evaluation (also the one pretrain scores after training) and at the end of
+    training."""
 
     def __init__(self, output_dir: str, kind: str, loaded: frozenset[str], events):
         self.output_dir, self.kind, self.known, self.events = Path(output_dir), kind, loaded, events
@@ -75,18 +89,25 @@ class CompileCacheOffer(TrainerCallback):
             self.stepped = True
             self._offer()
 
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._offer()
+
     def on_train_end(self, args, state, control, **kwargs):
         self._offer()
 
     def _offer(self) -> None:
         if not distributed.is_main():
             return
-        saved = torch.compiler.save_cache_artifacts()
-        if saved is None or _keys(saved[1]) <= self.known:
+        try:
+            saved = torch.compiler.save_cache_artifacts()
+            if saved is None or _keys(saved[1]) <= self.known:
+                return
+            relative = Path(OFFERED_DIR) / f"{self.kind}.{hashlib.sha256(saved[0]).hexdigest()[:16]}.bin"
+            path = self.output_dir / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(saved[0])
+        except Exception as e:  # noqa: BLE001 - a cache only saves time
+            self.events.log(f"compile cache: could not offer what was compiled ({type(e).__name__}: {e})", level="warning")
             return
-        relative = Path(OFFERED_DIR) / f"{self.kind}.{hashlib.sha256(saved[0]).hexdigest()[:16]}.bin"
-        path = self.output_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(saved[0])
         self.known |= _keys(saved[1])
         self.events.emit("compile_cache", path=str(relative))

@@ -520,7 +520,6 @@ def train(model, args: TrainingArguments, dataset, collator, request: dict, even
         "sequences_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
         "checkpointed_layers": count_checkpointed_layers(model),
         "compiled_layers": compiled,
-        "compile_cache": compile_cache.hits() if compile else {},
         "seconds": output.metrics["train_runtime"],
         "data_wait_seconds": trainer.data_wait_seconds,
     }
@@ -545,7 +544,8 @@ def loss_metrics(trained: dict, sequence_length: int) -> dict:
         "overflow_skipped_steps": trained["overflow_skipped_steps"],
         "checkpointed_layers": trained["checkpointed_layers"],
         "compiled_layers": trained["compiled_layers"],
-        **trained["compile_cache"],
+        # Counted now, when the stage has also scored its held-out loss.
+        **(compile_cache.hits() if trained["compiled_layers"] else {}),
     }
     if losses:
         metrics.update(first_loss=losses[0], final_loss=losses[-1])

@@ -32,30 +32,38 @@ def test_every_decoder_layer_runs_the_graph_compiled_for_the_first(monkeypatch, 
 
 
 def test_a_fresh_worker_compiles_nothing_that_earlier_attempts_offered(pipeline, tmp_path, monkeypatch):
-    """pretrain offers what it compiled, training's graphs after the first step and evaluation's at
-    the end, as parts named for its torch build and device; a run given them, on a worker whose
-    inductor cache is empty, finds every graph there and offers nothing new."""
+    """pretrain offers what it compiled, training's graphs after the first step and evaluation's
+    after the held-out loss it scores once training is done, as parts named for its torch build and
+    device; a run given them, on a worker whose inductor cache is empty, finds every graph there
+    and offers nothing new. Parts of another kind are not its to load, and one it cannot read is
+    left out with a warning."""
     first_run = pipeline["pretrain"]
     blocks = first_run.output_dir / next(e for e in first_run.events if e["event"] == "blocks")["path"]
     inputs = {"corpus": tmp_path / "no-corpus", "tokenizer": pipeline["vocab"].output_dir / "tokenizer", "base_model": pipeline["base"].output_dir / "model", "blocks": blocks}
-    config = {**CONFIGS["pretrain"], "compile": True, "max_steps": 2, "checkpoint_steps": 2}
+    config = {**CONFIGS["pretrain"], "compile": True, "max_steps": 2, "checkpoint_steps": 1000}
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor-first"))
     first = run_stage("pretrain", inputs, tmp_path / "first", config)
     metrics = first.completed()["metrics"]
     assert (metrics["compile_cache_hits"], metrics["compile_cache_misses"]) == (0, 3)  # forward, backward, evaluation
     offered = [first.output_dir / e["path"] for e in first.events if e["event"] == "compile_cache"]
+    kind = f"torch-{torch.__version__}-cpu-{platform.machine()}"
     assert len(set(offered)) == 2
-    assert all(p.name.startswith(f"torch-{torch.__version__}-cpu-{platform.machine()}.") and p.is_file() for p in offered)
+    assert all(p.name.startswith(f"{kind}.") and p.is_file() for p in offered)
 
     cache = tmp_path / "compile-cache"
     cache.mkdir()
     for part in offered:
         shutil.copy(part, cache / part.name)
+    shutil.copy(offered[0], cache / "torch-2.15.0+cu132-NVIDIA-H200-sm90.0123456789abcdef.bin")
+    (cache / f"{kind}.unreadable.bin").write_bytes(b"not a cache")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor-second"))
     second = run_stage("pretrain", {**inputs, "compile_cache": cache}, tmp_path / "second", config)
     metrics = second.completed()["metrics"]
     assert (metrics["compile_cache_hits"], metrics["compile_cache_misses"]) == (3, 0)
     assert not any(e["event"] == "compile_cache" for e in second.events)
+    said = {e["level"]: e["message"] for e in second.events if e["event"] == "log" and e["message"].startswith("compile cache:")}
+    assert said["warning"] == f"compile cache: part {kind}.unreadable.bin left out (torch could not read it)"
+    assert said["info"].endswith(f"in 2 parts loaded for {kind}")
 
 
 def test_parts_are_named_for_the_torch_build_and_the_card_that_compiled_them(monkeypatch):

@@ -134,7 +134,8 @@ def test_the_7b_recipe_fits_8_v100s_with_gradient_checkpointing_and_not_without(
 
 
 def test_auto_checkpointing_recomputes_only_as_many_layers_as_the_card_needs():
-    # The 1.1B shape of bench:gpu, trained in full on one H100: room for every activation.
+    # The 1.1B shape of bench:gpu, trained in full on one H100 (under ZeRO-3, whose room is what is
+    # under test, though in one process "auto" would choose ZeRO-2): room for every activation.
     shape = memory.Shape(2048, 5632, 22, 32, 4, 50496)
     config = lawgpt_7b("full")[1]
     said = Said()
