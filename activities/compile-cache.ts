@@ -2,7 +2,7 @@
 // that a fresh worker's compiled launch starts warm (trainer-py/lawgpt_trainer/compile_cache.py).
 //   key   = sha256(stage, the stage config less what does not shape its graphs, trainer version)
 //   parts = s3://<bucket>/cache/compile/<key>/<torch build and device>.<digest>.bin, each what one
-//           trainer compiled after its first step or at its end; a trainer loads its kind's parts
+//           trainer offered when it had compiled graphs no part held; a trainer loads its kind's parts
 // torch checks every entry against the graph it compiles, so a stale part costs a compile, never a
 // wrong kernel; the key keeps stages that compile other graphs from downloading each other's parts.
 // A compile cache that cannot be read or written is a cold compile, not a failed stage.
@@ -10,7 +10,7 @@ import { basename } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { StageTask } from '../common/run.js';
 import { contentHash } from './stage-cache.js';
-import { downloadArtifact, listKeys, s3Uri, uploadFile } from './s3.js';
+import { downloadArtifact, EmptyPrefix, s3Uri, uploadFile } from './s3.js';
 
 /** Whether the stage may compile its layers (`compile` true, or "auto", which the trainer decides on its device). */
 export const usesCompileCache = (task: StageTask): boolean => 'compile' in task.config && task.config.compile !== false;
@@ -35,8 +35,12 @@ export function compileCacheUri(task: StageTask, trainerVersion: string): string
 
 /** Downloads the compile cache's files into `dir`; undefined when it has none yet. */
 export async function fetchCompileCache(s3: S3Client, uri: string, dir: string): Promise<string | undefined> {
-  if ((await listKeys(s3, uri)).length === 0) return undefined;
-  return (await downloadArtifact(s3, uri, dir)).path;
+  try {
+    return (await downloadArtifact(s3, uri, dir)).path;
+  } catch (err) {
+    if (err instanceof EmptyPrefix) return undefined;
+    throw err;
+  }
 }
 
 /** Stores a part the trainer offered in the compile cache, under its own name. */

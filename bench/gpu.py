@@ -15,8 +15,8 @@ resumes, and where the time of the step the plan profiles went (the trainer's to
 summary). The first row of a shape tokenizes the corpus; later rows take its blocks, as the block
 cache would. Every row starts with an empty inductor cache, as on a fresh worker, and is given
 the compile-cache parts that earlier rows of the same stage config offered, as the orchestrator's
-compile cache would. Results: bench/results/gpu-<date>-<card>.{json,md}, rewritten after every row so that
-a run cut short keeps what it measured.
+compile cache would. Results: bench/results/gpu-<date>-<card>.{json,md}, rewritten after every
+row so that a run cut short keeps what it measured.
 
     python bench/gpu.py --prepare --carry DIR   (here: tokenizers and data slices into DIR)
     python bench/gpu.py --carry DIR [--out DIR] [--only NAME[,NAME...]] [--seconds N]"""
