@@ -122,10 +122,14 @@ def test_bad_records_fail_the_stage_before_training_or_are_skipped_and_counted(p
 
 def test_compiled_layers_tune_as_the_eager_ones(pipeline, tiny_data, tmp_path):
     """`compile` in one process, without DeepSpeed, on samples padded to the batch's longest (shapes
-    that change from batch to batch): the same losses as the eager run's, to rounding."""
+    that change from batch to batch): the same first loss as the eager run's, to rounding, and the
+    same later ones to 5e-4. After an update they part by more than rounding: Adam's first steps
+    move a weight by the learning rate whichever the sign of its gradient, and a gradient near zero
+    can take either sign by rounding (one machine: 1.04e-4 at step 3)."""
     inputs = {"model": pipeline["pretrain"].output_dir / "model", **{name: tiny_data[name] for name in ("dialogue", "exam", "instructions")}}
     run = run_stage("sft", inputs, tmp_path, {**CONFIGS["sft"], "compile": True})
     assert run.completed()["metrics"]["compiled_layers"] == 1
     compiled, eager = ([e["loss"] for e in r.events if e["event"] == "progress" and "loss" in e] for r in (run, pipeline["sft"]))
     assert len(compiled) == CONFIGS["sft"]["max_steps"]
-    assert compiled == pytest.approx(eager, rel=1e-4)
+    assert compiled[0] == pytest.approx(eager[0], rel=1e-5)
+    assert compiled == pytest.approx(eager, rel=5e-4)
