@@ -9,6 +9,7 @@ import { rename, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createS3Client, downloadArtifact } from './activities/s3.js';
+import { CliError, existing } from './cli/runs.js';
 import { trainerEnv } from './activities/trainer-process.js';
 import { EXIT_INVALID_INPUT } from './common/contract.js';
 import type { PipelineResult } from './common/run.js';
@@ -18,9 +19,8 @@ const MODELS = '.state/models';
 
 /** The newest model a finished run produced: the instruction-tuned one, else the pretrained one. */
 async function modelOfRun(settings: Settings, workflowId: string): Promise<string> {
-  const client = await connectTemporal(settings);
-  const handle = client.workflow.getHandle(workflowId);
-  const state = (await handle.describe()).status.name;
+  const { handle, description } = await existing(await connectTemporal(settings), workflowId);
+  const state = description.status.name;
   if (state !== 'COMPLETED') throw new Error(`run ${workflowId} is ${state.toLowerCase()}, not completed: it has no final model yet`);
   const result: PipelineResult = await handle.result();
   const model = result.stages.sft?.outputs.model ?? result.stages.pretrain?.outputs.model ?? result.stages.base?.outputs.model;
@@ -28,18 +28,35 @@ async function modelOfRun(settings: Settings, workflowId: string): Promise<strin
   return model;
 }
 
+const USAGE = 'usage: npm run generate -- (--run <workflowId> | --model s3://.../model/) [--prompt "..."]... [--max-new-tokens N] [--temperature T]';
+
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      run: { type: 'string' },
-      model: { type: 'string' },
-      prompt: { type: 'string', multiple: true },
-      'max-new-tokens': { type: 'string' },
-      temperature: { type: 'string' },
-    },
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        run: { type: 'string' },
+        model: { type: 'string' },
+        prompt: { type: 'string', multiple: true },
+        'max-new-tokens': { type: 'string' },
+        temperature: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    return EXIT_INVALID_INPUT;
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
   if (!values.run === !values.model) {
-    console.error('usage: npm run generate -- (--run <workflowId> | --model s3://.../model/) [--prompt "..."]... [--max-new-tokens N] [--temperature T]');
+    console.error(USAGE);
+    return EXIT_INVALID_INPUT;
+  }
+  if (values.model && !values.model.startsWith('s3://')) {
+    console.error(`--model ${values.model}: expected an s3:// URI\n${USAGE}`);
     return EXIT_INVALID_INPUT;
   }
   const settings = loadSettings();
@@ -70,6 +87,6 @@ main().then(
   (code) => process.exit(code),
   (err) => {
     console.error(err instanceof Error ? err.message : err);
-    process.exit(1);
+    process.exit(err instanceof CliError ? err.code : 1);
   },
 );

@@ -7,11 +7,11 @@
 // Exit codes: 0 ok, 1 the run failed, 2 invalid input, 3 run not found or server unreachable. An
 // expected error is one line on stderr, never a stack trace. A config is validated before
 // anything is contacted.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { createS3Client } from './activities/s3.js';
 import { trainerVersion } from './activities/trainer-process.js';
-import { formatPlan, planRun } from './cli/plan.js';
+import { formatPlan, missingInputs, planRun } from './cli/plan.js';
 import { fetchReport } from './cli/report.js';
 import { CliError, control, EXIT, follow, followRun, formatResult, listRuns, runStatus, uiLink, unreachable, type ListStatus } from './cli/runs.js';
 import { ConfigError, parseRunConfig, type RunConfig } from './common/config.js';
@@ -60,8 +60,12 @@ async function start(path: string, options: { set: string[]; cache: boolean; fol
   const config = readConfig(path, options.set);
   if (!options.cache) config.runtime.cache = false;
   const env = settings();
+  const s3 = createS3Client(env);
+  const missing = await missingInputs(s3, config).catch((err: Error) => {
+    throw new CliError(`cannot check the run's data in S3 (${env.LAWGPT_S3_ENDPOINT ?? 'AWS'}): ${err.name}: ${err.message.split('\n')[0]}`, EXIT.notFound);
+  });
+  if (missing.length) throw new CliError(`the run's data is not all there (${missing.length}):\n  ${missing.join('\n  ')}\nnothing was started.`, EXIT.invalidInput);
   if (options.dryRun) {
-    const s3 = createS3Client(env);
     print(formatPlan(config, await planRun(config, { s3, trainerVersion: () => trainerVersion(env.LAWGPT_PYTHON) })));
     return;
   }
@@ -138,7 +142,12 @@ function program(): Command {
 
 async function main(argv: string[]): Promise<number> {
   // `start-run.ts <config> [--follow]` is short for `start <config> [--follow]`.
-  const args = argv[0] && !argv[0].startsWith('-') && !COMMANDS.includes(argv[0]) ? ['start', ...argv] : argv;
+  const short = argv[0] && !argv[0].startsWith('-') && !COMMANDS.includes(argv[0]);
+  if (short && !existsSync(argv[0]) && !argv[0].endsWith('.json')) {
+    console.error(`error: '${argv[0]}' is neither a command (${COMMANDS.join(', ')}) nor a config file`);
+    return EXIT.invalidInput;
+  }
+  const args = short ? ['start', ...argv] : argv;
   try {
     await program().parseAsync(args, { from: 'user' });
     return EXIT.ok;

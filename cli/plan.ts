@@ -2,13 +2,13 @@
 // stage cache holds (looked up exactly as the workflow would, chaining through cached stages'
 // outputs), the size of each stage's inputs with a token estimate, and the compute each stage
 // should take, from the formula in the README ("Estimating a run").
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { get_encoding } from 'tiktoken';
 import { cacheKey, inputObjects, lookupStage } from '../activities/stage-cache.js';
-import { parseS3Uri, type ObjectInfo } from '../activities/s3.js';
+import { artifactObjects, parseS3Uri, type ObjectInfo } from '../activities/s3.js';
 import { sequencesPerStep, type RunConfig } from '../common/config.js';
 import { stageTask } from '../common/run.js';
-import { STAGE_IO, type StageName, type StageOutputs } from '../common/stages.js';
+import { inputsOf, STAGE_IO, type StageName, type StageOutputs } from '../common/stages.js';
 
 // Assumptions of the compute estimate (README, "Estimating a run").
 export const ESTIMATE = {
@@ -96,6 +96,53 @@ export interface PlanDeps {
   trainerVersion: () => Promise<string>;
 }
 
+/** Where a run's own stages will write, as far as a plan can name it. */
+const thisRunsOutputs = (config: RunConfig, stage: StageName) =>
+  Object.fromEntries(STAGE_IO[stage].outputs.map((o) => [o, `s3://${config.bucket}/runs/<this run>/${stage}/${o}/`]));
+
+/** Every input the run reads but does not make: its data and the artifacts it is given, each URI once with the stages that read it. */
+export function externalInputs(config: RunConfig): { uri: string; name: string; stages: StageName[] }[] {
+  const done: StageOutputs = { ...(config.artifacts ?? {}) };
+  const found = new Map<string, { uri: string; name: string; stages: StageName[] }>();
+  for (const stage of config.stages) {
+    for (const [name, uri] of Object.entries(inputsOf(stage, config.data, done))) {
+      if (uri.includes('/runs/<this run>/')) continue;
+      const entry = found.get(uri) ?? { uri, name, stages: [] };
+      entry.stages.push(stage);
+      found.set(uri, entry);
+    }
+    done[stage] = thisRunsOutputs(config, stage);
+  }
+  return [...found.values()];
+}
+
+const isMissingBucket = (err: unknown) => ['NoSuchBucket', 'NotFound'].includes((err as Error)?.name);
+
+/**
+ * What a run would fail on for want of it: its bucket, and every input it reads but does not make
+ * that has no object at its URI. Checked before a run starts, so that a mistyped path costs
+ * nothing instead of failing the run at the first stage that reads it. Other S3 errors are thrown.
+ */
+export async function missingInputs(s3: S3Client, config: RunConfig): Promise<string[]> {
+  const missing: string[] = [];
+  try {
+    await s3.send(new HeadBucketCommand({ Bucket: config.bucket }));
+  } catch (err) {
+    if (!isMissingBucket(err)) throw err;
+    missing.push(`bucket: no bucket '${config.bucket}' to write the run's artifacts to`);
+  }
+  for (const { uri, name, stages } of externalInputs(config)) {
+    const where = `input '${name}' (read by ${stages.join(', ')})`;
+    try {
+      if (!(await artifactObjects(s3, uri)).length) missing.push(`${where}: nothing at ${uri}`);
+    } catch (err) {
+      if (!isMissingBucket(err)) throw err;
+      missing.push(`${where}: no bucket '${parseS3Uri(uri).bucket}' for ${uri}`);
+    }
+  }
+  return missing;
+}
+
 export async function planRun(config: RunConfig, deps: PlanDeps): Promise<StagePlan[]> {
   const done: StageOutputs = { ...(config.artifacts ?? {}) };
   const made = new Set<string>();
@@ -116,9 +163,7 @@ export async function planRun(config: RunConfig, deps: PlanDeps): Promise<StageP
     const hit = config.runtime.cache && !fromThisRun.length ? await lookupStage(deps.s3, task, cacheKey(task, objects, version), () => undefined) : undefined;
     const dataTokens = sizes.filter((s) => TEXT_INPUTS.includes(s.name)).reduce((sum, s) => sum + s.tokens, 0);
     plans.push({ stage, ...(hit && { cachedFrom: hit.cachedFrom }), inputs: sizes, fromThisRun, compute: stageCompute(stage, config, dataTokens) });
-    done[stage] = hit
-      ? hit.outputs
-      : Object.fromEntries(STAGE_IO[stage].outputs.map((o) => [o, `s3://${config.bucket}/runs/<this run>/${stage}/${o}/`]));
+    done[stage] = hit ? hit.outputs : thisRunsOutputs(config, stage);
     if (!hit) Object.values(done[stage]!).forEach((uri) => made.add(uri));
   }
   return plans;
@@ -129,14 +174,13 @@ const count = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)}B` : n >= 1e6 ?
 
 export function formatPlan(config: RunConfig, plans: StagePlan[]): string {
   const lines = [`plan for ${config.name} (${count(parameters(config))} parameters; nothing started):`];
-  let gpuHours = 0;
   for (const plan of plans) {
     const what = plan.cachedFrom ? `cache hit (outputs of run ${plan.cachedFrom})` : `runs: ~${plan.compute.hours < 0.01 ? '<0.01' : plan.compute.hours.toFixed(2)} ${plan.compute.device}-hours, ${count(plan.compute.tokens)} tokens`;
-    if (!plan.cachedFrom && plan.compute.device === 'GPU') gpuHours += plan.compute.hours;
     lines.push(`  ${plan.stage.padEnd(9)}${what}`);
     for (const input of plan.inputs) lines.push(`             ${input.name}: ${input.objects} objects, ${size(input.bytes)}${input.tokens ? `, ~${count(input.tokens)} tokens` : ''}  ${input.uri}`);
     for (const name of plan.fromThisRun) lines.push(`             ${name}: made by this run`);
   }
-  lines.push(`  total: ~${gpuHours.toFixed(2)} GPU-hours for stages that would run (formula: README, "Estimating a run")`);
+  const hours = (device: 'GPU' | 'CPU') => plans.filter((p) => !p.cachedFrom && p.compute.device === device).reduce((sum, p) => sum + p.compute.hours, 0);
+  lines.push(`  total: ~${hours('GPU').toFixed(2)} GPU-hours and ~${hours('CPU').toFixed(2)} CPU-hours for stages that would run (formula: README, "Estimating a run")`);
   return lines.join('\n');
 }

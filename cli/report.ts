@@ -8,7 +8,7 @@ import { buildReport } from '../activities/report.js';
 import { getText, s3Uri } from '../activities/s3.js';
 import { REPORT_DATA, REPORT_PAGE, reportPrefix } from '../common/report.js';
 import { STAGES } from '../common/stages.js';
-import { CliError, configOf, EXIT, existing, stagesOf } from './runs.js';
+import { CliError, configOf, EXIT, existing, needWorker, stagesOf } from './runs.js';
 
 export async function fetchReport(client: Client, s3: S3Client, id: string, out: string): Promise<string> {
   const { handle, description } = await existing(client, id);
@@ -19,6 +19,7 @@ export async function fetchReport(client: Client, s3: S3Client, id: string, out:
   let page = written;
   let data = written && (await getText(s3, prefix + REPORT_DATA));
   if (!page) {
+    if (state === 'running') await needWorker(client, id, description);
     const { stages, results, error } = await stagesOf(handle, state);
     if (error && !Object.keys(results).length) throw new CliError(`run ${id} ${state} without a report (${error}), and its stages' results are not known`, EXIT.runFailed);
     const known = Object.fromEntries(STAGES.map((s) => [s, stages[s] ?? (config.stages.includes(s) ? 'pending' : 'skipped')])) as Parameters<typeof buildReport>[1]['stages'];
@@ -26,7 +27,11 @@ export async function fetchReport(client: Client, s3: S3Client, id: string, out:
     page = built.page;
     data = JSON.stringify(built.report);
   }
-  await writeFile(out, page);
-  if (data) await writeFile(out.replace(/\.html?$/, '') + '.json', data);
+  try {
+    await writeFile(out, page);
+    if (data) await writeFile(out.replace(/\.html?$/, '') + '.json', data);
+  } catch (err) {
+    throw new CliError(`cannot save the report to ${out}: ${(err as Error).message}`, EXIT.invalidInput);
+  }
   return written ? `report of run ${id} (written by the run to ${prefix + REPORT_PAGE}) saved to ${out}` : `report of run ${id} (${state}, built now) saved to ${out}`;
 }

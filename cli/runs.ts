@@ -35,6 +35,19 @@ export async function existing(client: Client, id: string): Promise<{ handle: Wo
   return { handle, description };
 }
 
+/** Whether a worker polls `taskQueue`: a run's queries and updates are answered by one. */
+export async function workerPolls(client: Client, taskQueue: string): Promise<boolean> {
+  const { pollers } = await client.workflowService.describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue } });
+  return Boolean(pollers?.length);
+}
+
+/** Without a worker an update would wait for one forever and a query fail after a while: say why at once. */
+export async function needWorker(client: Client, id: string, description: WorkflowExecutionDescription): Promise<void> {
+  if (!(await workerPolls(client, description.taskQueue))) {
+    throw new CliError(`run ${id} is running, but no worker polls its task queue '${description.taskQueue}' to answer: start one (npm run worker)`, EXIT.notFound);
+  }
+}
+
 const costLine = (results: PipelineStatus['results']) => describeUsage(results, 3);
 
 const STATUSES = { running: 'Running', completed: 'Completed', failed: 'Failed', cancelled: 'Canceled' } as const;
@@ -81,6 +94,7 @@ export function describeProgress(status: PipelineStatus): string {
 export async function runStatus(client: Client, settings: Settings, id: string): Promise<string> {
   const { handle, description } = await existing(client, id);
   const state = description.status.name.toLowerCase();
+  if (state === 'running') await needWorker(client, id, description);
   const { stages, results, running, error } = await stagesOf(handle, state);
   const lines = [`run ${id}: ${state}`, `  Temporal UI: ${uiLink(settings, id, description.runId)}`];
   if (error) lines.push(`  error: ${error}`);
@@ -118,6 +132,8 @@ const tokensPerStep = (config: RunConfig, stage: string) => {
  */
 export async function followRun(client: Client, handle: WorkflowHandle, out: NodeJS.WriteStream = process.stdout): Promise<PipelineResult> {
   const config = await configOf(client, handle).catch(() => undefined);
+  const { taskQueue } = await handle.describe();
+  if (!(await workerPolls(client, taskQueue))) out.write(`  waiting for a worker: none polls task queue '${taskQueue}' yet (npm run worker starts one)\n`);
   let finished = false;
   const result = handle.result().finally(() => (finished = true));
   // Failure is reported below, once the loop is done; until then it is not unhandled.
@@ -170,13 +186,17 @@ export function formatResult(result: PipelineResult): string {
 
 const CONTROLS = { pause: pauseUpdate, resume: resumeUpdate, approve: approveUpdate } as const;
 
-/** cancel, pause, resume or approve; a control the run refuses (nothing to approve, say) is invalid input. */
+/** cancel, pause, resume or approve; a control the run refuses (nothing to approve, say, or a run that has ended) is invalid input. */
 export async function control(client: Client, id: string, action: 'cancel' | keyof typeof CONTROLS): Promise<string> {
-  const { handle } = await existing(client, id);
+  const { handle, description } = await existing(client, id);
+  const state = description.status.name.toLowerCase();
+  if (state !== 'running') throw new CliError(`run ${id} has ended (${state}): nothing to ${action}`, EXIT.invalidInput);
   if (action === 'cancel') {
     await handle.cancel();
-    return `cancel requested for run ${id}: the running stage commits a checkpoint and stops`;
+    const waiting = (await workerPolls(client, description.taskQueue)) ? '' : ` (no worker polls its task queue '${description.taskQueue}' yet: it stops once one does)`;
+    return `cancel requested for run ${id}: the running stage commits a checkpoint and stops${waiting}`;
   }
+  await needWorker(client, id, description);
   try {
     const status = await handle.executeUpdate(CONTROLS[action]);
     return `run ${id}: ${action} done; ${describeProgress(status)}`;

@@ -1,6 +1,6 @@
 // start-run.ts as people run it, against the real Temporal dev server and MinIO; the stages are
 // stand-ins (no trainer), so that runs move as each test needs.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +18,7 @@ import { stageTask, type StageResult, type StageTask } from '../common/run.js';
 import { STAGE_IO } from '../common/stages.js';
 import { uploadDemoData } from '../infra/demo-data.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
-import { waitFor } from './helpers/processes.js';
+import { halt, waitFor } from './helpers/processes.js';
 import { inBackground, startTemporal, workflowsPath } from './helpers/temporal.js';
 import { tools } from './helpers/tools.js';
 
@@ -47,17 +47,23 @@ async function runStage(task: StageTask): Promise<StageResult> {
 }
 
 async function cli(...args: string[]) {
-  const environment = {
-    ...process.env,
-    TEMPORAL_ADDRESS: env.connection.options.address,
-    LAWGPT_TASK_QUEUE: 'cli',
-    LAWGPT_S3_ENDPOINT: minio.endpoint,
-    LAWGPT_S3_FORCE_PATH_STYLE: 'true',
-    AWS_ACCESS_KEY_ID: minio.credentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: minio.credentials.secretAccessKey,
-    LAWGPT_PYTHON: tools.python,
-  };
-  return promisify(execFile)(process.execPath, ['--import', 'tsx', 'start-run.ts', ...args], { env: environment }).then(
+  return cliOn('cli', ...args);
+}
+
+const environment = (taskQueue: string) => ({
+  ...process.env,
+  TEMPORAL_ADDRESS: env.connection.options.address,
+  LAWGPT_TASK_QUEUE: taskQueue,
+  LAWGPT_S3_ENDPOINT: minio.endpoint,
+  LAWGPT_S3_FORCE_PATH_STYLE: 'true',
+  AWS_ACCESS_KEY_ID: minio.credentials.accessKeyId,
+  AWS_SECRET_ACCESS_KEY: minio.credentials.secretAccessKey,
+  LAWGPT_PYTHON: tools.python,
+});
+
+/** start-run.ts with runs started on `taskQueue`. */
+async function cliOn(taskQueue: string, ...args: string[]) {
+  return promisify(execFile)(process.execPath, ['--import', 'tsx', 'start-run.ts', ...args], { env: environment(taskQueue) }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }),
   );
@@ -88,9 +94,32 @@ describe('start-run.ts', () => {
     expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/^error: option '--status <status>' argument 'sleeping' is invalid/);
     expect(await cli('status', 'no-such-run')).toMatchObject({ code: 3, stderr: 'run no-such-run not found\n' });
+    // A mistyped command is not taken for a config file.
+    for (const typo of [['show', 'some-run'], ['stauts']]) {
+      expect(await cli(...typo)).toMatchObject({ code: 2, stderr: `error: '${typo[0]}' is neither a command (${['start', 'list', 'status', 'follow', 'report', 'cancel', 'pause', 'resume', 'approve', 'help'].join(', ')}) nor a config file\n` });
+    }
     const down = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'start-run.ts', 'list'], { env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' } }).catch((e) => e);
     expect(down.code).toBe(3);
     expect(down.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^Temporal is not reachable at 127\.0\.0\.1:1: /)]);
+  });
+
+  it('refuses a run whose bucket or data is not there, naming each missing input with the stages that read it, and starts nothing', async () => {
+    const missing = await configFile('missing', { data: { ...data, corpus: `s3://${BUCKET}/no/corpus/`, exam: 's3://no-such-bucket/exam.jsonl' } });
+    for (const args of [[missing], ['start', missing, '--dry-run']]) {
+      const refused = await cli(...args);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr.trim().split('\n')).toEqual([
+        "the run's data is not all there (2):",
+        `  input 'corpus' (read by vocab, pretrain, eval): nothing at s3://${BUCKET}/no/corpus/`,
+        "  input 'exam' (read by sft, eval): no bucket 'no-such-bucket' for s3://no-such-bucket/exam.jsonl",
+        'nothing was started.',
+      ]);
+    }
+    const noBucket = await cli(await configFile('nobucket', { bucket: 'no-such-bucket' }));
+    expect(noBucket).toMatchObject({ code: 2, stderr: expect.stringContaining("  bucket: no bucket 'no-such-bucket' to write the run's artifacts to\n") });
+    const listed = [];
+    for await (const run of env.client.workflow.list()) listed.push(run);
+    expect(listed).toEqual([]);
   });
 
   it('start --dry-run prints stages, cache hits, input sizes, tokens and compute with --set applied, and starts nothing', { timeout: 60_000 }, async () => {
@@ -158,10 +187,29 @@ describe('start-run.ts', () => {
     const followed = await cli('follow', failing);
     expect(followed.code).toBe(1);
     expect(followed.stderr.trim().split('\n')).toEqual([`run ${failing} failed: stage base failed: the corpus is unreadable`]);
+    for (const action of ['cancel', 'pause', 'approve']) {
+      expect(await cli(action, failing)).toMatchObject({ code: 2, stderr: `run ${failing} has ended (failed): nothing to ${action}\n` });
+    }
 
     const waiting = /started run (\S+)/.exec((await cli(await configFile('cancelled', { stages: ['base'], runtime: { approve_before: 'base' } }))).stdout)![1];
     await waitFor('the run to wait', async () => ((await cli('status', waiting)).stdout.includes('awaiting-approval') ? true : undefined), 30_000, 500);
     expect((await cli('cancel', waiting)).code).toBe(0);
     await waitFor('the run to be cancelled', async () => ((await cli('status', waiting)).stdout.startsWith(`run ${waiting}: cancelled`) ? true : undefined), 30_000, 500);
+  });
+
+  it('on a run no worker polls for, status and the controls say so at once instead of waiting; cancel is recorded', { timeout: 60_000 }, async () => {
+    const id = /started run (\S+)/.exec((await cliOn('nobody', await configFile('unattended', { stages: ['base'] }))).stdout)![1];
+    const unanswered = `run ${id} is running, but no worker polls its task queue 'nobody' to answer: start one (npm run worker)\n`;
+    for (const args of [['status', id], ['pause', id], ['approve', id], ['report', id, '--out', join(work, 'unattended.html')]]) {
+      expect(await cli(...args)).toMatchObject({ code: 3, stderr: unanswered });
+    }
+    const following = spawn(process.execPath, ['--import', 'tsx', 'start-run.ts', 'follow', id], { env: environment('cli') });
+    let followed = '';
+    following.stdout.on('data', (chunk) => (followed += chunk));
+    await waitFor('follow to say what it waits for', async () => (followed.includes("waiting for a worker: none polls task queue 'nobody' yet (npm run worker starts one)\n") ? true : undefined), 30_000);
+    await halt(following);
+    const cancelled = await cli('cancel', id);
+    expect(cancelled).toMatchObject({ code: 0, stdout: `cancel requested for run ${id}: the running stage commits a checkpoint and stops (no worker polls its task queue 'nobody' yet: it stops once one does)\n` });
+    await env.client.workflow.getHandle(id).terminate('test over');
   });
 });

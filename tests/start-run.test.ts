@@ -1,4 +1,5 @@
-// start-run.ts as a user runs it: a bad config is refused before anything is started.
+// start-run.ts as a user runs it: a bad config is refused before anything is started, a good one
+// (its data in S3) starts a run.
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,27 +8,32 @@ import { promisify } from 'node:util';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseRunConfig } from '../common/config.js';
 import { SEARCH_ATTRIBUTES } from '../common/run.js';
+import { uploadDemoData } from '../infra/demo-data.js';
+import { startMinio, type TestMinio } from './helpers/minio.js';
 import { startTemporal } from './helpers/temporal.js';
 
 const run = promisify(execFile);
 let env: TestWorkflowEnvironment;
+let minio: TestMinio;
 let work: string;
 
 beforeAll(async () => {
-  env = await startTemporal();
+  [env, minio] = await Promise.all([startTemporal(), startMinio()]);
   work = await mkdtemp(join(tmpdir(), 'lawgpt-start-run-'));
 });
 afterAll(async () => {
   await env?.teardown();
+  await minio?.stop();
   await rm(work, { recursive: true, force: true });
 });
 
 async function startRun(config: unknown) {
   const path = join(work, 'config.json');
   await writeFile(path, typeof config === 'string' ? config : JSON.stringify(config));
-  const address = env.connection.options.address;
-  return run('npx', ['tsx', 'start-run.ts', path], { env: { ...process.env, TEMPORAL_ADDRESS: address } }).then(
+  const s3 = { LAWGPT_S3_ENDPOINT: minio.endpoint, LAWGPT_S3_FORCE_PATH_STYLE: 'true', AWS_ACCESS_KEY_ID: minio.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: minio.credentials.secretAccessKey };
+  return run('npx', ['tsx', 'start-run.ts', path], { env: { ...process.env, TEMPORAL_ADDRESS: env.connection.options.address, ...s3 } }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }),
   );
@@ -62,6 +68,7 @@ describe('start-run.ts', () => {
 
   it('starts a valid config and prints its Temporal UI link', async () => {
     const demo = JSON.parse(await readFile(new URL('../configs/demo.json', import.meta.url), 'utf8'));
+    await uploadDemoData(minio.client, parseRunConfig(demo).data, { statutes: 2, cases: 1, records: 5 });
     const result = await startRun(demo);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadEventBody, decodeKey, parseEventBody } from '../webhook/events.js';
-import { loadTriggers, matchUpload, TriggersError } from '../webhook/triggers.js';
+import { loadTriggers, matchUpload, TriggersError, whyNoTrigger } from '../webhook/triggers.js';
 
 const record = (eventName: string, key: string, bucket = 'lawgpt') => ({
   eventVersion: '2.0',
@@ -107,5 +107,9 @@ describe('triggers', () => {
     expect(matchUpload([plain], event('elsewhere/a.md'))).toBeUndefined();
     expect(matchUpload([versioned], event('uploads/versions/2026-11-27/民法/a.md'))).toMatchObject({ corpus: 's3://lawgpt/uploads/versions/2026-11-27/' });
     expect(matchUpload([versioned], event('uploads/versions/loose.md'))).toBeUndefined();
+    // What the webhook logs for an object it ignores: why, trigger by trigger.
+    expect(whyNoTrigger([plain, versioned], event('uploads/corpus/notes.pdf'))).toBe(`named outside trigger ${plain.name}'s suffixes (.md)`);
+    expect(whyNoTrigger([plain, versioned], event('uploads/versions/loose.md'))).toBe("directly under trigger versions's prefix, in no version folder");
+    expect(whyNoTrigger([plain, versioned], event('elsewhere/a.md'))).toBe('under no trigger');
   });
 });

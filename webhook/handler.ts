@@ -12,7 +12,7 @@ import { parseRunConfig } from '../common/config.js';
 import { CORPUS_UPLOAD_WORKFLOW, type UploadWatch } from '../common/uploads.js';
 import { CORPUS_KEY, TRIGGER_KEY, uploadSignal } from '../workflows/definitions.js';
 import { BadEventBody, parseEventBody, type ObjectEvent } from './events.js';
-import { matchUpload, type Trigger, type Upload } from './triggers.js';
+import { matchUpload, whyNoTrigger, type Trigger, type Upload } from './triggers.js';
 
 export const MAX_BODY_BYTES = 1 << 20;
 
@@ -109,7 +109,7 @@ export function createWebhook(options: WebhookOptions): Server {
     for (const event of parsed.events) {
       const upload = matchUpload(options.triggers, event);
       if (!upload) {
-        log(`ignored: ${event.created ? 'created' : 'removed'} s3://${event.bucket}/${event.key}${event.created ? ' is under no trigger' : ''}`);
+        log(`ignored: ${event.created ? 'created' : 'removed'} s3://${event.bucket}/${event.key}${event.created ? ` is ${whyNoTrigger(options.triggers, event)}` : ''}`);
         continue;
       }
       try {

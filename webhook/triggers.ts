@@ -68,21 +68,33 @@ export interface Upload {
   ready: boolean;
 }
 
+/** How a created object stands with one trigger: the upload it is, or why it is none (undefined: outside the trigger's prefix). */
+function against(trigger: Trigger, event: ObjectEvent): Upload | string | undefined {
+  if (event.bucket !== trigger.bucket || !event.key.startsWith(trigger.prefix)) return undefined;
+  const rest = event.key.slice(trigger.prefix.length);
+  let folder = trigger.prefix;
+  if (trigger.versioned_folders) {
+    const slash = rest.indexOf('/');
+    if (slash <= 0) return `directly under trigger ${trigger.name}'s prefix, in no version folder`;
+    folder += rest.slice(0, slash + 1);
+  }
+  const ready = event.key === `${folder}${READY_OBJECT}`;
+  if (!ready && trigger.suffixes && !trigger.suffixes.some((s) => event.key.endsWith(s))) return `named outside trigger ${trigger.name}'s suffixes (${trigger.suffixes.join(', ')})`;
+  return { trigger, corpus: `s3://${trigger.bucket}/${folder}`, ready };
+}
+
 /** The trigger an object event falls under, if any: created, in the bucket, under the prefix, with a watched suffix. */
 export function matchUpload(triggers: Trigger[], event: ObjectEvent): Upload | undefined {
   if (!event.created) return undefined;
   for (const trigger of triggers) {
-    if (event.bucket !== trigger.bucket || !event.key.startsWith(trigger.prefix)) continue;
-    const rest = event.key.slice(trigger.prefix.length);
-    let folder = trigger.prefix;
-    if (trigger.versioned_folders) {
-      const slash = rest.indexOf('/');
-      if (slash <= 0) continue; // directly under the prefix: belongs to no version folder
-      folder += rest.slice(0, slash + 1);
-    }
-    const ready = event.key === `${folder}${READY_OBJECT}`;
-    if (!ready && trigger.suffixes && !trigger.suffixes.some((s) => event.key.endsWith(s))) continue;
-    return { trigger, corpus: `s3://${trigger.bucket}/${folder}`, ready };
+    const upload = against(trigger, event);
+    if (typeof upload === 'object') return upload;
   }
   return undefined;
+}
+
+/** Why a created object matches no trigger, for the webhook's log: the reasons of the triggers whose prefix it is under. */
+export function whyNoTrigger(triggers: Trigger[], event: ObjectEvent): string {
+  const reasons = triggers.map((trigger) => against(trigger, event)).filter((r): r is string => typeof r === 'string');
+  return reasons.length ? reasons.join('; ') : 'under no trigger';
 }
