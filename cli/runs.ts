@@ -109,7 +109,7 @@ export async function runStatus(client: Client, settings: Settings, id: string):
     lines.push(`  ${stage.padEnd(9)}${(result?.cachedFrom ? 'cached' : stageState).padEnd(18)}${detail || cost}`);
     for (const [name, uri] of Object.entries(result?.outputs ?? {})) lines.push(`             ${name}: ${uri}`);
   }
-  if (!error) lines.push(`  cost so far: ${costLine(results)}`);
+  if (!error) lines.push(`  cost${state === 'running' ? ' so far' : ''}: ${costLine(results)}`);
   return lines.join('\n');
 }
 

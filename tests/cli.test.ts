@@ -156,6 +156,7 @@ describe('start-run.ts', () => {
     await waitFor('the run to wait for approval', async () => ((await cli('status', id)).stdout.includes('vocab    awaiting-approval') ? true : undefined), 30_000, 500);
     const status = await cli('status', id);
     expect(status.stdout).toMatch(/base {5}completed/);
+    expect(status.stdout).toContain('\n  cost so far: 1.000 GPU-hours');
     // A report of the run as it stands, built now: no run writes its own before it ends.
     const early = await cli('report', id, '--out', join(work, 'early.html'));
     expect(early).toMatchObject({ code: 0, stdout: `report of run ${id} (running, built now) saved to ${join(work, 'early.html')}\n` });
@@ -171,7 +172,7 @@ describe('start-run.ts', () => {
     const finished = (await cli('status', id)).stdout;
     expect(finished).toMatch(new RegExp(`^run ${id}: completed`));
     expect(finished).toMatch(/vocab {4}completed {9}1\.000 GPU-hours \(8 × 450 s\), 1000 tokens/);
-    expect(finished).toContain('cost so far: 2.000 GPU-hours, 0.000 CPU-hours, 2000 tokens trained');
+    expect(finished).toContain('\n  cost: 2.000 GPU-hours, 0.000 CPU-hours, 2000 tokens trained');
     expect(followed.stdout).toContain('cost: 2.000 GPU-hours, 0.000 CPU-hours, 2000 tokens trained');
     const page = `s3://${BUCKET}/runs/${id}/report/index.html`;
     expect(followed.stdout).toContain(`report: ${page}`);
