@@ -4,7 +4,8 @@
 //   tsx start-run.ts list [--status running|completed|failed|cancelled] [--corpus URI] [--limit N]
 //   tsx start-run.ts status|follow|cancel|pause|resume|approve <run>
 //   tsx start-run.ts report <run> [--out file.html]
-// Exit codes: 0 ok, 1 the run failed, 2 invalid input, 3 run not found or server unreachable. An
+// Exit codes: 0 ok, 1 the run failed, 2 invalid input (missing data included), 3 run not found,
+// Temporal or S3 unreachable, or no worker to answer. An
 // expected error is one line on stderr, never a stack trace. A config is validated before
 // anything is contacted.
 import { existsSync, readFileSync } from 'node:fs';

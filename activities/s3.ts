@@ -104,6 +104,21 @@ export async function artifactObjects(client: S3Client, uri: string): Promise<Ob
   return uri.endsWith('/') ? objects : objects.filter((o) => o.key === key);
 }
 
+/**
+ * Whether an artifact URI names any object, without listing all of a large prefix: under a folder
+ * URI a key ending in "/" is a folder marker (as the S3 console's "Create folder" makes), not data.
+ */
+export async function hasObjects(client: S3Client, uri: string): Promise<boolean> {
+  const { bucket, key } = parseS3Uri(uri);
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: key, ContinuationToken: token, MaxKeys: 100 }));
+    if ((page.Contents ?? []).some((o) => (uri.endsWith('/') ? !o.Key!.endsWith('/') : o.Key === key))) return true;
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return false;
+}
+
 async function filesUnder(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true, recursive: true });
   return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).sort();

@@ -5,7 +5,7 @@
 import { GetObjectCommand, HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { get_encoding } from 'tiktoken';
 import { cacheKey, inputObjects, lookupStage } from '../activities/stage-cache.js';
-import { artifactObjects, parseS3Uri, type ObjectInfo } from '../activities/s3.js';
+import { hasObjects, parseS3Uri, type ObjectInfo } from '../activities/s3.js';
 import { sequencesPerStep, type RunConfig } from '../common/config.js';
 import { stageTask } from '../common/run.js';
 import { inputsOf, STAGE_IO, type StageName, type StageOutputs } from '../common/stages.js';
@@ -100,14 +100,21 @@ export interface PlanDeps {
 const thisRunsOutputs = (config: RunConfig, stage: StageName) =>
   Object.fromEntries(STAGE_IO[stage].outputs.map((o) => [o, `s3://${config.bucket}/runs/<this run>/${stage}/${o}/`]));
 
-/** Every input the run reads but does not make: its data and the artifacts it is given, each URI once with the stages that read it. */
-export function externalInputs(config: RunConfig): { uri: string; name: string; stages: StageName[] }[] {
+/** Every input the run's stages read but do not make, by the config fields that name it (its `data`, the `artifacts` it is given), each URI once with the stages that read it. */
+export function externalInputs(config: RunConfig): { fields: string; uri: string; stages: StageName[] }[] {
+  const named = new Map<string, string[]>();
+  const name = (field: string, uri: unknown) => {
+    if (typeof uri === 'string' && uri.startsWith('s3://')) named.set(uri, [...(named.get(uri) ?? []), field]);
+  };
+  for (const [field, uri] of Object.entries(config.data)) name(`data.${field}`, uri);
+  for (const [stage, outputs] of Object.entries(config.artifacts ?? {})) for (const [output, uri] of Object.entries(outputs ?? {})) name(`artifacts.${stage}.${output}`, uri);
   const done: StageOutputs = { ...(config.artifacts ?? {}) };
-  const found = new Map<string, { uri: string; name: string; stages: StageName[] }>();
+  const found = new Map<string, { fields: string; uri: string; stages: StageName[] }>();
   for (const stage of config.stages) {
-    for (const [name, uri] of Object.entries(inputsOf(stage, config.data, done))) {
-      if (uri.includes('/runs/<this run>/')) continue;
-      const entry = found.get(uri) ?? { uri, name, stages: [] };
+    for (const uri of Object.values(inputsOf(stage, config.data, done))) {
+      const fields = named.get(uri);
+      if (!fields) continue; // made by an earlier stage of this run
+      const entry = found.get(uri) ?? { fields: fields.join(', '), uri, stages: [] };
       entry.stages.push(stage);
       found.set(uri, entry);
     }
@@ -119,8 +126,8 @@ export function externalInputs(config: RunConfig): { uri: string; name: string; 
 const isMissingBucket = (err: unknown) => ['NoSuchBucket', 'NotFound'].includes((err as Error)?.name);
 
 /**
- * What a run would fail on for want of it: its bucket, and every input it reads but does not make
- * that has no object at its URI. Checked before a run starts, so that a mistyped path costs
+ * What a run would fail on for want of it: its bucket, and every input its stages read but do not
+ * make that has no object at its URI. Checked before a run starts, so that a mistyped path costs
  * nothing instead of failing the run at the first stage that reads it. Other S3 errors are thrown.
  */
 export async function missingInputs(s3: S3Client, config: RunConfig): Promise<string[]> {
@@ -131,10 +138,10 @@ export async function missingInputs(s3: S3Client, config: RunConfig): Promise<st
     if (!isMissingBucket(err)) throw err;
     missing.push(`bucket: no bucket '${config.bucket}' to write the run's artifacts to`);
   }
-  for (const { uri, name, stages } of externalInputs(config)) {
-    const where = `input '${name}' (read by ${stages.join(', ')})`;
+  for (const { fields, uri, stages } of externalInputs(config)) {
+    const where = `${fields} (read by ${stages.join(', ')})`;
     try {
-      if (!(await artifactObjects(s3, uri)).length) missing.push(`${where}: nothing at ${uri}`);
+      if (!(await hasObjects(s3, uri))) missing.push(`${where}: nothing at ${uri}`);
     } catch (err) {
       if (!isMissingBucket(err)) throw err;
       missing.push(`${where}: no bucket '${parseS3Uri(uri).bucket}' for ${uri}`);

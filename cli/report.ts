@@ -27,11 +27,14 @@ export async function fetchReport(client: Client, s3: S3Client, id: string, out:
     page = built.page;
     data = JSON.stringify(built.report);
   }
-  try {
-    await writeFile(out, page);
-    if (data) await writeFile(out.replace(/\.html?$/, '') + '.json', data);
-  } catch (err) {
-    throw new CliError(`cannot save the report to ${out}: ${(err as Error).message}`, EXIT.invalidInput);
+  const dataFile = out.replace(/\.html?$/, '') + '.json';
+  for (const [file, text] of [[out, page], [dataFile, data]] as const) {
+    if (!text) continue;
+    try {
+      await writeFile(file, text);
+    } catch (err) {
+      throw new CliError(`cannot save the report to ${file}: ${(err as Error).message}`, EXIT.invalidInput);
+    }
   }
   return written ? `report of run ${id} (written by the run to ${prefix + REPORT_PAGE}) saved to ${out}` : `report of run ${id} (${state}, built now) saved to ${out}`;
 }

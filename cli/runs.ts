@@ -35,10 +35,22 @@ export async function existing(client: Client, id: string): Promise<{ handle: Wo
   return { handle, description };
 }
 
-/** Whether a worker polls `taskQueue`: a run's queries and updates are answered by one. */
+// temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW: the pollers that answer queries and
+// updates (@temporalio/proto, which names it, is not a dependency of ours).
+const WORKFLOW_TASK_QUEUE = 1;
+
+/**
+ * Whether a worker polls `taskQueue`: a run's queries and updates are answered by one. The server
+ * lists a worker for a few minutes after its last poll, so one just stopped still counts; where
+ * the server cannot say, the answer is yes, and the command waits as it would have.
+ */
 export async function workerPolls(client: Client, taskQueue: string): Promise<boolean> {
-  const { pollers } = await client.workflowService.describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue } });
-  return Boolean(pollers?.length);
+  try {
+    const { pollers } = await client.workflowService.describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue }, taskQueueType: WORKFLOW_TASK_QUEUE });
+    return Boolean(pollers?.length);
+  } catch {
+    return true;
+  }
 }
 
 /** Without a worker an update would wait for one forever and a query fail after a while: say why at once. */
@@ -132,8 +144,8 @@ const tokensPerStep = (config: RunConfig, stage: string) => {
  */
 export async function followRun(client: Client, handle: WorkflowHandle, out: NodeJS.WriteStream = process.stdout): Promise<PipelineResult> {
   const config = await configOf(client, handle).catch(() => undefined);
-  const { taskQueue } = await handle.describe();
-  if (!(await workerPolls(client, taskQueue))) out.write(`  waiting for a worker: none polls task queue '${taskQueue}' yet (npm run worker starts one)\n`);
+  const { status, taskQueue } = await handle.describe();
+  if (status.name === 'RUNNING' && !(await workerPolls(client, taskQueue))) out.write(`  waiting for a worker: none polls task queue '${taskQueue}' yet (npm run worker starts one)\n`);
   let finished = false;
   const result = handle.result().finally(() => (finished = true));
   // Failure is reported below, once the loop is done; until then it is not unhandled.

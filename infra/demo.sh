@@ -17,6 +17,13 @@ mkdir -p "$STATE/logs"
 setsid bash "$ROOT/infra/with-stack-env.sh" tsx worker.ts >"$STATE/logs/worker.log" 2>&1 &
 worker=$!
 trap 'kill -- -"$worker" 2>/dev/null; wait "$worker" 2>/dev/null' EXIT
+# The run is followed as soon as it starts: wait until the worker says it polls, or the follow would say
+# that it waits for one.
+for _ in $(seq 120); do
+  grep -q "polling task queue" "$STATE/logs/worker.log" 2>/dev/null && break
+  kill -0 "$worker" 2>/dev/null || { log "the worker exited before it polled:"; tail -40 "$STATE/logs/worker.log" >&2; exit 1; }
+  sleep 0.5
+done
 log "worker started (log: .state/logs/worker.log)"
 
 if ! env_run tsx start-run.ts "$CONFIG" --follow --no-cache; then

@@ -103,18 +103,25 @@ describe('start-run.ts', () => {
     expect(down.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^Temporal is not reachable at 127\.0\.0\.1:1: /)]);
   });
 
-  it('refuses a run whose bucket or data is not there, naming each missing input with the stages that read it, and starts nothing', async () => {
-    const missing = await configFile('missing', { data: { ...data, corpus: `s3://${BUCKET}/no/corpus/`, exam: 's3://no-such-bucket/exam.jsonl' } });
+  it('refuses a run whose bucket, data or given artifacts are not there, naming each by its config fields with the stages that read it, and starts nothing', async () => {
+    // A folder holding nothing but the marker the S3 console's "Create folder" makes is empty.
+    await putText(minio.client, `s3://${BUCKET}/empty/`, '');
+    // dialogue names one object: the start of another object's key is not it.
+    const missing = await configFile('missing', { data: { ...data, corpus: `s3://${BUCKET}/empty/`, dialogue: `s3://${BUCKET}/data/dialogue`, exam: 's3://no-such-bucket/exam.jsonl' } });
     for (const args of [[missing], ['start', missing, '--dry-run']]) {
       const refused = await cli(...args);
-      expect(refused.code).toBe(2);
+      expect(refused).toMatchObject({ code: 2, stdout: '' });
       expect(refused.stderr.trim().split('\n')).toEqual([
-        "the run's data is not all there (2):",
-        `  input 'corpus' (read by vocab, pretrain, eval): nothing at s3://${BUCKET}/no/corpus/`,
-        "  input 'exam' (read by sft, eval): no bucket 'no-such-bucket' for s3://no-such-bucket/exam.jsonl",
+        "the run's data is not all there (3):",
+        `  data.corpus (read by vocab, pretrain, eval): nothing at s3://${BUCKET}/empty/`,
+        `  data.dialogue (read by sft): nothing at s3://${BUCKET}/data/dialogue`,
+        "  data.exam (read by sft, eval): no bucket 'no-such-bucket' for s3://no-such-bucket/exam.jsonl",
         'nothing was started.',
       ]);
     }
+    const given = `s3://${BUCKET}/models/none/`;
+    const artifacts = await cli(await configFile('given', { stages: ['vocab', 'pretrain'], artifacts: { base: { tokenizer: given, model: given } } }));
+    expect(artifacts).toMatchObject({ code: 2, stderr: expect.stringContaining(`  artifacts.base.tokenizer, artifacts.base.model (read by vocab, pretrain): nothing at ${given}\n`) });
     const noBucket = await cli(await configFile('nobucket', { bucket: 'no-such-bucket' }));
     expect(noBucket).toMatchObject({ code: 2, stderr: expect.stringContaining("  bucket: no bucket 'no-such-bucket' to write the run's artifacts to\n") });
     const listed = [];
@@ -139,6 +146,7 @@ describe('start-run.ts', () => {
     // pretrain: 1000 steps x 16 sequences x 128 tokens.
     expect(plan.stdout).toMatch(/pretrain runs: ~[\d.]+ CPU-hours, 2\.0M tokens/);
     expect(plan.stdout).toContain('tokenizer: made by this run');
+    expect(plan.stdout).toMatch(/^ {2}total: ~0\.00 GPU-hours and ~[\d.]+ CPU-hours for stages that would run/m);
     const listed = [];
     for await (const run of env.client.workflow.list()) listed.push(run);
     expect(listed).toEqual([]);
@@ -212,5 +220,9 @@ describe('start-run.ts', () => {
     const cancelled = await cli('cancel', id);
     expect(cancelled).toMatchObject({ code: 0, stdout: `cancel requested for run ${id}: the running stage commits a checkpoint and stops (no worker polls its task queue 'nobody' yet: it stops once one does)\n` });
     await env.client.workflow.getHandle(id).terminate('test over');
+    // Once it has ended, following it waits for no worker.
+    const ended = await cli('follow', id);
+    expect(ended.code).toBe(1);
+    expect(ended.stdout).not.toContain('waiting for a worker');
   });
 });

@@ -108,8 +108,8 @@ describe('triggers', () => {
     expect(matchUpload([versioned], event('uploads/versions/2026-11-27/民法/a.md'))).toMatchObject({ corpus: 's3://lawgpt/uploads/versions/2026-11-27/' });
     expect(matchUpload([versioned], event('uploads/versions/loose.md'))).toBeUndefined();
     // What the webhook logs for an object it ignores: why, trigger by trigger.
-    expect(whyNoTrigger([plain, versioned], event('uploads/corpus/notes.pdf'))).toBe(`named outside trigger ${plain.name}'s suffixes (.md)`);
-    expect(whyNoTrigger([plain, versioned], event('uploads/versions/loose.md'))).toBe("directly under trigger versions's prefix, in no version folder");
-    expect(whyNoTrigger([plain, versioned], event('elsewhere/a.md'))).toBe('under no trigger');
+    expect(whyNoTrigger([plain, versioned], event('uploads/corpus/notes.pdf'))).toBe(`does not end in one of trigger ${plain.name}'s suffixes (.md)`);
+    expect(whyNoTrigger([plain, versioned], event('uploads/versions/loose.md'))).toBe("is directly under trigger versions's prefix, in no version folder");
+    expect(whyNoTrigger([plain, versioned], event('elsewhere/a.md'))).toBe('is under no trigger');
   });
 });

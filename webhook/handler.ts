@@ -109,7 +109,7 @@ export function createWebhook(options: WebhookOptions): Server {
     for (const event of parsed.events) {
       const upload = matchUpload(options.triggers, event);
       if (!upload) {
-        log(`ignored: ${event.created ? 'created' : 'removed'} s3://${event.bucket}/${event.key}${event.created ? ` is ${whyNoTrigger(options.triggers, event)}` : ''}`);
+        log(`ignored: ${event.created ? 'created' : 'removed'} s3://${event.bucket}/${event.key}${event.created ? ` ${whyNoTrigger(options.triggers, event)}` : ''}`);
         continue;
       }
       try {

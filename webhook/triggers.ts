@@ -75,11 +75,11 @@ function against(trigger: Trigger, event: ObjectEvent): Upload | string | undefi
   let folder = trigger.prefix;
   if (trigger.versioned_folders) {
     const slash = rest.indexOf('/');
-    if (slash <= 0) return `directly under trigger ${trigger.name}'s prefix, in no version folder`;
+    if (slash <= 0) return `is directly under trigger ${trigger.name}'s prefix, in no version folder`;
     folder += rest.slice(0, slash + 1);
   }
   const ready = event.key === `${folder}${READY_OBJECT}`;
-  if (!ready && trigger.suffixes && !trigger.suffixes.some((s) => event.key.endsWith(s))) return `named outside trigger ${trigger.name}'s suffixes (${trigger.suffixes.join(', ')})`;
+  if (!ready && trigger.suffixes && !trigger.suffixes.some((s) => event.key.endsWith(s))) return `does not end in one of trigger ${trigger.name}'s suffixes (${trigger.suffixes.join(', ')})`;
   return { trigger, corpus: `s3://${trigger.bucket}/${folder}`, ready };
 }
 
@@ -96,5 +96,5 @@ export function matchUpload(triggers: Trigger[], event: ObjectEvent): Upload | u
 /** Why a created object matches no trigger, for the webhook's log: the reasons of the triggers whose prefix it is under. */
 export function whyNoTrigger(triggers: Trigger[], event: ObjectEvent): string {
   const reasons = triggers.map((trigger) => against(trigger, event)).filter((r): r is string => typeof r === 'string');
-  return reasons.length ? reasons.join('; ') : 'under no trigger';
+  return reasons.length ? reasons.join('; ') : 'is under no trigger';
 }
