@@ -138,6 +138,27 @@ const tokensPerStep = (config: RunConfig, stage: string) => {
   return sequencesPerStep(section) * (stage === 'pretrain' ? config.pretrain.block_size : config.sft.cutoff_len);
 };
 
+/** A stage's steps per second, as follow measures it between the step changes it sees. */
+export interface Pace {
+  stage: string;
+  step: number;
+  at: number;
+  perSecond?: number;
+  /** A step change of this stage has been seen, so `at` is when a step ended. */
+  stepped: boolean;
+}
+
+/**
+ * The pace after seeing `stage` at `step` at `now` (ms). The first change seen in a stage only
+ * marks a step's end: the time before it holds the stage's start-up (a model loading, a first
+ * compile), and a pace taken from it made eval's ETA read 1,056 s where 2 s were left.
+ */
+export function nextPace(pace: Pace | undefined, stage: string, step: number, now: number): Pace {
+  if (pace?.stage !== stage) return { stage, step, at: now, stepped: false };
+  if (step <= pace.step) return pace;
+  return { stage, step, at: now, stepped: true, perSecond: pace.stepped ? (step - pace.step) / ((now - pace.at) / 1000) : undefined };
+}
+
 /**
  * Follows a run to its end: on a terminal one live line (stage, step/total, loss, tokens/s, ETA),
  * otherwise a plain line per change. Resolves with the result; a failed run is exit code 1.
@@ -151,15 +172,14 @@ export async function followRun(client: Client, handle: WorkflowHandle, out: Nod
   // Failure is reported below, once the loop is done; until then it is not unhandled.
   result.catch(() => undefined);
   let last = '';
-  let rate: { stage: string; step: number; at: number; perSecond?: number } | undefined;
+  let rate: Pace | undefined;
   while (!finished) {
     const status = await handle.query(statusQuery).catch(() => undefined);
     if (status) {
       let line = describeProgress(status);
       if (status.stage && status.step !== null) {
         const now = Date.now();
-        if (rate?.stage === status.stage && status.step > rate.step) rate = { stage: status.stage, step: status.step, at: now, perSecond: (status.step - rate.step) / ((now - rate.at) / 1000) };
-        else if (rate?.stage !== status.stage) rate = { stage: status.stage, step: status.step, at: now };
+        rate = nextPace(rate, status.stage, status.step, now);
         if (rate.perSecond && status.totalSteps) {
           const tokens = config ? tokensPerStep(config, status.stage) * rate.perSecond : 0;
           line += `${tokens ? `  ${Math.round(tokens)} tokens/s` : ''}  ETA ${Math.round((status.totalSteps - status.step) / rate.perSecond)} s`;
