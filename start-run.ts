@@ -126,8 +126,10 @@ function program(): Command {
     .argument('<run>')
     .option('--out <file.html>', 'where to save it (its report.json goes beside it)')
     .action(async (run: string, options: { out?: string }) => {
-      const env = settings();
       const out = options.out ?? `${run}.report.html`;
+      // Its data goes beside it as <name>.json, which an --out of that name would be overwritten by.
+      if (!/\.html?$/.test(out)) throw new CliError(`--out ${out}: the report is a page; name it .html (its data is saved beside it as .json)`, EXIT.invalidInput);
+      const env = settings();
       print(await fetchReport(await temporal(), createS3Client(env), run, out));
     });
   for (const [action, description] of [

@@ -94,6 +94,7 @@ describe('start-run.ts', () => {
     expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/^error: option '--status <status>' argument 'sleeping' is invalid/);
     expect(await cli('status', 'no-such-run')).toMatchObject({ code: 3, stderr: 'run no-such-run not found\n' });
+    expect(await cli('report', 'some-run', '--out', join(work, 'report.json'))).toMatchObject({ code: 2, stderr: `--out ${join(work, 'report.json')}: the report is a page; name it .html (its data is saved beside it as .json)\n` });
     // A mistyped command is not taken for a config file.
     for (const typo of [['show', 'some-run'], ['stauts']]) {
       expect(await cli(...typo)).toMatchObject({ code: 2, stderr: `error: '${typo[0]}' is neither a command (${['start', 'list', 'status', 'follow', 'report', 'cancel', 'pause', 'resume', 'approve', 'help'].join(', ')}) nor a config file\n` });
