@@ -5,9 +5,8 @@
 //   tsx start-run.ts status|follow|cancel|pause|resume|approve <run>
 //   tsx start-run.ts report <run> [--out file.html]
 // Exit codes: 0 ok, 1 the run failed, 2 invalid input (missing data included), 3 run not found,
-// Temporal or S3 unreachable, or no worker to answer. An
-// expected error is one line on stderr, never a stack trace. A config is validated before
-// anything is contacted.
+// Temporal or S3 unreachable, or no worker to answer. An expected error is one line on stderr,
+// never a stack trace. A config is validated before anything is contacted.
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { createS3Client } from './activities/s3.js';
@@ -127,7 +126,8 @@ function program(): Command {
     .option('--out <file.html>', 'where to save it (its report.json goes beside it)')
     .action(async (run: string, options: { out?: string }) => {
       const out = options.out ?? `${run}.report.html`;
-      // Its data goes beside it as <name>.json, which an --out of that name would be overwritten by.
+      // The page must be .html: its data is saved beside it as <name>.json, and a page named .json
+      // would overwrite what the user kept under that name.
       if (!/\.html?$/.test(out)) throw new CliError(`--out ${out}: the report is a page; name it .html (its data is saved beside it as .json)`, EXIT.invalidInput);
       const env = settings();
       print(await fetchReport(await temporal(), createS3Client(env), run, out));

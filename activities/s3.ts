@@ -80,16 +80,21 @@ export interface ObjectInfo {
   etag: string;
 }
 
-/** Every object whose key starts with the URI's key. */
-async function listObjects(client: S3Client, uri: string): Promise<ObjectInfo[]> {
+/** The objects whose key starts with the URI's key, a page (of at most `pageSize`, S3's 1,000 by default) at a time. */
+async function* objectPages(client: S3Client, uri: string, pageSize?: number): AsyncGenerator<ObjectInfo[]> {
   const { bucket, key: prefix } = parseS3Uri(uri);
-  const objects: ObjectInfo[] = [];
   let token: string | undefined;
   do {
-    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-    objects.push(...(page.Contents ?? []).map((o) => ({ key: o.Key!, size: o.Size ?? 0, etag: o.ETag ?? '' })));
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: pageSize }));
+    yield (page.Contents ?? []).map((o) => ({ key: o.Key!, size: o.Size ?? 0, etag: o.ETag ?? '' }));
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
+}
+
+/** Every object whose key starts with the URI's key. */
+async function listObjects(client: S3Client, uri: string): Promise<ObjectInfo[]> {
+  const objects: ObjectInfo[] = [];
+  for await (const page of objectPages(client, uri)) objects.push(...page);
   return objects;
 }
 
@@ -109,13 +114,10 @@ export async function artifactObjects(client: S3Client, uri: string): Promise<Ob
  * URI a key ending in "/" is a folder marker (as the S3 console's "Create folder" makes), not data.
  */
 export async function hasObjects(client: S3Client, uri: string): Promise<boolean> {
-  const { bucket, key } = parseS3Uri(uri);
-  let token: string | undefined;
-  do {
-    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: key, ContinuationToken: token, MaxKeys: 100 }));
-    if ((page.Contents ?? []).some((o) => (uri.endsWith('/') ? !o.Key!.endsWith('/') : o.Key === key))) return true;
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
+  const { key } = parseS3Uri(uri);
+  for await (const page of objectPages(client, uri, 100)) {
+    if (page.some((o) => (uri.endsWith('/') ? !o.key.endsWith('/') : o.key === key))) return true;
+  }
   return false;
 }
 
