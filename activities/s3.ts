@@ -102,21 +102,21 @@ export async function listKeys(client: S3Client, uri: string): Promise<string[]>
   return (await listObjects(client, uri)).map((o) => o.key);
 }
 
-/** What an artifact URI names: the objects under a prefix URI, or exactly the one object. */
+/**
+ * Whether an object is part of what an artifact URI names: under a prefix URI every object but a
+ * folder marker (a key ending in "/", as the S3 console's "Create folder" makes), else exactly the one.
+ */
+const partOf = (uri: string, objectKey: string) => (uri.endsWith('/') ? !objectKey.endsWith('/') : objectKey === parseS3Uri(uri).key);
+
+/** What an artifact URI names (partOf). */
 export async function artifactObjects(client: S3Client, uri: string): Promise<ObjectInfo[]> {
-  const { key } = parseS3Uri(uri);
-  const objects = await listObjects(client, uri);
-  return uri.endsWith('/') ? objects : objects.filter((o) => o.key === key);
+  return (await listObjects(client, uri)).filter((o) => partOf(uri, o.key));
 }
 
-/**
- * Whether an artifact URI names any object, without listing all of a large prefix: under a folder
- * URI a key ending in "/" is a folder marker (as the S3 console's "Create folder" makes), not data.
- */
+/** Whether an artifact URI names any object, without listing all of a large prefix. */
 export async function hasObjects(client: S3Client, uri: string): Promise<boolean> {
-  const { key } = parseS3Uri(uri);
   for await (const page of objectPages(client, uri, 100)) {
-    if (page.some((o) => (uri.endsWith('/') ? !o.key.endsWith('/') : o.key === key))) return true;
+    if (page.some((o) => partOf(uri, o.key))) return true;
   }
   return false;
 }

@@ -160,6 +160,14 @@ describe('runStage', () => {
     expect(await findProcesses('lawgpt_trainer', work)).toEqual([]);
   });
 
+  it('takes a folder holding only a "Create folder" marker for a missing input', async () => {
+    await putText(minio.client, 's3://lawgpt-test/data/marked/', '');
+    const { error } = await runStage(task('vocab', { ...VOCAB_INPUTS, corpus: 's3://lawgpt-test/data/marked/' }));
+    // Not a retryable "nothing under" from the download: a missing input, failing the stage at once.
+    expect(error!.type).toBe('InvalidInput');
+    expect(error!.message).toBe("input 'corpus' not found: s3://lawgpt-test/data/marked/");
+  });
+
   it('treats a broken event stream as a contract violation', async () => {
     const { error } = await runStage(task('sft', { model: 's3://lawgpt-test/data/corpus/' }));
     expect(error!.type).toBe('ContractViolation');
