@@ -188,6 +188,8 @@ def sample_rss(child: subprocess.Popen, started: float, samples: list) -> None:
                 kib = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "RssAnon")}
         except (OSError, ValueError):
             return
+        if "VmRSS" not in kib:  # exited, not yet reaped: it holds no memory any more
+            return
         samples.append((time.monotonic() - started, kib["VmRSS"] * 1024, kib["RssAnon"] * 1024))
         time.sleep(RSS_SAMPLE_SECONDS)
 
