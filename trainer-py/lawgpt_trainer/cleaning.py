@@ -3,7 +3,8 @@ eval), before the held-out split: the vocabulary is trained on the text the mode
 
 Full-width Latin letters and digits (Ａ１) become half-width and the ideographic space a space,
 so one word is not learned twice; full-width CJK punctuation (，。：) is the norm in Chinese text
-and stays. Runs of spaces collapse, lines are trimmed, and blank-line runs shrink to one."""
+and stays. Zero-width spaces and byte-order marks, invisible but each a token, are removed. Runs
+of spaces collapse, lines are trimmed, and blank-line runs shrink to one."""
 
 import hashlib
 import re
@@ -13,6 +14,7 @@ from lawgpt_trainer.data import Document
 from lawgpt_trainer.errors import InvalidInput
 
 _WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F) if chr(code - 0xFEE0).isalnum()} | {0x3000: ord(" ")}
+_INVISIBLE = {0x200B: None, 0xFEFF: None}
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
@@ -20,6 +22,7 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 def normalize(text: str, normalize_width: bool) -> str:
     if normalize_width:
         text = text.translate(_WIDTH)
+    text = text.translate(_INVISIBLE)
     lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip() + "\n"
 

@@ -3,6 +3,8 @@ held-out split every stage applies the same way."""
 
 import hashlib
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,9 @@ class ExamQuestion:
     subject: str | None
     # Worked reasoning for the answer, where the source has it: trained on after the letters.
     analysis: str | None = None
+    # Whether several options may be right (the source's `multi`; always so for an answer of
+    # several letters): the question is asked, and scored, as that kind.
+    multi: bool = False
 
 
 def is_heldout(key: str, heldout_percent: int) -> bool:
@@ -94,7 +99,7 @@ def corpus_files(root: str) -> list[tuple[Path, str]]:
     """The corpus's documents in their one order, as (path, key); the key names the document in
     the held-out split."""
     base = Path(root)
-    files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in CORPUS_SUFFIXES)
+    files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in CORPUS_SUFFIXES)
     if not files:
         raise InvalidInput(f"corpus {root} has no {'/'.join(CORPUS_SUFFIXES)} files")
     return [(path, str(path.relative_to(base))) for path in files]
@@ -105,7 +110,8 @@ def read_document(path: Path, max_line_chars: int | None) -> tuple[str | None, l
     problems as (where, what) for BadRecords.reject; plain data, so that a worker process can
     return it."""
     try:
-        text = path.read_text("utf-8")
+        # utf-8-sig: a byte-order mark (as Windows editors save) is no part of the text.
+        text = path.read_text("utf-8-sig")
     except UnicodeDecodeError as e:
         return None, [(str(path), f"not UTF-8 text ({e})")]
     if max_line_chars is None or len(text) <= max_line_chars:
@@ -142,10 +148,26 @@ def split_documents(docs: list[Document], heldout_percent: int) -> tuple[list[Do
     return train, heldout
 
 
-def read_records(path: str, bad: BadRecords, parse):
-    """parse(record) for every usable line of a JSONL file, in order; a line that is no JSON
-    object, is too long, or that parse refuses (BadRecord) goes to `bad`."""
-    with open(path, encoding="utf-8") as f:
+def _is_json_array(path: str) -> bool:
+    with open(path, encoding="utf-8-sig") as f:
+        for line in f:
+            if line.strip():
+                return line.lstrip().startswith("[")
+    return False
+
+
+def _decoded(path: str, bad: BadRecords):
+    """(where, value) for every record of a JSONL file, or of a JSON array file (the `.json` that
+    Alpaca's and BenTsao's own scripts read), read whole: such files are megabytes, and the line
+    limit is for JSONL. What does not decode goes to `bad`; an array file that does not is refused."""
+    if _is_json_array(path):
+        try:
+            records = json.loads(Path(path).read_text("utf-8-sig"))
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"{path}: not a valid JSON array ({e.msg}, line {e.lineno} column {e.colno})") from None
+        yield from ((f"{path}: record {number}", record) for number, record in enumerate(records, start=1))
+        return
+    with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -155,17 +177,22 @@ def read_records(path: str, bad: BadRecords, parse):
                 bad.reject(where, problem)
                 continue
             try:
-                record = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as e:
                 bad.reject(where, f"not valid JSON ({e.msg})")
-                continue
-            if not isinstance(record, dict):
-                bad.reject(where, "expected a JSON object")
-                continue
-            try:
-                yield parse(record)
-            except BadRecord as e:
-                bad.reject(where, str(e))
+
+
+def read_records(path: str, bad: BadRecords, parse):
+    """parse(record) for every usable record, in order; a record that is no JSON object, a line too
+    long, or a record that parse refuses (BadRecord) goes to `bad`."""
+    for where, record in _decoded(path, bad):
+        if not isinstance(record, dict):
+            bad.reject(where, "expected a JSON object")
+            continue
+        try:
+            yield parse(record)
+        except BadRecord as e:
+            bad.reject(where, str(e))
 
 
 def _field(record: dict, field: str, kind: type):
@@ -177,8 +204,12 @@ def _field(record: dict, field: str, kind: type):
 
 def _dialogue(record: dict) -> tuple[str, list[str]]:
     question, replies = _field(record, "question", str), _field(record, "answers", list)
-    if not replies or not all(isinstance(a, str) and a.strip() for a in replies):
-        raise BadRecord("field 'answers' must be a non-empty list of strings")
+    if not all(a is None or isinstance(a, str) for a in replies):
+        raise BadRecord("field 'answers' must be a list of strings")
+    # A blank entry is an answer nobody wrote; the lawyers who did answer still count.
+    replies = [a for a in replies if a and a.strip()]
+    if not replies:
+        raise BadRecord("field 'answers' must hold at least one non-blank answer")
     return question, replies
 
 
@@ -195,7 +226,7 @@ def read_dialogue(path: str, answers: str, limit: int, bad: BadRecords | None = 
 
 
 def _instruction(record: dict) -> Sample:
-    instruction, output, extra = _field(record, "instruction", str), _field(record, "output", str), record.get("input", "")
+    instruction, output, extra = _field(record, "instruction", str), _field(record, "output", str), record.get("input") or ""
     if not isinstance(extra, str):
         raise BadRecord("field 'input' must be a string")
     return Sample(instruction=instruction, input=extra, output=output)
@@ -211,13 +242,29 @@ def read_instructions(path: str, limit: int, bad: BadRecords | None = None) -> l
     return samples
 
 
+# What stands between the letters of an answer in the wild: "A,B", "A、B", "A B", "A和B", "A.".
+_ANSWER_SEPARATORS = re.compile(r"[\s,，、;；/.。和及与]+")
+
+
+def _letters(text: str) -> str:
+    """Option letters as the exam's sources write them, in one form: full-width ones (Ａ) half-width,
+    upper case, separators gone."""
+    return _ANSWER_SEPARATORS.sub("", unicodedata.normalize("NFKC", text)).upper()
+
+
 def _exam_question(record: dict) -> ExamQuestion:
-    question, options = _field(record, "question", str), _field(record, "options", dict)
-    answer = _field(record, "answer", str).strip().upper()
-    if not all(isinstance(k, str) and len(k) == 1 and isinstance(v, str) for k, v in options.items()):
+    question, given = _field(record, "question", str), _field(record, "options", dict)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in given.items()):
         raise BadRecord("field 'options' must map single letters to text")
-    if not set(answer) <= set(options):
-        raise BadRecord(f"field 'answer' {answer!r} names a letter not in 'options'")
+    options = {_letters(k): v for k, v in given.items()}
+    if len(options) < len(given) or not all(len(k) == 1 and "A" <= k <= "Z" for k in options):
+        raise BadRecord("field 'options' must map single letters to text")
+    answer = "".join(sorted(set(_letters(_field(record, "answer", str)))))
+    if not answer or not set(answer) <= set(options):
+        raise BadRecord(f"field 'answer' {record['answer']!r} names a letter not in 'options'")
+    multi = record.get("multi", False)
+    if not isinstance(multi, bool):
+        raise BadRecord("field 'multi' must be true or false")
     subject = record.get("subject")
     if subject is not None and not isinstance(subject, str):
         raise BadRecord("field 'subject' must be a string")
@@ -225,18 +272,24 @@ def _exam_question(record: dict) -> ExamQuestion:
     if analysis is not None and not (isinstance(analysis, str) and analysis.strip()):
         raise BadRecord("field 'analysis' must be a non-empty string")
     key = str(record.get("id") or question)
-    return ExamQuestion(key, question, options, "".join(sorted(answer)), subject, analysis)
+    return ExamQuestion(key, question, options, answer, subject, analysis, multi or len(answer) > 1)
 
 
 def read_exam(path: str, bad: BadRecords | None = None) -> list[ExamQuestion]:
-    """Multiple-choice questions `{id?, question, options{letter: text}, answer, subject?, analysis?}`."""
+    """Multiple-choice questions `{id?, question, options{letter: text}, answer, multi?, subject?, analysis?}`."""
     questions = list(read_records(path, bad or BadRecords(), _exam_question))
     if not questions:
         raise InvalidInput(f"{path}: no usable questions")
     return questions
 
 
+def _content_key(q: ExamQuestion) -> str:
+    return re.sub(r"\s+", "", q.question + "".join(f"{k}{v}" for k, v in sorted(q.options.items())))
+
+
 def split_exam(questions: list[ExamQuestion], heldout_percent: int) -> tuple[list[ExamQuestion], list[ExamQuestion]]:
-    train = [q for q in questions if not is_heldout(q.key, heldout_percent)]
-    heldout = [q for q in questions if is_heldout(q.key, heldout_percent)]
+    """Split by what a question says, not by its id: the sources repeat questions under new ids,
+    and a copy trained on would otherwise be scored as held out."""
+    train = [q for q in questions if not is_heldout(_content_key(q), heldout_percent)]
+    heldout = [q for q in questions if is_heldout(_content_key(q), heldout_percent)]
     return train, heldout

@@ -5,11 +5,12 @@ candidate answer is scored by the log-probability the model gives it after the q
 as sft trains answers (the sorted letters, then EOS), and the likeliest candidate is the model's
 choice. An untrained model sits at chance, and small improvements show.
 
-Questions with several correct answers (`answer` such as "AB") are scored against every
-combination of two or more options, and those with one against every single option: as in the
-source benchmarks, which keep single- and multiple-answer questions apart, the model is told which
-kind it faces. A choice is right only if it is exactly the answer. Chance is one over the number
-of candidates (1/4 for four options with one answer, 1/11 with several).
+Single-answer questions are scored against every single option, and those where several options
+may be right (the source's `multi`, or an answer such as "AB") against every combination of one or
+more options, as such a question's answer may be one letter. As in the source benchmarks, which
+keep the two kinds apart, the prompt tells the model which kind it faces. A choice is right only if
+it is exactly the answer. Chance is one over the number of candidates (1/4 for four options with
+one answer, 1/15 where several may be right).
 
 By generation (the second figure): greedy decoding, then prompt.extract_choice on what was written."""
 
@@ -24,9 +25,9 @@ from lawgpt_trainer.data import ExamQuestion
 
 def candidates(q: ExamQuestion) -> list[str]:
     letters = sorted(q.options)
-    if len(q.answer) == 1:
+    if not q.multi:
         return letters
-    return ["".join(c) for k in range(2, len(letters) + 1) for c in combinations(letters, k)]
+    return ["".join(c) for k in range(1, len(letters) + 1) for c in combinations(letters, k)]
 
 
 def question_prompt(tokenizer, q: ExamQuestion) -> list[int]:

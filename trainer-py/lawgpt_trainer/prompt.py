@@ -41,33 +41,34 @@ def encode(tokenizer, sample: Sample, cutoff_len: int) -> dict:
 def exam_sample(q: ExamQuestion) -> Sample:
     """The question as an instruction asking for the answer letters (first line, where
     extract_choice reads them) and, when the source has worked reasoning, the reasoning after."""
-    options = "\n".join(f"{letter}. {text}" for letter, text in sorted(q.options.items()))
+    t = template()
+    fields = {"kind": t["exam_kind"]["multi" if q.multi else "single"], "question": q.question, "options": "\n".join(f"{letter}. {text}" for letter, text in sorted(q.options.items()))}
     if q.analysis:
-        instruction = template()["exam_reasoning_instruction"].format(question=q.question, options=options)
-        return Sample(instruction=instruction, input="", output=f"{q.answer}\n{q.analysis}")
-    return Sample(instruction=template()["exam_instruction"].format(question=q.question, options=options), input="", output=q.answer)
+        return Sample(instruction=t["exam_reasoning_instruction"].format(**fields), input="", output=f"{q.answer}\n{q.analysis}")
+    return Sample(instruction=t["exam_instruction"].format(**fields), input="", output=q.answer)
 
 
-# A group of option letters, as a model writes one choice: "B", "AC", "A、C", "A和C".
-_GROUP = r"(?<![A-Z])[A-Z]+(?:\s*[、,，和与及/]\s*[A-Z]+)*(?![A-Z])"
-# An answer stated as such: after 答案 or 选 ("答案是 D", "应选C", "故选B"), but not 选项 ("选项A", option A).
-_STATED = re.compile(rf"(?:答案|选(?!项))[\s:：是为应该的]*({_GROUP})")
-# Any group that is not a mention of an option ("A项错误", "选项B").
-_ANY = re.compile(rf"(?<!选项)({_GROUP})(?!\s*项)")
+# A group of option letters, as a model writes one choice: "B", "AC", "A、C", "A和C", "A B", "A；C".
+_GROUP = re.compile(r"(?<![A-Z])[A-Z]+(?:(?:[ \t]*[、,，;；和与及/][ \t]*|[ \t]+)[A-Z]+)*(?![A-Z])")
+# What states an answer just before a group: 答案 or 选 ("答案是 D", "应选C", "故选B"), but not 选项 ("选项A", option A).
+_STATED = re.compile(r"(?:答案|选(?!项))[\s:：是为应该的]*$")
 
 
 def extract_choice(generated: str, letters: str) -> str:
     """The option letters a model finally chose, sorted and deduplicated ('' if none): the last
     group stated as the answer (after 答案 or 选), else the last group of option letters that does
-    not merely mention an option. "A和B都不对，应选C" is C; "C\nA项错误" is C; a word such as
-    "ABOUT", or a group with a letter that is no option, is no choice."""
+    not merely mention an option (after 选项, or before 项). "A和B都不对，应选C" is C; "C\nA项错误"
+    is C; a word such as "ABOUT", or a group with a letter that is no option, is no choice."""
+    groups = [(m.group(), generated[: m.start()], generated[m.end() :]) for m in _GROUP.finditer(generated)]
 
     def choice(group: str) -> str | None:
         chosen = set(re.sub(r"[^A-Z]", "", group))
         return "".join(sorted(chosen)) if chosen <= set(letters) else None
 
-    for pattern in (_STATED, _ANY):
-        for group in reversed(pattern.findall(generated)):
-            if found := choice(group):
-                return found
+    stated = [group for group, before, _ in groups if _STATED.search(before)]
+    mentioned = [group for group, before, after in groups if not before.endswith("选项") and not after.lstrip().startswith("项")]
+    for found in (stated, mentioned):
+        for group in reversed(found):
+            if chosen := choice(group):
+                return chosen
     return ""

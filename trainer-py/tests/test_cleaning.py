@@ -16,6 +16,13 @@ def test_whitespace_collapses_within_lines_and_blank_runs_shrink():
     assert normalize("  第一条 \t 为了  保护\n\n\n\n第二条\t\n", True) == "第一条 为了 保护\n\n第二条\n"
 
 
+def test_invisible_characters_go_so_that_a_copy_with_them_is_a_repeat():
+    assert normalize("民事\u200b主体\ufeff", False) == "民事主体\n"
+    law = "第一条　为了保护民事主体的合法权益，制定本法。"
+    kept, report = clean([Document("a.md", law), Document("b.md", "\ufeff" + law.replace("民事", "民\u200b事"))], CLEANING)
+    assert [d.key for d in kept] == ["a.md"] and report["corpus_dropped_duplicate"] == 1
+
+
 def test_tiny_and_duplicate_documents_are_dropped_first_copy_kept():
     law = "第一条　为了保护民事主体的合法权益，制定本法。"
     docs = [Document("a.md", law), Document("b.md", "目录"), Document("c.md", law.replace("　", "  ")), Document("d.md", "第二条 民法调整平等主体之间的关系。")]

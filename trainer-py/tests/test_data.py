@@ -112,6 +112,11 @@ def test_a_corpus_line_over_the_limit_is_named_or_dropped_alone(tmp_path):
         ("C\nA项错误，因为它违反了民法典", "ABCD", "C"),
         ("正确答案为：A、B", "ABCD", "AB"),
         ("答案是ABOUT", "ABCD", ""),
+        # Letters apart, or parted by a semicolon, are one choice; a line break parts two.
+        ("A B D", "ABCD", "ABD"),
+        ("答案：A；B", "ABCD", "AB"),
+        # A group after 选项 is a mention as a whole, not a choice of its last letter.
+        ("选项A、B正确", "ABCD", ""),
     ],
 )
 def test_extract_choice(generated, letters, chosen):
@@ -139,3 +144,64 @@ def test_exam_questions_train_on_letters_first_and_reasoning_where_present(tmp_p
     assert extract_choice(sample.output, "AB") == "AB"
     with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'analysis' must be a non-empty string"):
         data.read_exam(_jsonl(tmp_path, [{**plain, "analysis": 3}]))
+
+
+def test_exam_answers_are_read_in_the_forms_the_sources_write_them(tmp_path):
+    base = {"question": "问", "options": {"A": "甲", "B": "乙", "C": "丙", "D": "丁"}}
+    answers = ["A,B", "A、B", "A B", "ab", "ＡＢ", "AAB", "B和A", "AB."]
+    questions = data.read_exam(_jsonl(tmp_path, [{**base, "answer": a} for a in answers]))
+    assert [q.answer for q in questions] == ["AB"] * len(answers)
+    assert all(q.multi for q in questions)
+    [lower] = data.read_exam(_jsonl(tmp_path, [{**base, "options": {"a": "甲", "b": "乙"}, "answer": "b"}]))
+    assert (lower.options, lower.answer, lower.multi) == ({"A": "甲", "B": "乙"}, "B", False)
+    # The source's `multi` counts where the answer is one letter: such a question admits several.
+    [one_of_several] = data.read_exam(_jsonl(tmp_path, [{**base, "answer": "D", "multi": True}]))
+    assert one_of_several.multi
+    with pytest.raises(InvalidInput, match="records.jsonl:1: field 'multi' must be true or false"):
+        data.read_exam(_jsonl(tmp_path, [{**base, "answer": "D", "multi": "yes"}]))
+    with pytest.raises(InvalidInput, match="records.jsonl:1: field 'options' must map single letters to text"):
+        data.read_exam(_jsonl(tmp_path, [{**base, "options": {"a": "甲", "A": "乙"}, "answer": "A"}]))
+
+
+def test_a_question_repeated_under_another_id_lands_on_the_same_side_of_the_split(tmp_path):
+    records = [{"id": f"q{i}", "question": f"第{i}题", "options": {"A": "甲", "B": "乙"}, "answer": "A"} for i in range(100)]
+    copies = [{**r, "id": f"copy-{r['id']}", "question": r["question"] + " "} for r in records]
+    train, heldout = data.split_exam(data.read_exam(_jsonl(tmp_path, records + copies)), 20)
+    assert heldout and train
+    held = {q.question.strip() for q in heldout}
+    assert not held & {q.question.strip() for q in train}
+    assert len(heldout) == 2 * len(held)
+
+
+def test_json_array_files_and_byte_order_marks_read_as_jsonl_does(tmp_path):
+    good = {"instruction": "<user>: 肝癌如何筛查？ <bot>: ", "input": None, "output": "定期做超声和甲胎蛋白检查。"}
+    one_line = tmp_path / "one-line.json"
+    one_line.write_text("\ufeff" + json.dumps([good, good]), "utf-8")
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(json.dumps([good, {**good, "output": ""}], ensure_ascii=False, indent=2), "utf-8")
+    assert [s.output for s in data.read_instructions(str(one_line), 10, data.BadRecords(max_line_chars=10))] == [good["output"]] * 2
+    bad = data.BadRecords("skip")
+    assert len(data.read_instructions(str(pretty), 10, bad)) == 1
+    assert bad.count == 1
+    with pytest.raises(InvalidInput, match=r"pretty.json: record 2: field 'output' must be a non-empty str"):
+        data.read_instructions(str(pretty), 10)
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps([good])[:-1], "utf-8")
+    with pytest.raises(InvalidInput, match=r"broken.json: not a valid JSON array"):
+        data.read_instructions(str(broken), 10, data.BadRecords("skip"))
+    bom = tmp_path / "bom.jsonl"
+    bom.write_text("\ufeff" + json.dumps(good), "utf-8")
+    assert len(data.read_instructions(str(bom), 10)) == 1
+
+
+def test_a_blank_answer_among_several_leaves_the_others(tmp_path):
+    path = _jsonl(tmp_path, [{"question": "欠钱不还", "answers": ["起诉", " ", None, "协商"]}, {"question": "离婚", "answers": ["", None]}])
+    bad = data.BadRecords("skip")
+    assert [s.output for s in data.read_dialogue(path, "all", 10, bad)] == ["起诉", "协商"]
+    assert bad.count == 1
+
+
+def test_corpus_files_with_a_byte_order_mark_or_an_upper_case_suffix_are_read(tmp_path):
+    (tmp_path / "a.md").write_text("\ufeff第一条 民事主体", "utf-8")
+    (tmp_path / "b.MD").write_text("第二条 平等", "utf-8")
+    assert [d.text for d in data.read_corpus(str(tmp_path))] == ["第一条 民事主体", "第二条 平等"]

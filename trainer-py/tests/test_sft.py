@@ -101,10 +101,12 @@ def test_packed_instruction_tuning_trains_on_fewer_sequences(pipeline, tiny_data
 def test_bad_records_fail_the_stage_before_training_or_are_skipped_and_counted(pipeline, tiny_data, tmp_path):
     good = [json.loads(line) for line in tiny_data["dialogue"].read_text("utf-8").splitlines()[:6]]
     dialogue = tmp_path / "dialogue.jsonl"
-    lines = [json.dumps(r, ensure_ascii=False) for r in good[:3]] + ['{"question": "没有回答"}', "{broken", *(json.dumps(r, ensure_ascii=False) for r in good[3:])]
+    too_long = {"question": "长" * 2000, "answers": ["答"]}
+    lines = [json.dumps(r, ensure_ascii=False) for r in good[:3]] + ['{"question": "没有回答"}', "{broken", *(json.dumps(r, ensure_ascii=False) for r in [*good[3:], too_long])]
     dialogue.write_text("\n".join(lines), "utf-8")
     inputs = {"model": pipeline["pretrain"].output_dir / "model", "dialogue": dialogue}
-    # Long enough that no good sample loses its answer to the cutoff: every one trains.
+    # Long enough that no good sample loses its answer to the cutoff: every one trains but the
+    # one whose question alone is longer, which is left out and counted.
     config = {**CONFIGS["sft"], "cutoff_len": 1024}
 
     failed = run_stage("sft", inputs, tmp_path / "fail", config=config, records={"on_bad_record": "fail", "max_line_chars": 100_000})
@@ -116,8 +118,10 @@ def test_bad_records_fail_the_stage_before_training_or_are_skipped_and_counted(p
     metrics = skipped.completed()["metrics"]
     assert metrics["skipped_records"] == 2
     assert metrics["train_samples"] == 6
+    assert metrics["samples_over_cutoff"] == 1
     warnings = [e["message"] for e in skipped.events if e["event"] == "log" and e["level"] == "warning"]
-    assert [w.split(f"{dialogue}:")[1] for w in warnings] == ["4: field 'answers' must be a non-empty list", "5: not valid JSON (Expecting property name enclosed in double quotes)"]
+    assert [w.split(f"{dialogue}:")[1] for w in warnings if str(dialogue) in w] == ["4: field 'answers' must be a non-empty list", "5: not valid JSON (Expecting property name enclosed in double quotes)"]
+    assert "1 of 7 instruction samples left out: the prompt alone fills sft.cutoff_len (1024 tokens)" in warnings
 
 
 def test_compiled_layers_tune_as_the_eager_ones(pipeline, tiny_data, tmp_path):

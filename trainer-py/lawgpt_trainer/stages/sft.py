@@ -55,10 +55,12 @@ def run(request: dict, events) -> tuple[dict, dict]:
     config, out = request["config"], Path(request["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(request["inputs"]["model"])
     bad = data.BadRecords.of(request, events)
-    dataset = [encode(tokenizer, s, config["cutoff_len"]) for s in samples(request, bad)]
-    dataset = [item for item in dataset if any(label != IGNORE_INDEX for label in item["labels"])]
+    encoded = [encode(tokenizer, s, config["cutoff_len"]) for s in samples(request, bad)]
+    dataset = [item for item in encoded if any(label != IGNORE_INDEX for label in item["labels"])]
     if not dataset:
         raise InvalidInput(f"no sample keeps a response token within cutoff_len={config['cutoff_len']}")
+    if over_cutoff := len(encoded) - len(dataset):
+        events.log(f"{over_cutoff} of {len(encoded)} instruction samples left out: the prompt alone fills sft.cutoff_len ({config['cutoff_len']} tokens)", level="warning")
     samples_count = len(dataset)
     if config["packing"]:
         dataset = pack_samples(dataset, config["cutoff_len"])
@@ -85,5 +87,5 @@ def run(request: dict, events) -> tuple[dict, dict]:
     base = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.fold_options(config))
     merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer), out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
-    metrics = {"train_samples": samples_count, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, before, loaded)}
+    metrics = {"train_samples": samples_count, "samples_over_cutoff": over_cutoff, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, before, loaded)}
     return {"adapter": "adapter", "model": "model"}, metrics
