@@ -321,11 +321,12 @@ export const RunConfig = z
       .object({
         // Needed by vocab, pretrain and eval; an instruction-tuning-only run can do without.
         corpus: S3PrefixUri.optional(),
-        // JSONL of lawyer consultations {question, answers[]}
+        // These three: JSONL, or a JSON array file (trainer-py's data.py reads them).
+        // Lawyer consultations {question, answers[]}, or multi-turn {turns[]}
         dialogue: S3Uri.optional(),
-        // JSONL of multiple-choice exam questions {question, options, answer, subject?}
+        // Multiple-choice exam questions {question, options, answer, multi?, subject?, analysis?}
         exam: S3Uri.optional(),
-        // JSONL of Alpaca-shape instructions {instruction, input, output} (worked exam reasoning, BenTsao QA)
+        // Alpaca-shape instructions {instruction, input, output} (worked exam reasoning, BenTsao QA)
         instructions: S3Uri.optional(),
         // A domain word list, one word per line, merged into the vocabulary as LaWGPT did (optional)
         vocab_words: S3Uri.optional(),

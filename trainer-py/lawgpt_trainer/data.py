@@ -202,7 +202,41 @@ def _field(record: dict, field: str, kind: type):
     return value
 
 
-def _dialogue(record: dict) -> tuple[str, list[str]]:
+# A multi-turn consultation's turns, as lawyer-llama writes them: "[客户] …", "[律师] …".
+_TURN = re.compile(r"\s*[\[【](客户|律师)[\]】]\s*[:：]?\s*(.*)", re.DOTALL)
+
+
+def _conversation(record: dict) -> list[list[Sample]]:
+    """A multi-turn consultation `{turns[], query?, laws?}`: a sample per lawyer's turn, the
+    client's words since the lawyer last spoke as its question and the conversation before them as
+    its material. A lawyer who speaks first answers nothing; a client's last words go unanswered."""
+    spoken = []
+    for number, turn in enumerate(_field(record, "turns", list), start=1):
+        found = _TURN.fullmatch(turn) if isinstance(turn, str) else None
+        if not found:
+            raise BadRecord(f"turn {number} of field 'turns' must be a string starting with [客户] or [律师]")
+        if found[2].strip():
+            spoken.append((found[1], found[2].strip()))
+    answered, history, asked = [], [], []
+    for speaker, text in spoken:
+        if speaker == "客户":
+            asked.append(text)
+            continue
+        if asked:
+            answered.append([Sample(instruction="\n".join(asked), input="\n".join(history), output=text)])
+        history += [f"客户：{words}" for words in asked] + [f"律师：{text}"]
+        asked = []
+    if not answered:
+        raise BadRecord("field 'turns' holds no lawyer's answer to a client")
+    return answered
+
+
+def _dialogue(record: dict) -> list[list[Sample]]:
+    """The record's questions, each with its answers as samples: a consultation `{question,
+    answers[]}` is one question that one or more lawyers answered, a multi-turn one a question per
+    lawyer's turn."""
+    if "turns" in record:
+        return _conversation(record)
     question, replies = _field(record, "question", str), _field(record, "answers", list)
     if not all(a is None or isinstance(a, str) for a in replies):
         raise BadRecord("field 'answers' must be a list of strings")
@@ -210,16 +244,17 @@ def _dialogue(record: dict) -> tuple[str, list[str]]:
     replies = [a for a in replies if a and a.strip()]
     if not replies:
         raise BadRecord("field 'answers' must hold at least one non-blank answer")
-    return question, replies
+    return [[Sample(instruction=question, input="", output=reply) for reply in replies]]
 
 
 def read_dialogue(path: str, answers: str, limit: int, bad: BadRecords | None = None) -> list[Sample]:
-    """Lawyer consultations `{question, answers[]}`: one sample per answer (`all`), or one per
-    question with the `first` or the `longest` answer (the fullest one, when several lawyers answered)."""
+    """Lawyer consultations, `{question, answers[]}` or multi-turn `{turns[]}` (_dialogue): for each
+    question, a sample per answer (`all`), or the `first` or the `longest` answer (the fullest one,
+    when several lawyers answered)."""
     samples = []
-    for question, replies in read_records(path, bad or BadRecords(), _dialogue):
-        picked = {"all": replies, "first": replies[:1], "longest": [max(replies, key=len)]}[answers]
-        samples += [Sample(instruction=question, input="", output=reply) for reply in picked]
+    for questions in read_records(path, bad or BadRecords(), _dialogue):
+        for replies in questions:
+            samples += {"all": replies, "first": replies[:1], "longest": [max(replies, key=lambda s: len(s.output))]}[answers]
         if len(samples) >= limit:
             break
     return samples[:limit]

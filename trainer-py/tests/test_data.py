@@ -205,3 +205,20 @@ def test_corpus_files_with_a_byte_order_mark_or_an_upper_case_suffix_are_read(tm
     (tmp_path / "a.md").write_text("\ufeff第一条 民事主体", "utf-8")
     (tmp_path / "b.MD").write_text("第二条 平等", "utf-8")
     assert [d.text for d in data.read_corpus(str(tmp_path))] == ["第一条 民事主体", "第二条 平等"]
+
+
+def test_a_multi_turn_consultation_trains_each_lawyer_turn_on_the_conversation_before_it(tmp_path, tiny_data):
+    turns = ["[律师] 您好", "[客户] 朋友欠钱不还", "[客户] 有借条", "【律师】：可以起诉", "[客户] 要多久？", "[律师] 一般六个月", "[客户] 谢谢"]
+    samples = data.read_dialogue(_jsonl(tmp_path, [{"query": "朋友欠钱不还", "turns": turns, "laws": []}]), "first", 10)
+    assert [(s.instruction, s.input, s.output) for s in samples] == [
+        ("朋友欠钱不还\n有借条", "律师：您好", "可以起诉"),
+        ("要多久？", "律师：您好\n客户：朋友欠钱不还\n客户：有借条\n律师：可以起诉", "一般六个月"),
+    ]
+    with pytest.raises(InvalidInput, match=r"records.jsonl:1: turn 2 of field 'turns' must be a string starting with \[客户\] or \[律师\]"):
+        data.read_dialogue(_jsonl(tmp_path, [{"turns": ["[客户] 问", "律师：答"]}]), "all", 10)
+    with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'turns' holds no lawyer's answer to a client"):
+        data.read_dialogue(_jsonl(tmp_path, [{"turns": ["[律师] 您好", "[客户] 问"]}]), "all", 10)
+    # The shared sample: every record reads, each lawyer's turn a sample.
+    records = [json.loads(line) for line in tiny_data["multi_turn"].read_text("utf-8").splitlines()]
+    lawyer_turns = sum(sum(t.startswith("[律师]") for t in r["turns"]) for r in records)
+    assert len(data.read_dialogue(str(tiny_data["multi_turn"]), "all", 10_000)) == lawyer_turns
