@@ -31,6 +31,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class ExamQuestion:
+    # Names the question in eval's report (the source's id, else its text); the split goes by content.
     key: str
     question: str
     options: dict[str, str]
@@ -38,9 +39,14 @@ class ExamQuestion:
     subject: str | None
     # Worked reasoning for the answer, where the source has it: trained on after the letters.
     analysis: str | None = None
-    # Whether several options may be right (the source's `multi`; always so for an answer of
-    # several letters): the question is asked, and scored, as that kind.
+    # Whether several options may be right (the source's `multi`): the question is asked, and
+    # scored, as that kind.
     multi: bool = False
+
+    def __post_init__(self):
+        # An answer of several letters makes it so, whatever the source says.
+        if len(self.answer) > 1:
+            object.__setattr__(self, "multi", True)
 
 
 def is_heldout(key: str, heldout_percent: int) -> bool:
@@ -164,9 +170,12 @@ def _decoded(path: str, bad: BadRecords):
         try:
             records = json.loads(Path(path).read_text("utf-8-sig"))
         except json.JSONDecodeError as e:
-            raise InvalidInput(f"{path}: not a valid JSON array ({e.msg}, line {e.lineno} column {e.colno})") from None
-        yield from ((f"{path}: record {number}", record) for number, record in enumerate(records, start=1))
-        return
+            # More after a first value: JSONL whose first line is an array (a bad record, below).
+            if e.msg != "Extra data":
+                raise InvalidInput(f"{path}: not a valid JSON array ({e.msg}, line {e.lineno} column {e.colno})") from None
+        else:
+            yield from ((f"{path}: record {number}", record) for number, record in enumerate(records, start=1))
+            return
     with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -207,25 +216,25 @@ _TURN = re.compile(r"\s*[\[【](客户|律师)[\]】]\s*[:：]?\s*(.*)", re.DOTA
 
 
 def _conversation(record: dict) -> list[list[Sample]]:
-    """A multi-turn consultation `{turns[], query?, laws?}`: a sample per lawyer's turn, the
-    client's words since the lawyer last spoke as its question and the conversation before them as
-    its material. A lawyer who speaks first answers nothing; a client's last words go unanswered."""
-    spoken = []
+    """A multi-turn consultation `{turns[], query?, laws?}`: a sample per lawyer's answer, the
+    client's words just before it as its question and the conversation before those as its
+    material. A speaker's consecutive turns are one (a lawyer's "此外…" goes on the same answer); a
+    lawyer who speaks first answers nothing, and a client's last words go unanswered."""
+    said: list[tuple[str, str]] = []
     for number, turn in enumerate(_field(record, "turns", list), start=1):
         found = _TURN.fullmatch(turn) if isinstance(turn, str) else None
         if not found:
             raise BadRecord(f"turn {number} of field 'turns' must be a string starting with [客户] or [律师]")
-        if found[2].strip():
-            spoken.append((found[1], found[2].strip()))
-    answered, history, asked = [], [], []
-    for speaker, text in spoken:
-        if speaker == "客户":
-            asked.append(text)
-            continue
-        if asked:
-            answered.append([Sample(instruction="\n".join(asked), input="\n".join(history), output=text)])
-        history += [f"客户：{words}" for words in asked] + [f"律师：{text}"]
-        asked = []
+        speaker, text = found[1], found[2].strip()
+        if text and said and said[-1][0] == speaker:
+            said[-1] = (speaker, f"{said[-1][1]}\n{text}")
+        elif text:
+            said.append((speaker, text))
+    answered = [
+        [Sample(instruction=said[i - 1][1], input="\n".join(f"{who}：{words}" for who, words in said[: i - 1]), output=text)]
+        for i, (speaker, text) in enumerate(said)
+        if speaker == "律师" and i > 0
+    ]
     if not answered:
         raise BadRecord("field 'turns' holds no lawyer's answer to a client")
     return answered
@@ -234,7 +243,7 @@ def _conversation(record: dict) -> list[list[Sample]]:
 def _dialogue(record: dict) -> list[list[Sample]]:
     """The record's questions, each with its answers as samples: a consultation `{question,
     answers[]}` is one question that one or more lawyers answered, a multi-turn one a question per
-    lawyer's turn."""
+    lawyer's answer (_conversation)."""
     if "turns" in record:
         return _conversation(record)
     question, replies = _field(record, "question", str), _field(record, "answers", list)
@@ -297,8 +306,8 @@ def _exam_question(record: dict) -> ExamQuestion:
     answer = "".join(sorted(set(_letters(_field(record, "answer", str)))))
     if not answer or not set(answer) <= set(options):
         raise BadRecord(f"field 'answer' {record['answer']!r} names a letter not in 'options'")
-    multi = record.get("multi", False)
-    if not isinstance(multi, bool):
+    multi = record.get("multi")
+    if multi is not None and not isinstance(multi, bool):
         raise BadRecord("field 'multi' must be true or false")
     subject = record.get("subject")
     if subject is not None and not isinstance(subject, str):
@@ -307,7 +316,7 @@ def _exam_question(record: dict) -> ExamQuestion:
     if analysis is not None and not (isinstance(analysis, str) and analysis.strip()):
         raise BadRecord("field 'analysis' must be a non-empty string")
     key = str(record.get("id") or question)
-    return ExamQuestion(key, question, options, answer, subject, analysis, multi or len(answer) > 1)
+    return ExamQuestion(key, question, options, answer, subject, analysis, bool(multi))
 
 
 def read_exam(path: str, bad: BadRecords | None = None) -> list[ExamQuestion]:

@@ -48,8 +48,9 @@ def exam_sample(q: ExamQuestion) -> Sample:
     return Sample(instruction=t["exam_instruction"].format(**fields), input="", output=q.answer)
 
 
-# A group of option letters, as a model writes one choice: "B", "AC", "A、C", "A和C", "A B", "A；C".
-_GROUP = re.compile(r"(?<![A-Z])[A-Z]+(?:(?:[ \t]*[、,，;；和与及/][ \t]*|[ \t]+)[A-Z]+)*(?![A-Z])")
+# A group of option letters, as a model writes one choice: "B", "AC", "A、C", "A和C". Spaces and
+# semicolons part groups: they part a choice from the next clause ("答案：B；A项错误", "B A错误").
+_GROUP = re.compile(r"(?<![A-Z])[A-Z]+(?:\s*[、,，和与及/]\s*[A-Z]+)*(?![A-Z])")
 # What states an answer just before a group: 答案 or 选 ("答案是 D", "应选C", "故选B"), but not 选项 ("选项A", option A).
 _STATED = re.compile(r"(?:答案|选(?!项))[\s:：是为应该的]*$")
 
@@ -57,8 +58,9 @@ _STATED = re.compile(r"(?:答案|选(?!项))[\s:：是为应该的]*$")
 def extract_choice(generated: str, letters: str) -> str:
     """The option letters a model finally chose, sorted and deduplicated ('' if none): the last
     group stated as the answer (after 答案 or 选), else the last group of option letters that does
-    not merely mention an option (after 选项, or before 项). "A和B都不对，应选C" is C; "C\nA项错误"
-    is C; a word such as "ABOUT", or a group with a letter that is no option, is no choice."""
+    not merely mention an option (after 选项, or before 项 or 选项). "A和B都不对，应选C" is C;
+    "C\nA项错误" is C; a word such as "ABOUT", or a group with a letter that is no option, is no
+    choice."""
     groups = [(m.group(), generated[: m.start()], generated[m.end() :]) for m in _GROUP.finditer(generated)]
 
     def choice(group: str) -> str | None:
@@ -66,7 +68,7 @@ def extract_choice(generated: str, letters: str) -> str:
         return "".join(sorted(chosen)) if chosen <= set(letters) else None
 
     stated = [group for group, before, _ in groups if _STATED.search(before)]
-    mentioned = [group for group, before, after in groups if not before.endswith("选项") and not after.lstrip().startswith("项")]
+    mentioned = [group for group, before, after in groups if not before.rstrip().endswith("选项") and not re.match(r"[ \t]*选?项", after)]
     for found in (stated, mentioned):
         for group in reversed(found):
             if chosen := choice(group):

@@ -150,7 +150,7 @@ def tiny_data(tmp_path_factory) -> dict:
     return {
         "corpus": root / "corpus",
         "dialogue": _jsonl_head(SHARED_DATA / "dialogue" / "legal_consultation.jsonl", root / "dialogue.jsonl", 20),
-        "multi_turn": _jsonl_head(SHARED_DATA / "dialogue" / "legal_consultation_multi_turn.jsonl", root / "multi_turn.jsonl", 20),
+        "multi_turn": SHARED_DATA / "dialogue" / "legal_consultation_multi_turn.jsonl",
         "exam": _jsonl_head(SHARED_DATA / "exam" / "disc_law_eval_mcq.jsonl", root / "exam.jsonl", 60),
         "instructions": _jsonl_head(SHARED_DATA / "instructions" / "judicial_exam_reasoning.jsonl", root / "instructions.jsonl", 20),
         "medical": _jsonl_head(SHARED_DATA / "instructions" / "bentsao_llama_data.jsonl", root / "medical.jsonl", 20),

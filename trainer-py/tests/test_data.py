@@ -112,11 +112,14 @@ def test_a_corpus_line_over_the_limit_is_named_or_dropped_alone(tmp_path):
         ("C\nA项错误，因为它违反了民法典", "ABCD", "C"),
         ("正确答案为：A、B", "ABCD", "AB"),
         ("答案是ABOUT", "ABCD", ""),
-        # Letters apart, or parted by a semicolon, are one choice; a line break parts two.
-        ("A B D", "ABCD", "ABD"),
-        ("答案：A；B", "ABCD", "AB"),
-        # A group after 选项 is a mention as a whole, not a choice of its last letter.
+        # A group after 选项 is a mention as a whole, not a choice of its last letter; a space or a
+        # semicolon parts a choice from a mention after it.
         ("选项A、B正确", "ABCD", ""),
+        ("A\n选项 B 错误", "ABCD", "A"),
+        ("答案：B；A选项错误", "ABCD", "B"),
+        ("故选A；B项错误", "ABCD", "A"),
+        ("答案：A B项错误", "ABCD", "A"),
+        ("B C项错误", "ABCD", "B"),
     ],
 )
 def test_extract_choice(generated, letters, chosen):
@@ -157,6 +160,8 @@ def test_exam_answers_are_read_in_the_forms_the_sources_write_them(tmp_path):
     # The source's `multi` counts where the answer is one letter: such a question admits several.
     [one_of_several] = data.read_exam(_jsonl(tmp_path, [{**base, "answer": "D", "multi": True}]))
     assert one_of_several.multi
+    [unsaid] = data.read_exam(_jsonl(tmp_path, [{**base, "answer": "D", "multi": None}]))
+    assert not unsaid.multi
     with pytest.raises(InvalidInput, match="records.jsonl:1: field 'multi' must be true or false"):
         data.read_exam(_jsonl(tmp_path, [{**base, "answer": "D", "multi": "yes"}]))
     with pytest.raises(InvalidInput, match="records.jsonl:1: field 'options' must map single letters to text"):
@@ -189,6 +194,10 @@ def test_json_array_files_and_byte_order_marks_read_as_jsonl_does(tmp_path):
     broken.write_text(json.dumps([good])[:-1], "utf-8")
     with pytest.raises(InvalidInput, match=r"broken.json: not a valid JSON array"):
         data.read_instructions(str(broken), 10, data.BadRecords("skip"))
+    # JSONL whose first line is an array: that line is one bad record, not the file.
+    first_array = _jsonl(tmp_path, ['["not", "an object"]', good])
+    bad = data.BadRecords("skip")
+    assert len(data.read_instructions(first_array, 10, bad)) == 1 and bad.count == 1
     bom = tmp_path / "bom.jsonl"
     bom.write_text("\ufeff" + json.dumps(good), "utf-8")
     assert len(data.read_instructions(str(bom), 10)) == 1
@@ -208,17 +217,17 @@ def test_corpus_files_with_a_byte_order_mark_or_an_upper_case_suffix_are_read(tm
 
 
 def test_a_multi_turn_consultation_trains_each_lawyer_turn_on_the_conversation_before_it(tmp_path, tiny_data):
-    turns = ["[律师] 您好", "[客户] 朋友欠钱不还", "[客户] 有借条", "【律师】：可以起诉", "[客户] 要多久？", "[律师] 一般六个月", "[客户] 谢谢"]
+    turns = ["[律师] 您好", "[客户] 朋友欠钱不还", "[客户] 有借条", "【律师】：可以起诉", "[客户] 要多久？", "[律师] 一般六个月", "[律师] 此外，注意时效", "[客户] 谢谢"]
     samples = data.read_dialogue(_jsonl(tmp_path, [{"query": "朋友欠钱不还", "turns": turns, "laws": []}]), "first", 10)
     assert [(s.instruction, s.input, s.output) for s in samples] == [
         ("朋友欠钱不还\n有借条", "律师：您好", "可以起诉"),
-        ("要多久？", "律师：您好\n客户：朋友欠钱不还\n客户：有借条\n律师：可以起诉", "一般六个月"),
+        ("要多久？", "律师：您好\n客户：朋友欠钱不还\n有借条\n律师：可以起诉", "一般六个月\n此外，注意时效"),
     ]
     with pytest.raises(InvalidInput, match=r"records.jsonl:1: turn 2 of field 'turns' must be a string starting with \[客户\] or \[律师\]"):
         data.read_dialogue(_jsonl(tmp_path, [{"turns": ["[客户] 问", "律师：答"]}]), "all", 10)
     with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'turns' holds no lawyer's answer to a client"):
         data.read_dialogue(_jsonl(tmp_path, [{"turns": ["[律师] 您好", "[客户] 问"]}]), "all", 10)
-    # The shared sample: every record reads, each lawyer's turn a sample.
+    # The shared file: every record reads, and every lawyer's turn is trained on.
     records = [json.loads(line) for line in tiny_data["multi_turn"].read_text("utf-8").splitlines()]
-    lawyer_turns = sum(sum(t.startswith("[律师]") for t in r["turns"]) for r in records)
-    assert len(data.read_dialogue(str(tiny_data["multi_turn"]), "all", 10_000)) == lawyer_turns
+    outputs = "\n".join(s.output for s in data.read_dialogue(str(tiny_data["multi_turn"]), "all", 100_000))
+    assert all(t.removeprefix("[律师]").strip() in outputs for r in records for t in r["turns"] if t.startswith("[律师]"))

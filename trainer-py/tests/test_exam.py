@@ -22,7 +22,7 @@ def questions(tiny_data):
 def test_single_answers_compete_with_single_options_and_several_with_combinations():
     q = data.ExamQuestion("k", "问", {"A": "甲", "B": "乙", "C": "丙", "D": "丁"}, "B", None)
     assert exam.candidates(q) == ["A", "B", "C", "D"]
-    several = exam.candidates(data.ExamQuestion("k", "问", q.options, "AC", None, multi=True))
+    several = exam.candidates(data.ExamQuestion("k", "问", q.options, "AC", None))
     assert len(several) == 15 and several[:4] == ["A", "B", "C", "D"] and several[-1] == "ABCD"
     # The prompt says which kind it is: where several may be right, one letter may be the answer.
     kinds = [prompt.exam_sample(data.ExamQuestion("k", "问", q.options, "B", None, multi=multi)).instruction.split("\n")[0] for multi in (False, True)]

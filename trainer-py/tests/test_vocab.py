@@ -87,9 +87,11 @@ def test_word_list_is_merged_after_the_trained_pieces(pipeline, tiny_data, tmp_p
 
 
 def test_word_list_alone_needs_no_training(pipeline, tiny_data, tmp_path):
-    run = _vocab_with_words(pipeline, tiny_data, tmp_path, "诉讼时效期间届满\n不当得利之债\n", train_sentencepiece=False)
+    # Saved with a byte-order mark, as Windows editors do: it is no part of the first word.
+    run = _vocab_with_words(pipeline, tiny_data, tmp_path, "\ufeff诉讼时效期间届满\n不当得利之债\n", train_sentencepiece=False)
     metrics = run.completed()["metrics"]
     assert (metrics["domain_vocab_size"], metrics["pieces_added"], metrics["merged_vocab_size"]) == (0, 2, 32002)
+    assert [p.piece for p in tok.load_proto(run.output_dir / "tokenizer" / tok.SP_FILE).pieces][-2:] == ["诉讼时效期间届满", "不当得利之债"]
 
 
 def test_word_list_entries_with_spaces_are_refused(pipeline, tiny_data, tmp_path):

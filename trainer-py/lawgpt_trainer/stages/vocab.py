@@ -49,7 +49,7 @@ def _train_sentencepiece(text: Path, prefix: str, config: dict) -> None:
 def _read_words(path: str) -> list[str]:
     """A word list: one word per line (blank lines and surrounding spaces ignored)."""
     words = []
-    for number, line in enumerate(Path(path).read_text("utf-8").splitlines(), start=1):
+    for number, line in enumerate(Path(path).read_text("utf-8-sig").splitlines(), start=1):
         word = line.strip()
         if any(ch.isspace() for ch in word):
             raise InvalidInput(f"{Path(path).name}:{number}: a word list entry may not contain spaces: {word!r}")
