@@ -102,6 +102,7 @@ describe('triggers', () => {
     const event = (key: string, created = true) => ({ created, bucket: 'lawgpt', key, size: 1, etag: 'e', sequencer: 's' });
     expect(matchUpload([plain, versioned], event('uploads/corpus/刑法 第一编.md'))).toMatchObject({ trigger: plain, corpus: 's3://lawgpt/uploads/corpus/', ready: false });
     expect(matchUpload([plain], event('uploads/corpus/notes.pdf'))).toBeUndefined();
+    expect(matchUpload([plain], event('uploads/corpus/判决.MD'))).toMatchObject({ trigger: plain });
     expect(matchUpload([plain], event('uploads/corpus/_READY'))).toMatchObject({ ready: true });
     expect(matchUpload([plain], event('uploads/corpus/a.md', false))).toBeUndefined();
     expect(matchUpload([plain], event('elsewhere/a.md'))).toBeUndefined();

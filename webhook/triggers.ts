@@ -79,7 +79,9 @@ function against(trigger: Trigger, event: ObjectEvent): Upload | string | undefi
     folder += rest.slice(0, slash + 1);
   }
   const ready = event.key === `${folder}${READY_OBJECT}`;
-  if (!ready && trigger.suffixes && !trigger.suffixes.some((s) => event.key.endsWith(s))) return `does not end in one of trigger ${trigger.name}'s suffixes (${trigger.suffixes.join(', ')})`;
+  // Any case, as the trainer reads the corpus: "判决.MD" is as much a document as "判决.md".
+  const key = event.key.toLowerCase();
+  if (!ready && trigger.suffixes && !trigger.suffixes.some((s) => key.endsWith(s.toLowerCase()))) return `does not end in one of trigger ${trigger.name}'s suffixes (${trigger.suffixes.join(', ')})`;
   return { trigger, corpus: `s3://${trigger.bucket}/${folder}`, ready };
 }
 
