@@ -68,8 +68,10 @@ export function stageCompute(stage: StageName, config: RunConfig, dataTokens: nu
     flops = (lora ? 4 : 6) * p * tokens;
     gpu = 'deepspeed' in section && section.deepspeed?.profile === 'v100';
   } else if (stage === 'eval') {
-    // The final, pretrained and base models, each on the held-out blocks and every exam answer candidate.
-    tokens = 3 * (config.eval.max_heldout_blocks * config.eval.block_size + config.eval.max_exam_questions * 4 * 256);
+    // The final, pretrained and base models, each on the held-out blocks and every exam answer
+    // candidate; the final one also writes its answers to the case analyses.
+    const cases = config.data.short_answer ? config.eval.max_short_answers * (256 + config.eval.short_answer_max_new_tokens) : 0;
+    tokens = 3 * (config.eval.max_heldout_blocks * config.eval.block_size + config.eval.max_exam_questions * 4 * 256) + cases;
     flops = 2 * p * tokens;
   }
   const rate = gpu ? ESTIMATE.gpuPeakFlops * ESTIMATE.gpuUtilisation : ESTIMATE.cpuFlops;

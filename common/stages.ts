@@ -17,7 +17,7 @@ export const STAGE_IO = {
   pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], optional: ['blocks', 'compile_cache'], outputs: ['model'] },
   // Instruction data in any of three shapes; at least one is required (checked in the run config).
   sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions', 'compile_cache'], outputs: ['adapter', 'model'] },
-  eval: { inputs: ['model', 'corpus'], optional: ['exam', 'base_model', 'pretrained_model'], outputs: ['report'] },
+  eval: { inputs: ['model', 'corpus'], optional: ['exam', 'short_answer', 'base_model', 'pretrained_model'], outputs: ['report'] },
 } as const satisfies Record<StageName, { inputs: readonly string[]; optional: readonly string[]; outputs: readonly string[] }>;
 
 // Inputs that are an earlier stage's outputs, as [stage, output]. A run takes each from that stage
@@ -43,7 +43,7 @@ const DATA_INPUTS: { [S in StageName]: (data: RunConfig['data']) => Record<strin
   vocab: (data) => ({ corpus: data.corpus, words: data.vocab_words }),
   pretrain: (data) => ({ corpus: data.corpus }),
   sft: (data) => ({ dialogue: data.dialogue, exam: data.exam, instructions: data.instructions }),
-  eval: (data) => ({ corpus: data.corpus, exam: data.exam }),
+  eval: (data) => ({ corpus: data.corpus, exam: data.exam, short_answer: data.short_answer }),
 };
 
 /** A stage's inputs: the run's data, and the outputs of earlier stages or given artifacts; optional ones this run lacks are left out. */

@@ -26,6 +26,7 @@ const RECORD_SOURCES = {
   dialogue: 'dialogue/legal_consultation.jsonl',
   exam: 'exam/disc_law_eval_mcq.jsonl',
   instructions: 'instructions/judicial_exam_reasoning.jsonl',
+  short_answer: 'exam/disc_law_eval_short_answer.jsonl',
 } as const;
 const STATUTE_BYTES = { min: 5_000, max: 40_000 };
 

@@ -124,6 +124,9 @@ export async function collectReport(s3: S3Client, snapshot: RunSnapshot, reportC
         accuracy_by_model: { base: numberOr(evaluation.base_exam_accuracy), pretrained: numberOr(evaluation.pretrained_exam_accuracy), final: numberOr(evaluation.exam_accuracy) },
       },
     }),
+    ...(evaluation && numberOr(evaluation.short_answer_questions) && {
+      short_answers: { questions: evaluation.short_answer_questions as number, rouge_l: evaluation.short_answer_rouge_l as number },
+    }),
     usage: { gpu_hours: totals.gpuHours, cpu_hours: totals.cpuHours, tokens: totals.tokens },
     lineage: {
       config_hash: contentHash(config),

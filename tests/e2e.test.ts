@@ -32,12 +32,13 @@ const config = parseRunConfig({
     dialogue: 's3://lawgpt-e2e/datasets/tiny/dialogue.jsonl',
     exam: 's3://lawgpt-e2e/datasets/tiny/exam.jsonl',
     instructions: 's3://lawgpt-e2e/datasets/tiny/instructions.jsonl',
+    short_answer: 's3://lawgpt-e2e/datasets/tiny/short_answer.jsonl',
   },
   base: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 256 },
   vocab: { vocab_size: 3000, input_sentence_size: 20000 },
   pretrain: { max_steps: 4, micro_batch_size: 2, block_size: 64, deepspeed: { profile: 'cpu', master_port: 29613 } },
   sft: { max_steps: 3, micro_batch_size: 2, cutoff_len: 128, max_dialogue_records: 16, max_exam_records: 16, max_instruction_records: 16 },
-  eval: { block_size: 64, max_heldout_blocks: 4, max_exam_questions: 4, max_new_tokens: 4 },
+  eval: { block_size: 64, max_heldout_blocks: 4, max_exam_questions: 4, max_new_tokens: 4, max_short_answers: 2, short_answer_max_new_tokens: 8 },
   runtime: { max_attempts: 1, progress_report_seconds: 1 },
 });
 
@@ -112,6 +113,8 @@ describe('the real pipeline', () => {
     const report = JSON.parse(await (await minio.client.send(new GetObjectCommand({ Bucket: 'lawgpt-e2e', Key: reportKey }))).Body!.transformToString());
     expect(result.evaluation!.heldout_perplexity).toBe(report.heldout_perplexity);
     expect(report.exam_questions).toBeGreaterThan(0);
+    expect(report.short_answers).toHaveLength(2);
+    expect(result.evaluation!.short_answer_rouge_l).toBe(report.short_answer_rouge_l);
 
     // The S3 secret key reaches neither the run's history nor its report (logs: tests/chaos.test.ts).
     const history = JSON.stringify(await env.client.workflow.getHandle('e2e-run').fetchHistory());
@@ -148,6 +151,8 @@ describe('the real pipeline', () => {
     expect(report.bits_per_char.base).toBeGreaterThan(report.bits_per_char.final!);
     expect(report.exam!.answer_logprob.pretrained).toBeLessThan(0);
     expect(report.vocabulary!.pieces_added).toBeGreaterThan(0);
+    expect(report.short_answers!.questions).toBe(2);
+    expect(page).toContain(`case analyses: ROUGE-L ${report.short_answers!.rouge_l.toFixed(3)}`);
     expect(report.usage.tokens).toBe(Object.values(report.stages).reduce((sum, s) => sum + (s.usage?.tokens ?? 0), 0));
     expect(report.lineage.config_hash).toBe(contentHash(config));
     // Lineage per stage, from what its worker downloaded and ran: pretrain read the corpus and

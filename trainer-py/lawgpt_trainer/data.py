@@ -49,6 +49,15 @@ class ExamQuestion:
             object.__setattr__(self, "multi", True)
 
 
+@dataclass(frozen=True)
+class ShortAnswerQuestion:
+    """A question answered in full (DISC-Law-Eval's case analyses), scored against a reference."""
+
+    key: str
+    question: str
+    reference: str
+
+
 def is_heldout(key: str, heldout_percent: int) -> bool:
     """Stable across runs, machines and data order: decided by the item's key alone."""
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % 100 < heldout_percent
@@ -337,3 +346,20 @@ def split_exam(questions: list[ExamQuestion], heldout_percent: int) -> tuple[lis
     train = [q for q in questions if not is_heldout(_content_key(q), heldout_percent)]
     heldout = [q for q in questions if is_heldout(_content_key(q), heldout_percent)]
     return train, heldout
+
+
+def _short_answer_question(record: dict) -> ShortAnswerQuestion:
+    question, reference = _field(record, "input", str), _field(record, "output", str)
+    return ShortAnswerQuestion(str(record.get("id") or question), question, reference)
+
+
+def read_short_answer_questions(path: str, limit: int, bad: BadRecords | None = None) -> list[ShortAnswerQuestion]:
+    """Questions with reference answers `{id?, input, output}`: for evaluation alone, so all are held out."""
+    questions = []
+    for question in read_records(path, bad or BadRecords(), _short_answer_question):
+        questions.append(question)
+        if len(questions) >= limit:
+            break
+    if not questions:
+        raise InvalidInput(f"{path}: no usable questions")
+    return questions

@@ -70,15 +70,19 @@ def loglik_choices(model, tokenizer, questions: list[ExamQuestion], batch_size: 
 
 
 @torch.no_grad()
-def generated_choices(model, tokenizer, questions: list[ExamQuestion], max_new_tokens: int, batch_size: int, progress) -> list[dict]:
-    """Per question: what greedy decoding wrote, and the choice read from it."""
-    found = []
-    for start in range(0, len(questions), batch_size):
-        batch = questions[start : start + batch_size]
-        inputs = left_padded([question_prompt(tokenizer, q) for q in batch], tokenizer.unk_token_id, model.device)
+def greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, progress) -> list[str]:
+    """What greedy decoding writes after each prompt, in batches; `progress` hears of every batch."""
+    written = []
+    for start in range(0, len(prompts), batch_size):
+        inputs = left_padded(prompts[start : start + batch_size], tokenizer.unk_token_id, model.device)
         del inputs["position_ids"]  # generate derives them from the mask
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.unk_token_id)
-        texts = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        found += [{"generated": text.strip(), "chosen": prompt.extract_choice(text, "".join(q.options))} for q, text in zip(batch, texts)]
-        progress(len(batch))
-    return found
+        written += [text.strip() for text in tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)]
+        progress(out.shape[0])
+    return written
+
+
+def generated_choices(model, tokenizer, questions: list[ExamQuestion], max_new_tokens: int, batch_size: int, progress) -> list[dict]:
+    """Per question: what greedy decoding wrote, and the choice read from it."""
+    written = greedy(model, tokenizer, [question_prompt(tokenizer, q) for q in questions], max_new_tokens, batch_size, progress)
+    return [{"generated": text, "chosen": prompt.extract_choice(text, "".join(q.options))} for q, text in zip(questions, written)]

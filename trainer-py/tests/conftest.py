@@ -30,7 +30,7 @@ CONFIGS = {
     "vocab": {"train_sentencepiece": True, "model_type": "bpe", "vocab_size": 2000, "character_coverage": 0.9995, "split_digits": True, "byte_fallback": True, "max_sentence_length": 4096, "input_sentence_size": 20000},
     "pretrain": {**LOOP, "max_steps": 4, "block_size": 64, "eval_blocks": 4, "method": "full", "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["embed_tokens", "lm_head"]}},
     "sft": {**LOOP, "max_steps": 3, "cutoff_len": 96, "packing": False, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "modules_to_save": []}, "dialogue_answers": "first", "max_dialogue_records": 12, "max_exam_records": 12, "max_instruction_records": 12},
-    "eval": {"block_size": 64, "max_heldout_blocks": 4, "max_exam_questions": 4, "max_new_tokens": 4, "batch_size": 3},
+    "eval": {"block_size": 64, "max_heldout_blocks": 4, "max_exam_questions": 4, "max_new_tokens": 4, "max_short_answers": 3, "short_answer_max_new_tokens": 12, "batch_size": 3},
 }
 
 
@@ -152,6 +152,7 @@ def tiny_data(tmp_path_factory) -> dict:
         "dialogue": _jsonl_head(SHARED_DATA / "dialogue" / "legal_consultation.jsonl", root / "dialogue.jsonl", 20),
         "multi_turn": SHARED_DATA / "dialogue" / "legal_consultation_multi_turn.jsonl",
         "exam": _jsonl_head(SHARED_DATA / "exam" / "disc_law_eval_mcq.jsonl", root / "exam.jsonl", 60),
+        "short_answer": _jsonl_head(SHARED_DATA / "exam" / "disc_law_eval_short_answer.jsonl", root / "short_answer.jsonl", 10),
         "instructions": _jsonl_head(SHARED_DATA / "instructions" / "judicial_exam_reasoning.jsonl", root / "instructions.jsonl", 20),
         "medical": _jsonl_head(SHARED_DATA / "instructions" / "bentsao_llama_data.jsonl", root / "medical.jsonl", 20),
     }
@@ -172,7 +173,14 @@ def pipeline(tiny_data, tmp_path_factory) -> dict:
     runs["sft"] = run_stage("sft", {"model": runs["pretrain"].output_dir / "model", **sft_data}, work / "sft")
     runs["eval"] = run_stage(
         "eval",
-        {"model": runs["sft"].output_dir / "model", "corpus": tiny_data["corpus"], "exam": tiny_data["exam"], "base_model": base_out / "model", "pretrained_model": runs["pretrain"].output_dir / "model"},
+        {
+            "model": runs["sft"].output_dir / "model",
+            "corpus": tiny_data["corpus"],
+            "exam": tiny_data["exam"],
+            "short_answer": tiny_data["short_answer"],
+            "base_model": base_out / "model",
+            "pretrained_model": runs["pretrain"].output_dir / "model",
+        },
         work / "eval",
     )
     yield runs

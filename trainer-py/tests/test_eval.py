@@ -70,3 +70,34 @@ def test_the_report_stays_json_when_a_model_diverges():
 
     report = {"heldout_perplexity": math.inf, "answers": [{"scores": {"A": -math.inf, "B": -1.5}}], "loss": math.nan, "n": 3}
     assert json.loads(json.dumps(_finite(report), allow_nan=False)) == {"heldout_perplexity": None, "answers": [{"scores": {"A": None, "B": -1.5}}], "loss": None, "n": 3}
+
+
+def test_case_analyses_are_answered_in_full_and_scored_against_the_reference(pipeline, tiny_data):
+    report = json.loads((pipeline["eval"].output_dir / "report" / "report.json").read_text("utf-8"))
+    metrics = pipeline["eval"].completed()["metrics"]
+    first = [json.loads(line) for line in tiny_data["short_answer"].read_text("utf-8").splitlines()][:3]
+    assert metrics["short_answer_questions"] == 3
+    assert [a["key"] for a in report["short_answers"]] == [str(r["id"]) for r in first]
+    assert all(a["generated"] and 0 <= a["rouge_l"] <= 1 for a in report["short_answers"])
+    assert metrics["short_answer_rouge_l"] == pytest.approx(sum(a["rouge_l"] for a in report["short_answers"]) / 3)
+
+
+def test_rouge_l_counts_the_longest_common_subsequence_of_characters():
+    import random
+
+    from lawgpt_trainer.short_answer import lcs_length, rouge_l
+
+    def dynamic(a, b):
+        row = [0] * (len(b) + 1)
+        for ch in a:
+            previous, row = row, [0]
+            for j, other in enumerate(b):
+                row.append(previous[j] + 1 if ch == other else max(previous[j + 1], row[j]))
+        return row[-1]
+
+    rng = random.Random(0)
+    for _ in range(50):
+        a, b = ("".join(rng.choice("判决被告人罪刑") for _ in range(rng.randint(0, 90))) for _ in range(2))
+        assert lcs_length(a, b) == dynamic(a, b), (a, b)
+    assert rouge_l("被告人 犯危险驾驶罪", "被告人犯危险驾驶罪。") == pytest.approx(2 * 9 / (9 + 10))
+    assert rouge_l("", "判决") == 0.0 and rouge_l("判决", "判决") == 1.0
