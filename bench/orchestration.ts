@@ -24,10 +24,12 @@ function benchConfig(ctx: BenchContext): RunConfig {
   return parseRunConfig({ ...ctx.config, bucket: 'bench-p1', data: relocated(ctx.config.data), stages: ['base'], runtime });
 }
 
+/** The run's data files and folders, by config field: every S3 URI of `data`. */
+const dataUris = (data: RunConfig['data']) => Object.entries(data).filter((entry): entry is [string, string] => typeof entry[1] === 'string' && entry[1].startsWith('s3://'));
+
 /** The demo's data locations, in the benchmark's own bucket. */
 function relocated(data: RunConfig['data']): RunConfig['data'] {
-  const move = (uri?: string) => uri?.replace(/^s3:\/\/[^/]+\//, 's3://bench-p1/');
-  return { ...data, corpus: move(data.corpus), dialogue: move(data.dialogue), exam: move(data.exam), instructions: move(data.instructions) };
+  return { ...data, ...Object.fromEntries(dataUris(data).map(([name, uri]) => [name, uri.replace(/^s3:\/\/[^/]+\//, 's3://bench-p1/')])) };
 }
 
 /** The shell script that runs the run's stages in order on local files, as the activities would. */
@@ -66,10 +68,7 @@ export async function orchestration(ctx: BenchContext): Promise<Measured> {
   const config = benchConfig(ctx);
   await uploadDemoData(minio.client, config.data, ctx.quick ? { statutes: 6, cases: 2, records: 60 } : DEMO_SIZE);
   const localData: Record<string, string> = {};
-  for (const name of ['corpus', 'dialogue', 'exam', 'instructions'] as const) {
-    const uri = config.data[name];
-    if (uri) localData[name] = (await downloadArtifact(minio.client, uri, join(ctx.work, 'p1-data', name))).path;
-  }
+  for (const [name, uri] of dataUris(config.data)) localData[name] = (await downloadArtifact(minio.client, uri, join(ctx.work, 'p1-data', name))).path;
   const work = join(ctx.work, 'p1-worker');
   const worker = await Worker.create({
     connection: env.nativeConnection,
