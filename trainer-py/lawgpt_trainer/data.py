@@ -6,6 +6,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from lawgpt_trainer.errors import InvalidInput
@@ -287,12 +288,7 @@ def _instruction(record: dict) -> Sample:
 
 def read_instructions(path: str, limit: int, bad: BadRecords | None = None) -> list[Sample]:
     """Alpaca-shape records `{instruction, input?, output}` (worked exam reasoning, BenTsao's QA)."""
-    samples = []
-    for sample in read_records(path, bad or BadRecords(), _instruction):
-        samples.append(sample)
-        if len(samples) >= limit:
-            break
-    return samples
+    return list(islice(read_records(path, bad or BadRecords(), _instruction), limit))
 
 
 # What stands between the letters of an answer in the wild: "A,B", "A、B", "A B", "A和B", "A.".
@@ -355,11 +351,7 @@ def _short_answer_question(record: dict) -> ShortAnswerQuestion:
 
 def read_short_answer_questions(path: str, limit: int, bad: BadRecords | None = None) -> list[ShortAnswerQuestion]:
     """Questions with reference answers `{id?, input, output}`: for evaluation alone, so all are held out."""
-    questions = []
-    for question in read_records(path, bad or BadRecords(), _short_answer_question):
-        questions.append(question)
-        if len(questions) >= limit:
-            break
+    questions = list(islice(read_records(path, bad or BadRecords(), _short_answer_question), limit))
     if not questions:
         raise InvalidInput(f"{path}: no usable questions")
     return questions
