@@ -25,7 +25,7 @@ export const ESTIMATE = {
 };
 
 // Inputs that are text, whose tokens are estimated (the others are models and tokenizers).
-const TEXT_INPUTS = ['corpus', 'dialogue', 'exam', 'instructions', 'words'];
+const TEXT_INPUTS = ['corpus', 'dialogue', 'exam', 'instructions', 'short_answer', 'words'];
 
 export interface InputSize {
   name: string;
@@ -69,9 +69,9 @@ export function stageCompute(stage: StageName, config: RunConfig, dataTokens: nu
     gpu = 'deepspeed' in section && section.deepspeed?.profile === 'v100';
   } else if (stage === 'eval') {
     // The final, pretrained and base models, each on the held-out blocks and every exam answer
-    // candidate; the final one also writes its answers to the case analyses.
-    const cases = config.data.short_answer ? config.eval.max_short_answers * (256 + config.eval.short_answer_max_new_tokens) : 0;
-    tokens = 3 * (config.eval.max_heldout_blocks * config.eval.block_size + config.eval.max_exam_questions * 4 * 256) + cases;
+    // candidate; the final one also answers the short-answer questions.
+    const shortAnswers = config.data.short_answer ? config.eval.max_short_answers * (256 + config.eval.short_answer_max_new_tokens) : 0;
+    tokens = 3 * (config.eval.max_heldout_blocks * config.eval.block_size + config.eval.max_exam_questions * 4 * 256) + shortAnswers;
     flops = 2 * p * tokens;
   }
   const rate = gpu ? ESTIMATE.gpuPeakFlops * ESTIMATE.gpuUtilisation : ESTIMATE.cpuFlops;

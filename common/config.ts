@@ -200,7 +200,7 @@ export const EvalConfig = z
     max_heldout_blocks: positiveInt.default(32),
     max_exam_questions: positiveInt.default(40),
     max_new_tokens: positiveInt.default(8),
-    // Case-analysis questions answered in full (data.short_answer), and how long an answer may be.
+    // Short-answer questions answered in full (data.short_answer), and how long an answer may be.
     max_short_answers: positiveInt.default(20),
     short_answer_max_new_tokens: positiveInt.default(256),
     // Blocks, answer candidates or questions per forward pass; halved on a GPU while it does not fit.
@@ -331,7 +331,7 @@ export const RunConfig = z
         exam: S3Uri.optional(),
         // Alpaca-shape instructions {instruction, input, output} (worked exam reasoning, BenTsao QA)
         instructions: S3Uri.optional(),
-        // Case-analysis questions with reference answers {id?, input, output}, for eval alone
+        // Short-answer questions (case analyses) with reference answers {id?, input, output}, for eval alone
         short_answer: S3Uri.optional(),
         // A domain word list, one word per line, merged into the vocabulary as LaWGPT did (optional)
         vocab_words: S3Uri.optional(),

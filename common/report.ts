@@ -103,8 +103,8 @@ export interface RunReport {
     answer_logprob: { base?: number; pretrained?: number; final?: number };
     accuracy_by_model: { base?: number; pretrained?: number; final?: number };
   };
-  /** Case analyses answered in full by the final model: mean ROUGE-L F1 against the references. */
-  short_answers?: { questions: number; rouge_l: number };
+  /** Short-answer questions (case analyses) answered by the final model: mean ROUGE-L F1 against the references. */
+  short_answer?: { questions: number; rouge_l: number };
   usage: { gpu_hours: number; cpu_hours: number; tokens: number };
   lineage: {
     config_hash: string;

@@ -21,7 +21,7 @@ export interface DemoDataSize {
 
 export const DEMO_SIZE: DemoDataSize = { statutes: 12, cases: 10, records: 300 };
 
-// Which file of ../shared/data feeds each instruction-data location of a run config.
+// Which file of ../shared/data feeds each record-file location of a run config.
 const RECORD_SOURCES = {
   dialogue: 'dialogue/legal_consultation.jsonl',
   exam: 'exam/disc_law_eval_mcq.jsonl',

@@ -125,7 +125,7 @@ export async function collectReport(s3: S3Client, snapshot: RunSnapshot, reportC
       },
     }),
     ...(evaluation && numberOr(evaluation.short_answer_questions) && {
-      short_answers: { questions: evaluation.short_answer_questions as number, rouge_l: evaluation.short_answer_rouge_l as number },
+      short_answer: { questions: evaluation.short_answer_questions as number, rouge_l: evaluation.short_answer_rouge_l as number },
     }),
     usage: { gpu_hours: totals.gpuHours, cpu_hours: totals.cpuHours, tokens: totals.tokens },
     lineage: {

@@ -95,7 +95,7 @@ function summary(report: RunReport): string {
   ];
   if (report.vocabulary) parts.push(`${report.vocabulary.pieces_added} pieces added to the vocabulary (${report.vocabulary.base_vocab_size} → ${report.vocabulary.merged_vocab_size})`);
   if (report.exam) parts.push(`exam accuracy ${(report.exam.accuracy * 100).toFixed(1)}% against ${(report.exam.chance_accuracy * 100).toFixed(1)}% by chance, on ${report.exam.questions} held-out questions`);
-  if (report.short_answers) parts.push(`case analyses: ROUGE-L ${report.short_answers.rouge_l.toFixed(3)} against the reference answers, on ${report.short_answers.questions} questions`);
+  if (report.short_answer) parts.push(`short-answer questions: ROUGE-L ${report.short_answer.rouge_l.toFixed(3)} against the reference answers, on ${report.short_answer.questions} questions`);
   return `<ul>${parts.map((p) => `<li>${escapeHtml(p)}</li>`).join('')}</ul>`;
 }
 

@@ -113,7 +113,7 @@ describe('the real pipeline', () => {
     const report = JSON.parse(await (await minio.client.send(new GetObjectCommand({ Bucket: 'lawgpt-e2e', Key: reportKey }))).Body!.transformToString());
     expect(result.evaluation!.heldout_perplexity).toBe(report.heldout_perplexity);
     expect(report.exam_questions).toBeGreaterThan(0);
-    expect(report.short_answers).toHaveLength(2);
+    expect(report.short_answer_results).toHaveLength(2);
     expect(result.evaluation!.short_answer_rouge_l).toBe(report.short_answer_rouge_l);
 
     // The S3 secret key reaches neither the run's history nor its report (logs: tests/chaos.test.ts).
@@ -151,8 +151,8 @@ describe('the real pipeline', () => {
     expect(report.bits_per_char.base).toBeGreaterThan(report.bits_per_char.final!);
     expect(report.exam!.answer_logprob.pretrained).toBeLessThan(0);
     expect(report.vocabulary!.pieces_added).toBeGreaterThan(0);
-    expect(report.short_answers!.questions).toBe(2);
-    expect(page).toContain(`case analyses: ROUGE-L ${report.short_answers!.rouge_l.toFixed(3)}`);
+    expect(report.short_answer!.questions).toBe(2);
+    expect(page).toContain(`short-answer questions: ROUGE-L ${report.short_answer!.rouge_l.toFixed(3)}`);
     expect(report.usage.tokens).toBe(Object.values(report.stages).reduce((sum, s) => sum + (s.usage?.tokens ?? 0), 0));
     expect(report.lineage.config_hash).toBe(contentHash(config));
     // Lineage per stage, from what its worker downloaded and ran: pretrain read the corpus and

@@ -19,7 +19,7 @@ from itertools import combinations
 
 import torch
 
-from lawgpt_trainer import prompt
+from lawgpt_trainer import generate, prompt
 from lawgpt_trainer.data import ExamQuestion
 
 
@@ -33,15 +33,6 @@ def candidates(q: ExamQuestion) -> list[str]:
 def question_prompt(tokenizer, q: ExamQuestion) -> list[int]:
     """The question as sft trains it, asking for the letters alone."""
     return prompt.prompt_ids(tokenizer, prompt.exam_sample(replace(q, analysis=None)).instruction)
-
-
-def left_padded(sequences: list[list[int]], pad_id: int, device) -> dict:
-    """A batch padded on the left, so that every sequence ends at the last position (where
-    generation continues and the answers are scored), with positions that skip the padding."""
-    width = max(len(s) for s in sequences)
-    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in sequences], device=device)
-    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
 
 @torch.no_grad()
@@ -58,7 +49,7 @@ def loglik_choices(model, tokenizer, questions: list[ExamQuestion], batch_size: 
     for start in range(0, len(order), batch_size):
         batch = [items[i] for i in order[start : start + batch_size]]
         answer_len = max(len(item[3]) for item in batch)
-        inputs = left_padded([context + answer for _, _, context, answer in batch], tokenizer.unk_token_id, model.device)
+        inputs = generate.left_padded([context + answer for _, _, context, answer in batch], tokenizer.unk_token_id, model.device)
         # Only the positions that predict answer tokens need the vocabulary-wide projection.
         logits = model(**inputs, logits_to_keep=answer_len + 1).logits[:, :-1].float()
         logprobs = torch.log_softmax(logits, dim=-1)
@@ -69,20 +60,7 @@ def loglik_choices(model, tokenizer, questions: list[ExamQuestion], batch_size: 
     return [{"scores": s, "chosen": max(s, key=s.get)} for s in scores]
 
 
-@torch.no_grad()
-def greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, progress) -> list[str]:
-    """What greedy decoding writes after each prompt, in batches; `progress` hears of every batch."""
-    written = []
-    for start in range(0, len(prompts), batch_size):
-        inputs = left_padded(prompts[start : start + batch_size], tokenizer.unk_token_id, model.device)
-        del inputs["position_ids"]  # generate derives them from the mask
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.unk_token_id)
-        written += [text.strip() for text in tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)]
-        progress(out.shape[0])
-    return written
-
-
 def generated_choices(model, tokenizer, questions: list[ExamQuestion], max_new_tokens: int, batch_size: int, progress) -> list[dict]:
     """Per question: what greedy decoding wrote, and the choice read from it."""
-    written = greedy(model, tokenizer, [question_prompt(tokenizer, q) for q in questions], max_new_tokens, batch_size, progress)
+    written = generate.greedy(model, tokenizer, [question_prompt(tokenizer, q) for q in questions], max_new_tokens, batch_size, progress)
     return [{"generated": text, "chosen": prompt.extract_choice(text, "".join(q.options))} for q, text in zip(questions, written)]

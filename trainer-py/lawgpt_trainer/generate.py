@@ -2,7 +2,8 @@
 questions with a trained model and the shared prompt template; with no --prompt, ask interactively.
 Answers stream to the terminal token by token; the model runs on the GPU when there is one.
 
-Not a pipeline stage: a person runs it (through `npm run generate`) to try a model after training."""
+Not a pipeline stage: a person runs it (through `npm run generate`) to try a model after training.
+eval loads its models and decodes its answers in batches with the same functions."""
 
 import argparse
 import sys
@@ -39,6 +40,33 @@ def answer(tokenizer, model, question: str, max_new_tokens: int, temperature: fl
         **sampling,
     )
     return tokenizer.decode(generated[0, len(ids) :], skip_special_tokens=True).strip()
+
+
+def left_padded(sequences: list[list[int]], pad_id: int, device) -> dict:
+    """A batch padded on the left, so that every sequence ends at the last position (where
+    generation continues and the answers are scored), with positions that skip the padding."""
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in sequences], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
+@torch.no_grad()
+def greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, progress) -> list[str]:
+    """What greedy decoding writes after each prompt, in the prompts' order; `progress` hears of
+    every batch. Longest prompts first: a batch too large for the GPU fails at its first, before
+    any progress is reported or decoding time spent, and similar lengths share batches."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    written: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        inputs = left_padded([prompts[i] for i in batch], tokenizer.unk_token_id, model.device)
+        del inputs["position_ids"]  # generate derives them from the mask
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.unk_token_id)
+        for i, text in zip(batch, tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)):
+            written[i] = text.strip()
+        progress(len(batch))
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,11 @@
-"""Case-analysis questions (DISC-Law-Eval's subjective part) answered in full by greedy decoding and
-scored by ROUGE-L against the reference answer: the F1 of the longest common subsequence of
-characters, as LawBench scores its generation tasks (characters, since Chinese has no spaces to
-split words at). A reference figure, not a judge's verdict: it rewards an answer that says what the
-court said, in its order, and gives nothing for a right answer in other words."""
+"""Short-answer questions (DISC-Law-Eval's subjective part: case analyses) answered in full by
+greedy decoding and scored by ROUGE-L against the reference answer: the F1 of the longest common
+subsequence of characters, since Chinese has no spaces to split words at (LawBench also scores its
+generation tasks by ROUGE-L, over jieba's words and weighted otherwise: the figures do not
+compare). A reference figure, not a judge's verdict: it rewards an answer that says what the court
+said, in its order, and gives nothing for a right answer in other words."""
 
-from lawgpt_trainer import exam, prompt
+from lawgpt_trainer import generate, prompt
 from lawgpt_trainer.data import ShortAnswerQuestion
 
 
@@ -34,5 +35,5 @@ def rouge_l(answer: str, reference: str) -> float:
 def answered(model, tokenizer, questions: list[ShortAnswerQuestion], max_new_tokens: int, batch_size: int, progress) -> list[dict]:
     """Per question: what the model wrote, asked with the shared template, and its ROUGE-L."""
     prompts = [prompt.prompt_ids(tokenizer, q.question) for q in questions]
-    written = exam.greedy(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    written = generate.greedy(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
     return [{"key": q.key, "generated": text, "rouge_l": rouge_l(text, q.reference)} for q, text in zip(questions, written)]

@@ -77,9 +77,11 @@ def test_case_analyses_are_answered_in_full_and_scored_against_the_reference(pip
     metrics = pipeline["eval"].completed()["metrics"]
     first = [json.loads(line) for line in tiny_data["short_answer"].read_text("utf-8").splitlines()][:3]
     assert metrics["short_answer_questions"] == 3
-    assert [a["key"] for a in report["short_answers"]] == [str(r["id"]) for r in first]
-    assert all(a["generated"] and 0 <= a["rouge_l"] <= 1 for a in report["short_answers"])
-    assert metrics["short_answer_rouge_l"] == pytest.approx(sum(a["rouge_l"] for a in report["short_answers"]) / 3)
+    assert [a["key"] for a in report["short_answer_results"]] == [str(r["id"]) for r in first]
+    from lawgpt_trainer.short_answer import rouge_l
+
+    assert all(a["generated"] and a["rouge_l"] == rouge_l(a["generated"], r["output"]) for a, r in zip(report["short_answer_results"], first))
+    assert metrics["short_answer_rouge_l"] == pytest.approx(sum(a["rouge_l"] for a in report["short_answer_results"]) / 3)
 
 
 def test_rouge_l_counts_the_longest_common_subsequence_of_characters():

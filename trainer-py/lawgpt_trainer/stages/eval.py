@@ -1,7 +1,7 @@
 """eval: how well a model predicts held-out legal text, against the base model it grew from and
 the model after continued pretraining (one figure per phase), how it answers held-out
-judicial-exam questions (exam.py), and how close its answers to case-analysis questions come to
-the reference ones (short_answer.py).
+judicial-exam questions (exam.py), and how close its answers to short-answer questions (case
+analyses) come to the reference ones (short_answer.py).
 
 Every model is scored on the exam by log-likelihood too: instruction tuning targets the exam's
 answers, so `exam_answer_logprob` (the mean log-probability of the right answer, a figure that
@@ -65,10 +65,10 @@ def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
     percent, bad = request["split"]["heldout_percent"], data.BadRecords.of(request, events)
     questions = data.split_exam(data.read_exam(inputs["exam"], bad), percent)[1][: config["max_exam_questions"]] if "exam" in inputs else []
-    short_questions = data.read_short_answer_questions(inputs["short_answer"], config["max_short_answers"], bad) if "short_answer" in inputs else []
+    short_answer_items = data.read_short_answer_questions(inputs["short_answer"], config["max_short_answers"], bad) if "short_answer" in inputs else []
     models = {"model": "final"} | {name: prefix for name, prefix in COMPARED.items() if name in inputs}
     candidates = sum(len(exam.candidates(q)) for q in questions)
-    progress = Progress(events, len(models) * (1 + candidates) + len(questions) + len(short_questions))
+    progress = Progress(events, len(models) * (1 + candidates) + len(questions) + len(short_answer_items))
 
     # Held-out blocks per tokenizer, with their characters: the final and the pretrained model share them.
     prepared: dict[str, tuple[packing.Blocks, int]] = {}
@@ -82,7 +82,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
             prepared[key] = blocks, characters(tokenizer, blocks)
         return prepared[key]
 
-    scored, by_subject, answers, on_exam, short_answers = {}, {"loglik": defaultdict(list), "generated": defaultdict(list)}, [], {}, []
+    scored, by_subject, answers, on_exam, short_answer_results = {}, {"loglik": defaultdict(list), "generated": defaultdict(list)}, [], {}, []
     for name, prefix in models.items():
         tokenizer, model = generate.load(inputs[name])
         blocks, chars = heldout(tokenizer)
@@ -101,8 +101,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
                 by_subject["loglik"][subject].append(ll["chosen"] == q.answer)
                 by_subject["generated"][subject].append(gen["chosen"] == q.answer)
                 answers.append({"key": q.key, "expected": q.answer, "chosen": ll["chosen"], "scores": ll["scores"], "chosen_generated": gen["chosen"], "generated": gen["generated"]})
-        if name == "model" and short_questions:
-            short_answers = fitting(config["batch_size"], lambda b: short_answer.answered(model, tokenizer, short_questions, config["short_answer_max_new_tokens"], b, progress.advance))
+        if name == "model" and short_answer_items:
+            short_answer_results = fitting(config["batch_size"], lambda b: short_answer.answered(model, tokenizer, short_answer_items, config["short_answer_max_new_tokens"], b, progress.advance))
         _release(model)
 
     accuracy = lambda results: sum(sum(v) for v in results.values()) / len(questions) if questions else None  # noqa: E731
@@ -118,8 +118,8 @@ def run(request: dict, events) -> tuple[dict, dict]:
         "exam_accuracy_generated": accuracy(by_subject["generated"]),
         "exam_answer_logprob": on_exam.get("final", {}).get("answer_logprob"),
         **{f"{prefix}_exam_{figure}": on_exam[prefix][figure] for prefix in COMPARED.values() if prefix in on_exam for figure in ("accuracy", "answer_logprob")},
-        "short_answer_questions": len(short_questions),
-        "short_answer_rouge_l": sum(c["rouge_l"] for c in short_answers) / len(short_questions) if short_questions else None,
+        "short_answer_questions": len(short_answer_items),
+        "short_answer_rouge_l": sum(c["rouge_l"] for c in short_answer_results) / len(short_answer_items) if short_answer_items else None,
         "skipped_records": bad.count,
         "on_gpu": int(torch.cuda.is_available()),
     }
@@ -129,7 +129,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         "exam_accuracy_by_subject": {s: sum(v) / len(v) for s, v in sorted(by_subject["loglik"].items())},
         "exam_accuracy_generated_by_subject": {s: sum(v) / len(v) for s, v in sorted(by_subject["generated"].items())},
         "answers": answers,
-        "short_answers": short_answers,
+        "short_answer_results": short_answer_results,
     }
     (out / "report").mkdir(parents=True, exist_ok=True)
     (out / "report" / "report.json").write_text(json.dumps(_finite(report), ensure_ascii=False, indent=2, allow_nan=False), "utf-8")
@@ -149,7 +149,8 @@ def _finite(value):
 
 
 class Progress:
-    """Progress events over the whole stage: a step per model scored and per exam item."""
+    """Progress events over the whole stage: a step per model scored, per exam item and per
+    short-answer question answered."""
 
     def __init__(self, events, total: int):
         self.events, self.total, self.done = events, total, 0
