@@ -79,6 +79,7 @@ describe('lawgptPipeline', () => {
       model: out('sft', 'model'),
       corpus: demo.data.corpus,
       exam: demo.data.exam,
+      short_answer: demo.data.short_answer,
       base_model: out('base', 'model'),
       pretrained_model: out('pretrain', 'model'),
     });
@@ -123,7 +124,7 @@ describe('lawgptPipeline', () => {
     expect(tasks[0].inputs.model).toBe(given);
     // eval compares with the given model too; its optional base model is neither run nor given,
     // so it is left out, not passed as undefined.
-    expect(Object.keys(tasks[1].inputs).sort()).toEqual(['corpus', 'exam', 'model', 'pretrained_model']);
+    expect(Object.keys(tasks[1].inputs).sort()).toEqual(['corpus', 'exam', 'model', 'pretrained_model', 'short_answer']);
     expect(tasks[1].inputs.pretrained_model).toBe(given);
     expect(Object.keys(value!.stages)).toEqual(['sft', 'eval']);
     expect(status.stages).toMatchObject({ base: 'skipped', pretrain: 'skipped', sft: 'completed', eval: 'completed' });
