@@ -332,6 +332,18 @@ def read_exam(path: str, bad: BadRecords | None = None) -> list[ExamQuestion]:
     return questions
 
 
+def quotes_any(questions: list[ExamQuestion]):
+    """A test of whether a sample quotes one of `questions`: holds its text, whitespace aside, in
+    its instruction or input. A question of under 20 characters is too short to tell by."""
+    texts = [text for text in (re.sub(r"\s+", "", q.question) for q in questions) if len(text) >= 20]
+
+    def quotes(sample: Sample) -> bool:
+        said = re.sub(r"\s+", "", sample.instruction + sample.input)
+        return any(text in said for text in texts)
+
+    return quotes
+
+
 def _content_key(q: ExamQuestion) -> str:
     return re.sub(r"\s+", "", q.question + "".join(f"{k}{v}" for k, v in sorted(q.options.items())))
 

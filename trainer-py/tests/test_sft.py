@@ -65,10 +65,31 @@ def test_every_instruction_source_contributes_samples(pipeline, tiny_data):
 
     config = {"dialogue_answers": "first", "max_dialogue_records": 5, "max_exam_records": 5, "max_instruction_records": 5}
     request = {"config": config, "split": {"heldout_percent": 20}, "inputs": {k: str(tiny_data[k]) for k in ("dialogue", "exam", "instructions")}}
-    found = samples(request, BadRecords())
-    assert len(found) == 15
+    found, quoting = samples(request, BadRecords())
+    assert (len(found), quoting) == (15, 0)
     assert found[-1].output == json.loads(tiny_data["instructions"].read_text("utf-8").splitlines()[4])["output"]
     assert "请选出正确答案" in found[5].instruction
+
+
+def test_instructions_that_quote_a_heldout_exam_question_are_left_out(tiny_data, tmp_path):
+    from lawgpt_trainer import data
+    from lawgpt_trainer.stages.sft import samples
+
+    questions = data.read_exam(str(tiny_data["exam"]))
+    heldout = data.split_exam(questions, 20)[1][0]
+    trained = data.split_exam(questions, 20)[0][0]
+    # Bar-exam questions travel between collections, reflowed: one held out by eval, one trained on.
+    records = [{"instruction": f"{heldout.question[:30]}\n {heldout.question[30:]}\n请给出推理过程。", "input": "", "output": "答"},
+               {"instruction": trained.question, "input": "", "output": "答"},
+               {"instruction": "什么是不当得利？", "input": "", "output": "答"}]
+    instructions = tmp_path / "instructions.jsonl"
+    instructions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records), "utf-8")
+    config = {"dialogue_answers": "first", "max_dialogue_records": 5, "max_exam_records": 1, "max_instruction_records": 5}
+    request = {"config": config, "split": {"heldout_percent": 20}, "inputs": {"exam": str(tiny_data["exam"]), "instructions": str(instructions)}}
+    found, quoting = samples(request, BadRecords())
+    # The exam's own training question first, then the instructions that do not quote a held-out one.
+    assert [s.instruction for s in found[1:]] == [trained.question, "什么是不当得利？"]
+    assert quoting == 1
 
 
 def test_instructions_alone_are_enough(pipeline, tiny_data, tmp_path):

@@ -36,26 +36,30 @@ def pad_collator(pad_id: int):
     return collate
 
 
-def samples(request: dict, bad: data.BadRecords) -> list[data.Sample]:
+def samples(request: dict, bad: data.BadRecords) -> tuple[list[data.Sample], int]:
     """Every instruction sample the run's data provides: consultations, the training part of the
-    exam questions, and Alpaca-shape instructions, each source optional."""
+    exam questions, and Alpaca-shape instructions, each source optional; and how many were left
+    out for quoting a held-out exam question (eval scores it: training on it would inflate the
+    figure, and bar-exam questions travel from one collection to another)."""
     config, inputs = request["config"], request["inputs"]
-    found: list[data.Sample] = []
-    if "dialogue" in inputs:
-        found += data.read_dialogue(inputs["dialogue"], config["dialogue_answers"], config["max_dialogue_records"], bad)
-    if "exam" in inputs:
-        exam_train, _ = data.split_exam(data.read_exam(inputs["exam"], bad), request["split"]["heldout_percent"])
-        found += [prompt.exam_sample(q) for q in exam_train[: config["max_exam_records"]]]
-    if "instructions" in inputs:
-        found += data.read_instructions(inputs["instructions"], config["max_instruction_records"], bad)
-    return found
+    exam_train, heldout = data.split_exam(data.read_exam(inputs["exam"], bad), request["split"]["heldout_percent"]) if "exam" in inputs else ([], [])
+    quotes = data.quotes_any(heldout)
+    dialogue = data.read_dialogue(inputs["dialogue"], config["dialogue_answers"], config["max_dialogue_records"], bad) if "dialogue" in inputs else []
+    instructions = data.read_instructions(inputs["instructions"], config["max_instruction_records"], bad) if "instructions" in inputs else []
+    kept_dialogue, kept_instructions = [s for s in dialogue if not quotes(s)], [s for s in instructions if not quotes(s)]
+    exam = [prompt.exam_sample(q) for q in exam_train[: config["max_exam_records"]]]
+    quoting = len(dialogue) - len(kept_dialogue) + len(instructions) - len(kept_instructions)
+    return kept_dialogue + exam + kept_instructions, quoting
 
 
 def run(request: dict, events) -> tuple[dict, dict]:
     config, out = request["config"], Path(request["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(request["inputs"]["model"])
     bad = data.BadRecords.of(request, events)
-    encoded = [encode(tokenizer, s, config["cutoff_len"]) for s in samples(request, bad)]
+    found, quoting_exam = samples(request, bad)
+    if quoting_exam:
+        events.log(f"{quoting_exam} instruction samples left out: they quote a held-out exam question, which eval scores", level="warning")
+    encoded = [encode(tokenizer, s, config["cutoff_len"]) for s in found]
     dataset = [item for item in encoded if any(label != IGNORE_INDEX for label in item["labels"])]
     if not dataset:
         raise InvalidInput(f"no sample keeps a response token within cutoff_len={config['cutoff_len']}")
@@ -87,5 +91,5 @@ def run(request: dict, events) -> tuple[dict, dict]:
     base = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.fold_options(config))
     merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer), out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
-    metrics = {"train_samples": samples_count, "samples_over_cutoff": over_cutoff, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, before, loaded)}
+    metrics = {"train_samples": samples_count, "samples_over_cutoff": over_cutoff, "samples_quoting_exam": quoting_exam, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, before, loaded)}
     return {"adapter": "adapter", "model": "model"}, metrics
