@@ -332,14 +332,27 @@ def read_exam(path: str, bad: BadRecords | None = None) -> list[ExamQuestion]:
     return questions
 
 
+# Letters and digits only, width folded: copies of a bar-exam question differ in punctuation.
+_NOT_TEXT = re.compile(r"[\W_]+")
+# Characters in a row that a sample must share with a question to quote it: well past the
+# boilerplate questions share ("下列说法正确的是").
+QUOTE_CHARS = 30
+
+
+def _bare(text: str) -> str:
+    return _NOT_TEXT.sub("", unicodedata.normalize("NFKC", text))
+
+
 def quotes_any(questions: list[ExamQuestion]):
-    """A test of whether a sample quotes one of `questions`: holds its text, whitespace aside, in
-    its instruction or input. A question of under 20 characters is too short to tell by."""
-    texts = [text for text in (re.sub(r"\s+", "", q.question) for q in questions) if len(text) >= 20]
+    """A test of whether a sample quotes one of `questions`: shares QUOTE_CHARS characters in a row
+    with one (letters and digits), in its instruction or input. Copies of a bar-exam question in
+    other collections differ in punctuation, a year or their last clause, so a whole-text match
+    would miss them."""
+    runs = {text[i : i + QUOTE_CHARS] for text in (_bare(q.question) for q in questions) for i in range(len(text) - QUOTE_CHARS + 1)}
 
     def quotes(sample: Sample) -> bool:
-        said = re.sub(r"\s+", "", sample.instruction + sample.input)
-        return any(text in said for text in texts)
+        said = _bare(sample.instruction + sample.input)
+        return any(said[i : i + QUOTE_CHARS] in runs for i in range(len(said) - QUOTE_CHARS + 1))
 
     return quotes
 

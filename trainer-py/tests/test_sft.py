@@ -76,10 +76,12 @@ def test_instructions_that_quote_a_heldout_exam_question_are_left_out(tiny_data,
     from lawgpt_trainer.stages.sft import samples
 
     questions = data.read_exam(str(tiny_data["exam"]))
-    heldout = data.split_exam(questions, 20)[1][0]
+    heldout = next(q for q in data.split_exam(questions, 20)[1] if len(q.question) > 60)
     trained = data.split_exam(questions, 20)[0][0]
-    # Bar-exam questions travel between collections, reflowed: one held out by eval, one trained on.
-    records = [{"instruction": f"{heldout.question[:30]}\n {heldout.question[30:]}\n请给出推理过程。", "input": "", "output": "答"},
+    # Bar-exam questions travel between collections reflowed, in other punctuation, with another
+    # last clause: one held out by eval, one trained on.
+    copied = heldout.question.replace("，", ",").replace("。", ".")[:-6]
+    records = [{"instruction": f"{copied[:30]}\n {copied[30:]}哪些说法正确?请给出推理过程。", "input": "", "output": "答"},
                {"instruction": trained.question, "input": "", "output": "答"},
                {"instruction": "什么是不当得利？", "input": "", "output": "答"}]
     instructions = tmp_path / "instructions.jsonl"
