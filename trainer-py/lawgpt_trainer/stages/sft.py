@@ -42,10 +42,11 @@ def samples(request: dict, bad: data.BadRecords) -> tuple[list[data.Sample], int
     out for quoting a held-out exam question (eval scores it: training on it would inflate the
     figure, and bar-exam questions travel from one collection to another)."""
     config, inputs = request["config"], request["inputs"]
-    exam_train, heldout = data.split_exam(data.read_exam(inputs["exam"], bad), request["split"]["heldout_percent"]) if "exam" in inputs else ([], [])
-    quotes = data.quotes_any(heldout)
+    # Read in this order, so that with on_bad_record=fail the first bad record named is the first one met.
     dialogue = data.read_dialogue(inputs["dialogue"], config["dialogue_answers"], config["max_dialogue_records"], bad) if "dialogue" in inputs else []
+    exam_train, heldout = data.split_exam(data.read_exam(inputs["exam"], bad), request["split"]["heldout_percent"]) if "exam" in inputs else ([], [])
     instructions = data.read_instructions(inputs["instructions"], config["max_instruction_records"], bad) if "instructions" in inputs else []
+    quotes = data.quotes_any(heldout)
     kept_dialogue, kept_instructions = [s for s in dialogue if not quotes(s)], [s for s in instructions if not quotes(s)]
     exam = [prompt.exam_sample(q) for q in exam_train[: config["max_exam_records"]]]
     quoting = len(dialogue) - len(kept_dialogue) + len(instructions) - len(kept_instructions)
