@@ -8,7 +8,7 @@ import { cacheKey, inputObjects, lookupStage } from '../activities/stage-cache.j
 import { hasObjects, parseS3Uri, type ObjectInfo } from '../activities/s3.js';
 import { sequencesPerStep, type RunConfig } from '../common/config.js';
 import { stageTask } from '../common/run.js';
-import { inputsOf, STAGE_IO, type StageName, type StageOutputs } from '../common/stages.js';
+import { dataInputNames, inputsOf, STAGE_IO, type StageName, type StageOutputs } from '../common/stages.js';
 
 // Assumptions of the compute estimate (README, "Estimating a run").
 export const ESTIMATE = {
@@ -23,9 +23,6 @@ export const ESTIMATE = {
   tokensPerByte: 0.4,
   sampleBytes: 256 << 10,
 };
-
-// Inputs that are text, whose tokens are estimated (the others are models and tokenizers).
-const TEXT_INPUTS = ['corpus', 'dialogue', 'exam', 'instructions', 'short_answer', 'words'];
 
 export interface InputSize {
   name: string;
@@ -163,14 +160,16 @@ export async function planRun(config: RunConfig, deps: PlanDeps): Promise<StageP
     const fromThisRun = Object.entries(inputs).filter(([, uri]) => made.has(uri)).map(([name]) => name);
     const external = Object.fromEntries(Object.entries(inputs).filter(([name]) => !fromThisRun.includes(name)));
     const objects = await inputObjects(deps.s3, external);
+    // The run's data is text, whose tokens are estimated; the other inputs are models and tokenizers.
+    const text = dataInputNames(stage);
     const sizes: InputSize[] = [];
     for (const [name, list] of Object.entries(objects)) {
       const bytes = list.reduce((sum, o) => sum + o.size, 0);
-      const isText = TEXT_INPUTS.includes(name);
+      const isText = text.includes(name);
       sizes.push({ name, uri: external[name], objects: list.length, bytes, tokens: isText && bytes ? Math.round(bytes * (await tokensPerByte(deps.s3, external[name], list))) : 0 });
     }
     const hit = config.runtime.cache && !fromThisRun.length ? await lookupStage(deps.s3, task, cacheKey(task, objects, version), () => undefined) : undefined;
-    const dataTokens = sizes.filter((s) => TEXT_INPUTS.includes(s.name)).reduce((sum, s) => sum + s.tokens, 0);
+    const dataTokens = sizes.reduce((sum, s) => sum + s.tokens, 0);
     plans.push({ stage, ...(hit && { cachedFrom: hit.cachedFrom }), inputs: sizes, fromThisRun, compute: stageCompute(stage, config, dataTokens) });
     done[stage] = hit ? hit.outputs : thisRunsOutputs(config, stage);
     if (!hit) Object.values(done[stage]!).forEach((uri) => made.add(uri));

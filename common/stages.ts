@@ -46,6 +46,9 @@ const DATA_INPUTS: { [S in StageName]: (data: RunConfig['data']) => Record<strin
   eval: (data) => ({ corpus: data.corpus, exam: data.exam, short_answer: data.short_answer }),
 };
 
+/** The names of the inputs a stage takes from the run's data (text, where the others are models and tokenizers). */
+export const dataInputNames = (stage: StageName): string[] => Object.keys(DATA_INPUTS[stage]({} as RunConfig['data']));
+
 /** A stage's inputs: the run's data, and the outputs of earlier stages or given artifacts; optional ones this run lacks are left out. */
 export function inputsOf(stage: StageName, data: RunConfig['data'], done: StageOutputs): Record<string, string> {
   const upstream = upstreamOf(stage).map(([input, [from, output]]) => [input, done[from]?.[output]]);
