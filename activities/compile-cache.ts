@@ -20,6 +20,7 @@ export const usesCompileCache = (task: StageTask): boolean => 'compile' in task.
 const NOT_COMPILED = [
   'max_steps', 'epochs', 'gradient_accumulation_steps', 'global_batch_size', 'learning_rate', 'warmup_steps', 'logging_steps',
   'checkpoint_steps', 'seed', 'eval_blocks', 'profiler', 'dialogue_answers', 'max_dialogue_records', 'max_exam_records', 'max_instruction_records',
+  'max_knowledge_records',
 ];
 const NOT_COMPILED_DEEPSPEED = ['hosts', 'master_addr', 'master_port'];
 

@@ -190,6 +190,8 @@ export const SftConfig = z
     max_dialogue_records: positiveInt.default(300),
     max_exam_records: positiveInt.default(300),
     max_instruction_records: positiveInt.default(300),
+    // Knowledge-graph records read (data.knowledge); each gives a question per relation, and one on the whole entity.
+    max_knowledge_records: positiveInt.default(300),
   })
   .strict()
   .refine(...profilerWithinRun);
@@ -324,13 +326,16 @@ export const RunConfig = z
       .object({
         // Needed by vocab, pretrain and eval; an instruction-tuning-only run can do without.
         corpus: S3PrefixUri.optional(),
-        // These three: JSONL, or a JSON array file (trainer-py's data.py reads them).
+        // These five: JSONL, or a JSON array file (trainer-py's data.py reads them).
         // Lawyer consultations {question, answers[]}, or multi-turn {turns[]}
         dialogue: S3Uri.optional(),
         // Multiple-choice exam questions {question, options, answer, multi?, subject?, analysis?}
         exam: S3Uri.optional(),
         // Alpaca-shape instructions {instruction, input, output} (worked exam reasoning, BenTsao QA)
         instructions: S3Uri.optional(),
+        // Knowledge-graph records in cMeKG's shape {中心词, <relation>: [values] or value, ...} (BenTsao's
+        // knowledge), turned into questions answered with the graph's own values
+        knowledge: S3Uri.optional(),
         // Short-answer questions (case analyses) with reference answers {id?, input, output}, for eval alone
         short_answer: S3Uri.optional(),
         // A domain word list, one word per line, merged into the vocabulary as LaWGPT did (optional)
@@ -349,9 +354,9 @@ export const RunConfig = z
     runtime: RuntimeConfig.prefault({}),
   })
   .strict()
-  .refine((c) => !c.stages.includes('sft') || c.data.dialogue || c.data.exam || c.data.instructions, {
+  .refine((c) => !c.stages.includes('sft') || c.data.dialogue || c.data.exam || c.data.instructions || c.data.knowledge, {
     path: ['data'],
-    message: 'sft needs instruction data: set at least one of dialogue, exam, instructions',
+    message: 'sft needs instruction data: set at least one of dialogue, exam, instructions, knowledge',
   })
   .refine((c) => c.vocab.train_sentencepiece || c.data.vocab_words, {
     path: ['vocab', 'train_sentencepiece'],

@@ -15,8 +15,8 @@ export const STAGE_IO = {
   base: { inputs: [], optional: [], outputs: ['tokenizer', 'model'] },
   vocab: { inputs: ['corpus', 'base_tokenizer'], optional: ['words'], outputs: ['tokenizer'] },
   pretrain: { inputs: ['corpus', 'tokenizer', 'base_model'], optional: ['blocks', 'compile_cache'], outputs: ['model'] },
-  // Instruction data in any of three shapes; at least one is required (checked in the run config).
-  sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions', 'compile_cache'], outputs: ['adapter', 'model'] },
+  // Instruction data in any of four shapes; at least one is required (checked in the run config).
+  sft: { inputs: ['model'], optional: ['dialogue', 'exam', 'instructions', 'knowledge', 'compile_cache'], outputs: ['adapter', 'model'] },
   eval: { inputs: ['model', 'corpus'], optional: ['exam', 'short_answer', 'base_model', 'pretrained_model'], outputs: ['report'] },
 } as const satisfies Record<StageName, { inputs: readonly string[]; optional: readonly string[]; outputs: readonly string[] }>;
 
@@ -42,7 +42,7 @@ const DATA_INPUTS: { [S in StageName]: (data: RunConfig['data']) => Record<strin
   base: () => ({}),
   vocab: (data) => ({ corpus: data.corpus, words: data.vocab_words }),
   pretrain: (data) => ({ corpus: data.corpus }),
-  sft: (data) => ({ dialogue: data.dialogue, exam: data.exam, instructions: data.instructions }),
+  sft: (data) => ({ dialogue: data.dialogue, exam: data.exam, instructions: data.instructions, knowledge: data.knowledge }),
   eval: (data) => ({ corpus: data.corpus, exam: data.exam, short_answer: data.short_answer }),
 };
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseRunConfig } from '../common/config.js';
+import { inputsOf, STAGES } from '../common/stages.js';
 
 const read = (name: string) => JSON.parse(readFileSync(new URL(`../configs/${name}`, import.meta.url), 'utf8'));
 const demo = read('demo.json');
@@ -37,11 +38,19 @@ describe('run config', () => {
     expect(found).toEqual(['data.corpus: must end with "/" (a folder)', 'data.dialogue: must look like s3://bucket/key']);
   });
 
+  it('hands a knowledge graph to sft alone', () => {
+    const config = parseRunConfig({ ...demo, data: { ...demo.data, knowledge: 's3://lawgpt/cmekg.json' } });
+    const takers = STAGES.filter((stage) => inputsOf(stage, config.data, {}).knowledge);
+    expect(takers).toEqual(['sft']);
+    expect(inputsOf('sft', config.data, {}).knowledge).toBe('s3://lawgpt/cmekg.json');
+  });
+
   it('requires some instruction data when the run includes sft', () => {
     const corpusOnly = { ...demo, data: { corpus: demo.data.corpus } };
-    expect(problems(corpusOnly)).toEqual(['data: sft needs instruction data: set at least one of dialogue, exam, instructions']);
+    expect(problems(corpusOnly)).toEqual(['data: sft needs instruction data: set at least one of dialogue, exam, instructions, knowledge']);
     expect(problems({ ...corpusOnly, stages: ['base', 'vocab', 'pretrain'] })).toEqual([]);
     expect(problems({ ...corpusOnly, data: { ...corpusOnly.data, instructions: 's3://lawgpt/i.jsonl' } })).toEqual([]);
+    expect(problems({ ...corpusOnly, data: { ...corpusOnly.data, knowledge: 's3://lawgpt/cmekg.json' } })).toEqual([]);
   });
 
   it('merges a word list alone only when one is given', () => {

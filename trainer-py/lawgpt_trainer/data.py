@@ -51,6 +51,15 @@ class ExamQuestion:
 
 
 @dataclass(frozen=True)
+class KnowledgeEntry:
+    """What a medical knowledge graph (BenTsao's cMeKG) says of one entity: its relations, each
+    with its values in the graph's order, e.g. {"相关症状": ["头痛", "恶心"]}."""
+
+    entity: str
+    relations: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
 class ShortAnswerQuestion:
     """A question answered in full (DISC-Law-Eval's case analyses), scored against a reference."""
 
@@ -289,6 +298,34 @@ def _instruction(record: dict) -> Sample:
 def read_instructions(path: str, limit: int, bad: BadRecords | None = None) -> list[Sample]:
     """Alpaca-shape records `{instruction, input?, output}` (worked exam reasoning, BenTsao's QA)."""
     return list(islice(read_records(path, bad or BadRecords(), _instruction), limit))
+
+
+# The field that names a knowledge-graph record's entity; every other field is a relation.
+ENTITY_FIELD = "中心词"
+
+
+def _knowledge(record: dict) -> KnowledgeEntry:
+    entity = _field(record, ENTITY_FIELD, str).strip()
+    relations = {}
+    for name, value in record.items():
+        if name == ENTITY_FIELD:
+            continue
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise BadRecord(f"field '{name}' must be a string or a list of strings")
+        # The graph lists some values twice, and blanks say nothing.
+        kept = list(dict.fromkeys(v.strip() for v in values if v.strip()))
+        if kept and name.strip():
+            relations[name.strip()] = kept
+    if not relations:
+        raise BadRecord(f"the record says nothing of {entity!r}: no field besides '{ENTITY_FIELD}' holds a value")
+    return KnowledgeEntry(entity, relations)
+
+
+def read_knowledge(path: str, limit: int, bad: BadRecords | None = None) -> list[KnowledgeEntry]:
+    """Knowledge-graph records in cMeKG's shape `{中心词, <relation>: [values] or value, ...}`,
+    e.g. {"中心词": "偏头痛", "相关症状": ["头痛", …], "所属科室": ["神经内科"]}."""
+    return list(islice(read_records(path, bad or BadRecords(), _knowledge), limit))
 
 
 # What stands between the letters of an answer in the wild: "A,B", "A、B", "A B", "A和B", "A.".

@@ -5,7 +5,7 @@ import re
 from functools import cache
 from importlib import resources
 
-from lawgpt_trainer.data import ExamQuestion, Sample
+from lawgpt_trainer.data import ExamQuestion, KnowledgeEntry, Sample
 
 
 @cache
@@ -46,6 +46,27 @@ def exam_sample(q: ExamQuestion) -> Sample:
     if q.analysis:
         return Sample(instruction=t["exam_reasoning_instruction"].format(**fields), input="", output=f"{q.answer}\n{q.analysis}")
     return Sample(instruction=t["exam_instruction"].format(**fields), input="", output=q.answer)
+
+
+def knowledge_samples(entry: KnowledgeEntry) -> list[Sample]:
+    """Questions on a knowledge-graph entity answered with the graph's own values, so that nothing
+    in an answer is invented: one per relation ("偏头痛的相关症状有哪些？"), and, where there are
+    several, one asking about the entity whose answer holds them all."""
+    t = template()["knowledge"]
+    said = {relation: t["separator"].join(values) for relation, values in entry.relations.items()}
+    kind = lambda values: "one" if len(values) == 1 else "several"  # noqa: E731
+    samples = [
+        Sample(
+            instruction=t[f"question_{kind(values)}"].format(entity=entry.entity, relation=relation),
+            input="",
+            output=t[f"answer_{kind(values)}"].format(entity=entry.entity, relation=relation, values=said[relation]),
+        )
+        for relation, values in entry.relations.items()
+    ]
+    if len(said) == 1:
+        return samples
+    overview = "\n".join(t["overview_line"].format(relation=relation, values=values) for relation, values in said.items())
+    return samples + [Sample(instruction=t["overview_question"].format(entity=entry.entity), input="", output=overview)]
 
 
 # A group of option letters, as a model writes one choice: "B", "AC", "A、C", "A和C". Spaces and

@@ -6,7 +6,7 @@ import pytest
 
 from lawgpt_trainer import data
 from lawgpt_trainer.errors import InvalidInput
-from lawgpt_trainer.prompt import exam_sample, extract_choice
+from lawgpt_trainer.prompt import exam_sample, extract_choice, knowledge_samples
 
 
 def _jsonl(tmp_path, records) -> str:
@@ -133,6 +133,50 @@ def test_instructions_errors_name_file_line_and_field(tmp_path):
         data.read_instructions(_jsonl(tmp_path, [good, {**good, "output": ""}]), 10)
     with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'input' must be a string"):
         data.read_instructions(_jsonl(tmp_path, [{**good, "input": ["x"]}]), 10)
+
+
+# A knowledge-graph record in BenTsao's cMeKG shape (no such file ships in ../shared).
+MIGRAINE = {"中心词": "偏头痛", "相关疾病": ["紧张性头痛"], "相关症状": ["头痛", "恶心", "头痛", " "], "所属科室": ["神经内科"], "发病部位": "头部", "别名": []}
+
+
+def test_knowledge_records_are_entities_with_their_relations(tmp_path):
+    [entry] = data.read_knowledge(_jsonl(tmp_path, [MIGRAINE]), 10)
+    # A value given twice or blank says nothing more, a string is one value, an empty list none.
+    assert entry == data.KnowledgeEntry("偏头痛", {"相关疾病": ["紧张性头痛"], "相关症状": ["头痛", "恶心"], "所属科室": ["神经内科"], "发病部位": ["头部"]})
+    array = tmp_path / "kg.json"
+    array.write_text(json.dumps([MIGRAINE, {**MIGRAINE, "中心词": "肝癌"}], ensure_ascii=False, indent=1), "utf-8")
+    assert [e.entity for e in data.read_knowledge(str(array), 10)] == ["偏头痛", "肝癌"]
+    assert len(data.read_knowledge(str(array), 1)) == 1
+
+
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        ({"相关症状": ["头痛"]}, "field '中心词' must be a non-empty str"),
+        ({"中心词": "偏头痛", "相关症状": ["头痛", 3]}, "field '相关症状' must be a string or a list of strings"),
+        ({"中心词": "偏头痛", "所属科室": {"name": "神经内科"}}, "field '所属科室' must be a string or a list of strings"),
+        ({"中心词": "偏头痛", "别名": [], "相关症状": [" "]}, "the record says nothing of '偏头痛'"),
+    ],
+)
+def test_knowledge_errors_name_file_line_and_field(tmp_path, record, problem):
+    with pytest.raises(InvalidInput, match=rf"records.jsonl:2: {problem}"):
+        data.read_knowledge(_jsonl(tmp_path, [MIGRAINE, record]), 10)
+    bad = data.BadRecords("skip")
+    assert len(data.read_knowledge(_jsonl(tmp_path, [MIGRAINE, record]), 10, bad)) == 1 and bad.count == 1
+
+
+def test_knowledge_is_asked_per_relation_and_answered_with_the_graphs_values(tmp_path):
+    [entry] = data.read_knowledge(_jsonl(tmp_path, [MIGRAINE]), 10)
+    asked = [(s.instruction, s.output) for s in knowledge_samples(entry)]
+    assert asked[:4] == [
+        ("偏头痛的相关疾病是什么？", "偏头痛的相关疾病是紧张性头痛。"),
+        ("偏头痛的相关症状有哪些？", "偏头痛的相关症状有：头痛、恶心。"),
+        ("偏头痛的所属科室是什么？", "偏头痛的所属科室是神经内科。"),
+        ("偏头痛的发病部位是什么？", "偏头痛的发病部位是头部。"),
+    ]
+    assert asked[4] == ("请介绍偏头痛的相关知识。", "相关疾病：紧张性头痛\n相关症状：头痛、恶心\n所属科室：神经内科\n发病部位：头部")
+    # With one relation, the question on the whole entity would only repeat it.
+    assert len(knowledge_samples(data.KnowledgeEntry("肝癌", {"所属科室": ["肝胆外科"]}))) == 1
 
 
 def test_exam_questions_train_on_letters_first_and_reasoning_where_present(tmp_path):

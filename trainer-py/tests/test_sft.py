@@ -100,6 +100,20 @@ def test_instructions_alone_are_enough(pipeline, tiny_data, tmp_path):
     assert run.completed()["metrics"]["train_samples"] > 0
 
 
+def test_a_knowledge_graph_alone_is_enough(pipeline, tmp_path):
+    """BenTsao's knowledge tuning: questions on a medical knowledge graph's entities."""
+    records = [
+        {"中心词": "偏头痛", "相关症状": ["头痛", "恶心"], "所属科室": ["神经内科"]},
+        {"中心词": "肝癌", "相关疾病": ["肝硬化"], "别名": "原发性肝癌"},
+        {"中心词": "胃炎", "所属科室": ["消化内科"]},
+    ]
+    graph = tmp_path / "graph.jsonl"
+    graph.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records), "utf-8")
+    run = run_stage("sft", {"model": pipeline["pretrain"].output_dir / "model", "knowledge": graph}, tmp_path / "run")
+    # Two relations and the entity's overview each for the first two, one relation for the third.
+    assert run.completed()["metrics"]["train_samples"] == 7
+
+
 def test_packing_fills_sequences_up_to_the_cutoff_and_keeps_each_prompt_masked():
     from lawgpt_trainer.stages.sft import pack_samples
 

@@ -1,5 +1,6 @@
-"""sft: instruction tuning with LoRA on lawyer consultations and judicial-exam questions; the loss
-covers the response tokens only. Writes the adapter and the standalone merged model."""
+"""sft: instruction tuning with LoRA on lawyer consultations, judicial-exam questions, Alpaca-shape
+instructions and knowledge-graph records; the loss covers the response tokens only. Writes the
+adapter and the standalone merged model."""
 
 from pathlib import Path
 
@@ -38,19 +39,22 @@ def pad_collator(pad_id: int):
 
 def samples(request: dict, bad: data.BadRecords) -> tuple[list[data.Sample], int]:
     """Every instruction sample the run's data provides: consultations, the training part of the
-    exam questions, and Alpaca-shape instructions, each source optional; and how many were left
-    out for quoting a held-out exam question (eval scores it: training on it would inflate the
-    figure, and bar-exam questions travel from one collection to another)."""
+    exam questions, Alpaca-shape instructions and questions on knowledge-graph entities, each source
+    optional; and how many were left out for quoting a held-out exam question (eval scores it:
+    training on it would inflate the figure, and bar-exam questions travel from one collection to
+    another)."""
     config, inputs = request["config"], request["inputs"]
     # Read in this order, so that with on_bad_record=fail the first bad record named is the first one met.
     dialogue = data.read_dialogue(inputs["dialogue"], config["dialogue_answers"], config["max_dialogue_records"], bad) if "dialogue" in inputs else []
     exam_train, heldout = data.split_exam(data.read_exam(inputs["exam"], bad), request["split"]["heldout_percent"]) if "exam" in inputs else ([], [])
     instructions = data.read_instructions(inputs["instructions"], config["max_instruction_records"], bad) if "instructions" in inputs else []
+    entries = data.read_knowledge(inputs["knowledge"], config["max_knowledge_records"], bad) if "knowledge" in inputs else []
+    knowledge = [sample for entry in entries for sample in prompt.knowledge_samples(entry)]
     quotes = data.quotes_any(heldout)
-    kept_dialogue, kept_instructions = [s for s in dialogue if not quotes(s)], [s for s in instructions if not quotes(s)]
+    kept = {name: [s for s in found if not quotes(s)] for name, found in (("dialogue", dialogue), ("instructions", instructions), ("knowledge", knowledge))}
     exam = [prompt.exam_sample(q) for q in exam_train[: config["max_exam_records"]]]
-    quoting = len(dialogue) - len(kept_dialogue) + len(instructions) - len(kept_instructions)
-    return kept_dialogue + exam + kept_instructions, quoting
+    quoting = len(dialogue) + len(instructions) + len(knowledge) - sum(len(found) for found in kept.values())
+    return kept["dialogue"] + exam + kept["instructions"] + kept["knowledge"], quoting
 
 
 def run(request: dict, events) -> tuple[dict, dict]:
