@@ -4,10 +4,11 @@
 // should take, from the formula in the README ("Estimating a run").
 import { GetObjectCommand, HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { get_encoding } from 'tiktoken';
+import { z } from 'zod';
 import { cacheKey, inputObjects, lookupStage } from '../activities/stage-cache.js';
-import { hasObjects, parseS3Uri, type ObjectInfo } from '../activities/s3.js';
+import { getText, hasObjects, parseS3Uri, type ObjectInfo } from '../activities/s3.js';
 import { sequencesPerStep, type RunConfig } from '../common/config.js';
-import { stageTask } from '../common/run.js';
+import { givenModel, stageTask } from '../common/run.js';
 import { dataInputNames, inputsOf, STAGE_IO, type StageName, type StageOutputs } from '../common/stages.js';
 
 // Assumptions of the compute estimate (README, "Estimating a run").
@@ -42,20 +43,90 @@ export interface StagePlan {
   compute: { device: 'GPU' | 'CPU'; hours: number; tokens: number };
 }
 
-/** Parameters of the LLaMA the config describes (untied embeddings, grouped-query attention). */
-export function parameters(config: RunConfig): number {
-  const { hidden_size: h, intermediate_size: i, num_hidden_layers: layers, num_attention_heads: heads, num_key_value_heads: kv } = config.base;
-  const vocab = ESTIMATE.baseVocab + (config.stages.includes('vocab') ? config.vocab.vocab_size : 0);
+// The fields of a Hugging Face LLaMA config.json that decide its size.
+const positive = z.number().int().positive();
+const HfShape = z.object({
+  hidden_size: positive,
+  intermediate_size: positive,
+  num_hidden_layers: positive,
+  num_attention_heads: positive,
+  num_key_value_heads: positive.optional(),
+  vocab_size: positive,
+  tie_word_embeddings: z.boolean().optional(),
+});
+
+/** The LLaMA a run trains, and where its shape was read. */
+export interface ModelShape {
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  vocab: number;
+  tied: boolean;
+  from: string;
+}
+
+/** The shape the base stage makes (`base.*`, with the packaged tokenizer's vocabulary). */
+export function baseShape(config: RunConfig): ModelShape {
+  const { hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads } = config.base;
+  return { hidden: hidden_size, intermediate: intermediate_size, layers: num_hidden_layers, heads: num_attention_heads, kvHeads: num_key_value_heads, vocab: ESTIMATE.baseVocab, tied: false, from: 'base.*' };
+}
+
+/**
+ * The shape of the model the run trains: that of the model it is given (its config.json, as
+ * Hugging Face writes it), else the base stage's. A given LLaMA-7B is 1,000 times the base stage's
+ * default size, so its estimate must not come from `base.*`; one whose config.json cannot be read
+ * falls back to `base.*` and says so.
+ */
+export async function modelShape(s3: S3Client, config: RunConfig): Promise<ModelShape> {
+  const given = givenModel(config);
+  if (!given) return baseShape(config);
+  const uri = `${given}config.json`;
+  let found: z.infer<typeof HfShape> | undefined;
+  try {
+    found = HfShape.parse(JSON.parse((await getText(s3, uri)) ?? 'null'));
+  } catch {
+    found = undefined;
+  }
+  if (!found) return { ...baseShape(config), from: `base.* (no LLaMA config.json readable at ${uri})` };
+  const { hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, vocab_size, tie_word_embeddings } = found;
+  return {
+    hidden: hidden_size,
+    intermediate: intermediate_size,
+    layers: num_hidden_layers,
+    heads: num_attention_heads,
+    kvHeads: num_key_value_heads ?? num_attention_heads,
+    vocab: vocab_size,
+    tied: tie_word_embeddings ?? false,
+    from: uri,
+  };
+}
+
+/** Parameters of a LLaMA of this shape (grouped-query attention), with the vocabulary the vocab stage may add. */
+export function parameters(shape: ModelShape, config: RunConfig): number {
+  const { hidden: h, intermediate: i, layers, heads, kvHeads: kv, tied } = shape;
+  const vocab = shape.vocab + (config.stages.includes('vocab') ? config.vocab.vocab_size : 0);
   const attention = 2 * h * h + 2 * h * (h * kv) / heads;
-  return layers * (attention + 3 * h * i) + 2 * vocab * h;
+  return layers * (attention + 3 * h * i) + (tied ? 1 : 2) * vocab * h;
+}
+
+/**
+ * Where a stage's compute is estimated: GPUs for a DeepSpeed profile of v100, and for a stage the
+ * config sends to its own task queue (runtime.task_queues, which GPU machines' trainer workers
+ * poll); else the CPU, as a plain trainer without a GPU runs.
+ */
+export function deviceOf(stage: StageName, config: RunConfig): 'GPU' | 'CPU' {
+  const section = config[stage];
+  if ('deepspeed' in section && section.deepspeed) return section.deepspeed.profile === 'v100' ? 'GPU' : 'CPU';
+  return config.runtime.task_queues?.[stage] ? 'GPU' : 'CPU';
 }
 
 /** Tokens a stage processes, and its FLOPs: 6·P·T for full training, 4·P·T with LoRA (no weight gradients for the frozen base), 2·P·T forward only. */
-export function stageCompute(stage: StageName, config: RunConfig, dataTokens: number): StagePlan['compute'] {
-  const p = parameters(config);
+export function stageCompute(stage: StageName, config: RunConfig, shape: ModelShape, dataTokens: number): StagePlan['compute'] {
+  const p = parameters(shape, config);
   let tokens = 0;
   let flops = 0;
-  let gpu = false;
   if (stage === 'pretrain' || stage === 'sft') {
     const section = config[stage];
     const sequence = stage === 'pretrain' ? config.pretrain.block_size : config.sft.cutoff_len;
@@ -63,7 +134,6 @@ export function stageCompute(stage: StageName, config: RunConfig, dataTokens: nu
     tokens = section.epochs ? section.epochs * dataTokens : section.max_steps * perStep;
     const lora = stage === 'sft' || config.pretrain.method === 'lora';
     flops = (lora ? 4 : 6) * p * tokens;
-    gpu = 'deepspeed' in section && section.deepspeed?.profile === 'v100';
   } else if (stage === 'eval') {
     // The final, pretrained and base models, each on the held-out blocks and every exam answer
     // candidate; the final one also answers the short-answer questions.
@@ -71,6 +141,7 @@ export function stageCompute(stage: StageName, config: RunConfig, dataTokens: nu
     tokens = 3 * (config.eval.max_heldout_blocks * config.eval.block_size + config.eval.max_exam_questions * 4 * 256) + shortAnswers;
     flops = 2 * p * tokens;
   }
+  const gpu = deviceOf(stage, config) === 'GPU';
   const rate = gpu ? ESTIMATE.gpuPeakFlops * ESTIMATE.gpuUtilisation : ESTIMATE.cpuFlops;
   return { device: gpu ? 'GPU' : 'CPU', hours: flops / rate / 3600, tokens };
 }
@@ -149,7 +220,13 @@ export async function missingInputs(s3: S3Client, config: RunConfig): Promise<st
   return missing;
 }
 
-export async function planRun(config: RunConfig, deps: PlanDeps): Promise<StagePlan[]> {
+export interface RunPlan {
+  model: ModelShape;
+  stages: StagePlan[];
+}
+
+export async function planRun(config: RunConfig, deps: PlanDeps): Promise<RunPlan> {
+  const model = await modelShape(deps.s3, config);
   const done: StageOutputs = { ...(config.artifacts ?? {}) };
   const made = new Set<string>();
   const version = config.runtime.cache ? await deps.trainerVersion() : '';
@@ -170,18 +247,18 @@ export async function planRun(config: RunConfig, deps: PlanDeps): Promise<StageP
     }
     const hit = config.runtime.cache && !fromThisRun.length ? await lookupStage(deps.s3, task, cacheKey(task, objects, version), () => undefined) : undefined;
     const dataTokens = sizes.reduce((sum, s) => sum + s.tokens, 0);
-    plans.push({ stage, ...(hit && { cachedFrom: hit.cachedFrom }), inputs: sizes, fromThisRun, compute: stageCompute(stage, config, dataTokens) });
+    plans.push({ stage, ...(hit && { cachedFrom: hit.cachedFrom }), inputs: sizes, fromThisRun, compute: stageCompute(stage, config, model, dataTokens) });
     done[stage] = hit ? hit.outputs : thisRunsOutputs(config, stage);
     if (!hit) Object.values(done[stage]!).forEach((uri) => made.add(uri));
   }
-  return plans;
+  return { model, stages: plans };
 }
 
 const size = (bytes: number) => (bytes >= 1 << 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : bytes >= 1 << 20 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`);
 const count = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)}B` : n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : String(n));
 
-export function formatPlan(config: RunConfig, plans: StagePlan[]): string {
-  const lines = [`plan for ${config.name} (${count(parameters(config))} parameters; nothing started):`];
+export function formatPlan(config: RunConfig, { model, stages: plans }: RunPlan): string {
+  const lines = [`plan for ${config.name} (${count(parameters(model, config))} parameters, the shape of ${model.from}; nothing started):`];
   for (const plan of plans) {
     const what = plan.cachedFrom ? `cache hit (outputs of run ${plan.cachedFrom})` : `runs: ~${plan.compute.hours < 0.01 ? '<0.01' : plan.compute.hours.toFixed(2)} ${plan.compute.device}-hours, ${count(plan.compute.tokens)} tokens`;
     lines.push(`  ${plan.stage.padEnd(9)}${what}`);

@@ -107,6 +107,10 @@ export interface PipelineResult {
   report?: string;
 }
 
+/** The model a run is given to start from (artifacts), if any: its base, pretrained or tuned model. */
+export const givenModel = (config: RunConfig): string | undefined =>
+  config.artifacts?.base?.model ?? config.artifacts?.pretrain?.model ?? config.artifacts?.sft?.model;
+
 export const WORKFLOW_TYPE = 'lawgptPipeline';
 // What the Temporal UI can filter runs by (all Keyword; the stack registers them).
 export const SEARCH_ATTRIBUTES = {

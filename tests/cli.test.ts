@@ -148,6 +148,21 @@ describe('start-run.ts', () => {
     expect(plan.stdout).toMatch(/pretrain runs: ~[\d.]+ CPU-hours, 2\.0M tokens/);
     expect(plan.stdout).toContain('tokenizer: made by this run');
     expect(plan.stdout).toMatch(/^ {2}total: ~0\.00 GPU-hours and ~[\d.]+ CPU-hours for stages that would run/m);
+    expect(plan.stdout).toMatch(/^plan for planned \([\d.]+M parameters, the shape of base\.\*; nothing started\):/);
+
+    // A run given LLaMA-7B is sized by the model's own config.json, on the GPU its task queue sends sft to.
+    const llama = `s3://${BUCKET}/models/llama-7b/`;
+    const llamaShape = { hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, vocab_size: 32000 };
+    await putText(minio.client, `${llama}config.json`, JSON.stringify({ architectures: ['LlamaForCausalLM'], ...llamaShape }));
+    const tuned = { stages: ['sft'], artifacts: { pretrain: { model: llama } }, runtime: { task_queues: { sft: 'lawgpt-gpu' } } };
+    const sized = await cli('start', await configFile('tuned', tuned), '--dry-run');
+    expect(sized.stdout).toContain(`plan for tuned (6.74B parameters, the shape of ${llama}config.json; nothing started):`);
+    expect(sized.stdout).toMatch(/sft {6}runs: ~[\d.]+ GPU-hours, 61\.4k tokens/);
+    // A model folder without a readable config.json is sized as base.* says, and the plan says so.
+    const bare = `s3://${BUCKET}/models/bare/`;
+    await putText(minio.client, `${bare}model.safetensors`, 'x');
+    const guessed = await cli('start', await configFile('guessed', { ...tuned, artifacts: { pretrain: { model: bare } } }), '--dry-run');
+    expect(guessed.stdout).toContain(`the shape of base.* (no LLaMA config.json readable at ${bare}config.json); nothing started`);
     const listed = [];
     for await (const run of env.client.workflow.list()) listed.push(run);
     expect(listed).toEqual([]);

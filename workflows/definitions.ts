@@ -3,7 +3,7 @@
 import { defineSearchAttributeKey, SearchAttributeType, type SearchAttributePair } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { RunConfig } from '../common/config.js';
-import { APPROVE_UPDATE, PAUSE_UPDATE, PROGRESS_SIGNAL, RESUME_UPDATE, SEARCH_ATTRIBUTES, STATUS_QUERY, type PipelineStatus, type RunTrigger, type StageProgress } from '../common/run.js';
+import { APPROVE_UPDATE, givenModel, PAUSE_UPDATE, PROGRESS_SIGNAL, RESUME_UPDATE, SEARCH_ATTRIBUTES, STATUS_QUERY, type PipelineStatus, type RunTrigger, type StageProgress } from '../common/run.js';
 import { UPLOAD_SIGNAL, type UploadedObject } from '../common/uploads.js';
 
 export const progressSignal = defineSignal<[StageProgress]>(PROGRESS_SIGNAL);
@@ -23,9 +23,8 @@ export const SEARCH_ATTRIBUTE_KEYS = [STAGE_KEY, RUN_NAME_KEY, CORPUS_KEY, BASE_
 
 /** The model a run starts from: the artifact it was given, else the base stage's shape. */
 export function baseModelOf(config: RunConfig): string {
-  const given = config.artifacts?.base?.model ?? config.artifacts?.pretrain?.model ?? config.artifacts?.sft?.model;
   const { tokenizer, hidden_size, num_hidden_layers } = config.base;
-  return given ?? `llama-h${hidden_size}-l${num_hidden_layers} (${tokenizer})`;
+  return givenModel(config) ?? `llama-h${hidden_size}-l${num_hidden_layers} (${tokenizer})`;
 }
 
 /** The run's fixed summary and details in the Temporal UI (user metadata), set when it starts. */
