@@ -12,14 +12,17 @@ from lawgpt_trainer.tokenizer import SP_FILE
 MODEL_INPUTS = ("base_model", "model", "pretrained_model")
 TOKENIZER_INPUTS = ("base_tokenizer", "tokenizer")
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+# The index of sharded weights this project writes, and the one of sharded .bin weights, which
+# transformers loads too: the LLaMA-7B conversions and Chinese-LLaMA merges of 2023 are stored so.
 SHARD_INDEX = "model.safetensors.index.json"
+SHARD_INDEXES = (SHARD_INDEX, "pytorch_model.bin.index.json")
 
 
 def _missing_weights(folder: Path) -> list[str]:
-    index = folder / SHARD_INDEX
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text("utf-8"))["weight_map"].values()))
-        return [s for s in shards if not (folder / s).is_file()]
+    for index in (folder / name for name in SHARD_INDEXES):
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text("utf-8"))["weight_map"].values()))
+            return [s for s in shards if not (folder / s).is_file()]
     if any((folder / w).is_file() for w in WEIGHTS):
         return []
     return [" or ".join(WEIGHTS)]

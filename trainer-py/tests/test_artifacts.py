@@ -2,7 +2,9 @@
 
 import json
 
+import torch
 from conftest import CONFIGS, run_stage
+from transformers import AutoModelForCausalLM
 
 from lawgpt_trainer import artifacts
 
@@ -21,6 +23,25 @@ def test_a_whole_model_folder_passes_and_each_missing_file_is_named(pipeline, tm
         (sharded / name).write_bytes(b"x")
     (sharded / artifacts.SHARD_INDEX).write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
     assert artifacts.missing_files("model", sharded) == ["model-00002-of-00002.safetensors"]
+
+
+def test_a_model_in_sharded_bin_files_passes_as_transformers_loads_it(pipeline, tmp_path):
+    """As the LLaMA-7B conversions of 2023 are stored: pytorch_model-0000N-of-0000M.bin and their index."""
+    given = pipeline["base"].output_dir / "model"
+    folder = tmp_path / "llama-bin"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.model"):
+        (folder / name).write_bytes((given / name).read_bytes())
+    weights = AutoModelForCausalLM.from_pretrained(given).state_dict()
+    names = list(weights)
+    shards = {"pytorch_model-00001-of-00002.bin": names[: len(names) // 2], "pytorch_model-00002-of-00002.bin": names[len(names) // 2 :]}
+    for shard, held in shards.items():
+        torch.save({name: weights[name].clone() for name in held}, folder / shard)
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {name: shard for shard, held in shards.items() for name in held}}))
+    assert artifacts.missing_files("model", folder) == []
+    assert torch.equal(AutoModelForCausalLM.from_pretrained(folder).lm_head.weight, weights["lm_head.weight"])
+    (folder / "pytorch_model-00002-of-00002.bin").unlink()
+    assert artifacts.missing_files("model", folder) == ["pytorch_model-00002-of-00002.bin"]
 
 
 def test_pretrain_on_a_base_model_without_weights_fails_as_invalid_input_before_training(pipeline, tiny_data, tmp_path):
