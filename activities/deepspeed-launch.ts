@@ -46,7 +46,17 @@ const alone = (trainer: string[]) => ['-m', 'lawgpt_trainer', ...trainer];
 
 /** The start of a stage's `trainer` command with `trainerEnv`: one plain process without a `deepspeed` section, else deepspeedStart. */
 export function trainerStart(deepspeed: DeepSpeedConfig | undefined, trainer: string[], trainerEnv: NodeJS.ProcessEnv): TrainerStart {
-  return deepspeed ? deepspeedStart(deepspeed, trainer, trainerEnv) : { args: alone(trainer), env: {}, files: {} };
+  return deepspeed ? deepspeedStart(deepspeed, trainer, trainerEnv) : { args: alone(trainer), env: oneGpu(trainerEnv), files: {} };
+}
+
+/**
+ * One plain process sees one GPU: the first the worker may use (its CUDA_VISIBLE_DEVICES, else
+ * device 0). Shown every GPU of an 8-GPU machine, transformers' Trainer would wrap sft's model in
+ * DataParallel over all of them, multiplying its batch by 8 and copying the model to each at every
+ * step.
+ */
+function oneGpu(trainerEnv: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { CUDA_VISIBLE_DEVICES: trainerEnv.CUDA_VISIBLE_DEVICES === undefined ? '0' : trainerEnv.CUDA_VISIBLE_DEVICES.split(',')[0].trim() };
 }
 
 /** The start for `deepspeed`'s hosts, running `trainer` in each rank with `trainerEnv` (see the top of this file). */

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeepSpeedConfig } from '../common/config.js';
 import { trainerArgs } from '../common/contract.js';
-import { deepspeedStart, hostfile, remoteRankEnv } from '../activities/deepspeed-launch.js';
+import { deepspeedStart, hostfile, remoteRankEnv, trainerStart } from '../activities/deepspeed-launch.js';
 import { tools } from './helpers/tools.js';
 
 let work: string;
@@ -105,6 +105,15 @@ describe('DeepSpeed launch', () => {
     const [underLauncher, alone] = await Promise.all([environment(launched, { DS_ACCELERATOR: 'cpu' }), environment(rank, start.env)]);
     expect(alone).toEqual(underLauncher);
     expect(alone).toMatchObject({ RANK: '0', WORLD_SIZE: '1', MASTER_PORT: '29602' });
+  });
+
+  it('starts a stage without DeepSpeed as one process on one GPU, the first the worker may use', () => {
+    const args = trainerArgs('sft', '/work/request.json');
+    expect(trainerStart(undefined, args, {})).toEqual({ args: ['-m', 'lawgpt_trainer', ...args], env: { CUDA_VISIBLE_DEVICES: '0' }, files: {} });
+    expect(trainerStart(undefined, args, { CUDA_VISIBLE_DEVICES: '4,5,6,7' }).env).toEqual({ CUDA_VISIBLE_DEVICES: '4' });
+    expect(trainerStart(undefined, args, { CUDA_VISIBLE_DEVICES: 'GPU-8f3a, GPU-77c1' }).env).toEqual({ CUDA_VISIBLE_DEVICES: 'GPU-8f3a' });
+    // A worker kept off the GPUs keeps its trainer off them.
+    expect(trainerStart(undefined, args, { CUDA_VISIBLE_DEVICES: '' }).env).toEqual({ CUDA_VISIBLE_DEVICES: '' });
   });
 
   it('names the CPU accelerator for the cpu profile alone', () => {
