@@ -215,6 +215,11 @@ export const EvalConfig = z
 export const SplitConfig = z
   .object({
     heldout_percent: z.number().int().min(1).max(50).default(10),
+    // The exam's own share, where it differs (absent: heldout_percent). A corpus of billions of
+    // tokens needs only a few percent held out, an exam of 2,060 questions far more for a
+    // figure that means something: 2% leaves 48 questions, an accuracy within about 14 points.
+    // 100: the exam is for evaluation alone, as a benchmark is, and sft trains on none of it.
+    exam_heldout_percent: z.number().int().min(1).max(100).optional(),
   })
   .strict();
 

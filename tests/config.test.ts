@@ -45,6 +45,13 @@ describe('run config', () => {
     expect(inputsOf('sft', config.data, {}).knowledge).toBe('s3://lawgpt/cmekg.json');
   });
 
+  it("takes the exam's own held-out share, up to all of it", () => {
+    const split = (exam_heldout_percent: number) => problems({ ...demo, data: { ...demo.data, split: { heldout_percent: 2, exam_heldout_percent } } });
+    expect(split(100)).toEqual([]);
+    expect(split(0)).toEqual(['data.split.exam_heldout_percent: Too small: expected number to be >=1']);
+    expect(split(101)).toEqual(['data.split.exam_heldout_percent: Too big: expected number to be <=100']);
+  });
+
   it('requires some instruction data when the run includes sft', () => {
     const corpusOnly = { ...demo, data: { corpus: demo.data.corpus } };
     expect(problems(corpusOnly)).toEqual(['data: sft needs instruction data: set at least one of dialogue, exam, instructions, knowledge']);

@@ -398,6 +398,11 @@ def _content_key(q: ExamQuestion) -> str:
     return re.sub(r"\s+", "", q.question + "".join(f"{k}{v}" for k, v in sorted(q.options.items())))
 
 
+def exam_heldout_percent(split: dict) -> int:
+    """The exam's held-out share (data.split): its own where the config gives one, else the corpus's."""
+    return split.get("exam_heldout_percent") or split["heldout_percent"]
+
+
 def split_exam(questions: list[ExamQuestion], heldout_percent: int) -> tuple[list[ExamQuestion], list[ExamQuestion]]:
     """Split by what a question says, not by its id: the sources repeat questions under new ids,
     and a copy trained on would otherwise be scored as held out."""

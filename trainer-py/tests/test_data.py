@@ -139,6 +139,15 @@ def test_instructions_errors_name_file_line_and_field(tmp_path):
 MIGRAINE = {"中心词": "偏头痛", "相关疾病": ["紧张性头痛"], "相关症状": ["头痛", "恶心", "头痛", " "], "所属科室": ["神经内科"], "发病部位": "头部", "别名": []}
 
 
+def test_the_exam_has_its_own_heldout_share_where_the_config_gives_one(tmp_path):
+    assert data.exam_heldout_percent({"heldout_percent": 2}) == 2
+    assert data.exam_heldout_percent({"heldout_percent": 2, "exam_heldout_percent": 100}) == 100
+    questions = [data.ExamQuestion(str(i), f"问题{i}", {"A": "甲", "B": "乙"}, "A", None) for i in range(200)]
+    train, heldout = data.split_exam(questions, 100)
+    assert (train, heldout) == ([], questions)
+    assert 0 < len(data.split_exam(questions, 50)[1]) < 200
+
+
 def test_knowledge_records_are_entities_with_their_relations(tmp_path):
     [entry] = data.read_knowledge(_jsonl(tmp_path, [MIGRAINE]), 10)
     # A value given twice or blank says nothing more, a string is one value, an empty list none.

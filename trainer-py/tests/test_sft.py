@@ -71,6 +71,17 @@ def test_every_instruction_source_contributes_samples(pipeline, tiny_data):
     assert "请选出正确答案" in found[5].instruction
 
 
+def test_an_exam_held_out_whole_gives_sft_none_of_its_questions(tiny_data):
+    from lawgpt_trainer.stages.sft import samples
+
+    config = {"dialogue_answers": "first", "max_dialogue_records": 5, "max_exam_records": 5, "max_instruction_records": 5}
+    inputs = {k: str(tiny_data[k]) for k in ("exam", "instructions")}
+    shared = samples({"config": config, "split": {"heldout_percent": 20}, "inputs": inputs}, BadRecords())[0]
+    alone = samples({"config": config, "split": {"heldout_percent": 20, "exam_heldout_percent": 100}, "inputs": inputs}, BadRecords())[0]
+    assert len(shared) == 10
+    assert alone == shared[5:]
+
+
 def test_instructions_that_quote_a_heldout_exam_question_are_left_out(tiny_data, tmp_path):
     from lawgpt_trainer import data
     from lawgpt_trainer.stages.sft import samples

@@ -64,7 +64,7 @@ def _release(model) -> None:
 def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
     percent, bad = request["split"]["heldout_percent"], data.BadRecords.of(request, events)
-    questions = data.split_exam(data.read_exam(inputs["exam"], bad), percent)[1][: config["max_exam_questions"]] if "exam" in inputs else []
+    questions = data.split_exam(data.read_exam(inputs["exam"], bad), data.exam_heldout_percent(request["split"]))[1][: config["max_exam_questions"]] if "exam" in inputs else []
     short_answer_items = data.read_short_answer_questions(inputs["short_answer"], config["max_short_answers"], bad) if "short_answer" in inputs else []
     models = {"model": "final"} | {name: prefix for name, prefix in COMPARED.items() if name in inputs}
     candidates = sum(len(exam.candidates(q)) for q in questions)

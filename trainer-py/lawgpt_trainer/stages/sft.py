@@ -46,7 +46,7 @@ def samples(request: dict, bad: data.BadRecords) -> tuple[list[data.Sample], int
     config, inputs = request["config"], request["inputs"]
     # Read in this order, so that with on_bad_record=fail the first bad record named is the first one met.
     dialogue = data.read_dialogue(inputs["dialogue"], config["dialogue_answers"], config["max_dialogue_records"], bad) if "dialogue" in inputs else []
-    exam_train, heldout = data.split_exam(data.read_exam(inputs["exam"], bad), request["split"]["heldout_percent"]) if "exam" in inputs else ([], [])
+    exam_train, heldout = data.split_exam(data.read_exam(inputs["exam"], bad), data.exam_heldout_percent(request["split"])) if "exam" in inputs else ([], [])
     instructions = data.read_instructions(inputs["instructions"], config["max_instruction_records"], bad) if "instructions" in inputs else []
     entries = data.read_knowledge(inputs["knowledge"], config["max_knowledge_records"], bad) if "knowledge" in inputs else []
     knowledge = [sample for entry in entries for sample in prompt.knowledge_samples(entry)]
