@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import type { StageResult, StageTask } from '../common/run.js';
-import { StageName } from '../common/stages.js';
+import { StageName, TOKENIZER_INPUTS } from '../common/stages.js';
 import { artifactObjects, getText, parseS3Uri, putJson, s3Uri, type ObjectInfo } from './s3.js';
 
 const ObjectList = z.array(z.object({ key: z.string(), size: z.number(), etag: z.string() }));
@@ -23,12 +23,18 @@ const entryUri = (task: Pick<StageTask, 'bucket' | 'stage'>, key: string) => s3U
 const sameObjects = (a: ObjectInfo[], b: ObjectInfo[]) =>
   JSON.stringify([...a].sort((x, y) => x.key.localeCompare(y.key))) === JSON.stringify([...b].sort((x, y) => x.key.localeCompare(y.key)));
 
-/** Every input object's key (below its URI), size and ETag, by input name. */
+// A tokenizer input may be a whole model's folder (configs/lawgpt.json gives LLaMA-7B's as the base
+// tokenizer): its weights, 13.5 GB where the tokenizer is under 1 MB, are no part of the input.
+const WEIGHTS = /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf)$|\.index\.json$/;
+const partOfInput = (name: string, key: string) => !(TOKENIZER_INPUTS as readonly string[]).includes(name) || !WEIGHTS.test(key);
+
+/** Every input object's key (below its URI), size and ETag, by input name: what is downloaded for the stage. */
 export async function inputObjects(s3: S3Client, inputs: Record<string, string>): Promise<Record<string, ObjectInfo[]>> {
   const objects: Record<string, ObjectInfo[]> = {};
   for (const name of Object.keys(inputs).sort()) {
     const below = parseS3Uri(inputs[name]).key.length;
-    objects[name] = (await artifactObjects(s3, inputs[name])).map(({ key, size, etag }) => ({ key: key.slice(below), size, etag }));
+    const listed = (await artifactObjects(s3, inputs[name])).map(({ key, size, etag }) => ({ key: key.slice(below), size, etag }));
+    objects[name] = listed.filter((o) => partOfInput(name, o.key));
   }
   return objects;
 }

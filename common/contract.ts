@@ -9,7 +9,7 @@
 // and both test suites check against it.
 import { z } from 'zod';
 import { CleaningConfig, MaxLineChars, OnBadRecord, SplitConfig, STAGE_CONFIGS } from './config.js';
-import { StageName, STAGE_IO, STAGES } from './stages.js';
+import { StageName, STAGE_IO, STAGES, TOKENIZER_INPUTS } from './stages.js';
 
 export const CONTRACT_VERSION = 1;
 export const EXIT_INVALID_INPUT = 2;
@@ -165,6 +165,7 @@ export function contractJsonSchema(): Record<string, unknown> {
     exit_invalid_input: EXIT_INVALID_INPUT,
     exit_interrupted: EXIT_INTERRUPTED,
     stage_io: STAGE_IO,
+    tokenizer_inputs: TOKENIZER_INPUTS,
     request: z.toJSONSchema(TrainerRequest, { io: 'output', target: 'draft-2020-12' }),
     event: z.toJSONSchema(TrainerEvent, { target: 'draft-2020-12' }),
     manifest_file: MANIFEST_FILE,

@@ -20,6 +20,10 @@ export const STAGE_IO = {
   eval: { inputs: ['model', 'corpus'], optional: ['exam', 'short_answer', 'base_model', 'pretrained_model'], outputs: ['report'] },
 } as const satisfies Record<StageName, { inputs: readonly string[]; optional: readonly string[]; outputs: readonly string[] }>;
 
+// Inputs that are tokenizer folders: the trainer checks them for a tokenizer alone, and a model
+// folder given as one is downloaded without its weights.
+export const TOKENIZER_INPUTS = ['base_tokenizer', 'tokenizer'] as const;
+
 // Inputs that are an earlier stage's outputs, as [stage, output]. A run takes each from that stage
 // when it runs it, or else from the config's `artifacts` (a published model, an earlier run's
 // output); optional ones may be absent altogether.

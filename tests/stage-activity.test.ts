@@ -93,6 +93,18 @@ describe('runStage', () => {
     expect(await readFile(join(tokenizer.path, 'pieces.txt'), 'utf8')).toBe('tokenizer from base_tokenizer,corpus');
   });
 
+  it("takes a model folder given as a tokenizer without its weights, and the model input with them", async () => {
+    const folder = 's3://lawgpt-test/models/llama/';
+    const files = ['config.json', 'model-00001-of-00002.safetensors', 'model.safetensors.index.json', 'pytorch_model-00002-of-00002.bin', 'tokenizer.model', 'tokenizer_config.json'];
+    for (const file of files) await putText(minio.client, `${folder}${file}`, 'x');
+    const objects = await inputObjects(minio.client, { base_tokenizer: folder, base_model: folder });
+    expect(objects.base_tokenizer.map((o) => o.key)).toEqual(['config.json', 'tokenizer.model', 'tokenizer_config.json']);
+    expect(objects.base_model.map((o) => o.key)).toEqual(files);
+    // The stage downloads what the listing holds, as here.
+    const downloaded = await downloadArtifact(minio.client, folder, join(work, 'tokenizer-only'), objects.base_tokenizer);
+    expect((await readdir(downloaded.path)).sort()).toEqual(['config.json', 'tokenizer.model', 'tokenizer_config.json']);
+  });
+
   it('fails retryably with the stderr tail when the trainer crashes', async () => {
     const { error } = await runStage(task('base'));
     expect(error).toBeInstanceOf(ApplicationFailure);

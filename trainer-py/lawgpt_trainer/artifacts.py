@@ -5,12 +5,13 @@ failing deep inside transformers, or after hours of tokenizing."""
 import json
 from pathlib import Path
 
+from lawgpt_trainer import contract
 from lawgpt_trainer.errors import InvalidInput
 from lawgpt_trainer.tokenizer import SP_FILE
 
 # Inputs (contract stage_io names) that are model folders, and that are tokenizer folders.
 MODEL_INPUTS = ("base_model", "model", "pretrained_model")
-TOKENIZER_INPUTS = ("base_tokenizer", "tokenizer")
+TOKENIZER_INPUTS = tuple(contract.schema()["tokenizer_inputs"])
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # The index of sharded weights this project writes, and the one of sharded .bin weights, which
 # transformers loads too: the LLaMA-7B conversions and Chinese-LLaMA merges of 2023 are stored so.
