@@ -103,6 +103,9 @@ const DeepSpeedHost = z
 
 const DEEPSPEED_PROFILES = ['cpu', 'v100'] as const;
 
+// Which decoder layers recompute their activations in the backward pass (see DeepSpeedConfig).
+const GradientCheckpointing = z.union([z.boolean(), z.number().int().min(2), z.literal('auto')]);
+
 // Training through the `deepspeed` launcher on every host listed; absent: one plain process.
 // The trainer generates the DeepSpeed config from the profile (deepspeed_config.py):
 //   v100: fp16 with dynamic loss scaling (V100 has no bf16), SDPA attention (no FlashAttention-2)
@@ -127,7 +130,7 @@ export const DeepSpeedConfig = z
     // false: none; "auto": the least
     // recomputation that the trainer's memory estimate fits on the rank's GPU, with room to spare
     // (every layer without a GPU).
-    gradient_checkpointing: z.union([z.boolean(), z.number().int().min(2), z.literal('auto')]).default(false),
+    gradient_checkpointing: GradientCheckpointing.default(false),
     hosts: z.array(DeepSpeedHost).nonempty().default([{ host: 'localhost', slots: 2 }]),
     master_addr: z.string().min(1).default('127.0.0.1'),
     master_port: z.number().int().min(1024).max(65535).default(29500),
@@ -181,6 +184,10 @@ export const SftConfig = z
     ...TrainingLoop,
     max_steps: positiveInt.default(30),
     cutoff_len: positiveInt.default(256),
+    // As deepspeed.gradient_checkpointing, for instruction tuning's one process: "auto" takes the
+    // least recomputation that the memory estimate fits on the GPU (LLaMA-7B at BenTsao's 16 x 256
+    // tokens a micro-batch: none on an 80 GB A100, every layer on a 32 GB V100).
+    gradient_checkpointing: GradientCheckpointing.default(false),
     // Several samples share one sequence of up to cutoff_len tokens instead of each being padded
     // (each keeps its own prompt masked out of the loss): fewer wasted tokens on short answers.
     packing: z.boolean().default(false),

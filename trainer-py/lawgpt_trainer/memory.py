@@ -29,6 +29,10 @@ ESTIMATE_MARGIN = 1.3
 # whose gathered weights come and go in blocks of every size (what tensors took was 0.78-1.01 of
 # it). `zero_stage: "auto"` and `gradient_checkpointing: "auto"` leave this much room, by stage.
 GPU_ROOM, ZERO_3_GPU_ROOM = 1.25, 1.35
+# One process under autocast (sft) held 1.30 times its estimate in tensors, and the allocator 1.33
+# (BenTsao's row of bench:gpu on an H200, 8 of LLaMA-7B's layers: 12.7 and 13.0 GiB against 9.8);
+# "auto" leaves a little more.
+ONE_PROCESS_GPU_ROOM = 1.4
 # What "auto" chooses from, least recomputation first.
 CHECKPOINTING_CHOICES = (False, 4, 2, True)
 
@@ -108,11 +112,16 @@ def gpu_room(zero_stage: int) -> float:
     return ZERO_3_GPU_ROOM if zero_stage == 3 else GPU_ROOM
 
 
+def _room(deepspeed: dict) -> float:
+    """The room a stage's "auto" leaves: one process's (as_one_process), else its ZeRO stage's."""
+    return deepspeed.get("gpu_room") or gpu_room(deepspeed["zero_stage"])
+
+
 def _least_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int) -> tuple[bool | int, float]:
     """The least recomputation the stage's `gradient_checkpointing` allows (any under "auto") whose
-    estimate fits `device_bytes` with the stage's gpu_room to spare, and what it needs with that
-    room; where none fits, the most recomputation allowed."""
-    setting, room = config["deepspeed"]["gradient_checkpointing"], gpu_room(config["deepspeed"]["zero_stage"])
+    estimate fits `device_bytes` with the stage's room to spare, and what it needs with that room;
+    where none fits, the most recomputation allowed."""
+    setting, room = config["deepspeed"]["gradient_checkpointing"], _room(config["deepspeed"])
     for choice in CHECKPOINTING_CHOICES if setting == "auto" else (setting,):
         needs = room * estimate(shape, _with(config, gradient_checkpointing=choice), processes)["total"]
         if needs <= device_bytes:
@@ -160,7 +169,7 @@ def choose_checkpointing(shape: Shape, config: dict, processes: int, device_byte
         events.log("gradient checkpointing (auto): every decoder layer, with no GPU to fit")
         return True
     choice, needs = _least_checkpointing(shape, config, processes, device_bytes)
-    room = gpu_room(config["deepspeed"]["zero_stage"])
+    room = _room(config["deepspeed"])
     if needs <= device_bytes:
         events.log(f"gradient checkpointing (auto): {describe_checkpointing(choice)}, {room} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
     else:
@@ -258,16 +267,39 @@ def estimate(shape: Shape, config: dict, processes: int) -> dict[str, int]:
     return {**parts, "total": held + max(backward, parts["gradients"] + parts["step_gradients"])}
 
 
-def check_fits(estimated: dict[str, int], device_bytes: int | None, events) -> None:
+# What to change when a stage does not fit, under DeepSpeed and in one process (sft).
+DEEPSPEED_LEVERS = "lower micro_batch_size, checkpoint more layers (deepspeed.gradient_checkpointing) or add GPUs under ZeRO-3"
+ONE_PROCESS_LEVERS = "lower micro_batch_size or cutoff_len, or checkpoint more layers (gradient_checkpointing)"
+
+
+def as_one_process(config: dict, on_gpu: bool) -> dict:
+    """A one-process LoRA stage's config (sft) as the estimate reads a DeepSpeed stage's: no ZeRO, in
+    half precision on a GPU (its frozen base is loaded so, and autocast computes in it), sequences
+    of cutoff_len tokens, and the room that autocast's measured peak needs."""
+    deepspeed = {"zero_stage": 0, "profile": "v100" if on_gpu else "cpu", "gradient_checkpointing": config["gradient_checkpointing"], "gpu_room": ONE_PROCESS_GPU_ROOM}
+    return {**config, "method": "lora", "block_size": config["cutoff_len"], "deepspeed": deepspeed}
+
+
+def plan_one_process(shape: Shape, config: dict, device_bytes: int | None, events) -> tuple[bool | int, dict[str, int]]:
+    """A one-process stage's `gradient_checkpointing` with "auto" resolved for a GPU of
+    `device_bytes` (None: no GPU), and its estimate, said; refused where it cannot fit."""
+    estimated_as = as_one_process(config, device_bytes is not None)
+    choice = choose_checkpointing(shape, estimated_as, 1, device_bytes, events)
+    estimated = estimate(shape, _with(estimated_as, gradient_checkpointing=choice), 1)
+    check_fits(estimated, device_bytes, events, ONE_PROCESS_LEVERS)
+    return choice, estimated
+
+
+def check_fits(estimated: dict[str, int], device_bytes: int | None, events, levers: str = DEEPSPEED_LEVERS) -> None:
     """Says the estimate by part. Refuses a stage whose estimate exceeds the GPU's memory by more
-    than the estimate's margin, before the model loads; warns when it exceeds it by less."""
+    than the estimate's margin, before the model loads, naming the `levers` that would make it fit;
+    warns when it exceeds it by less."""
     parts = ", ".join(f"{k} {_gib(v)}" for k, v in estimated.items() if k != "total" and v)
     said = f"estimated {_gib(estimated['total'])} per rank ({parts})"
     if device_bytes is None:
         events.log(said)
         return
     said += f" against the GPU's {_gib(device_bytes)}"
-    levers = "lower micro_batch_size, checkpoint more layers (deepspeed.gradient_checkpointing) or add GPUs under ZeRO-3"
     if estimated["total"] > ESTIMATE_MARGIN * device_bytes:
         raise InvalidInput(f"the stage does not fit: {said}; {levers}")
     if estimated["total"] > device_bytes:

@@ -250,9 +250,10 @@ def count_checkpointed_layers(model) -> int:
     return sum(1 for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing)
 
 
-def arguments(request: dict, evaluates: bool, deepspeed: dict | None) -> TrainingArguments:
+def arguments(request: dict, evaluates: bool, deepspeed: dict | None, gradient_checkpointing: bool | int = False) -> TrainingArguments:
     """The stage's TrainingArguments, under `deepspeed`: the config's DeepSpeed section with its
-    "auto" settings resolved (device_memory_plan), or None. Under DeepSpeed they register its config
+    "auto" settings resolved (device_memory_plan), or None, and then in one process with
+    `gradient_checkpointing` (one_process_memory_plan). Under DeepSpeed they register its config
     with transformers, so they come before the model is loaded: with ZeRO-3, from_pretrained then
     builds the model partitioned across the ranks (zero.Init) instead of whole on every one."""
     config = request["config"]
@@ -263,6 +264,8 @@ def arguments(request: dict, evaluates: bool, deepspeed: dict | None) -> Trainin
     if deepspeed:
         extra["deepspeed"] = deepspeed_config.generate(deepspeed, config["micro_batch_size"], accumulation, processes)
         extra.update(checkpointing_arguments(deepspeed["gradient_checkpointing"]))
+    else:
+        extra.update(checkpointing_arguments(gradient_checkpointing))
     # transformers 5 takes the TensorBoard folder from the environment only.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(request["output_dir"]) / TENSORBOARD_DIR)
     args = TrainingArguments(
@@ -437,6 +440,17 @@ def device_memory_plan(request: dict, model_dir: str, vocab: int, events) -> tup
     estimated = memory.estimate(shape, {**config, "deepspeed": deepspeed}, processes)
     memory.check_fits(estimated, device_bytes, events)
     return deepspeed, {"memory_estimate_bytes": estimated["total"], "zero_stage": deepspeed["zero_stage"]}
+
+
+def one_process_memory_plan(request: dict, model_dir: str, vocab: int, events) -> tuple[bool | int, dict]:
+    """For a stage in one process (sft), before the model loads: its `gradient_checkpointing` with
+    "auto" resolved for the GPU, and the estimate of what the GPU will hold, said; on a GPU a stage
+    that cannot fit stops here. `memory_estimate_bytes` goes beside `gpu_peak_bytes` in the metrics."""
+    model_config = json.loads((Path(model_dir) / "config.json").read_text("utf-8"))
+    shape = memory.Shape.of(model_config, embeddings.padded_rows(vocab))
+    device_bytes = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+    choice, estimated = memory.plan_one_process(shape, request["config"], device_bytes, events)
+    return choice, {"memory_estimate_bytes": estimated["total"]}
 
 
 def memory_metrics(model_parameters: int, before_model_rss: int, loaded_rss: int) -> dict:

@@ -29,7 +29,7 @@ CONFIGS = {
     "base": {"tokenizer": "mistral_common:tokenizer.model.v1", **TINY_MODEL},
     "vocab": {"train_sentencepiece": True, "model_type": "bpe", "vocab_size": 2000, "character_coverage": 0.9995, "split_digits": True, "byte_fallback": True, "max_sentence_length": 4096, "input_sentence_size": 20000},
     "pretrain": {**LOOP, "max_steps": 4, "block_size": 64, "eval_blocks": 4, "method": "full", "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["embed_tokens", "lm_head"]}},
-    "sft": {**LOOP, "max_steps": 3, "cutoff_len": 96, "packing": False, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "modules_to_save": []}, "dialogue_answers": "first", "max_dialogue_records": 12, "max_exam_records": 12, "max_instruction_records": 12, "max_knowledge_records": 12},
+    "sft": {**LOOP, "max_steps": 3, "cutoff_len": 96, "packing": False, "gradient_checkpointing": False, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "modules_to_save": []}, "dialogue_answers": "first", "max_dialogue_records": 12, "max_exam_records": 12, "max_instruction_records": 12, "max_knowledge_records": 12},
     "eval": {"block_size": 64, "max_heldout_blocks": 4, "max_exam_questions": 4, "max_new_tokens": 4, "max_short_answers": 3, "short_answer_max_new_tokens": 12, "batch_size": 3},
 }
 

@@ -161,12 +161,29 @@ def test_auto_checkpointing_recomputes_only_as_many_layers_as_the_card_needs():
     assert len(said.logs) == 5
 
 
+@pytest.mark.parametrize("card, recomputed", [(V100_BYTES, True), (H100_BYTES, False)], ids=["v100-32gb", "80gb"])
+def test_bentsao_instruction_tuning_recomputes_on_a_v100_and_not_on_an_80gb_card(card, recomputed):
+    # LLaMA-7B, as configs/bentsao.json tunes it in one process: 16 x 256 tokens a micro-batch.
+    sft = json.loads((TRAINER_ROOT.parent / "configs" / "bentsao.json").read_text("utf-8"))["sft"]
+    assert sft["gradient_checkpointing"] == "auto"
+    shape, said = memory.Shape(4096, 11008, 32, 32, 32, 32000), Said()
+    choice, estimated = memory.plan_one_process(shape, sft, card, said)
+    assert choice is recomputed
+    assert memory.ONE_PROCESS_GPU_ROOM * estimated["total"] < card
+    # Without recomputing, the V100 would need more than it has, with the room autocast's peak took.
+    whole = memory.estimate(shape, memory.as_one_process({**sft, "gradient_checkpointing": False}, on_gpu=True), 1)["total"]
+    assert (memory.ONE_PROCESS_GPU_ROOM * whole > V100_BYTES, memory.ONE_PROCESS_GPU_ROOM * whole < H100_BYTES) == (True, True)
+    assert said.logs[0][1].startswith("gradient checkpointing (auto): ") and said.logs[1][1].startswith("estimated ")
+
+
 def test_a_stage_that_cannot_fit_is_refused_before_loading_naming_what_to_change():
     shape, config = lawgpt_7b("lora", gradient_checkpointing=False)
     estimated = memory.estimate(shape, config, processes=8)
     said = Said()
     with pytest.raises(InvalidInput, match="does not fit.*activations.*micro_batch_size.*gradient_checkpointing"):
         memory.check_fits(estimated, 32 * 2**30, said)
+    with pytest.raises(InvalidInput, match=r"does not fit.*lower micro_batch_size or cutoff_len, or checkpoint more layers \(gradient_checkpointing\)"):
+        memory.check_fits(estimated, 32 * 2**30, said, memory.ONE_PROCESS_LEVERS)
 
     memory.check_fits(estimated, math.ceil(estimated["total"] / 1.1), said)
     memory.check_fits(estimated, 2 * estimated["total"], said)

@@ -106,9 +106,13 @@ def test_instructions_that_quote_a_heldout_exam_question_are_left_out(tiny_data,
 
 
 def test_instructions_alone_are_enough(pipeline, tiny_data, tmp_path):
-    """BenTsao's recipe: Alpaca-shape QA only."""
-    run = run_stage("sft", {"model": pipeline["pretrain"].output_dir / "model", "instructions": tiny_data["medical"]}, tmp_path)
-    assert run.completed()["metrics"]["train_samples"] > 0
+    """BenTsao's recipe: Alpaca-shape QA only, here with every layer recomputed in the backward pass."""
+    config = {**CONFIGS["sft"], "gradient_checkpointing": True}
+    run = run_stage("sft", {"model": pipeline["pretrain"].output_dir / "model", "instructions": tiny_data["medical"]}, tmp_path, config)
+    metrics = run.completed()["metrics"]
+    assert metrics["train_samples"] > 0
+    assert (metrics["checkpointed_layers"], metrics["memory_estimate_bytes"] > 0) == (1, True)
+    assert math.isfinite(metrics["final_loss"])
 
 
 def test_a_knowledge_graph_alone_is_enough(pipeline, tmp_path):

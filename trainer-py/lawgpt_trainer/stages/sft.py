@@ -76,14 +76,16 @@ def run(request: dict, events) -> tuple[dict, dict]:
     events.log(f"{samples_count} instruction samples in {len(dataset)} sequences")
     startup.mark("data")
 
-    # Loaded once the data is known to be usable: a bad file fails the stage before the model costs anything.
+    # Loaded once the data is known to be usable and the model to fit: a bad file fails the stage
+    # before the model costs anything.
+    checkpointing, planned = training.one_process_memory_plan(request, request["inputs"]["model"], len(tokenizer), events)
     before = training.host_rss_bytes()
     model = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.load_options(config, request["inputs"]["model"], partitioned=False, lora=True))
     loaded = training.host_rss_bytes() - before
     parameters = sum(p.numel() for p in model.parameters())
     model = merge.with_lora(model, config["lora"])
     training.trainable_in_fp32(model, config)
-    args = training.arguments(request, evaluates=False, deepspeed=None)
+    args = training.arguments(request, evaluates=False, deepspeed=None, gradient_checkpointing=checkpointing)
     startup.mark("model")
     trainer, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer), training.compiles(config, None))
 
@@ -96,5 +98,5 @@ def run(request: dict, events) -> tuple[dict, dict]:
     base = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.fold_options(config))
     merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer), out / "model")
     tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
-    metrics = {"train_samples": samples_count, "samples_over_cutoff": over_cutoff, "samples_quoting_exam": quoting_exam, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, before, loaded)}
+    metrics = {"train_samples": samples_count, "samples_over_cutoff": over_cutoff, "samples_quoting_exam": quoting_exam, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, before, loaded), **planned}
     return {"adapter": "adapter", "model": "model"}, metrics
