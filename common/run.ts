@@ -1,7 +1,7 @@
 // What the workflow and its activities say to each other, and what a run reports to the outside.
 // Types, constants and pure functions only, so that workflow code can import it freely.
 import type { RunConfig } from './config.js';
-import { inputsOf, type StageName, type StageOutputs } from './stages.js';
+import { inputsOf, STAGE_IO, type StageName, type StageOutputs } from './stages.js';
 
 /** Input of the `runStage` activity: one stage of one run, with its inputs as S3 URIs. */
 export interface StageTask {
@@ -17,6 +17,14 @@ export interface StageTask {
   runtime: RunConfig['runtime'];
 }
 
+/** The held-out split as a stage applies it: the exam's own share only to the stages that read the
+ * exam, so that changing it neither re-runs vocab and pretrain nor re-keys their caches. */
+function splitFor(stage: StageName, split: RunConfig['data']['split']): RunConfig['data']['split'] {
+  const { exam_heldout_percent, ...corpus } = split;
+  const readsExam = [...STAGE_IO[stage].inputs, ...STAGE_IO[stage].optional].includes('exam' as never);
+  return readsExam && exam_heldout_percent !== undefined ? { ...corpus, exam_heldout_percent } : corpus;
+}
+
 /** The `runStage` input for one stage of a run, its inputs taken from the data and `done` stages' outputs. */
 export function stageTask(runId: string, config: RunConfig, stage: StageName, done: StageOutputs): StageTask {
   return {
@@ -25,7 +33,7 @@ export function stageTask(runId: string, config: RunConfig, stage: StageName, do
     stage,
     inputs: inputsOf(stage, config.data, done),
     config: config[stage],
-    split: config.data.split,
+    split: splitFor(stage, config.data.split),
     cleaning: config.data.cleaning,
     records: { on_bad_record: config.data.on_bad_record, max_line_chars: config.data.max_line_chars },
     runtime: config.runtime,

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseRunConfig } from '../common/config.js';
+import { stageTask } from '../common/run.js';
 import { inputsOf, STAGES } from '../common/stages.js';
 
 const read = (name: string) => JSON.parse(readFileSync(new URL(`../configs/${name}`, import.meta.url), 'utf8'));
@@ -50,6 +51,16 @@ describe('run config', () => {
     expect(split(100)).toEqual([]);
     expect(split(0)).toEqual(['data.split.exam_heldout_percent: Too small: expected number to be >=1']);
     expect(split(101)).toEqual(['data.split.exam_heldout_percent: Too big: expected number to be <=100']);
+    // Only the stages that read the exam are told its share: changing it re-keys no other stage's cache.
+    const config = parseRunConfig({ ...demo, data: { ...demo.data, split: { heldout_percent: 2, exam_heldout_percent: 100 } } });
+    const splits = Object.fromEntries(config.stages.map((stage) => [stage, stageTask('run', config, stage, {}).split]));
+    expect(splits).toEqual({
+      base: { heldout_percent: 2 },
+      vocab: { heldout_percent: 2 },
+      pretrain: { heldout_percent: 2 },
+      sft: { heldout_percent: 2, exam_heldout_percent: 100 },
+      eval: { heldout_percent: 2, exam_heldout_percent: 100 },
+    });
   });
 
   it('requires some instruction data when the run includes sft', () => {

@@ -103,3 +103,17 @@ def test_rouge_l_counts_the_longest_common_subsequence_of_characters():
         assert lcs_length(a, b) == dynamic(a, b), (a, b)
     assert rouge_l("被告人 犯危险驾驶罪", "被告人犯危险驾驶罪。") == pytest.approx(2 * 9 / (9 + 10))
     assert rouge_l("", "判决") == 0.0 and rouge_l("判决", "判决") == 1.0
+
+
+def test_the_exam_questions_scored_are_its_own_heldout_share(tiny_data):
+    from lawgpt_trainer.data import BadRecords, read_exam
+    from lawgpt_trainer.stages.eval import scored_questions
+
+    request = lambda split, limit: {"inputs": {"exam": str(tiny_data["exam"])}, "split": split, "config": {"max_exam_questions": limit}}  # noqa: E731
+    every = read_exam(str(tiny_data["exam"]))
+    shared = scored_questions(request({"heldout_percent": 20}, 1000), BadRecords())
+    assert 0 < len(shared) < len(every)
+    # The whole exam held out, whatever share of the corpus is.
+    assert scored_questions(request({"heldout_percent": 2, "exam_heldout_percent": 100}, 1000), BadRecords()) == every
+    assert len(scored_questions(request({"heldout_percent": 2, "exam_heldout_percent": 100}, 5), BadRecords())) == 5
+    assert scored_questions({"inputs": {}, "split": {"heldout_percent": 20}, "config": {"max_exam_questions": 5}}, BadRecords()) == []

@@ -61,10 +61,19 @@ def _release(model) -> None:
         torch.cuda.empty_cache()
 
 
+def scored_questions(request: dict, bad: data.BadRecords) -> list[data.ExamQuestion]:
+    """The exam questions eval scores: the held-out part (by the exam's own share where the config
+    gives one), at most `max_exam_questions` of them."""
+    if "exam" not in request["inputs"]:
+        return []
+    questions = data.read_exam(request["inputs"]["exam"], bad)
+    return data.split_exam(questions, data.exam_heldout_percent(request["split"]))[1][: request["config"]["max_exam_questions"]]
+
+
 def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
-    percent, bad = request["split"]["heldout_percent"], data.BadRecords.of(request, events)
-    questions = data.split_exam(data.read_exam(inputs["exam"], bad), data.exam_heldout_percent(request["split"]))[1][: config["max_exam_questions"]] if "exam" in inputs else []
+    corpus_percent, bad = request["split"]["heldout_percent"], data.BadRecords.of(request, events)
+    questions = scored_questions(request, bad)
     short_answer_items = data.read_short_answer_questions(inputs["short_answer"], config["max_short_answers"], bad) if "short_answer" in inputs else []
     models = {"model": "final"} | {name: prefix for name, prefix in COMPARED.items() if name in inputs}
     candidates = sum(len(exam.candidates(q)) for q in questions)
@@ -77,7 +86,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         key = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
         if key not in prepared:
             folder = out / "heldout-blocks" / key
-            packing.prepare(inputs["corpus"], request["cleaning"], percent, tokenizer, config["block_size"], folder, splits=("heldout",), max_blocks=config["max_heldout_blocks"], bad=bad)
+            packing.prepare(inputs["corpus"], request["cleaning"], corpus_percent, tokenizer, config["block_size"], folder, splits=("heldout",), max_blocks=config["max_heldout_blocks"], bad=bad)
             blocks = packing.load(folder, config["block_size"], heldout_limit=config["max_heldout_blocks"])[1]
             prepared[key] = blocks, characters(tokenizer, blocks)
         return prepared[key]
