@@ -50,13 +50,16 @@ export function trainerStart(deepspeed: DeepSpeedConfig | undefined, trainer: st
 }
 
 /**
- * One plain process sees one GPU: the first the worker may use (its CUDA_VISIBLE_DEVICES, else
- * device 0). Shown every GPU of an 8-GPU machine, transformers' Trainer would wrap sft's model in
- * DataParallel over all of them, multiplying its batch by 8 and copying the model to each at every
- * step.
+ * One process sees one GPU: the first the worker may use (the first entry of its
+ * CUDA_VISIBLE_DEVICES, else device 0; none where it allows none). Shown every GPU of an 8-GPU
+ * machine, transformers' Trainer would wrap sft's model in DataParallel over all of them,
+ * multiplying its batch by 8 and copying the model to each at every step. Several slots on one
+ * host are DeepSpeed's launcher's to number: devices 0 to slots - 1.
  */
-function oneGpu(trainerEnv: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return { CUDA_VISIBLE_DEVICES: trainerEnv.CUDA_VISIBLE_DEVICES === undefined ? '0' : trainerEnv.CUDA_VISIBLE_DEVICES.split(',')[0].trim() };
+function oneGpu(trainerEnv: NodeJS.ProcessEnv): { CUDA_VISIBLE_DEVICES: string } {
+  const allowed = trainerEnv.CUDA_VISIBLE_DEVICES;
+  if (allowed === undefined) return { CUDA_VISIBLE_DEVICES: '0' };
+  return { CUDA_VISIBLE_DEVICES: allowed.split(',').map((d) => d.trim()).find((d) => d) ?? '' };
 }
 
 /** The start for `deepspeed`'s hosts, running `trainer` in each rank with `trainerEnv` (see the top of this file). */
@@ -71,7 +74,7 @@ export function deepspeedStart(deepspeed: DeepSpeedConfig, trainer: string[], tr
   // The runner's own numbering on one host: its slots are devices 0 to slots - 1.
   const devices = Array.from({ length: first.slots }, (_, i) => i);
   if (first.slots > 1) return { args: nodeLauncherArgs(deepspeed, { [first.host]: devices }, trainer), env, files: {} };
-  const rank = { RANK: '0', LOCAL_RANK: '0', WORLD_SIZE: '1', LOCAL_SIZE: '1', CROSS_RANK: '0', CROSS_SIZE: '1', CUDA_VISIBLE_DEVICES: '0' };
+  const rank = { RANK: '0', LOCAL_RANK: '0', WORLD_SIZE: '1', LOCAL_SIZE: '1', CROSS_RANK: '0', CROSS_SIZE: '1', ...oneGpu(trainerEnv) };
   return { args: alone(trainer), env: { ...env, ...rank, MASTER_ADDR: deepspeed.master_addr, MASTER_PORT: String(deepspeed.master_port) }, files: {} };
 }
 

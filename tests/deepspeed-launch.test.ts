@@ -112,8 +112,12 @@ describe('DeepSpeed launch', () => {
     expect(trainerStart(undefined, args, {})).toEqual({ args: ['-m', 'lawgpt_trainer', ...args], env: { CUDA_VISIBLE_DEVICES: '0' }, files: {} });
     expect(trainerStart(undefined, args, { CUDA_VISIBLE_DEVICES: '4,5,6,7' }).env).toEqual({ CUDA_VISIBLE_DEVICES: '4' });
     expect(trainerStart(undefined, args, { CUDA_VISIBLE_DEVICES: 'GPU-8f3a, GPU-77c1' }).env).toEqual({ CUDA_VISIBLE_DEVICES: 'GPU-8f3a' });
+    expect(trainerStart(undefined, args, { CUDA_VISIBLE_DEVICES: ',3' }).env).toEqual({ CUDA_VISIBLE_DEVICES: '3' });
     // A worker kept off the GPUs keeps its trainer off them.
     expect(trainerStart(undefined, args, { CUDA_VISIBLE_DEVICES: '' }).env).toEqual({ CUDA_VISIBLE_DEVICES: '' });
+    // DeepSpeed in one slot takes the same GPU.
+    const oneSlot = DeepSpeedConfig.parse({ profile: 'v100', hosts: [{ host: 'localhost', slots: 1 }] });
+    expect(trainerStart(oneSlot, args, { CUDA_VISIBLE_DEVICES: '4,5,6,7' }).env.CUDA_VISIBLE_DEVICES).toBe('4');
   });
 
   it('names the CPU accelerator for the cpu profile alone', () => {
