@@ -300,23 +300,24 @@ def read_instructions(path: str, limit: int, bad: BadRecords | None = None) -> l
     return list(islice(read_records(path, bad or BadRecords(), _instruction), limit))
 
 
-# The field that names a knowledge-graph record's entity; every other field is a relation.
+# The field that names a knowledge-graph record's entity; every other field is a relation, but for
+# a database's own fields ("_id" in a MongoDB export), which say nothing of the entity.
 ENTITY_FIELD = "中心词"
 
 
 def _knowledge(record: dict) -> KnowledgeEntry:
     entity = _field(record, ENTITY_FIELD, str).strip()
-    relations = {}
+    relations: dict[str, list[str]] = {}
     for name, value in record.items():
-        if name == ENTITY_FIELD:
+        if name == ENTITY_FIELD or name.startswith("_"):
             continue
-        values = [value] if isinstance(value, str) else value
+        values = [] if value is None else [value] if isinstance(value, str) else value
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise BadRecord(f"field '{name}' must be a string or a list of strings")
-        # The graph lists some values twice, and blanks say nothing.
-        kept = list(dict.fromkeys(v.strip() for v in values if v.strip()))
+        # The graph lists some values twice, and blanks say nothing; so does a name written twice.
+        kept = [v.strip() for v in values if v.strip()]
         if kept and name.strip():
-            relations[name.strip()] = kept
+            relations[name.strip()] = list(dict.fromkeys(relations.get(name.strip(), []) + kept))
     if not relations:
         raise BadRecord(f"the record says nothing of {entity!r}: no field besides '{ENTITY_FIELD}' holds a value")
     return KnowledgeEntry(entity, relations)

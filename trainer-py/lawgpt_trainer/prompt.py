@@ -54,15 +54,11 @@ def knowledge_samples(entry: KnowledgeEntry) -> list[Sample]:
     several, one asking about the entity whose answer holds them all."""
     t = template()["knowledge"]
     said = {relation: t["separator"].join(values) for relation, values in entry.relations.items()}
-    kind = lambda values: "one" if len(values) == 1 else "several"  # noqa: E731
-    samples = [
-        Sample(
-            instruction=t[f"question_{kind(values)}"].format(entity=entry.entity, relation=relation),
-            input="",
-            output=t[f"answer_{kind(values)}"].format(entity=entry.entity, relation=relation, values=said[relation]),
-        )
-        for relation, values in entry.relations.items()
-    ]
+    samples = []
+    for relation, values in entry.relations.items():
+        kind = "one" if len(values) == 1 else "several"
+        fields = {"entity": entry.entity, "relation": relation, "values": said[relation]}
+        samples.append(Sample(instruction=t[f"question_{kind}"].format(**fields), input="", output=t[f"answer_{kind}"].format(**fields)))
     if len(said) == 1:
         return samples
     overview = "\n".join(t["overview_line"].format(relation=relation, values=values) for relation, values in said.items())

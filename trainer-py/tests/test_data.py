@@ -136,7 +136,7 @@ def test_instructions_errors_name_file_line_and_field(tmp_path):
 
 
 # A knowledge-graph record in BenTsao's cMeKG shape (no such file ships in ../shared).
-MIGRAINE = {"中心词": "偏头痛", "相关疾病": ["紧张性头痛"], "相关症状": ["头痛", "恶心", "头痛", " "], "所属科室": ["神经内科"], "发病部位": "头部", "别名": []}
+MIGRAINE = {"_id": "5f1c", "中心词": "偏头痛", "相关疾病": ["紧张性头痛"], "相关症状": ["头痛", "恶心", "头痛", " "], "所属科室": ["神经内科"], "发病部位": "头部", "别名": [], "英文名": None, "相关症状 ": ["畏光"]}
 
 
 def test_the_exam_has_its_own_heldout_share_where_the_config_gives_one(tmp_path):
@@ -150,8 +150,9 @@ def test_the_exam_has_its_own_heldout_share_where_the_config_gives_one(tmp_path)
 
 def test_knowledge_records_are_entities_with_their_relations(tmp_path):
     [entry] = data.read_knowledge(_jsonl(tmp_path, [MIGRAINE]), 10)
-    # A value given twice or blank says nothing more, a string is one value, an empty list none.
-    assert entry == data.KnowledgeEntry("偏头痛", {"相关疾病": ["紧张性头痛"], "相关症状": ["头痛", "恶心"], "所属科室": ["神经内科"], "发病部位": ["头部"]})
+    # A value given twice or blank says nothing more, a string is one value, an empty list or null
+    # none, a relation named twice is one, and a database's "_id" is no relation.
+    assert entry == data.KnowledgeEntry("偏头痛", {"相关疾病": ["紧张性头痛"], "相关症状": ["头痛", "恶心", "畏光"], "所属科室": ["神经内科"], "发病部位": ["头部"]})
     array = tmp_path / "kg.json"
     array.write_text(json.dumps([MIGRAINE, {**MIGRAINE, "中心词": "肝癌"}], ensure_ascii=False, indent=1), "utf-8")
     assert [e.entity for e in data.read_knowledge(str(array), 10)] == ["偏头痛", "肝癌"]
@@ -179,11 +180,11 @@ def test_knowledge_is_asked_per_relation_and_answered_with_the_graphs_values(tmp
     asked = [(s.instruction, s.output) for s in knowledge_samples(entry)]
     assert asked[:4] == [
         ("偏头痛的相关疾病是什么？", "偏头痛的相关疾病是紧张性头痛。"),
-        ("偏头痛的相关症状有哪些？", "偏头痛的相关症状有：头痛、恶心。"),
+        ("偏头痛的相关症状有哪些？", "偏头痛的相关症状有：头痛、恶心、畏光。"),
         ("偏头痛的所属科室是什么？", "偏头痛的所属科室是神经内科。"),
         ("偏头痛的发病部位是什么？", "偏头痛的发病部位是头部。"),
     ]
-    assert asked[4] == ("请介绍偏头痛的相关知识。", "相关疾病：紧张性头痛\n相关症状：头痛、恶心\n所属科室：神经内科\n发病部位：头部")
+    assert asked[4] == ("请介绍偏头痛的相关知识。", "相关疾病：紧张性头痛\n相关症状：头痛、恶心、畏光\n所属科室：神经内科\n发病部位：头部")
     # With one relation, the question on the whole entity would only repeat it.
     assert len(knowledge_samples(data.KnowledgeEntry("肝癌", {"所属科室": ["肝胆外科"]}))) == 1
 
