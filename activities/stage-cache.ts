@@ -1,6 +1,7 @@
 // The stage cache: a stage whose inputs, config and trainer are exactly those of an earlier
 // completed stage is not run again; its recorded outputs are used.
-//   key   = sha256(stage, config section, split, cleaning, bad-record rules, trainer version, every input object's key/size/ETag)
+//   key   = sha256(stage, config section, split, cleaning, bad-record rules, trainer version, every input
+//           object's key/size/ETag, as inputObjects lists what the stage downloads)
 //   entry = s3://<bucket>/cache/<stage>/<key>.json, written after the stage's outputs are uploaded
 // An entry counts only while every output object it lists is still there, unchanged.
 import { createHash } from 'node:crypto';

@@ -43,16 +43,17 @@ export interface StagePlan {
   compute: { device: 'GPU' | 'CPU'; hours: number; tokens: number };
 }
 
-// The fields of a Hugging Face LLaMA config.json that decide its size.
+// The fields of a Hugging Face LLaMA config.json that decide its size, with LlamaConfig's defaults
+// for those it leaves out, as transformers loads it.
 const positive = z.number().int().positive();
 const HfShape = z.object({
-  hidden_size: positive,
-  intermediate_size: positive,
-  num_hidden_layers: positive,
-  num_attention_heads: positive,
-  num_key_value_heads: positive.optional(),
-  vocab_size: positive,
-  tie_word_embeddings: z.boolean().optional(),
+  hidden_size: positive.nullish().transform((v) => v ?? 4096),
+  intermediate_size: positive.nullish().transform((v) => v ?? 11008),
+  num_hidden_layers: positive.nullish().transform((v) => v ?? 32),
+  num_attention_heads: positive.nullish().transform((v) => v ?? 32),
+  num_key_value_heads: positive.nullish(),
+  vocab_size: positive.nullish().transform((v) => v ?? 32000),
+  tie_word_embeddings: z.boolean().nullish(),
 });
 
 /** The LLaMA a run trains, and where its shape was read. */

@@ -185,8 +185,7 @@ export const SftConfig = z
     max_steps: positiveInt.default(30),
     cutoff_len: positiveInt.default(256),
     // As deepspeed.gradient_checkpointing, for instruction tuning's one process: "auto" takes the
-    // least recomputation that the memory estimate fits on the GPU (LLaMA-7B at BenTsao's 16 x 256
-    // tokens a micro-batch: none on an 80 GB A100, every layer on a 32 GB V100).
+    // least recomputation that sft's memory estimate fits on the GPU (README, "Per-GPU memory").
     gradient_checkpointing: GradientCheckpointing.default(false),
     // Several samples share one sequence of up to cutoff_len tokens instead of each being padded
     // (each keeps its own prompt masked out of the loss): fewer wasted tokens on short answers.
@@ -197,7 +196,8 @@ export const SftConfig = z
     max_dialogue_records: positiveInt.default(300),
     max_exam_records: positiveInt.default(300),
     max_instruction_records: positiveInt.default(300),
-    // Knowledge-graph records read (data.knowledge); each gives a question per relation, and one on the whole entity.
+    // Knowledge-graph records read (data.knowledge); each gives a question per relation, and one on
+    // the whole entity where there are several.
     max_knowledge_records: positiveInt.default(300),
   })
   .strict()
@@ -222,10 +222,9 @@ export const EvalConfig = z
 export const SplitConfig = z
   .object({
     heldout_percent: z.number().int().min(1).max(50).default(10),
-    // The exam's own share, where it differs (absent: heldout_percent). A corpus of billions of
-    // tokens needs only a few percent held out, an exam of 2,060 questions far more for a
-    // figure that means something: 2% leaves 48 questions, an accuracy within about 14 points.
-    // 100: the exam is for evaluation alone, as a benchmark is, and sft trains on none of it.
+    // The exam's own share, where it differs (absent: heldout_percent): an exam needs far more held
+    // out than a corpus for a figure that means something (README, config reference). 100: the
+    // exam is for evaluation alone, as a benchmark is, and sft trains on none of it.
     exam_heldout_percent: z.number().int().min(1).max(100).optional(),
   })
   .strict();

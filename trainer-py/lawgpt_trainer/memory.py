@@ -112,16 +112,11 @@ def gpu_room(zero_stage: int) -> float:
     return ZERO_3_GPU_ROOM if zero_stage == 3 else GPU_ROOM
 
 
-def _room(deepspeed: dict) -> float:
-    """The room a stage's "auto" leaves: one process's (as_one_process), else its ZeRO stage's."""
-    return deepspeed.get("gpu_room") or gpu_room(deepspeed["zero_stage"])
-
-
-def _least_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int) -> tuple[bool | int, float]:
+def _least_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int, room: float) -> tuple[bool | int, float]:
     """The least recomputation the stage's `gradient_checkpointing` allows (any under "auto") whose
-    estimate fits `device_bytes` with the stage's room to spare, and what it needs with that room;
+    estimate fits `device_bytes` with `room` times it to spare, and what it needs with that room;
     where none fits, the most recomputation allowed."""
-    setting, room = config["deepspeed"]["gradient_checkpointing"], _room(config["deepspeed"])
+    setting = config["deepspeed"]["gradient_checkpointing"]
     for choice in CHECKPOINTING_CHOICES if setting == "auto" else (setting,):
         needs = room * estimate(shape, _with(config, gradient_checkpointing=choice), processes)["total"]
         if needs <= device_bytes:
@@ -150,7 +145,7 @@ def choose_zero_stage(shape: Shape, config: dict, processes: int, device_bytes: 
     if not device_bytes:
         events.log("ZeRO stage (auto): 3, with no GPU to fit ZeRO-2 on")
         return 3
-    _, needs = _least_checkpointing(shape, _with(config, zero_stage=2), processes, device_bytes)
+    _, needs = _least_checkpointing(shape, _with(config, zero_stage=2), processes, device_bytes, gpu_room(2))
     if needs <= device_bytes:
         events.log(f"ZeRO stage (auto): 2, {gpu_room(2)} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
         return 2
@@ -158,18 +153,19 @@ def choose_zero_stage(shape: Shape, config: dict, processes: int, device_bytes: 
     return 3
 
 
-def choose_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int | None, events) -> bool | int:
+def choose_checkpointing(shape: Shape, config: dict, processes: int, device_bytes: int | None, events, room: float | None = None) -> bool | int:
     """The stage's `gradient_checkpointing`, with "auto" resolved and said: the least recomputation
-    whose estimate fits `device_bytes` with the stage's gpu_room to spare; every layer without a GPU
-    to measure against, or where nothing leaves that room (with a warning)."""
+    whose estimate fits `device_bytes` with `room` times it to spare (its ZeRO stage's gpu_room
+    unless given); every layer without a GPU to measure against, or where nothing leaves that room
+    (with a warning)."""
     setting = config["deepspeed"]["gradient_checkpointing"]
     if setting != "auto":
         return setting
     if not device_bytes:
         events.log("gradient checkpointing (auto): every decoder layer, with no GPU to fit")
         return True
-    choice, needs = _least_checkpointing(shape, config, processes, device_bytes)
-    room = _room(config["deepspeed"])
+    room = room or gpu_room(config["deepspeed"]["zero_stage"])
+    choice, needs = _least_checkpointing(shape, config, processes, device_bytes, room)
     if needs <= device_bytes:
         events.log(f"gradient checkpointing (auto): {describe_checkpointing(choice)}, {room} times its estimate is {_gib(needs)} of the GPU's {_gib(device_bytes)}")
     else:
@@ -275,16 +271,17 @@ ONE_PROCESS_LEVERS = "lower micro_batch_size or cutoff_len, or checkpoint more l
 def as_one_process(config: dict, on_gpu: bool) -> dict:
     """A one-process LoRA stage's config (sft) as the estimate reads a DeepSpeed stage's: no ZeRO, in
     half precision on a GPU (its frozen base is loaded so, and autocast computes in it), sequences
-    of cutoff_len tokens, and the room that autocast's measured peak needs."""
-    deepspeed = {"zero_stage": 0, "profile": "v100" if on_gpu else "cpu", "gradient_checkpointing": config["gradient_checkpointing"], "gpu_room": ONE_PROCESS_GPU_ROOM}
+    of cutoff_len tokens."""
+    deepspeed = {"zero_stage": 0, "profile": "v100" if on_gpu else "cpu", "gradient_checkpointing": config["gradient_checkpointing"]}
     return {**config, "method": "lora", "block_size": config["cutoff_len"], "deepspeed": deepspeed}
 
 
 def plan_one_process(shape: Shape, config: dict, device_bytes: int | None, events) -> tuple[bool | int, dict[str, int]]:
     """A one-process stage's `gradient_checkpointing` with "auto" resolved for a GPU of
-    `device_bytes` (None: no GPU), and its estimate, said; refused where it cannot fit."""
+    `device_bytes` (None: no GPU), with the room autocast's measured peak needs, and its estimate,
+    said; refused where it cannot fit."""
     estimated_as = as_one_process(config, device_bytes is not None)
-    choice = choose_checkpointing(shape, estimated_as, 1, device_bytes, events)
+    choice = choose_checkpointing(shape, estimated_as, 1, device_bytes, events, ONE_PROCESS_GPU_ROOM)
     estimated = estimate(shape, _with(estimated_as, gradient_checkpointing=choice), 1)
     check_fits(estimated, device_bytes, events, ONE_PROCESS_LEVERS)
     return choice, estimated

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import LlamaConfig, Trainer, TrainerCallback, TrainingArguments
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from lawgpt_trainer import checkpoints, compile_cache, contract, deepspeed_config, devices, distributed, embeddings, loss, memory, profiling, running_version, startup
@@ -417,6 +417,13 @@ def host_rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def model_shape(model_dir: str, vocab: int) -> memory.Shape:
+    """The shape of the LLaMA in `model_dir` with `vocab` tokens, its config read as transformers
+    reads it: a config.json that leaves out a field LLaMA has a default for still loads, and so
+    must still be estimated."""
+    return memory.Shape.of(LlamaConfig.from_pretrained(model_dir).to_dict(), embeddings.padded_rows(vocab))
+
+
 def device_memory_plan(request: dict, model_dir: str, vocab: int, events) -> tuple[dict | None, dict]:
     """Under DeepSpeed, before the model loads: the config's DeepSpeed section with `zero_stage` and
     `gradient_checkpointing` as the stage trains with them ("auto" resolved for this rank's GPU), and
@@ -428,8 +435,7 @@ def device_memory_plan(request: dict, model_dir: str, vocab: int, events) -> tup
     deepspeed = config.get("deepspeed")
     if not deepspeed:
         return None, {}
-    model_config = json.loads((Path(model_dir) / "config.json").read_text("utf-8"))
-    shape = memory.Shape.of(model_config, embeddings.padded_rows(vocab))
+    shape = model_shape(model_dir, vocab)
     processes = world_size(config)
     on_gpu = trains_on_gpu(deepspeed)
     device_bytes = torch.cuda.get_device_properties(rank_gpu()).total_memory if on_gpu else None
@@ -446,8 +452,7 @@ def one_process_memory_plan(request: dict, model_dir: str, vocab: int, events) -
     """For a stage in one process (sft), before the model loads: its `gradient_checkpointing` with
     "auto" resolved for the GPU, and the estimate of what the GPU will hold, said; on a GPU a stage
     that cannot fit stops here. `memory_estimate_bytes` goes beside `gpu_peak_bytes` in the metrics."""
-    model_config = json.loads((Path(model_dir) / "config.json").read_text("utf-8"))
-    shape = memory.Shape.of(model_config, embeddings.padded_rows(vocab))
+    shape = model_shape(model_dir, vocab)
     device_bytes = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
     choice, estimated = memory.plan_one_process(shape, request["config"], device_bytes, events)
     return choice, {"memory_estimate_bytes": estimated["total"]}
