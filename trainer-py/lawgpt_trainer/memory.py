@@ -265,7 +265,7 @@ def estimate(shape: Shape, config: dict, processes: int) -> dict[str, int]:
 
 # What to change when a stage does not fit, under DeepSpeed and in one process (sft).
 DEEPSPEED_LEVERS = "lower micro_batch_size, checkpoint more layers (deepspeed.gradient_checkpointing) or add GPUs under ZeRO-3"
-ONE_PROCESS_LEVERS = "lower micro_batch_size or cutoff_len, or checkpoint more layers (gradient_checkpointing)"
+ONE_PROCESS_LEVERS = "lower micro_batch_size or cutoff_len, or checkpoint more layers (sft.gradient_checkpointing)"
 
 
 def as_one_process(config: dict, on_gpu: bool) -> dict:

@@ -182,7 +182,7 @@ def test_a_stage_that_cannot_fit_is_refused_before_loading_naming_what_to_change
     said = Said()
     with pytest.raises(InvalidInput, match="does not fit.*activations.*micro_batch_size.*gradient_checkpointing"):
         memory.check_fits(estimated, 32 * 2**30, said)
-    with pytest.raises(InvalidInput, match=r"does not fit.*lower micro_batch_size or cutoff_len, or checkpoint more layers \(gradient_checkpointing\)"):
+    with pytest.raises(InvalidInput, match=r"does not fit.*lower micro_batch_size or cutoff_len, or checkpoint more layers \(sft\.gradient_checkpointing\)"):
         memory.check_fits(estimated, 32 * 2**30, said, memory.ONE_PROCESS_LEVERS)
 
     memory.check_fits(estimated, math.ceil(estimated["total"] / 1.1), said)
