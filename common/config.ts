@@ -2,7 +2,7 @@
 // Each stage's section travels unchanged to the trainer as `request.config`, so field names are
 // snake_case on both sides. Defaults are the demo's tiny sizes unless a comment names a recipe.
 import { z } from 'zod';
-import { StageName, STAGE_IO, STAGES, upstreamOf } from './stages.js';
+import { dataInputNames, StageName, STAGE_IO, STAGES, upstreamOf } from './stages.js';
 
 const BUCKET = '[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]';
 const S3Uri = z.string().regex(new RegExp(`^s3://${BUCKET}/.+$`), 'must look like s3://bucket/key');
@@ -365,9 +365,9 @@ export const RunConfig = z
     runtime: RuntimeConfig.prefault({}),
   })
   .strict()
-  .refine((c) => !c.stages.includes('sft') || c.data.dialogue || c.data.exam || c.data.instructions || c.data.knowledge, {
+  .refine((c) => !c.stages.includes('sft') || dataInputNames('sft').some((name) => c.data[name as keyof typeof c.data]), {
     path: ['data'],
-    message: 'sft needs instruction data: set at least one of dialogue, exam, instructions, knowledge',
+    message: `sft needs instruction data: set at least one of ${dataInputNames('sft').join(', ')}`,
   })
   .refine((c) => c.vocab.train_sentencepiece || c.data.vocab_words, {
     path: ['vocab', 'train_sentencepiece'],

@@ -1,7 +1,7 @@
 // What the workflow and its activities say to each other, and what a run reports to the outside.
 // Types, constants and pure functions only, so that workflow code can import it freely.
 import type { RunConfig } from './config.js';
-import { inputsOf, STAGE_IO, type StageName, type StageOutputs } from './stages.js';
+import { dataInputNames, inputsOf, type StageName, type StageOutputs } from './stages.js';
 
 /** Input of the `runStage` activity: one stage of one run, with its inputs as S3 URIs. */
 export interface StageTask {
@@ -21,8 +21,7 @@ export interface StageTask {
  * exam, so that changing it neither re-runs vocab and pretrain nor re-keys their caches. */
 function splitFor(stage: StageName, split: RunConfig['data']['split']): RunConfig['data']['split'] {
   const { exam_heldout_percent, ...corpus } = split;
-  const readsExam = [...STAGE_IO[stage].inputs, ...STAGE_IO[stage].optional].includes('exam' as never);
-  return readsExam && exam_heldout_percent !== undefined ? { ...corpus, exam_heldout_percent } : corpus;
+  return dataInputNames(stage).includes('exam') && exam_heldout_percent !== undefined ? { ...corpus, exam_heldout_percent } : corpus;
 }
 
 /** The `runStage` input for one stage of a run, its inputs taken from the data and `done` stages' outputs. */
