@@ -167,7 +167,10 @@ export async function uploadFile(client: S3Client, path: string, uri: string): P
   const size = (await stat(path)).size;
   const part = Math.max(PART_BYTES, Math.ceil(size / MAX_PARTS));
   if (size <= part) {
-    await withRetries(() => client.send(new PutObjectCommand({ Bucket, Key, Body: createReadStream(path, { highWaterMark: 2 ** 20 }), ContentLength: size })));
+    // The first `size` bytes, no more: a file still being written (TensorBoard's events) would
+    // otherwise outgrow ContentLength, and the request would drop the stream with its file still open.
+    const body = () => (size ? createReadStream(path, { end: size - 1, highWaterMark: 2 ** 20 }) : '');
+    await withRetries(() => client.send(new PutObjectCommand({ Bucket, Key, Body: body(), ContentLength: size })));
     return size;
   }
   const { UploadId } = await withRetries(() => client.send(new CreateMultipartUploadCommand({ Bucket, Key })));

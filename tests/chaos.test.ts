@@ -22,7 +22,7 @@ import { pauseUpdate, resumeUpdate, statusQuery } from '../workflows/definitions
 import { startMinio, type TestMinio } from './helpers/minio.js';
 import { startSshHosts } from './helpers/sshd.js';
 import { keepHistory } from './helpers/histories.js';
-import { findProcesses, waitFor } from './helpers/processes.js';
+import { findProcesses, holdersOf, waitFor } from './helpers/processes.js';
 import { startRestartableTemporal, startTemporal, workflowsPath } from './helpers/temporal.js';
 import { tools } from './helpers/tools.js';
 
@@ -327,9 +327,14 @@ describe('chaos', () => {
       expect(last.lastFailure!.applicationFailureInfo!.type).toBe('TrainerFailed');
       expect(result.stages.pretrain!.metrics.resumed_from_step).toBe(newestBefore);
     } finally {
-      // A process of the finished stage can still hold the mount for a moment after the run
-      // completes (seen on a loaded 2-core machine: umount said "target is busy").
-      await waitFor('the work folder to unmount', () => promisify(execFile)('umount', [workDir]).then(() => true), 30_000, 200);
+      // Nothing of the finished run may hold a file there (a trainer may take a moment to exit): the
+      // worker once kept a failed attempt's TensorBoard file open, which also kept its deleted bytes
+      // on the full disk. Whatever holds it is named, and the mount let go lazily.
+      await waitFor('the work folder to unmount', () => promisify(execFile)('umount', [workDir]).then(() => true), 30_000, 200).catch(async (err: Error) => {
+        const holders = await holdersOf(workDir);
+        await promisify(execFile)('umount', ['--lazy', workDir]);
+        throw new Error(`${err.message}; held by: ${holders.join('; ') || 'no process'}`);
+      });
     }
   });
 
