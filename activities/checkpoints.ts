@@ -11,7 +11,7 @@ import { describeIssues } from '../common/config.js';
 import { CheckpointManifest, MANIFEST_FILE } from '../common/contract.js';
 import type { KeptCheckpoint } from '../common/report.js';
 import type { StageTask } from '../common/run.js';
-import { deleteObject, deletePrefix, downloadArtifact, getText, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFiles } from './s3.js';
+import { deleteObject, deletePrefix, downloadObject, getText, inParallel, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFiles } from './s3.js';
 
 const CHECKPOINT_DIR = /checkpoints\/checkpoint-(\d+)\/$/;
 
@@ -180,29 +180,42 @@ async function readManifest(s3: S3Client, uri: string): Promise<{ body: string; 
   return { body, manifest: parsed.data };
 }
 
-/** Downloads the checkpoint at `uri` into `local`; returns what is wrong with it, if anything. */
+// Files of a checkpoint fetched at the same time: under ZeRO a checkpoint is one or more files per rank.
+const PARALLEL_FILES = 8;
+
+/**
+ * Downloads the checkpoint at `uri` into `local`, several files at a time, each hashed as it
+ * arrives; returns what is wrong with it, if anything (the first wrong file in the manifest's
+ * order; once one is found no other file is started).
+ */
 export async function downloadVerified(s3: S3Client, uri: string, local: string): Promise<string | undefined> {
   const { body, manifest, problem } = await readManifest(s3, uri);
   if (!manifest) return problem;
-  for (const file of manifest.files) {
-    let parts: string[];
-    try {
-      parts = relativeParts('', file.path);
-    } catch (err) {
-      return (err as Error).message;
-    }
+  const { bucket, key } = parseS3Uri(uri);
+  let files;
+  try {
+    files = manifest.files.map((file, index) => ({ ...file, index, parts: relativeParts('', file.path) }));
+  } catch (err) {
+    return (err as Error).message;
+  }
+  const problems: string[] = [];
+  await inParallel(files, PARALLEL_FILES, async (file) => {
+    if (problems.length) return;
     let downloaded;
     try {
-      downloaded = await downloadArtifact(s3, uri + file.path, join(local, ...parts.slice(0, -1)));
+      downloaded = await downloadObject(s3, bucket, key + file.path, join(local, ...file.parts));
     } catch (err) {
       // A missing file means a partial checkpoint; any other error is S3 being unwell, which a
       // retry of the activity should meet again rather than fall back to an older checkpoint.
-      if (err instanceof NoSuchKey) return `${file.path} is missing`;
-      throw err;
+      if (!(err instanceof NoSuchKey)) throw err;
+      problems[file.index] = `${file.path} is missing`;
+      return;
     }
-    if (downloaded.bytes !== file.size) return `${file.path} has ${downloaded.bytes} bytes, the manifest says ${file.size}`;
-    if ((await sha256File(downloaded.path)) !== file.sha256) return `${file.path} does not match its sha256`;
-  }
+    if (downloaded.bytes !== file.size) problems[file.index] = `${file.path} has ${downloaded.bytes} bytes, the manifest says ${file.size}`;
+    else if (downloaded.sha256 !== file.sha256) problems[file.index] = `${file.path} does not match its sha256`;
+  });
+  const wrong = problems.find((p) => p !== undefined);
+  if (wrong) return wrong;
   await mkdir(local, { recursive: true });
   // The trainer checks the manifest too (world size, config) before resuming.
   await writeFile(join(local, MANIFEST_FILE), body);

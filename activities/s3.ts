@@ -1,10 +1,10 @@
 // Everything the orchestrator does with S3: URIs, one client, and folder-sized transfers.
 // Artifacts are folders (a model, a tokenizer), so the unit here is a prefix, not an object.
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -36,6 +36,8 @@ export function parseS3Uri(uri: string): S3Location {
 
 export const s3Uri = (bucket: string, key: string) => `s3://${bucket}/${key}`;
 
+const SOCKET_TIMEOUT_MS = 120_000;
+
 /** The S3 client; credentials come from the AWS SDK's usual chain unless given. */
 export function createS3Client(settings: Pick<Settings, 'LAWGPT_S3_ENDPOINT' | 'LAWGPT_S3_FORCE_PATH_STYLE' | 'AWS_REGION'>, credentials?: { accessKeyId: string; secretAccessKey: string }) {
   return new S3Client({
@@ -47,6 +49,9 @@ export function createS3Client(settings: Pick<Settings, 'LAWGPT_S3_ENDPOINT' | '
     // throughput (bench P2). Checkpoints carry their own sha256s, checked before any resume, and
     // TLS protects transfers to AWS.
     requestChecksumCalculation: 'WHEN_REQUIRED',
+    // A connection that goes silent fails (and is retried) instead of holding a transfer forever;
+    // the SDK sets no such limit.
+    requestHandler: { socketTimeout: SOCKET_TIMEOUT_MS },
   });
 }
 
@@ -132,7 +137,7 @@ export interface TransferStats {
 }
 
 /** Runs `work` on every item, `limit` at a time. */
-async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+export async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   const worker = async () => {
     while (next < items.length) await work(items[next++]);
@@ -141,21 +146,25 @@ async function inParallel<T>(items: readonly T[], limit: number, work: (item: T)
 }
 
 // Files are streamed from disk (no copy in memory, unsigned payload): a large one in parts of
-// PART_BYTES, several at a time, as `mc` does. Every request of an upload is tried up to
-// UPLOAD_TRIES times with a backoff that outlasts a restart of the server (7.5 s in all); the SDK
+// PART_BYTES, several at a time, as `mc` does. Every request of a transfer is tried up to
+// TRIES times with a backoff that outlasts a restart of the server (7.5 s in all); the SDK
 // cannot replay a stream it has read, so each try builds its request, and stream, anew.
 const PART_BYTES = 32 * 2 ** 20;
 const PARALLEL_PARTS = 4;
-const UPLOAD_TRIES = 5;
+const TRIES = 5;
 // S3 allows at most 10,000 parts per object.
 const MAX_PARTS = 10_000;
 
-async function withRetries<T>(send: () => Promise<T>): Promise<T> {
+// What is worth another try: not a request S3 refused as the client's fault (no such key, access
+// denied, a precondition failed), which would be refused again.
+const worthRetrying = (err: unknown) => (err as { $fault?: string }).$fault !== 'client';
+
+async function withRetries<T>(send: () => Promise<T>, retryable = worthRetrying): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await send();
     } catch (err) {
-      if (attempt === UPLOAD_TRIES || (err as { $fault?: string }).$fault === 'client') throw err;
+      if (attempt === TRIES || !retryable(err)) throw err;
       await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
     }
   }
@@ -217,11 +226,47 @@ export async function uploadDir(client: S3Client, dir: string, uri: string, opti
   return uploadFiles(client, dir, names, uri, options);
 }
 
-async function downloadObject(client: S3Client, bucket: string, key: string, path: string): Promise<number> {
-  const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+/**
+ * Downloads one object to `path`, hashing it as it arrives; returns its size and sha256. The SDK
+ * retries a request only until its response begins, so a transfer broken or gone silent midway
+ * (a 13 GB model, a checkpoint shard) is retried here, asking for the rest of the same version of
+ * the object: the bytes from the first one not yet written, If-Match its ETag.
+ */
+export async function downloadObject(client: S3Client, bucket: string, key: string, path: string): Promise<{ bytes: number; sha256: string }> {
   await mkdir(dirname(path), { recursive: true });
-  await pipeline(object.Body as Readable, createWriteStream(path));
-  return object.ContentLength ?? 0;
+  const file = await open(path, 'w');
+  const hash = createHash('sha256');
+  let bytes = 0;
+  let whole: { size: number; etag?: string } | undefined;
+  // The local disk failing (full, say) is not the transfer's fault: no retry.
+  let diskError: unknown;
+  const write = async (chunk: Buffer) => {
+    try {
+      for (let done = 0; done < chunk.length; ) done += (await file.write(chunk, done)).bytesWritten;
+    } catch (err) {
+      diskError = err;
+      throw err;
+    }
+  };
+  try {
+    await withRetries(
+      async () => {
+        if (whole && bytes === whole.size) return;
+        const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, ...(whole && { Range: `bytes=${bytes}-`, IfMatch: whole.etag }) }));
+        if (whole && !object.ContentRange?.startsWith(`bytes ${bytes}-`)) throw new Error(`s3://${bucket}/${key}: asked for the bytes from ${bytes} on, got ${object.ContentRange ?? 'the whole object'}`);
+        whole ??= { size: object.ContentLength ?? 0, etag: object.ETag };
+        for await (const chunk of object.Body as Readable) {
+          await write(chunk);
+          hash.update(chunk);
+          bytes += chunk.length;
+        }
+      },
+      (err) => err !== diskError && worthRetrying(err),
+    );
+  } finally {
+    await file.close();
+  }
+  return { bytes, sha256: hash.digest('hex') };
 }
 
 export class EmptyPrefix extends Error {
@@ -253,14 +298,14 @@ export async function downloadArtifact(client: S3Client, uri: string, dir: strin
   const { bucket, key } = parseS3Uri(uri);
   if (!uri.endsWith('/')) {
     const path = join(dir, key.split('/').pop()!);
-    return { path, files: 1, bytes: await downloadObject(client, bucket, key, path) };
+    return { path, files: 1, bytes: (await downloadObject(client, bucket, key, path)).bytes };
   }
   const keys = listed ? listed.map((o) => key + o.key) : await listKeys(client, uri);
   const files = keys.filter((objectKey) => !objectKey.endsWith('/'));
   if (files.length === 0) throw new EmptyPrefix(uri);
   const stats = { files: files.length, bytes: 0 };
   await inParallel(files, PARALLEL_DOWNLOADS, async (objectKey) => {
-    stats.bytes += await downloadObject(client, bucket, objectKey, join(dir, ...relativeParts(key, objectKey)));
+    stats.bytes += (await downloadObject(client, bucket, objectKey, join(dir, ...relativeParts(key, objectKey)))).bytes;
   });
   return { path: dir, ...stats };
 }

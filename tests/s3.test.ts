@@ -1,11 +1,13 @@
 // Artifact transfers against a real MinIO server.
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3Client } from '@aws-sdk/client-s3';
 import { fetchBlocks, storeBlocks } from '../activities/block-cache.js';
-import { deleteObject, deletePrefix, downloadArtifact, ensureBucket, listKeys, relativeParts, uploadDir, uploadFile } from '../activities/s3.js';
+import { deleteObject, deletePrefix, downloadArtifact, downloadObject, ensureBucket, listKeys, relativeParts, uploadDir, uploadFile } from '../activities/s3.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
 
 let minio: TestMinio;
@@ -86,6 +88,34 @@ describe('S3 artifacts', () => {
     expect(await readFile(got.path, 'utf8')).toBe('{"vocab_size": 32960}');
   });
 
+  it('goes on with a download broken midway from the first byte it lacks, and hashes exactly what it wrote', async () => {
+    const content = randomBytes(3 << 20);
+    await writeFile(join(work, 'shard.bin'), content);
+    await uploadFile(minio.client, join(work, 'shard.bin'), 's3://artifacts/broken/shard.bin');
+    // The first response's body breaks after 1 MiB, as a reset connection does.
+    const asked: { Range?: string; IfMatch?: string }[] = [];
+    const flaky = new S3Client({ endpoint: minio.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: minio.credentials });
+    flaky.middlewareStack.add(
+      (next) => async (args) => {
+        asked.push({ ...(args.input as { Range?: string; IfMatch?: string }) });
+        const result = await next(args);
+        const output = result.output as { Body: Readable };
+        if (asked.length === 1) output.Body = Readable.from(breakAfter(output.Body, 1 << 20));
+        return result;
+      },
+      { step: 'initialize' },
+    );
+    const got = await downloadObject(flaky, 'artifacts', 'broken/shard.bin', join(work, 'broken', 'shard.bin'));
+    flaky.destroy();
+    expect(asked).toHaveLength(2);
+    const resumedAt = Number(/^bytes=(\d+)-$/.exec(asked[1].Range!)![1]);
+    expect(resumedAt).toBeGreaterThanOrEqual(1 << 20);
+    expect(resumedAt).toBeLessThan(content.length);
+    expect(asked[1].IfMatch).toMatch(/^"[0-9a-f-]+"$/);
+    expect((await readFile(join(work, 'broken', 'shard.bin'))).equals(content)).toBe(true);
+    expect(got).toEqual({ bytes: content.length, sha256: createHash('sha256').update(content).digest('hex') });
+  });
+
   it('says what is missing', async () => {
     await expect(downloadArtifact(minio.client, 's3://artifacts/nope/', join(work, 'x'))).rejects.toThrow('nothing under s3://artifacts/nope/');
     await expect(downloadArtifact(minio.client, 's3://artifacts/nope.jsonl', join(work, 'y'))).rejects.toThrow(/NoSuchKey|does not exist/);
@@ -103,3 +133,16 @@ describe('S3 artifacts', () => {
     expect(await listKeys(minio.client, 's3://artifacts/runs/r1/pretrain/model/')).toEqual([]);
   });
 });
+
+/** The chunks of `body` until `bytes` have passed, then the error of a connection reset. */
+async function* breakAfter(body: Readable, bytes: number) {
+  let passed = 0;
+  for await (const chunk of body) {
+    yield chunk;
+    passed += chunk.length;
+    if (passed >= bytes) {
+      body.destroy();
+      throw Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    }
+  }
+}
