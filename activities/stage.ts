@@ -16,7 +16,7 @@ import type { StageProgress, StageResult, StageTask, StageUsage } from '../commo
 import type { Settings } from '../common/settings.js';
 import { STAGE_IO } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
-import { CheckpointUploader, checkpointsPrefix, findResumePoint } from './checkpoints.js';
+import { CheckpointUploader, checkpointsPrefix, findResumePoint, type ResumePoint } from './checkpoints.js';
 import { cacheKey, inputObjects, inputsHash, lookupStage, recordStage } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, isRefusal, putJson, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
 import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.js';
@@ -110,6 +110,8 @@ interface Prepared {
   blocksFor?: (version: string) => string;
   /** Where compiled layers the trainer offers are cached; none when the stage's `compile` is false. */
   compileCacheFor?: (version: string) => string;
+  /** The local copy of the checkpoint the trainer resumes from, until it has loaded it. */
+  resumeCopy?: ResumePoint;
 }
 
 export function createStageActivities(deps: StageDeps) {
@@ -176,6 +178,7 @@ export function createStageActivities(deps: StageDeps) {
           named: s3Names({ ...inputs, ...cached }, { ...task.inputs, ...(blocks && { blocks }), ...(compileCache && { compile_cache: compileCache }) }),
           blocksFor: cachedBlocks ? undefined : blocksFor,
           compileCacheFor,
+          resumeCopy: resume,
         };
       }
 
@@ -227,6 +230,15 @@ export function createStageActivities(deps: StageDeps) {
         ctx.log.warn(`stage ${task.stage}: checkpoint-${step} could not be uploaded (${err.message}); training goes on`);
       },
     });
+    // A training step is reported only once every rank has loaded the checkpoint it resumed from
+    // (the step's collectives wait for all of them): from then on its local copy, as large as a
+    // checkpoint (about 100 GB for a 7B trained in full), is dead weight on the disk that the
+    // stage's own new checkpoints are saved to.
+    const freeResumeCopy = (resume: ResumePoint) =>
+      rm(resume.path, { recursive: true, force: true }).then(
+        () => ctx.log.info(`stage ${task.stage}: the trainer has loaded checkpoint-${resume.step}; its local copy is deleted`),
+        (err: Error) => ctx.log.warn(`stage ${task.stage}: could not delete the local copy of checkpoint-${resume.step} (${err.message})`),
+      );
     const deepspeed = 'deepspeed' in task.config ? task.config.deepspeed : undefined;
     // On one host the trainer imports while the inputs download. Ranks on other hosts start once
     // the request is there: one left waiting there would outlive a failed download (nothing ends
@@ -248,6 +260,8 @@ export function createStageActivities(deps: StageDeps) {
       onEvent: (event) => {
         if (event.event === 'started') trainerVersion = event.trainer_version;
         if (event.event === 'progress') {
+          if (prepared.resumeCopy) freeResumeCopy(prepared.resumeCopy);
+          prepared.resumeCopy = undefined;
           reporter.update({ stage: task.stage, step: event.step, totalSteps: event.total_steps, loss: event.loss });
           metrics.progress({ step: event.step, total_steps: event.total_steps, loss: event.loss, learning_rate: event.learning_rate });
         }

@@ -125,6 +125,12 @@ describe('runStage', () => {
     );
   });
 
+  it("resumes the retry from that checkpoint and deletes its local copy once the trainer has reported a step", async () => {
+    const { value, error } = await runStage(task('base', {}, 'checkpoint-then-crash'));
+    expect(error).toBeUndefined();
+    expect(JSON.parse((await getText(minio.client, `${(value as StageResult).outputs.model}resumed.json`))!)).toEqual({ loaded: 'x', copy_left_after_the_step: false });
+  });
+
   it('fails without retry when the trainer refuses its input, naming the S3 object and line', async () => {
     const corpus = 's3://lawgpt-test/data/corpus/';
     const { error } = await runStage(task('pretrain', { corpus, tokenizer: corpus, base_model: corpus }));

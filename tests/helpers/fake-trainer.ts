@@ -24,6 +24,19 @@ if stage == "vocab":
     for step in (1, 2):
         emit(event="progress", step=step, total_steps=2, loss=3.0 / step)
     emit(event="completed", outputs={"tokenizer": "tokenizer"}, metrics={"pieces": 42})
+elif stage == "base" and request.get("resume_from"):
+    # Resumed: loads the checkpoint, reports a step, and says whether the checkpoint's local copy
+    # was deleted once that step was reported.
+    loaded = open(os.path.join(request["resume_from"], "state.bin")).read()
+    emit(event="progress", step=2, total_steps=2, loss=1.0)
+    deadline = time.time() + 20
+    while os.path.exists(request["resume_from"]) and time.time() < deadline:
+        time.sleep(0.05)
+    for name in ("tokenizer", "model"):
+        os.makedirs(os.path.join(request["output_dir"], name))
+        with open(os.path.join(request["output_dir"], name, "resumed.json"), "w") as f:
+            json.dump({"loaded": loaded, "copy_left_after_the_step": os.path.exists(request["resume_from"])}, f)
+    emit(event="completed", outputs={"tokenizer": "tokenizer", "model": "model"}, metrics={})
 elif stage == "base":
     if request.get("run_id") == "checkpoint-then-crash":
         # Hands over a (tiny, valid) checkpoint first, so the crash follows real progress.
