@@ -50,8 +50,9 @@ def loglik_choices(model, tokenizer, questions: list[ExamQuestion], batch_size: 
         batch = [items[i] for i in order[start : start + batch_size]]
         answer_len = max(len(item[3]) for item in batch)
         inputs = generate.left_padded([context + answer for _, _, context, answer in batch], tokenizer.unk_token_id, model.device)
-        # Only the positions that predict answer tokens need the vocabulary-wide projection.
-        logits = model(**inputs, logits_to_keep=answer_len + 1).logits[:, :-1].float()
+        # Only the positions that predict answer tokens need the vocabulary-wide projection; scoring
+        # decodes nothing, so no KV cache either.
+        logits = model(**inputs, logits_to_keep=answer_len + 1, use_cache=False).logits[:, :-1].float()
         logprobs = torch.log_softmax(logits, dim=-1)
         for row, (qi, candidate, _, answer) in enumerate(batch):
             positions = torch.arange(answer_len - len(answer), answer_len, device=logprobs.device)

@@ -117,3 +117,58 @@ def test_the_exam_questions_scored_are_its_own_heldout_share(tiny_data):
     assert scored_questions(request({"heldout_percent": 2, "exam_heldout_percent": 100}, 1000), BadRecords()) == every
     assert len(scored_questions(request({"heldout_percent": 2, "exam_heldout_percent": 100}, 5), BadRecords())) == 5
     assert scored_questions({"inputs": {}, "split": {"heldout_percent": 20}, "config": {"max_exam_questions": 5}}, BadRecords()) == []
+
+
+def test_a_batch_that_does_not_fit_is_halved_until_one_does():
+    from lawgpt_trainer.stages.eval import fitting
+
+    tried = []
+
+    def score(batch_size):
+        tried.append(batch_size)
+        if batch_size > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return batch_size
+
+    assert fitting(8, score) == 2
+    assert tried == [8, 4, 2]
+
+
+def test_scoring_builds_no_kv_cache(pipeline, tiny_data, tmp_path):
+    from lawgpt_trainer import data, exam, generate, packing
+    from lawgpt_trainer.stages.eval import language_modelling
+
+    tokenizer, model = generate.load(pipeline["sft"].output_dir / "model")
+    caches = []
+    model.register_forward_hook(lambda module, args, output: caches.append(output.past_key_values))
+    packing.prepare(str(tiny_data["corpus"]), CLEANING, 20, tokenizer, 64, tmp_path, splits=("heldout",))
+    language_modelling(model, packing.load(tmp_path, 64, heldout_limit=2)[1], 1, batch_size=2)
+    exam.loglik_choices(model, tokenizer, data.read_exam(tiny_data["exam"], data.BadRecords())[:2], 4, lambda n: None)
+    assert len(caches) >= 2
+    assert all(cache is None for cache in caches)
+
+
+def test_each_model_is_gone_before_the_next_is_loaded(pipeline, tiny_data, monkeypatch, tmp_path):
+    import io
+    import weakref
+
+    from conftest import CONFIGS, write_request
+    from lawgpt_trainer import generate
+    from lawgpt_trainer.events import EventStream
+    from lawgpt_trainer.stages import eval as eval_stage
+
+    loaded, alive_at_load = [], []
+    load = generate.load
+
+    def watched(path):
+        alive_at_load.append([ref() is not None for ref in loaded])
+        tokenizer, model = load(path)
+        loaded.append(weakref.ref(model))
+        return tokenizer, model
+
+    monkeypatch.setattr(generate, "load", watched)
+    inputs = {"model": pipeline["sft"].output_dir / "model", "corpus": tiny_data["corpus"], "exam": tiny_data["exam"],
+              "base_model": pipeline["base"].output_dir / "model", "pretrained_model": pipeline["pretrain"].output_dir / "model"}  # fmt: skip
+    request = json.loads(write_request("eval", inputs, tmp_path, {**CONFIGS["eval"], "max_exam_questions": 2}).read_text("utf-8"))
+    eval_stage.run(request, EventStream(io.StringIO()))
+    assert alive_at_load == [[], [False], [False, False]]
