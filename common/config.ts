@@ -263,8 +263,9 @@ export const RuntimeConfig = z
     // Committed checkpoints kept per stage, plus the one with the lowest held-out loss; older ones
     // are deleted once a newer one is committed.
     keep_checkpoints: positiveInt.default(2),
-    // After SIGTERM, how long a trainer may take to save its final checkpoint before SIGKILL.
-    stop_grace_seconds: positiveInt.default(120),
+    // After SIGTERM, how long a trainer may take to save its final checkpoint before SIGKILL: a 7B
+    // trained in full writes and hashes about 100 GB of optimizer state, minutes on a fast disk.
+    stop_grace_seconds: positiveInt.default(600),
     // A stage that waits for a person's approval (the `approve` update: start-run approve, the UI)
     // before it starts, e.g. pretrain, before days of GPU time; the run fails if none comes in time.
     approve_before: StageName.optional(),

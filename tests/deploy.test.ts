@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { parseRunConfig } from '../common/config.js';
+import { parseRunConfig, RuntimeConfig } from '../common/config.js';
 import { SEARCH_ATTRIBUTES } from '../common/run.js';
 import { loadSettings, SETTING_NAMES } from '../common/settings.js';
 import { tools } from './helpers/tools.js';
@@ -24,6 +24,7 @@ interface Service {
   healthcheck?: { test: string[] };
   deploy?: { resources: { reservations: { devices: { capabilities: string[] }[] } } };
   user?: string;
+  stop_grace_period?: string;
 }
 
 async function composeConfig(envFile?: string): Promise<{ services: Record<string, Service>; volumes: Record<string, unknown> }> {
@@ -81,6 +82,17 @@ describe('infra/compose.yaml', () => {
       const queues = Object.values(parseRunConfig(JSON.parse(read(`configs/${recipe}.json`))).runtime.task_queues ?? {});
       expect(new Set(queues), recipe).toEqual(new Set([env('gpu-worker').LAWGPT_TASK_QUEUE]));
     }
+  });
+
+  it('gives the workers time to save, hash and upload a final checkpoint when stopped, not Docker\'s 10 s', () => {
+    const seconds = (period: string) => {
+      const [, h, m, s] = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(period)!;
+      return Number(h ?? 0) * 3600 + Number(m ?? 0) * 60 + Number(s ?? 0);
+    };
+    const graces = ['lawgpt', 'bentsao'].map((recipe) => parseRunConfig(JSON.parse(read(`configs/${recipe}.json`))).runtime.stop_grace_seconds);
+    const longest = Math.max(...graces, RuntimeConfig.parse({}).stop_grace_seconds);
+    // An upload of the final checkpoint after the trainer's grace: 10 minutes at least.
+    for (const name of ['orchestrator', 'gpu-worker']) expect(seconds(services[name].stop_grace_period ?? '10s'), name).toBeGreaterThanOrEqual(longest + 600);
   });
 
   it('registers every search attribute the pipeline sets, and watches every trigger\'s prefix', () => {
