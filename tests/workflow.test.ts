@@ -241,6 +241,33 @@ describe('lawgptPipeline', () => {
     expect(((error as WorkflowFailedError).cause as Error).message).toMatch(/^stage vocab failed: worker lost the disk/);
   });
 
+  it('gives a stage a fresh budget of attempts while its attempts commit newer checkpoints, and fails it once they do not', async () => {
+    // Each attempt commits a checkpoint (as its progress report shows), then is lost to a redeploy.
+    const lost = (checkpointOf: (call: number) => number, succeedsAt: number) => {
+      let calls = 0;
+      const runStage = vi.fn(async (task: StageTask) => {
+        if (task.stage !== 'vocab') return fakeStage(task);
+        if (++calls === succeedsAt) return fakeStage(task);
+        const { workflowId, runId } = Context.current().info.workflowExecution!;
+        const checkpoint = checkpointOf(calls);
+        await env.client.workflow.getHandle(workflowId, runId).signal(progressSignal, { stage: 'vocab', step: checkpoint + 1, totalSteps: 100, checkpoint });
+        throw ApplicationFailure.retryable('the worker was stopped', 'WorkerShutdown');
+      });
+      return { runStage, calls: () => calls };
+    };
+    const twoAttempts = config({ stages: ['base', 'vocab'], runtime: { max_attempts: 2 } });
+    // Four attempts lost, each after a newer checkpoint: two budgets of two, then a third.
+    const progressing = lost((call) => call * 10, 5);
+    const { value } = await run(progressing.runStage, twoAttempts);
+    expect(progressing.calls()).toBe(5);
+    expect(value!.stages.vocab).toBeDefined();
+    // The second budget commits nothing newer than the first: the stage fails after it.
+    const stuck = lost(() => 10, 0);
+    const { error } = await run(stuck.runStage, twoAttempts);
+    expect(stuck.calls()).toBe(4);
+    expect(((error as WorkflowFailedError).cause as Error).message).toMatch(/^stage vocab failed: the worker was stopped/);
+  });
+
   it('pauses a running stage until resumed, then runs it again', async () => {
     let stopped = 0;
     const runStage = vi.fn(async (task: StageTask) => {

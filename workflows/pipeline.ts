@@ -20,6 +20,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { RetryState } from '@temporalio/common';
 import type { createReportActivities } from '../activities/report.js';
 import type { createStageActivities } from '../activities/stage.js';
 import type { RunConfig } from '../common/config.js';
@@ -97,7 +98,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
       // Approval is for spending the stage's compute: a cached stage spends none.
       if (!cache.hit && stage === config.runtime.approve_before) await approval.wait(stage, config.runtime.approval_timeout_hours);
       const summary = `${stage} on ${Object.values(task.inputs).join(', ') || 'no inputs'}`;
-      result = cache.hit ?? (await pause.run(() => runStageOf(stage).executeWithOptions({ summary }, [task])));
+      result = cache.hit ?? (await pause.run(() => whileProgressing(stage, status, () => runStageOf(stage).executeWithOptions({ summary }, [task]))));
     } catch (err) {
       if (isCancellation(err)) {
         status.end(stage, 'cancelled');
@@ -126,6 +127,29 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
     status.complete(result);
   }
   return { ...status.result(), ...(await report()) };
+}
+
+/**
+ * Runs a stage's activity again, with a fresh budget of `runtime.max_attempts`, whenever its
+ * attempts ran out after committing a newer checkpoint than it began with (as the stage's progress
+ * reports showed it): the budget bounds attempts in a row that get nowhere, not the crashes,
+ * redeploys and stage timeouts of a stage that trains for weeks, each attempt resuming from the
+ * last checkpoint. Runs that began before this rule (no `retry-after-progress` marker) replay
+ * without it.
+ */
+async function whileProgressing(stage: StageName, status: ReturnType<typeof trackStatus>, run: () => Promise<StageResult>): Promise<StageResult> {
+  for (;;) {
+    const before = status.current.checkpoint;
+    try {
+      return await run();
+    } catch (err) {
+      const after = status.current.checkpoint;
+      const ranOut = err instanceof ActivityFailure && err.retryState === RetryState.MAXIMUM_ATTEMPTS_REACHED;
+      if (!ranOut || after === null || (before !== null && after <= before) || !patched('retry-after-progress')) throw err;
+      const since = before === null ? 'its start' : `checkpoint-${before}`;
+      log.warn(`stage ${stage}: its attempts ran out, having got from ${since} to checkpoint-${after}; it runs again with a fresh budget of runtime.max_attempts`);
+    }
+  }
 }
 
 /**
