@@ -7,7 +7,7 @@ export const CORPUS_UPLOAD_WORKFLOW = 'corpusUpload';
 
 /** One object created under a watched corpus folder. */
 export interface UploadedObject {
-  /** Key, ETag and sequencer: the same event delivered again has the same id. */
+  /** A hash of bucket, key, ETag and sequencer: the same event delivered again has the same id. */
   id: string;
   key: string;
   /** The `_READY` marker: the upload is complete, no need to wait for the quiet period. */

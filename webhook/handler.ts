@@ -63,6 +63,13 @@ function watchOf(upload: Upload): UploadWatch {
   };
 }
 
+/**
+ * The event's identity (bucket, key, ETag and sequencer: a delivery of the same event again has
+ * the same), hashed to 32 characters: the watcher remembers thousands, and a key may be hundreds of
+ * bytes of Chinese.
+ */
+export const eventId = (event: ObjectEvent) => createHash('sha256').update(`${event.bucket}/${event.key}|${event.etag}|${event.sequencer}`).digest('hex').slice(0, 32);
+
 export function createWebhook(options: WebhookOptions): Server {
   const log = options.log ?? ((line: string) => console.log(line));
 
@@ -72,7 +79,7 @@ export function createWebhook(options: WebhookOptions): Server {
       taskQueue: options.taskQueue,
       args: [watchOf(upload)],
       signal: uploadSignal,
-      signalArgs: [{ id: `${event.bucket}/${event.key}|${event.etag}|${event.sequencer}`, key: event.key, ready: upload.ready }],
+      signalArgs: [{ id: eventId(event), key: event.key, ready: upload.ready }],
       typedSearchAttributes: [
         { key: CORPUS_KEY, value: upload.corpus },
         { key: TRIGGER_KEY, value: 'webhook' },
