@@ -203,7 +203,7 @@ export async function downloadVerified(s3: S3Client, uri: string, local: string)
     if (problems.length) return;
     let downloaded;
     try {
-      downloaded = await downloadObject(s3, bucket, key + file.path, join(local, ...file.parts));
+      downloaded = await downloadObject(s3, bucket, key + file.path, join(local, ...file.parts), true);
     } catch (err) {
       // A missing file means a partial checkpoint; any other error is S3 being unwell, which a
       // retry of the activity should meet again rather than fall back to an older checkpoint.

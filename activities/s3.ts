@@ -136,11 +136,19 @@ export interface TransferStats {
   bytes: number;
 }
 
-/** Runs `work` on every item, `limit` at a time. */
+/** Runs `work` on every item, `limit` at a time; once one fails, no other is started. */
 export async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
+  let failed = false;
   const worker = async () => {
-    while (next < items.length) await work(items[next++]);
+    while (!failed && next < items.length) {
+      try {
+        await work(items[next++]);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
@@ -227,15 +235,16 @@ export async function uploadDir(client: S3Client, dir: string, uri: string, opti
 }
 
 /**
- * Downloads one object to `path`, hashing it as it arrives; returns its size and sha256. The SDK
- * retries a request only until its response begins, so a transfer broken or gone silent midway
- * (a 13 GB model, a checkpoint shard) is retried here, asking for the rest of the same version of
- * the object: the bytes from the first one not yet written, If-Match its ETag.
+ * Downloads one object to `path`; returns its size, and its sha256 when `hashed` (computed as it
+ * arrives, not read back). The SDK retries a request only until its response begins, so a transfer
+ * broken or gone silent midway (a 13 GB model, a checkpoint shard) is retried here, asking for the
+ * rest of the same version of the object: the bytes from the first one not yet written, If-Match
+ * its ETag.
  */
-export async function downloadObject(client: S3Client, bucket: string, key: string, path: string): Promise<{ bytes: number; sha256: string }> {
+export async function downloadObject(client: S3Client, bucket: string, key: string, path: string, hashed = false): Promise<{ bytes: number; sha256?: string }> {
   await mkdir(dirname(path), { recursive: true });
   const file = await open(path, 'w');
-  const hash = createHash('sha256');
+  const hash = hashed ? createHash('sha256') : undefined;
   let bytes = 0;
   let whole: { size: number; etag?: string } | undefined;
   // The local disk failing (full, say) is not the transfer's fault: no retry.
@@ -257,7 +266,7 @@ export async function downloadObject(client: S3Client, bucket: string, key: stri
         whole ??= { size: object.ContentLength ?? 0, etag: object.ETag };
         for await (const chunk of object.Body as Readable) {
           await write(chunk);
-          hash.update(chunk);
+          hash?.update(chunk);
           bytes += chunk.length;
         }
       },
@@ -266,7 +275,7 @@ export async function downloadObject(client: S3Client, bucket: string, key: stri
   } finally {
     await file.close();
   }
-  return { bytes, sha256: hash.digest('hex') };
+  return { bytes, ...(hash && { sha256: hash.digest('hex') }) };
 }
 
 export class EmptyPrefix extends Error {

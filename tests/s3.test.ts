@@ -105,7 +105,7 @@ describe('S3 artifacts', () => {
       },
       { step: 'initialize' },
     );
-    const got = await downloadObject(flaky, 'artifacts', 'broken/shard.bin', join(work, 'broken', 'shard.bin'));
+    const got = await downloadObject(flaky, 'artifacts', 'broken/shard.bin', join(work, 'broken', 'shard.bin'), true);
     flaky.destroy();
     expect(asked).toHaveLength(2);
     const resumedAt = Number(/^bytes=(\d+)-$/.exec(asked[1].Range!)![1]);
