@@ -2,7 +2,7 @@
 // Artifacts are folders (a model, a tokenizer), so the unit here is a prefix, not an object.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
@@ -136,7 +136,11 @@ export interface TransferStats {
   bytes: number;
 }
 
-/** Runs `work` on every item, `limit` at a time; once one fails, no other is started. */
+/**
+ * Runs `work` on every item, `limit` at a time. Once one fails no other is started, and the first
+ * failure is thrown when those under way have ended: none goes on writing (or filling a disk with)
+ * the files of an attempt that has failed.
+ */
 export async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   let failed = false;
@@ -150,7 +154,9 @@ export async function inParallel<T>(items: readonly T[], limit: number, work: (i
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  const ended = await Promise.allSettled(Array.from({ length: Math.min(limit, items.length) }, worker));
+  const failure = ended.find((e) => e.status === 'rejected');
+  if (failure) throw failure.reason;
 }
 
 // Files are streamed from disk (no copy in memory, unsigned payload): a large one in parts of
@@ -239,41 +245,53 @@ export async function uploadDir(client: S3Client, dir: string, uri: string, opti
  * arrives, not read back). The SDK retries a request only until its response begins, so a transfer
  * broken or gone silent midway (a 13 GB model, a checkpoint shard) is retried here, asking for the
  * rest of the same version of the object: the bytes from the first one not yet written, If-Match
- * its ETag.
+ * its ETag. A response that fails after its last byte (the SDK checks S3's own checksum of a whole
+ * object there) is fetched again from the start.
  */
 export async function downloadObject(client: S3Client, bucket: string, key: string, path: string, hashed = false): Promise<{ bytes: number; sha256?: string }> {
-  await mkdir(dirname(path), { recursive: true });
-  const file = await open(path, 'w');
-  const hash = hashed ? createHash('sha256') : undefined;
+  let file: FileHandle | undefined;
+  let hash = hashed ? createHash('sha256') : undefined;
   let bytes = 0;
   let whole: { size: number; etag?: string } | undefined;
-  // The local disk failing (full, say) is not the transfer's fault: no retry.
-  let diskError: unknown;
+  // Not the transfer's fault, so not retried: the local disk failing (full, say), a server that
+  // answers a range request with other bytes.
+  let final: unknown;
   const write = async (chunk: Buffer) => {
     try {
-      for (let done = 0; done < chunk.length; ) done += (await file.write(chunk, done)).bytesWritten;
+      for (let done = 0; done < chunk.length; ) done += (await file!.write(chunk, done, chunk.length - done, bytes + done)).bytesWritten;
     } catch (err) {
-      diskError = err;
-      throw err;
+      throw (final = err);
     }
   };
   try {
     await withRetries(
       async () => {
-        if (whole && bytes === whole.size) return;
-        const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, ...(whole && { Range: `bytes=${bytes}-`, IfMatch: whole.etag }) }));
-        if (whole && !object.ContentRange?.startsWith(`bytes ${bytes}-`)) throw new Error(`s3://${bucket}/${key}: asked for the bytes from ${bytes} on, got ${object.ContentRange ?? 'the whole object'}`);
+        if (whole && bytes === whole.size) {
+          [bytes, whole, hash] = [0, undefined, hashed ? createHash('sha256') : undefined];
+          await file!.truncate(0);
+        }
+        const range = whole && { Range: `bytes=${bytes}-`, IfMatch: whole.etag };
+        const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, ...range }));
+        const body = object.Body as Readable;
+        if (range && !object.ContentRange?.startsWith(`bytes ${bytes}-`)) {
+          body.destroy();
+          throw (final = new Error(`s3://${bucket}/${key}: asked for the bytes from ${bytes} on, got ${object.ContentRange ?? 'the whole object'}`));
+        }
         whole ??= { size: object.ContentLength ?? 0, etag: object.ETag };
-        for await (const chunk of object.Body as Readable) {
+        if (!file) {
+          await mkdir(dirname(path), { recursive: true });
+          file = await open(path, 'w');
+        }
+        for await (const chunk of body) {
           await write(chunk);
           hash?.update(chunk);
           bytes += chunk.length;
         }
       },
-      (err) => err !== diskError && worthRetrying(err),
+      (err) => err !== final && worthRetrying(err),
     );
   } finally {
-    await file.close();
+    await file?.close();
   }
   return { bytes, ...(hash && { sha256: hash.digest('hex') }) };
 }

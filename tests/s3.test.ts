@@ -116,9 +116,33 @@ describe('S3 artifacts', () => {
     expect(got).toEqual({ bytes: content.length, sha256: createHash('sha256').update(content).digest('hex') });
   });
 
+  it('fetches an object again from the start when its response fails after the last byte, as a checksum mismatch does', async () => {
+    const content = randomBytes(1 << 20);
+    await writeFile(join(work, 'whole.bin'), content);
+    await uploadFile(minio.client, join(work, 'whole.bin'), 's3://artifacts/broken/whole.bin');
+    const asked: { Range?: string }[] = [];
+    const flaky = new S3Client({ endpoint: minio.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: minio.credentials });
+    flaky.middlewareStack.add(
+      (next) => async (args) => {
+        asked.push({ ...(args.input as { Range?: string }) });
+        const result = await next(args);
+        const output = result.output as { Body: Readable };
+        if (asked.length === 1) output.Body = Readable.from(breakAfter(output.Body, content.length));
+        return result;
+      },
+      { step: 'initialize' },
+    );
+    const got = await downloadObject(flaky, 'artifacts', 'broken/whole.bin', join(work, 'broken', 'whole.bin'), true);
+    flaky.destroy();
+    expect(asked).toEqual([{ Bucket: 'artifacts', Key: 'broken/whole.bin' }, { Bucket: 'artifacts', Key: 'broken/whole.bin' }]);
+    expect((await readFile(join(work, 'broken', 'whole.bin'))).equals(content)).toBe(true);
+    expect(got).toEqual({ bytes: content.length, sha256: createHash('sha256').update(content).digest('hex') });
+  });
+
   it('says what is missing', async () => {
     await expect(downloadArtifact(minio.client, 's3://artifacts/nope/', join(work, 'x'))).rejects.toThrow('nothing under s3://artifacts/nope/');
     await expect(downloadArtifact(minio.client, 's3://artifacts/nope.jsonl', join(work, 'y'))).rejects.toThrow(/NoSuchKey|does not exist/);
+    expect(await readdir(work)).not.toContain('y'); // no empty file where there was no object
   });
 
   it('refuses keys that are not plain paths below the prefix', () => {
