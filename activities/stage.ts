@@ -438,37 +438,42 @@ function progressReporter(task: StageTask, temporal?: Client) {
   let checkpoint: number | undefined;
   let sentAt = 0;
   let pending: StageProgress | undefined;
+  // Reports go out one at a time, in order: the workflow must never see an older checkpoint last.
+  let sending: Promise<void> = Promise.resolve();
 
-  async function send(progress: StageProgress) {
+  function send(progress: StageProgress) {
     sentAt = Date.now();
     pending = undefined;
     const loss = progress.loss === undefined ? '' : ` loss ${progress.loss.toFixed(4)}`;
     ctx.log.info(`[${progress.stage}] step ${progress.step}/${progress.totalSteps}${loss}`);
     const execution = ctx.info.workflowExecution;
     if (!temporal || !execution) return;
-    try {
-      await temporal.workflow.getHandle(execution.workflowId, execution.runId).signal(progressSignal, progress);
-    } catch (err) {
-      ctx.log.warn(`could not report progress to the workflow: ${(err as Error).message}`);
-    }
+    sending = sending.then(() =>
+      temporal.workflow
+        .getHandle(execution.workflowId, execution.runId)
+        .signal(progressSignal, progress)
+        .catch((err: Error) => ctx.log.warn(`could not report progress to the workflow: ${err.message}`)),
+    );
   }
 
-  function update(progress: StageProgress) {
+  function update(progress: StageProgress, now = false) {
     latest = { ...progress, ...(checkpoint !== undefined && { checkpoint }) };
     ctx.heartbeat(latest);
-    if (Date.now() - sentAt >= task.runtime.progress_report_seconds * 1000) void send(latest);
+    if (now || Date.now() - sentAt >= task.runtime.progress_report_seconds * 1000) send(latest);
     else pending = latest;
   }
 
   return {
     latest: () => latest,
     update,
+    /** A committed checkpoint is reported at once: it is what tells the workflow that the stage got further. */
     checkpoint(step: number) {
       checkpoint = step;
-      if (latest) update(latest);
+      if (latest) update(latest, true);
     },
     async flush() {
-      if (pending) await send(pending);
+      if (pending) send(pending);
+      await sending;
     },
   };
 }

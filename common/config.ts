@@ -254,7 +254,8 @@ export const RuntimeConfig = z
     stage_timeout_minutes: positiveInt.default(24 * 60),
     // A stage heartbeats every 5 s while its trainer lives; a missing worker is noticed after this.
     heartbeat_timeout_seconds: positiveInt.min(15).default(120),
-    // Attempts of a stage in a row that commit no newer checkpoint; one that does renews them.
+    // Attempts of a stage; a budget whose attempts committed a newer checkpoint is renewed once
+    // spent, so a stage fails once a whole budget gets no further.
     max_attempts: positiveInt.max(20).default(3),
     // How often a running stage reports step and loss to the workflow; each report adds about four
     // history events, so 60 s lets one stage run for over a week within Temporal's history limit.

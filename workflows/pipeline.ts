@@ -132,9 +132,9 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
 /**
  * Runs a stage's activity again, with a fresh budget of `runtime.max_attempts`, whenever its
  * attempts ran out after committing a newer checkpoint than it began with (as the stage's progress
- * reports showed it): the budget bounds attempts in a row that get nowhere, not the crashes,
+ * reports showed it): the stage fails once a whole budget gets no further, not on the crashes,
  * redeploys and stage timeouts of a stage that trains for weeks, each attempt resuming from the
- * last checkpoint. Runs that began before this rule (no `retry-after-progress` marker) replay
+ * last checkpoint. History recorded before this rule (no `retry-after-progress` marker) replays
  * without it.
  */
 async function whileProgressing(stage: StageName, status: ReturnType<typeof trackStatus>, run: () => Promise<StageResult>): Promise<StageResult> {
@@ -215,7 +215,8 @@ function trackStatus(config: RunConfig) {
     status.step = progress.step;
     status.totalSteps = progress.totalSteps;
     status.loss = progress.loss ?? status.loss;
-    status.checkpoint = progress.checkpoint ?? status.checkpoint;
+    // A stage's newest committed checkpoint only grows; a report sent before another may arrive after it.
+    if (typeof progress.checkpoint === 'number') status.checkpoint = Math.max(progress.checkpoint, status.checkpoint ?? progress.checkpoint);
     describe();
   });
   const show = (value: string) => {
