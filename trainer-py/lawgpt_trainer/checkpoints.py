@@ -25,8 +25,9 @@ def _sha256(path: Path) -> str:
 
 # Files hashed at the same time (hashing releases the GIL): a 7B trained in full leaves about
 # 100 GB of optimizer shards a checkpoint, minutes of sha256 on one core, and the final checkpoint
-# of a stop must be hashed within runtime.stop_grace_seconds.
-HASHING_THREADS = min(8, os.cpu_count() or 1)
+# of a stop must be hashed within runtime.stop_grace_seconds. Four, and no more than the cores this
+# process may use: the others feed training, which goes on while checkpoints are hashed.
+HASHING_THREADS = min(4, len(os.sched_getaffinity(0)))
 
 
 def write_manifest(folder: Path, request: dict, step: int, world_size: int, vocab_size: int, eval_loss: float | None = None, zero_stage: int | None = None) -> dict:
