@@ -18,7 +18,8 @@ import { waitFor } from './helpers/processes.js';
 import { inBackground, startTemporal, workflowsPath } from './helpers/temporal.js';
 
 const SUGGEST_AFTER_EVENTS = 200;
-const QUIET_SECONDS = 3;
+// Longer than any pause between two of the test's posts, even on a busy machine: one run, not two.
+const QUIET_SECONDS = 8;
 const token = 'corpus-upload-test-token';
 let env: TestWorkflowEnvironment;
 let work: string;

@@ -126,7 +126,9 @@ describe('runStage', () => {
   });
 
   it("resumes the retry from that checkpoint and deletes its local copy once the trainer has reported a step", async () => {
-    const { value, error } = await runStage(task('base', {}, 'checkpoint-then-crash'));
+    const crashing = task('base', {}, 'checkpoint-then-crash-resumed');
+    expect((await runStage(crashing)).error!.type).toBe('TrainerFailed');
+    const { value, error } = await runStage(crashing);
     expect(error).toBeUndefined();
     expect(JSON.parse((await getText(minio.client, `${(value as StageResult).outputs.model}resumed.json`))!)).toEqual({ loaded: 'x', copy_left_after_the_step: false });
   });
