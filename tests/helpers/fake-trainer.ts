@@ -38,7 +38,7 @@ elif stage == "base" and request.get("resume_from"):
             json.dump({"loaded": loaded, "copy_left_after_the_step": os.path.exists(request["resume_from"])}, f)
     emit(event="completed", outputs={"tokenizer": "tokenizer", "model": "model"}, metrics={})
 elif stage == "base":
-    if request["run_id"].startswith("checkpoint-then-crash"):
+    if request.get("run_id", "").startswith("checkpoint-then-crash"):
         # Hands over a (tiny, valid) checkpoint first, so the crash follows real progress.
         folder = os.path.join(request["output_dir"], "checkpoints", "checkpoint-1")
         os.makedirs(folder)
