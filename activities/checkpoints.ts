@@ -11,7 +11,7 @@ import { describeIssues } from '../common/config.js';
 import { CheckpointManifest, MANIFEST_FILE } from '../common/contract.js';
 import type { KeptCheckpoint } from '../common/report.js';
 import type { StageTask } from '../common/run.js';
-import { deleteObject, deletePrefix, downloadObject, getText, inParallel, listKeys, parseS3Uri, relativeParts, s3Uri, uploadFiles } from './s3.js';
+import { deleteObject, deletePrefix, downloadObject, getText, inParallel, listKeys, PARALLEL_DOWNLOADS, parseS3Uri, relativeParts, s3Uri, uploadFiles } from './s3.js';
 
 const CHECKPOINT_DIR = /checkpoints\/checkpoint-(\d+)\/$/;
 
@@ -180,9 +180,6 @@ async function readManifest(s3: S3Client, uri: string): Promise<{ body: string; 
   return { body, manifest: parsed.data };
 }
 
-// Files of a checkpoint fetched at the same time: under ZeRO a checkpoint is one or more files per rank.
-const PARALLEL_FILES = 8;
-
 /**
  * Downloads the checkpoint at `uri` into `local`, several files at a time, each hashed as it
  * arrives; returns what is wrong with it, if anything (the first wrong file in the manifest's
@@ -199,7 +196,7 @@ export async function downloadVerified(s3: S3Client, uri: string, local: string)
     return (err as Error).message;
   }
   const problems: string[] = [];
-  await inParallel(files, PARALLEL_FILES, async (file) => {
+  await inParallel(files, PARALLEL_DOWNLOADS, async (file) => {
     if (problems.length) return;
     let downloaded;
     try {

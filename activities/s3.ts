@@ -312,8 +312,9 @@ export function relativeParts(prefix: string, objectKey: string): string[] {
   return parts;
 }
 
-// Objects of a folder that are fetched at the same time: corpora can be many small files.
-const PARALLEL_DOWNLOADS = 8;
+// Objects fetched at the same time: corpora can be many small files, and under ZeRO a checkpoint
+// is one or more files per rank.
+export const PARALLEL_DOWNLOADS = 8;
 
 /**
  * Downloads an artifact: a prefix URI (ending with '/') becomes the folder `dir`; an object URI
