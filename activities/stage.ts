@@ -23,6 +23,7 @@ import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.j
 import { compileCacheUri, fetchCompileCache, storeCompileCache, usesCompileCache } from './compile-cache.js';
 import { gitCommit } from './provenance.js';
 import { stageMetrics } from './stage-metrics.js';
+import { stallWatch, type Stall } from './stall-watch.js';
 import { launchTrainer } from './trainer-process.js';
 
 export interface StageDeps {
@@ -247,6 +248,10 @@ export function createStageActivities(deps: StageDeps) {
     if (!waits) prepared = await prepare();
     // Stops the waiting trainer when its inputs cannot be had.
     const unprepared = new AbortController();
+    // Stops a trainer that has gone silent the way a cancel does: one merely slow still saves a
+    // checkpoint at its next step, and a hung one is killed after the grace period.
+    const stall = stallWatch(task.stage, task.runtime.stall_timeout_seconds);
+    stall.signal.addEventListener('abort', () => ctx.log.warn(`stage ${task.stage}: ${stalledFor(stall.stalled()!)}; stopping it`));
     const exited = launchTrainer({
       python: deps.settings.LAWGPT_PYTHON,
       stage: task.stage,
@@ -255,9 +260,10 @@ export function createStageActivities(deps: StageDeps) {
       cwd: work,
       ...(deepspeed && { deepspeed }),
       stopFile: join(work, STOP_FILE),
-      signal: AbortSignal.any([ctx.cancellationSignal, unprepared.signal]),
+      signal: AbortSignal.any([ctx.cancellationSignal, unprepared.signal, stall.signal]),
       stopGraceMs: task.runtime.stop_grace_seconds * 1000,
       onEvent: (event) => {
+        stall.heard(event);
         if (event.event === 'started') trainerVersion = event.trainer_version;
         if (event.event === 'progress') {
           if (prepared.resumeCopy) freeResumeCopy(prepared.resumeCopy);
@@ -299,7 +305,7 @@ export function createStageActivities(deps: StageDeps) {
         throw err;
       }
     }
-    const exit = await exited;
+    const exit = await exited.finally(() => stall.end());
     // Checkpoints saved before a crash or a cancel are complete: commit them either way.
     await uploader.drain();
     await metrics.upload();
@@ -307,7 +313,7 @@ export function createStageActivities(deps: StageDeps) {
     await Promise.all(compileCacheUploads);
     await reporter.flush();
     if (ctx.cancellationSignal.aborted) throw stopped(task, ctx.cancellationSignal.reason);
-    return { completed: outcome(task, exit, uploader.committed !== undefined, prepared.named), trainerVersion };
+    return { completed: outcome(task, exit, uploader.committed !== undefined, prepared.named, stall.stalled()), trainerVersion };
   }
 
   /** What the stage read (exactly the objects downloaded) and the code that ran it. */
@@ -403,8 +409,11 @@ function withoutStack(failure: ApplicationFailure): ApplicationFailure {
   return failure;
 }
 
+const stalledFor = (stall: Stall) =>
+  `the trainer has reported nothing for ${stall.seconds} s since step ${stall.step}/${stall.totalSteps} (runtime.stall_timeout_seconds) and is taken for hung`;
+
 /** Turns how the trainer ended into the stage's completion, or a failure of the right kind. */
-function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>>, committedCheckpoint: boolean, named: (text: string) => string) {
+function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>>, committedCheckpoint: boolean, named: (text: string) => string, stall?: Stall) {
   const completed = exit.events.find((e) => e.event === 'completed');
   const failed = exit.events.find((e) => e.event === 'failed');
   const reason = (fallback: string) => clip(named(failed?.message ?? fallback), FAILURE_MESSAGE_BYTES, 'start');
@@ -418,6 +427,14 @@ function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>
   }
   if (exit.code === EXIT_INVALID_INPUT) {
     throw withoutStack(ApplicationFailure.nonRetryable(`${ended}: ${reason('invalid input')}\n${stderrTail}`, 'InvalidInput'));
+  }
+  // One that stopped for good as it was taken for hung completed all the same.
+  if (stall && !(exit.code === 0 && completed)) {
+    throw withoutStack(ApplicationFailure.create({
+      message: `stage ${task.stage}: ${stalledFor(stall)}; it was stopped (${ended}), and the retry resumes from the last committed checkpoint\n--- stderr tail ---\n${stderrTail}`,
+      type: 'TrainerStalled',
+      ...(committedCheckpoint && { nextRetryDelay: RETRY_AFTER_PROGRESS }),
+    }));
   }
   if (exit.code !== 0 || !completed) {
     throw withoutStack(ApplicationFailure.create({

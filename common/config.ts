@@ -268,6 +268,11 @@ export const RuntimeConfig = z
     // After SIGTERM, how long a trainer may take to save its final checkpoint before SIGKILL: a 7B
     // trained in full writes and hashes about 100 GB of optimizer state, minutes on a fast disk.
     stop_grace_seconds: positiveInt.default(600),
+    // A pretrain, sft or eval trainer that has reported progress and then reports nothing for this
+    // long is taken for hung (its worker heartbeats on): it is stopped as by a cancel, and the
+    // attempt fails retryably. Training reports every logging_steps steps and every checkpoint:
+    // keep this above the time those steps take, plus a checkpoint save and a held-out evaluation.
+    stall_timeout_seconds: positiveInt.default(1800),
     // A stage that waits for a person's approval (the `approve` update: start-run approve, the UI)
     // before it starts, e.g. pretrain, before days of GPU time; the run fails if none comes in time.
     approve_before: StageName.optional(),

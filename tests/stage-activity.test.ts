@@ -172,6 +172,36 @@ describe('runStage', () => {
     expect(await parts()).toHaveLength(6);
   });
 
+  describe('a trainer that reports nothing for runtime.stall_timeout_seconds after its first step', () => {
+    const corpus = 's3://lawgpt-test/data/corpus/';
+    const quiet = (runId: string): StageTask => {
+      const t = task('pretrain', { corpus, tokenizer: corpus, base_model: corpus }, runId);
+      return { ...t, runtime: { ...t.runtime, stall_timeout_seconds: 2, stop_grace_seconds: 2 } };
+    };
+
+    it('is killed when it hangs, deaf to the stop, and the attempt fails retryably', async () => {
+      const started = Date.now();
+      const { error } = await runStage(quiet('hangs'));
+      expect(error).toBeInstanceOf(ApplicationFailure);
+      expect(error!.type).toBe('TrainerStalled');
+      expect(error!.nonRetryable).toBeFalsy();
+      expect(error!.message).toContain('stage pretrain: the trainer has reported nothing for 2 s since step 1/100 (runtime.stall_timeout_seconds) and is taken for hung; it was stopped (trainer pretrain exited with SIGKILL)');
+      // Nothing was committed: the retry policy's backoff applies.
+      expect(error!.nextRetryDelay).toBeUndefined();
+      // The stall window, then the grace period, and no more: not the stage timeout.
+      expect(Date.now() - started).toBeLessThan(20_000);
+      expect(await findProcesses('lawgpt_trainer', work)).toEqual([]);
+    });
+
+    it('saves a checkpoint when it is only silent, and the retry resumes from it at once', async () => {
+      const { error } = await runStage(quiet('goes-quiet'));
+      expect(error!.type).toBe('TrainerStalled');
+      expect(error!.message).toContain('it was stopped (trainer pretrain exited with 143)');
+      expect(error!.nextRetryDelay).toBe('200 milliseconds');
+      expect(await listKeys(minio.client, 's3://lawgpt-test/runs/goes-quiet/pretrain/checkpoints/')).toContain('runs/goes-quiet/pretrain/checkpoints/checkpoint-3/manifest.json');
+    });
+  });
+
   it('fails without retry when an input is missing from S3', async () => {
     const { error } = await runStage(task('vocab', { ...VOCAB_INPUTS, corpus: 's3://lawgpt-test/data/missing/' }));
     expect(error!.type).toBe('InvalidInput');

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const MAIN = String.raw`
-import hashlib, json, os, subprocess, sys, time
+import hashlib, json, os, signal, subprocess, sys, time
 
 stage, request_path = sys.argv[1], sys.argv[3]
 while "--wait-for-request" in sys.argv and not os.path.exists(request_path):
@@ -13,6 +13,18 @@ while "--wait-for-request" in sys.argv and not os.path.exists(request_path):
 request = json.load(open(request_path))
 def emit(**event):
     print(json.dumps(event), flush=True)
+
+def hand_over_checkpoint(step):
+    # A (tiny, valid) checkpoint, as the real trainer commits one.
+    folder = os.path.join(request["output_dir"], "checkpoints", "checkpoint-%d" % step)
+    os.makedirs(folder)
+    with open(os.path.join(folder, "state.bin"), "w") as f:
+        f.write("x")
+    manifest = {"manifest_version": 1, "run_id": request["run_id"], "stage": stage, "step": step, "world_size": 1, "config_hash": "0" * 64, "vocab_size": 1,
+                "trainer_version": "fake", "files": [{"path": "state.bin", "size": 1, "sha256": hashlib.sha256(b"x").hexdigest()}]}
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    emit(event="checkpoint", step=step, path="checkpoints/checkpoint-%d" % step, save_seconds=0.1)
 
 emit(event="started", stage=stage, trainer_version="fake", pid=os.getpid())
 if stage == "vocab":
@@ -39,16 +51,8 @@ elif stage == "base" and request.get("resume_from"):
     emit(event="completed", outputs={"tokenizer": "tokenizer", "model": "model"}, metrics={})
 elif stage == "base":
     if request.get("run_id", "").startswith("checkpoint-then-crash"):
-        # Hands over a (tiny, valid) checkpoint first, so the crash follows real progress.
-        folder = os.path.join(request["output_dir"], "checkpoints", "checkpoint-1")
-        os.makedirs(folder)
-        with open(os.path.join(folder, "state.bin"), "w") as f:
-            f.write("x")
-        manifest = {"manifest_version": 1, "run_id": request["run_id"], "stage": stage, "step": 1, "world_size": 1, "config_hash": "0" * 64, "vocab_size": 1,
-                    "trainer_version": "fake", "files": [{"path": "state.bin", "size": 1, "sha256": hashlib.sha256(b"x").hexdigest()}]}
-        with open(os.path.join(folder, "manifest.json"), "w") as f:
-            json.dump(manifest, f)
-        emit(event="checkpoint", step=1, path="checkpoints/checkpoint-1", save_seconds=0.1)
+        # Commits a checkpoint first, so the crash follows real progress.
+        hand_over_checkpoint(1)
         time.sleep(2)
     # Crashes the way real code does.
     print("loading corpus", file=sys.stderr)
@@ -69,6 +73,19 @@ elif stage == "pretrain" and request["run_id"].startswith("compiles"):
     with open(os.path.join(out, "model", "given.json"), "w") as f:
         json.dump(given, f)
     emit(event="completed", outputs={"model": "model"}, metrics={})
+elif stage == "pretrain" and request["run_id"].startswith("hangs"):
+    # Reports a step, then hangs for good, deaf to SIGTERM and the stop file alike.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    emit(event="progress", step=1, total_steps=100, loss=2.0)
+    time.sleep(600)
+elif stage == "pretrain" and request["run_id"].startswith("goes-quiet"):
+    # Reports a step, then nothing, but still saves a checkpoint and stops when asked to.
+    def stop(*_):
+        hand_over_checkpoint(3)
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, stop)
+    emit(event="progress", step=1, total_steps=100, loss=2.0)
+    time.sleep(600)
 elif stage == "pretrain":
     # Refuses its input, naming the local file as the real trainer does.
     message = os.path.join(request["inputs"]["corpus"], "law.md") + ":1: a line of 50,000,000 characters, over data.max_line_chars (%s)" % f"{request['max_line_chars']:,}"
