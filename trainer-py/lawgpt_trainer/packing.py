@@ -32,6 +32,11 @@ SPLITS = ("train", "heldout")
 SHARD_BYTES = 64 << 20
 # Text per worker task: large enough to amortise the hand-over, small enough to keep order cheap.
 TASK_BYTES = 1 << 20
+# A document longer than this is tokenized a piece at a time, each cut after a line end. In one
+# call a multi-GB file is one word to the tokenizer, whose time then grows faster than the text
+# (0.9 MB/s at 64 MB, against 7.9 MB/s for ordinary files and 7.2 in pieces), and its encoding
+# holds about 140 bytes a token: some 200 GB for a 5 GB file.
+PIECE_CHARS = 1 << 16
 
 
 def default_processes() -> int:
@@ -52,6 +57,42 @@ def _start_worker(tokenizer_json: str, cleaning_config: dict, dtype: str, max_li
     _worker.update(tokenizer=Tokenizer.from_str(tokenizer_json), cleaning=cleaning_config, dtype=np.dtype(dtype), max_line_chars=max_line_chars)
 
 
+def _pieces(text: str):
+    """The text in pieces of at most PIECE_CHARS, each cut after a line end where there is one."""
+    start = 0
+    while start < len(text):
+        end = start + PIECE_CHARS
+        if end < len(text):
+            line_end = text.rfind("\n", start, end)
+            end = line_end + 1 if line_end > start else end
+        yield text[start:end]
+        start = end
+
+
+def _ids_after_a_line_end(tokenizer, piece: str) -> list[int]:
+    """A piece's ids as the piece reads in its document, after a line end: encoded alone, it would
+    begin as a text does (SentencePiece's "▁" before its first word), so it is encoded after one,
+    whose own tokens are dropped."""
+    encoding = tokenizer.encode("\n" + piece, add_special_tokens=False)
+    offsets = encoding.offsets
+    first = next((k for k, (start, _) in enumerate(offsets) if start >= 1), len(offsets))
+    if first and offsets[first - 1][1] > 1:
+        # A token joins the line end to the piece's first character: none can be dropped whole.
+        return tokenizer.encode(piece, add_special_tokens=False).ids
+    return encoding.ids[first:]
+
+
+def encode(tokenizer, text: str, dtype: np.dtype) -> np.ndarray:
+    """A document's token ids (a tokenizers.Tokenizer's), tokenized a piece of at most PIECE_CHARS
+    at a time: the same ids as one call gives, where every piece ends at a line end (a line longer
+    than a piece is cut inside, and its second part begins as a text does)."""
+    parts = [
+        np.asarray(tokenizer.encode(piece, add_special_tokens=False).ids if k == 0 else _ids_after_a_line_end(tokenizer, piece), dtype=dtype)
+        for k, piece in enumerate(_pieces(text))
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+
 def _prepare_file(path: Path, key: str, tokenize: bool) -> tuple:
     """(path, key, state, digest, ids, problems): state is blank (not a document), short, or kept;
     ids are the cleaned text's token ids when asked for; problems are its bad records (data.BadRecords)."""
@@ -62,7 +103,7 @@ def _prepare_file(path: Path, key: str, tokenize: bool) -> tuple:
     if cleaned is None:
         return path, key, "short", None, None, problems
     text, digest = cleaned
-    ids = np.asarray(_worker["tokenizer"].encode(text, add_special_tokens=False).ids, dtype=_worker["dtype"]) if tokenize else None
+    ids = encode(_worker["tokenizer"], text, _worker["dtype"]) if tokenize else None
     return path, key, "kept", digest, ids, problems
 
 

@@ -50,6 +50,23 @@ def test_the_whole_corpus_packs_block_for_block_as_before(tokenizer, tmp_path, m
     assert index["report"] == cleaning.clean(data.read_corpus(str(corpus)), CLEANING)[1]
 
 
+def test_a_long_document_is_tokenized_in_pieces_to_the_same_ids(tokenizer, monkeypatch):
+    statutes = sorted((SHARED_DATA / "corpus" / "statutes").rglob("*.md"))[:200]
+    text = cleaning.normalize("\n".join(p.read_text("utf-8") for p in statutes), True)
+    # A line longer than a piece, cut inside: its second part may be tokenized otherwise, never lost.
+    text += "法" * 10_000 + "\n" + text[: text.index("\n", 20_000) + 1]
+    monkeypatch.setattr(packing, "PIECE_CHARS", 4096)
+    pieces = list(packing._pieces(text))
+    assert len(pieces) > 50 and "".join(pieces) == text
+    assert all(len(p) <= 4096 for p in pieces) and sum(not p.endswith("\n") for p in pieces) == 2
+    fast = tokenizer.backend_tokenizer
+    whole = np.asarray(fast.encode(text, add_special_tokens=False).ids)
+    ids = packing.encode(fast, text, np.dtype(np.uint32))
+    cut = len(fast.encode(text[: text.index("法" * 10_000)], add_special_tokens=False).ids)
+    assert np.array_equal(ids[:cut], whole[:cut])
+    assert tokenizer.decode(ids[cut:]).replace(" ", "") == tokenizer.decode(whole[cut:]).replace(" ", "")
+
+
 def _corpus(root, names: list[str]):
     root.mkdir()
     statutes = sorted((SHARED_DATA / "corpus" / "statutes").rglob("*.md"))
