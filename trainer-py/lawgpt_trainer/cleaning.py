@@ -9,7 +9,6 @@ of spaces collapse, lines are trimmed, and blank-line runs shrink to one."""
 import hashlib
 import re
 
-from lawgpt_trainer import data
 from lawgpt_trainer.data import Document
 from lawgpt_trainer.errors import InvalidInput
 
@@ -64,12 +63,3 @@ def nothing_left(corpus: str, files: int, documents: int) -> InvalidInput:
     if not documents:
         return InvalidInput(f"corpus {corpus} has no text: its {files} files are blank or unreadable")
     return InvalidInput(f"cleaning left no document of the corpus's {documents} (see data.cleaning)")
-
-
-def read_corpus(request: dict, events=None) -> tuple[list[Document], dict]:
-    """The request's corpus, cleaned as its `cleaning` says, with the cleaning report."""
-    corpus, bad = request["inputs"]["corpus"], data.BadRecords.of(request, events)
-    docs, dropped = clean(data.read_corpus(corpus, bad), request["cleaning"], bad.count)
-    if not docs:
-        raise nothing_left(corpus, len(data.corpus_files(corpus)), dropped["corpus_documents"])
-    return docs, dropped

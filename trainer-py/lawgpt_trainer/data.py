@@ -120,13 +120,18 @@ def long_line(line: str, max_line_chars: int | None) -> str | None:
     return None
 
 
-def corpus_files(root: str) -> list[tuple[Path, str]]:
+def corpus_files(root: str, events=None) -> list[tuple[Path, str]]:
     """The corpus's documents in their one order, as (path, key); the key names the document in
-    the held-out split."""
+    the held-out split. Files of other kinds are left out, and `events` told how many."""
     base = Path(root)
-    files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in CORPUS_SUFFIXES)
+    found = sorted(p for p in base.rglob("*") if p.is_file())
+    files = [p for p in found if p.suffix.lower() in CORPUS_SUFFIXES]
     if not files:
         raise InvalidInput(f"corpus {root} has no {'/'.join(CORPUS_SUFFIXES)} files")
+    others = [str(p.relative_to(base)) for p in found if p.suffix.lower() not in CORPUS_SUFFIXES]
+    if others and events:
+        # A corpus exported as JSON lines, say, would otherwise train on its few text files alone, silently.
+        events.log(f"the corpus's {len(others):,} files that are not {'/'.join(CORPUS_SUFFIXES)} are left out, e.g. {', '.join(others[:3])}", level="warning")
     return [(path, str(path.relative_to(base))) for path in files]
 
 
@@ -152,7 +157,8 @@ def read_document(path: Path, max_line_chars: int | None) -> tuple[str | None, l
 
 
 def read_corpus(root: str, bad: BadRecords | None = None) -> list[Document]:
-    """Every non-blank document, in memory: for the stages that need the whole text at once."""
+    """Every non-blank document, in memory: the plain reading that the stages do a file at a time in
+    worker processes (packing), and what tests hold them to."""
     bad = bad or BadRecords()
     docs = []
     for path, key in corpus_files(root):

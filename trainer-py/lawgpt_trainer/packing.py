@@ -7,6 +7,8 @@ memory-mapped shards on disk. A bounded window of tasks is in flight, so memory 
 the corpus, and every core tokenizes. Processes rather than the tokenizers library's own threads:
 cleaning is Python and must run in parallel too, and a worker returns a file's ids as one array.
 
+vocab reads the corpus the same way, as cleaned text (cleaned_documents), for SentencePiece.
+
 A blocks folder is what the block cache stores, one S3 object per file:
     train-00000.bin, heldout-00000.bin, ...   raw token ids, blocks x block_size, row-major
     index.json                               block size, dtype, shards per split, cleaning report;
@@ -51,10 +53,11 @@ def _dtype(vocab_size: int) -> np.dtype:
 _worker: dict = {}
 
 
-def _start_worker(tokenizer_json: str, cleaning_config: dict, dtype: str, max_line_chars: int | None) -> None:
+def _start_worker(tokenizer_json: str | None, cleaning_config: dict, dtype: str, max_line_chars: int | None) -> None:
     from tokenizers import Tokenizer
 
-    _worker.update(tokenizer=Tokenizer.from_str(tokenizer_json), cleaning=cleaning_config, dtype=np.dtype(dtype), max_line_chars=max_line_chars)
+    tokenizer = Tokenizer.from_str(tokenizer_json) if tokenizer_json else None
+    _worker.update(tokenizer=tokenizer, cleaning=cleaning_config, dtype=np.dtype(dtype), max_line_chars=max_line_chars)
 
 
 def _pieces(text: str):
@@ -93,9 +96,10 @@ def encode(tokenizer, text: str, dtype: np.dtype) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
-def _prepare_file(path: Path, key: str, tokenize: bool) -> tuple:
-    """(path, key, state, digest, ids, problems): state is blank (not a document), short, or kept;
-    ids are the cleaned text's token ids when asked for; problems are its bad records (data.BadRecords)."""
+def _prepare_file(path: Path, key: str, want: str | None) -> tuple:
+    """(path, key, state, digest, payload, problems): state is blank (not a document), short, or
+    kept; payload is what `want`s of the cleaned text, its token "ids" or the "text" itself;
+    problems are its bad records (data.BadRecords)."""
     text, problems = data.read_document(path, _worker["max_line_chars"])
     if text is None or not text.strip():
         return path, key, "blank", None, None, problems
@@ -103,15 +107,15 @@ def _prepare_file(path: Path, key: str, tokenize: bool) -> tuple:
     if cleaned is None:
         return path, key, "short", None, None, problems
     text, digest = cleaned
-    ids = encode(_worker["tokenizer"], text, _worker["dtype"]) if tokenize else None
-    return path, key, "kept", digest, ids, problems
+    payload = encode(_worker["tokenizer"], text, _worker["dtype"]) if want == "ids" else text if want == "text" else None
+    return path, key, "kept", digest, payload, problems
 
 
-def _prepare_files(batch: list[tuple[Path, str, bool]]) -> list[tuple]:
+def _prepare_files(batch: list[tuple[Path, str, str | None]]) -> list[tuple]:
     return [_prepare_file(*task) for task in batch]
 
 
-def _batches(tasks: list[tuple[Path, str, bool]]) -> list[list[tuple[Path, str, bool]]]:
+def _batches(tasks: list[tuple[Path, str, str | None]]) -> list[list[tuple[Path, str, str | None]]]:
     batches, size = [[]], 0
     for task in tasks:
         if size >= TASK_BYTES:
@@ -122,7 +126,7 @@ def _batches(tasks: list[tuple[Path, str, bool]]) -> list[list[tuple[Path, str, 
     return batches
 
 
-def _prepared(tasks: list[tuple[Path, str, bool]], processes: int, worker_args: tuple):
+def _prepared(tasks: list[tuple[Path, str, str | None]], processes: int, worker_args: tuple):
     """Every file's result, in corpus order; files are prepared ahead in a bounded window."""
     batches = _batches(tasks)
     processes = min(processes, len(batches))
@@ -198,6 +202,99 @@ class _ShardWriter:
         return {"blocks": self.blocks, "documents": self.documents, "shards": self.shards}
 
 
+# What cleaning counts, as cleaning.report's arguments.
+_DROPPED = ("documents", "short", "duplicate", "skipped")
+
+
+def _sides_of(heldout_percent: int):
+    return lambda key: "heldout" if data.is_heldout(key, heldout_percent) else "train"
+
+
+def _kept_documents(prepared, cleaning_config: dict, bad: data.BadRecords, counts: dict):
+    """The documents of `prepared` that cleaning keeps, as (path, key, payload), in order; what it
+    drops is counted in `counts` (cleaning.report's arguments), bad records go to `bad`."""
+    seen: set[bytes] = set()
+    for path, key, state, digest, payload, problems in prepared:
+        for where, problem in problems:
+            bad.reject(where, problem)
+        counts["skipped"] += len(problems)
+        if state == "blank":
+            continue
+        counts["documents"] += 1
+        if state == "short":
+            counts["short"] += 1
+            continue
+        if cleaning_config["deduplicate"] and digest in seen:
+            counts["duplicate"] += 1
+            continue
+        seen.add(digest)
+        yield path, key, payload
+
+
+def _split(documents, side_of, sides: dict, enough=lambda kept: False) -> dict | None:
+    """Hands each document to its side, `sides[side].add(side, path, key, payload)`, as
+    data.split_documents splits them, and returns the sides as they end up; None without a
+    document. A split that leaves a side empty moves the last document, which therefore waits:
+    everything on the training side holds it out; everything held out trains all the others,
+    the sides swapped; a single document goes to both."""
+    kept = dict.fromkeys(SPLITS, 0)
+    pending = None
+    for path, key, payload in documents:
+        if pending:
+            sides[pending[0]].add(*pending)
+        side = side_of(key)
+        kept[side] += 1
+        pending = (side, path, key, payload)
+        if enough(kept):
+            break
+    if pending is None:
+        return None
+    side, *last = pending
+    if all(kept.values()):
+        sides[side].add(side, *last)
+    elif sum(kept.values()) == 1:
+        sides["train"].add("train", *last)
+        sides["heldout"].add("heldout", *last)
+    elif kept["heldout"] == 0:
+        sides["heldout"].add("heldout", *last)
+    else:
+        sides = {"train": sides["heldout"], "heldout": sides["train"]}
+        sides["heldout"].add("heldout", *last)
+    return sides
+
+
+def cleaned_documents(corpus: str, cleaning_config: dict, heldout_percent: int, sides: dict, bad: data.BadRecords, processes: int | None = None) -> tuple[dict, dict]:
+    """Hands every document that cleaning keeps to its side of the split, as its cleaned text
+    (`sides[side].add(side, path, key, text)`), reading and cleaning in worker processes with
+    nothing more of the corpus in memory than the window in flight; returns the sides as they end
+    up (see _split) and the cleaning report."""
+    worker_args = (None, cleaning_config, np.dtype(np.uint8).str, bad.max_line_chars)
+    tasks = [(path, key, "text") for path, key in data.corpus_files(corpus, bad.events)]
+    counts = dict.fromkeys(_DROPPED, 0)
+    side_of = _sides_of(heldout_percent)
+    with contextlib.closing(_prepared(tasks, processes or default_processes(), worker_args)) as prepared:
+        ended = _split(_kept_documents(prepared, cleaning_config, bad, counts), side_of, sides)
+    if ended is None:
+        raise cleaning.nothing_left(corpus, len(tasks), counts["documents"])
+    return ended, cleaning.report(**counts)
+
+
+class _Blocks:
+    """One side of prepare's split: its blocks, when the stage asked for that side."""
+
+    def __init__(self, writer: _ShardWriter, splits: tuple[str, ...], worker_args: tuple):
+        self.writer, self.splits, self.worker_args = writer, splits, worker_args
+
+    def add(self, side: str, path: Path, key: str, ids) -> None:
+        if side not in self.splits:
+            return
+        if ids is None:
+            # Its side was not tokenized, and the end of the split moved it (rare: a tiny corpus).
+            _start_worker(*self.worker_args)
+            ids = _prepare_file(path, key, "ids")[4]
+        self.writer.add(ids)
+
+
 def prepare(
     corpus: str,
     cleaning_config: dict,
@@ -221,74 +318,26 @@ def prepare(
     bad = bad or data.BadRecords()
     dtype = _dtype(len(tokenizer))
     worker_args = (tokenizer.backend_tokenizer.to_str(), cleaning_config, dtype.str, bad.max_line_chars)
-    side_of = lambda key: "heldout" if data.is_heldout(key, heldout_percent) else "train"  # noqa: E731
-    tasks = [(path, key, side_of(key) in splits) for path, key in data.corpus_files(corpus)]
-    writers = {side: _ShardWriter(out, f"part{i}", block_size, dtype, tokenizer.eos_token_id) for i, side in enumerate(SPLITS)}
-    kept = dict.fromkeys(SPLITS, 0)
-    documents = short = duplicate = skipped = 0
-    seen: set[bytes] = set()
-    # The newest kept document waits: a split that leaves one side empty moves it (see the end).
-    pending: tuple | None = None
+    side_of = _sides_of(heldout_percent)
+    tasks = [(path, key, "ids" if side_of(key) in splits else None) for path, key in data.corpus_files(corpus, bad.events)]
+    sides = {side: _Blocks(_ShardWriter(out, f"part{i}", block_size, dtype, tokenizer.eos_token_id), splits, worker_args) for i, side in enumerate(SPLITS)}
+    counts = dict.fromkeys(_DROPPED, 0)
 
-    def write(side: str, path: Path, key: str, ids) -> None:
-        if side not in splits:
-            return
-        if ids is None:
-            # Its side was not tokenized, and the end of the split moved it (rare: a tiny corpus).
-            _start_worker(*worker_args)
-            ids = _prepare_file(path, key, tokenize=True)[4]
-        writers[side].add(ids)
-
-    def enough() -> bool:
-        return max_blocks is not None and all(kept.values()) and all(writers[s].blocks >= max_blocks for s in splits)
+    def enough(kept: dict) -> bool:
+        return max_blocks is not None and all(kept.values()) and all(sides[s].writer.blocks >= max_blocks for s in splits)
 
     # Closed on leaving the loop, by a bad record or with enough blocks: the workers stop there.
     with contextlib.closing(_prepared(tasks, processes or default_processes(), worker_args)) as prepared:
-        for path, key, state, digest, ids, problems in prepared:
-            for where, problem in problems:
-                bad.reject(where, problem)
-            skipped += len(problems)
-            if state == "blank":
-                continue
-            documents += 1
-            if state == "short":
-                short += 1
-                continue
-            if cleaning_config["deduplicate"] and digest in seen:
-                duplicate += 1
-                continue
-            seen.add(digest)
-            if pending:
-                write(*pending)
-            side = side_of(key)
-            kept[side] += 1
-            pending = (side, path, key, ids)
-            if enough():
-                break
-
-    if pending is None:
-        raise cleaning.nothing_left(corpus, len(tasks), documents)
-    side, *last = pending
-    if all(kept.values()):
-        write(side, *last)
-    elif sum(kept.values()) == 1:
-        # A single document is used for both sides.
-        write("train", *last)
-        write("heldout", *last)
-    elif kept["heldout"] == 0:
-        # Everything fell on the training side: the last document is held out instead.
-        write("heldout", *last)
-    else:
-        # Everything fell on the held-out side: all but the last document train.
-        writers["train"], writers["heldout"] = writers["heldout"], writers["train"]
-        write("heldout", *last)
+        ended = _split(_kept_documents(prepared, cleaning_config, bad, counts), side_of, sides, enough)
+    if ended is None:
+        raise cleaning.nothing_left(corpus, len(tasks), counts["documents"])
 
     index = {
         "format_version": FORMAT_VERSION,
         "block_size": block_size,
         "dtype": dtype.name,
-        "splits": {split: writers[split].publish(split) for split in SPLITS},
-        "report": cleaning.report(documents, short, duplicate, skipped),
+        "splits": {split: ended[split].writer.publish(split) for split in SPLITS},
+        "report": cleaning.report(**counts),
     }
     (out / f"{INDEX_FILE}.partial").write_text(json.dumps(index, indent=2), "utf-8")
     (out / f"{INDEX_FILE}.partial").rename(out / INDEX_FILE)

@@ -50,6 +50,20 @@ def test_corpus_rejects_non_utf8(tmp_path):
         data.read_corpus(str(tmp_path))
 
 
+def test_corpus_files_of_other_kinds_are_left_out_and_said_to_be(tmp_path):
+    for name in ("cases/b.jsonl", "cases/a.md", "README", "statutes/c.TXT", "cases/d.jsonl", "e.pdf", "f.json"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("第一条", "utf-8")
+    logged = []
+
+    class Events:
+        def log(self, message, level="info"):
+            logged.append((level, message))
+
+    assert [key for _, key in data.corpus_files(str(tmp_path), Events())] == ["cases/a.md", "statutes/c.TXT"]
+    assert logged == [("warning", "the corpus's 5 files that are not .md/.txt are left out, e.g. README, cases/b.jsonl, cases/d.jsonl")]
+
+
 def test_skip_drops_and_counts_every_kind_of_bad_record_once(tmp_path):
     good = {"question": "问", "options": {"A": "甲", "B": "乙"}, "answer": "A"}
     lines = [good, {**good, "answer": "C"}, "{oops", {"options": good["options"], "answer": "A"}, '["a list"]', {**good, "question": "长" * 300}, {**good, "id": "last"}]

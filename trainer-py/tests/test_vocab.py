@@ -5,6 +5,7 @@ import sentencepiece as spm
 from transformers import AutoTokenizer
 
 from lawgpt_trainer import tokenizer as tok
+from lawgpt_trainer.stages import vocab
 
 CJK = ("\u4e00", "\u9fff")
 
@@ -98,3 +99,27 @@ def test_word_list_entries_with_spaces_are_refused(pipeline, tiny_data, tmp_path
     run = _vocab_with_words(pipeline, tiny_data, tmp_path, "诉讼时效\n不当 得利\n")
     assert run.returncode == 2
     assert "words.txt:2: a word list entry may not contain spaces" in run.events[-1]["message"]
+
+
+def test_a_line_too_long_for_sentencepiece_goes_in_pieces_cut_after_sentence_ends():
+    # max_sentence_length counts bytes: 300 is 100 Chinese characters, and SentencePiece skips a longer line whole.
+    line = "民事主体在民事活动中的法律地位一律平等，合法权益受法律保护。" * 20
+    pieces = list(vocab._sentences(line, 300))
+    assert "".join(pieces) == line and len(pieces) > 5
+    assert all(len(p.encode("utf-8")) <= 300 and p.endswith("。") for p in pieces)
+    # Without a sentence's end to cut after: between characters, none lost or broken.
+    endless = "法" * 1000 + "。"
+    pieces = list(vocab._sentences(endless, 300))
+    assert "".join(pieces) == endless and all(len(p.encode("utf-8")) <= 300 for p in pieces)
+    assert list(vocab._sentences("第一条 平等。", 300)) == ["第一条 平等。"]
+
+
+def test_a_side_of_the_corpus_writes_its_lines_out_and_keeps_only_the_start_of_its_text(tmp_path, monkeypatch):
+    monkeypatch.setattr(vocab, "HELDOUT_SAMPLE_CHARS", 100)
+    side = vocab._Side(tmp_path / "train.txt", 4096)
+    for k in range(5):
+        side.add("train", tmp_path / f"{k}.md", f"{k}.md", f"第{k}条 " + "法" * 60 + "\n\n  第二款\n")
+    side.file.close()
+    assert (side.documents, side.lines) == (5, 10)
+    assert (tmp_path / "train.txt").read_text("utf-8").splitlines()[:3] == ["第0条 " + "法" * 60, "第二款", "第1条 " + "法" * 60]
+    assert sum(map(len, side.sample)) == 100
