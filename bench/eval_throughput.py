@@ -25,7 +25,7 @@ def main() -> None:
     base.run({"config": {**config["base"], **shape}, "output_dir": str(made)}, fixtures.NoEvents())
     tokenizer, model = generate.load(made / "model")
     block_size, batch_size, count = config["eval"]["block_size"], config["eval"]["batch_size"], 64 if p["quick"] else 256
-    packing.prepare(str(fixtures.corpus(p)), config["data"]["cleaning"], config["data"]["split"]["heldout_percent"], tokenizer, block_size, work / "blocks", splits=("heldout",), max_blocks=count)
+    packing.prepare(str(fixtures.corpus(p)), config["data"]["cleaning"], config["data"]["split"]["heldout_percent"], tokenizer, block_size, work / "blocks", splits=("heldout",))
     blocks = packing.load(work / "blocks", block_size, heldout_limit=count)[1]
     rows = torch.from_numpy(blocks.rows(0, len(blocks)))
 

@@ -231,7 +231,7 @@ def _kept_documents(prepared, cleaning_config: dict, bad: data.BadRecords, count
         yield path, key, payload
 
 
-def _split(documents, side_of, sides: dict, enough=lambda kept: False) -> dict | None:
+def _split(documents, side_of, sides: dict) -> dict | None:
     """Hands each document to its side, `sides[side].add(side, path, key, payload)`, as
     data.split_documents splits them, and returns the sides as they end up; None without a
     document. A split that leaves a side empty moves the last document, which therefore waits:
@@ -245,8 +245,6 @@ def _split(documents, side_of, sides: dict, enough=lambda kept: False) -> dict |
         side = side_of(key)
         kept[side] += 1
         pending = (side, path, key, payload)
-        if enough(kept):
-            break
     if pending is None:
         return None
     side, *last = pending
@@ -303,7 +301,6 @@ def prepare(
     block_size: int,
     out: Path,
     splits: tuple[str, ...] = SPLITS,
-    max_blocks: int | None = None,
     processes: int | None = None,
     bad: data.BadRecords | None = None,
 ) -> dict:
@@ -311,8 +308,7 @@ def prepare(
 
     Cleaning and the split are those of cleaning.clean and data.split_documents, so the blocks
     equal what packing every document of each side in order would give. Only the `splits` asked
-    for are tokenized (eval needs held-out text alone); with `max_blocks`, reading stops once every
-    asked-for split has that many blocks. Bad records (an unreadable file, an over-long line) go to
+    for are tokenized (eval needs held-out text alone). Bad records (an unreadable file, an over-long line) go to
     `bad`, and the index's report counts them."""
     out.mkdir(parents=True, exist_ok=True)
     bad = bad or data.BadRecords()
@@ -323,12 +319,9 @@ def prepare(
     sides = {side: _Blocks(_ShardWriter(out, f"part{i}", block_size, dtype, tokenizer.eos_token_id), splits, worker_args) for i, side in enumerate(SPLITS)}
     counts = dict.fromkeys(_DROPPED, 0)
 
-    def enough(kept: dict) -> bool:
-        return max_blocks is not None and all(kept.values()) and all(sides[s].writer.blocks >= max_blocks for s in splits)
-
-    # Closed on leaving the loop, by a bad record or with enough blocks: the workers stop there.
+    # Closed however reading ends, a bad record's error included: the workers stop there.
     with contextlib.closing(_prepared(tasks, processes or default_processes(), worker_args)) as prepared:
-        ended = _split(_kept_documents(prepared, cleaning_config, bad, counts), side_of, sides, enough)
+        ended = _split(_kept_documents(prepared, cleaning_config, bad, counts), side_of, sides)
     if ended is None:
         raise cleaning.nothing_left(corpus, len(tasks), counts["documents"])
 
@@ -347,13 +340,16 @@ def prepare(
 class Blocks:
     """One split of a blocks folder, as a map-style dataset over its memory-mapped shards: rows
     are read on access, so nothing of the corpus is held in memory. Loss is on every token, so
-    labels are the inputs (the model shifts them)."""
+    labels are the inputs (the model shifts them). With a `limit` under the split's blocks, that
+    many spread evenly over it: the first ones would all come from the first few documents in the
+    corpus's order, one folder of it, where a held-out figure must speak for the whole."""
 
     def __init__(self, folder: Path, index: dict, split: str, limit: int | None = None):
         dtype, width = np.dtype(index["dtype"]), index["block_size"]
         self.shards = [np.memmap(folder / s["file"], dtype=dtype, mode="r", shape=(s["blocks"], width)) for s in index["splits"][split]["shards"]]
         self.starts = np.cumsum([0] + [len(s) for s in self.shards])
-        self.length = int(self.starts[-1]) if limit is None else min(limit, int(self.starts[-1]))
+        self.total = int(self.starts[-1])
+        self.length = self.total if limit is None else min(limit, self.total)
 
     def __len__(self) -> int:
         return self.length
@@ -361,6 +357,7 @@ class Blocks:
     def row(self, i: int) -> np.ndarray:
         if not 0 <= i < self.length:
             raise IndexError(i)
+        i = i * self.total // self.length
         shard = int(np.searchsorted(self.starts, i, side="right")) - 1
         return np.asarray(self.shards[shard][i - self.starts[shard]], dtype=np.int64)
 
@@ -373,8 +370,8 @@ class Blocks:
 
 
 def load(folder: Path, block_size: int, heldout_limit: int | None = None) -> tuple[Blocks, Blocks, dict]:
-    """The training and held-out blocks of a folder `prepare` wrote (the first `heldout_limit` of
-    the held-out ones), with its index; a folder that is incomplete or of another block size is refused."""
+    """The training and held-out blocks of a folder `prepare` wrote (`heldout_limit` of the held-out
+    ones, spread over them), with its index; a folder that is incomplete or of another block size is refused."""
     path = folder / INDEX_FILE
     if not path.is_file():
         raise RuntimeError(f"{folder} has no {INDEX_FILE}: its blocks are incomplete")

@@ -94,15 +94,18 @@ def test_a_split_that_leaves_a_side_empty_moves_documents_as_before(tokenizer, t
         assert len(expected[side]) > 0 and np.array_equal(got[side], expected[side]), side
 
 
-def test_heldout_alone_stops_once_it_has_enough_blocks(tokenizer, tmp_path):
+def test_heldout_alone_is_tokenized_and_a_limit_spreads_its_blocks_over_it(tokenizer, tmp_path):
     corpus = str(SHARED_DATA / "corpus" / "statutes" / "民法商法")
     packing.prepare(corpus, CLEANING, 10, tokenizer, 64, tmp_path / "all", processes=2)
-    index = packing.prepare(corpus, CLEANING, 10, tokenizer, 64, tmp_path / "some", splits=("heldout",), max_blocks=5, processes=2)
+    index = packing.prepare(corpus, CLEANING, 10, tokenizer, 64, tmp_path / "heldout", splits=("heldout",), processes=2)
     full = packing.load(tmp_path / "all", 64)[1]
-    assert 5 <= index["splits"]["heldout"]["blocks"] < len(full)
     assert index["splits"]["train"]["blocks"] == 0
-    some = packing.load(tmp_path / "some", 64, heldout_limit=5)[1]
-    assert len(some) == 5 and np.array_equal(some.rows(0, 5), full.rows(0, 5))
+    assert index["splits"]["heldout"]["blocks"] == len(full) > 50
+    # Not the first five, all from the first document or two: five spread from start to end.
+    some = packing.load(tmp_path / "heldout", 64, heldout_limit=5)[1]
+    spread = [i * len(full) // 5 for i in range(5)]
+    assert len(some) == 5 and np.array_equal(some.rows(0, 5), np.stack([full.row(i) for i in spread]))
+    assert spread[-1] > len(full) * 3 // 4
 
 
 def test_a_folder_without_its_index_or_with_a_short_shard_is_refused(tokenizer, tmp_path):

@@ -94,7 +94,7 @@ def run(request: dict, events) -> tuple[dict, dict]:
         key = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
         if key not in prepared:
             folder = out / "heldout-blocks" / key
-            packing.prepare(inputs["corpus"], request["cleaning"], corpus_percent, tokenizer, config["block_size"], folder, splits=("heldout",), max_blocks=config["max_heldout_blocks"], bad=bad)
+            packing.prepare(inputs["corpus"], request["cleaning"], corpus_percent, tokenizer, config["block_size"], folder, splits=("heldout",), bad=bad)
             blocks = packing.load(folder, config["block_size"], heldout_limit=config["max_heldout_blocks"])[1]
             prepared[key] = blocks, characters(tokenizer, blocks)
         return prepared[key]

@@ -39,8 +39,8 @@ def _wait_for(path: Path) -> None:
 
 
 def tokenized_blocks(request: dict, tokenizer, events) -> tuple[packing.Blocks, packing.Blocks, dict]:
-    """Training blocks and the first `eval_blocks` held-out blocks of the cleaned corpus, with the
-    cleaning report: from the block cache when the orchestrator found them there (`inputs.blocks`),
+    """Training blocks and `eval_blocks` held-out blocks (spread over them) of the cleaned corpus,
+    with the cleaning report: from the block cache when the orchestrator found them there (`inputs.blocks`),
     else prepared here by rank 0 for every rank and offered to the cache with a `blocks` event."""
     config, inputs = request["config"], request["inputs"]
     block_size, eval_blocks = config["block_size"], config["eval_blocks"]
