@@ -50,8 +50,8 @@ def peer(corpus: Path, tokenizer, config: dict, processes: int, out: Path) -> in
     block_size, width = config["pretrain"]["block_size"], config["data"]["cleaning"]["normalize_width"]
 
     def documents():
-        for path, key in data.corpus_files(str(corpus)):
-            yield {"text": path.read_text("utf-8")}
+        for source in data.corpus_files(str(corpus)):
+            yield {"text": data.read_document(source, None)[0]}
 
     def tokenize(batch):
         ids = tokenizer([cleaning.normalize(t, width) for t in batch["text"]], add_special_tokens=False)["input_ids"]
@@ -74,7 +74,7 @@ def one(kind: str, corpus: str, tokenizer_dir: str, params_file: str, processes:
 
     config = json.loads(Path(params_file).read_text("utf-8"))["config"]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    chars = sum(len(data.read_document(path, None)[0]) for path, _ in data.corpus_files(corpus))
+    chars = sum(len(data.read_document(source, None)[0]) for source in data.corpus_files(corpus))
     with tempfile.TemporaryDirectory() as out, fixtures.PeakMemory() as memory:
         started = time.perf_counter()
         blocks = {"ours": ours, "peer": peer}[kind](Path(corpus), tokenizer, config, processes, Path(out))

@@ -120,9 +120,50 @@ def long_line(line: str, max_line_chars: int | None) -> str | None:
     return None
 
 
-def corpus_files(root: str, events=None) -> list[tuple[Path, str]]:
-    """The corpus's documents in their one order, as (path, key); the key names the document in
-    the held-out split. Files of other kinds are left out, and `events` told how many."""
+# A corpus file larger than this (a dump of many judgments in one .txt) is read as parts of about
+# this size, each cut after a line end and each a document of its own: read whole, one file would
+# take several times its size in a worker's memory, and its text would fall on one side of the
+# held-out split, all of it (a corpus of that file alone: on both).
+PART_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a corpus document is: a whole file, or the bytes [start, end) of a large one."""
+
+    path: Path
+    key: str
+    start: int = 0
+    end: int | None = None
+
+    @property
+    def size(self) -> int:
+        return (self.path.stat().st_size if self.end is None else self.end) - self.start
+
+    def where(self, line: int | None = None) -> str:
+        """The document, or one of its lines, as bad-record messages name it."""
+        part = f" (the part from byte {self.start:,})" if self.end is not None else ""
+        return f"{self.path}{part}" + (f":{line}" if line is not None else "")
+
+
+def _sources(path: Path, key: str) -> list[Source]:
+    size = path.stat().st_size
+    if size <= PART_BYTES:
+        return [Source(path, key)]
+    parts, start = [], 0
+    with path.open("rb") as f:
+        while start < size:
+            f.seek(start + PART_BYTES)
+            f.readline()
+            end = min(f.tell(), size)
+            parts.append(Source(path, f"{key}@{start}", start, end))
+            start = end
+    return parts
+
+
+def corpus_files(root: str, events=None) -> list[Source]:
+    """The corpus's documents in their one order; a document's key names it in the held-out split.
+    Files of other kinds are left out, and `events` told how many."""
     base = Path(root)
     found = sorted(p for p in base.rglob("*") if p.is_file())
     files = [p for p in found if p.suffix.lower() in CORPUS_SUFFIXES]
@@ -132,25 +173,29 @@ def corpus_files(root: str, events=None) -> list[tuple[Path, str]]:
     if others and events:
         # A corpus exported as JSON lines, say, would otherwise train on its few text files alone, silently.
         events.log(f"the corpus's {len(others):,} files that are not {'/'.join(CORPUS_SUFFIXES)} are left out, e.g. {', '.join(others[:3])}", level="warning")
-    return [(path, str(path.relative_to(base))) for path in files]
+    return [source for path in files for source in _sources(path, str(path.relative_to(base)))]
 
 
-def read_document(path: Path, max_line_chars: int | None) -> tuple[str | None, list[tuple[str, str]]]:
-    """A corpus file's text without its over-long lines (None if it is no UTF-8 text), and its
+def read_document(source: Source, max_line_chars: int | None) -> tuple[str | None, list[tuple[str, str]]]:
+    """A corpus document's text without its over-long lines (None if it is no UTF-8 text), and its
     problems as (where, what) for BadRecords.reject; plain data, so that a worker process can
     return it."""
+    with source.path.open("rb") as f:
+        f.seek(source.start)
+        raw = f.read(source.size)
     try:
-        # utf-8-sig: a byte-order mark (as Windows editors save) is no part of the text.
-        text = path.read_text("utf-8-sig")
+        # utf-8-sig: a byte-order mark (as Windows editors save) is no part of the text. Parts are
+        # cut after a line end, which is never inside a character.
+        text = raw.decode("utf-8-sig" if source.start == 0 else "utf-8")
     except UnicodeDecodeError as e:
-        return None, [(str(path), f"not UTF-8 text ({e})")]
+        return None, [(source.where(), f"not UTF-8 text ({e})")]
     if max_line_chars is None or len(text) <= max_line_chars:
         return text, []
     kept, problems = [], []
     for number, line in enumerate(text.split("\n"), start=1):
         problem = long_line(line, max_line_chars)
         if problem:
-            problems.append((f"{path}:{number}", problem))
+            problems.append((source.where(number), problem))
         else:
             kept.append(line)
     return "\n".join(kept), problems
@@ -161,12 +206,12 @@ def read_corpus(root: str, bad: BadRecords | None = None) -> list[Document]:
     worker processes (packing), and what tests hold them to."""
     bad = bad or BadRecords()
     docs = []
-    for path, key in corpus_files(root):
-        text, problems = read_document(path, bad.max_line_chars)
+    for source in corpus_files(root):
+        text, problems = read_document(source, bad.max_line_chars)
         for where, problem in problems:
             bad.reject(where, problem)
         if text is not None and text.strip():
-            docs.append(Document(key=key, text=text))
+            docs.append(Document(key=source.key, text=text))
     return docs
 
 

@@ -96,37 +96,37 @@ def encode(tokenizer, text: str, dtype: np.dtype) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
-def _prepare_file(path: Path, key: str, want: str | None) -> tuple:
-    """(path, key, state, digest, payload, problems): state is blank (not a document), short, or
+def _prepare_file(source: data.Source, want: str | None) -> tuple:
+    """(source, state, digest, payload, problems): state is blank (not a document), short, or
     kept; payload is what `want`s of the cleaned text, its token "ids" or the "text" itself;
     problems are its bad records (data.BadRecords)."""
-    text, problems = data.read_document(path, _worker["max_line_chars"])
+    text, problems = data.read_document(source, _worker["max_line_chars"])
     if text is None or not text.strip():
-        return path, key, "blank", None, None, problems
+        return source, "blank", None, None, problems
     cleaned = cleaning.clean_text(text, _worker["cleaning"])
     if cleaned is None:
-        return path, key, "short", None, None, problems
+        return source, "short", None, None, problems
     text, digest = cleaned
     payload = encode(_worker["tokenizer"], text, _worker["dtype"]) if want == "ids" else text if want == "text" else None
-    return path, key, "kept", digest, payload, problems
+    return source, "kept", digest, payload, problems
 
 
-def _prepare_files(batch: list[tuple[Path, str, str | None]]) -> list[tuple]:
+def _prepare_files(batch: list[tuple[data.Source, str | None]]) -> list[tuple]:
     return [_prepare_file(*task) for task in batch]
 
 
-def _batches(tasks: list[tuple[Path, str, str | None]]) -> list[list[tuple[Path, str, str | None]]]:
+def _batches(tasks: list[tuple[data.Source, str | None]]) -> list[list[tuple[data.Source, str | None]]]:
     batches, size = [[]], 0
     for task in tasks:
         if size >= TASK_BYTES:
             batches.append([])
             size = 0
         batches[-1].append(task)
-        size += task[0].stat().st_size
+        size += task[0].size
     return batches
 
 
-def _prepared(tasks: list[tuple[Path, str, str | None]], processes: int, worker_args: tuple):
+def _prepared(tasks: list[tuple[data.Source, str | None]], processes: int, worker_args: tuple):
     """Every file's result, in corpus order; files are prepared ahead in a bounded window."""
     batches = _batches(tasks)
     processes = min(processes, len(batches))
@@ -211,10 +211,10 @@ def _sides_of(heldout_percent: int):
 
 
 def _kept_documents(prepared, cleaning_config: dict, bad: data.BadRecords, counts: dict):
-    """The documents of `prepared` that cleaning keeps, as (path, key, payload), in order; what it
+    """The documents of `prepared` that cleaning keeps, as (source, payload), in order; what it
     drops is counted in `counts` (cleaning.report's arguments), bad records go to `bad`."""
     seen: set[bytes] = set()
-    for path, key, state, digest, payload, problems in prepared:
+    for source, state, digest, payload, problems in prepared:
         for where, problem in problems:
             bad.reject(where, problem)
         counts["skipped"] += len(problems)
@@ -228,23 +228,23 @@ def _kept_documents(prepared, cleaning_config: dict, bad: data.BadRecords, count
             counts["duplicate"] += 1
             continue
         seen.add(digest)
-        yield path, key, payload
+        yield source, payload
 
 
 def _split(documents, side_of, sides: dict) -> dict | None:
-    """Hands each document to its side, `sides[side].add(side, path, key, payload)`, as
+    """Hands each document to its side, `sides[side].add(side, source, payload)`, as
     data.split_documents splits them, and returns the sides as they end up; None without a
     document. A split that leaves a side empty moves the last document, which therefore waits:
     everything on the training side holds it out; everything held out trains all the others,
     the sides swapped; a single document goes to both."""
     kept = dict.fromkeys(SPLITS, 0)
     pending = None
-    for path, key, payload in documents:
+    for source, payload in documents:
         if pending:
             sides[pending[0]].add(*pending)
-        side = side_of(key)
+        side = side_of(source.key)
         kept[side] += 1
-        pending = (side, path, key, payload)
+        pending = (side, source, payload)
     if pending is None:
         return None
     side, *last = pending
@@ -263,11 +263,11 @@ def _split(documents, side_of, sides: dict) -> dict | None:
 
 def cleaned_documents(corpus: str, cleaning_config: dict, heldout_percent: int, sides: dict, bad: data.BadRecords, processes: int | None = None) -> tuple[dict, dict]:
     """Hands every document that cleaning keeps to its side of the split, as its cleaned text
-    (`sides[side].add(side, path, key, text)`), reading and cleaning in worker processes with
+    (`sides[side].add(side, source, text)`), reading and cleaning in worker processes with
     nothing more of the corpus in memory than the window in flight; returns the sides as they end
     up (see _split) and the cleaning report."""
     worker_args = (None, cleaning_config, np.dtype(np.uint8).str, bad.max_line_chars)
-    tasks = [(path, key, "text") for path, key in data.corpus_files(corpus, bad.events)]
+    tasks = [(source, "text") for source in data.corpus_files(corpus, bad.events)]
     counts = dict.fromkeys(_DROPPED, 0)
     side_of = _sides_of(heldout_percent)
     with contextlib.closing(_prepared(tasks, processes or default_processes(), worker_args)) as prepared:
@@ -283,13 +283,13 @@ class _Blocks:
     def __init__(self, writer: _ShardWriter, splits: tuple[str, ...], worker_args: tuple):
         self.writer, self.splits, self.worker_args = writer, splits, worker_args
 
-    def add(self, side: str, path: Path, key: str, ids) -> None:
+    def add(self, side: str, source: data.Source, ids) -> None:
         if side not in self.splits:
             return
         if ids is None:
             # Its side was not tokenized, and the end of the split moved it (rare: a tiny corpus).
             _start_worker(*self.worker_args)
-            ids = _prepare_file(path, key, "ids")[4]
+            ids = _prepare_file(source, "ids")[3]
         self.writer.add(ids)
 
 
@@ -315,7 +315,7 @@ def prepare(
     dtype = _dtype(len(tokenizer))
     worker_args = (tokenizer.backend_tokenizer.to_str(), cleaning_config, dtype.str, bad.max_line_chars)
     side_of = _sides_of(heldout_percent)
-    tasks = [(path, key, "ids" if side_of(key) in splits else None) for path, key in data.corpus_files(corpus, bad.events)]
+    tasks = [(source, "ids" if side_of(source.key) in splits else None) for source in data.corpus_files(corpus, bad.events)]
     sides = {side: _Blocks(_ShardWriter(out, f"part{i}", block_size, dtype, tokenizer.eos_token_id), splits, worker_args) for i, side in enumerate(SPLITS)}
     counts = dict.fromkeys(_DROPPED, 0)
 

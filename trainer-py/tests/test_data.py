@@ -60,8 +60,31 @@ def test_corpus_files_of_other_kinds_are_left_out_and_said_to_be(tmp_path):
         def log(self, message, level="info"):
             logged.append((level, message))
 
-    assert [key for _, key in data.corpus_files(str(tmp_path), Events())] == ["cases/a.md", "statutes/c.TXT"]
+    assert [source.key for source in data.corpus_files(str(tmp_path), Events())] == ["cases/a.md", "statutes/c.TXT"]
     assert logged == [("warning", "the corpus's 5 files that are not .md/.txt are left out, e.g. README, cases/b.jsonl, cases/d.jsonl")]
+
+
+def test_a_large_corpus_file_is_read_as_parts_cut_after_line_ends(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "PART_BYTES", 1000)
+    lines = [f"第{i}条 民事主体在民事活动中的法律地位一律平等。" for i in range(200)]
+    (tmp_path / "dump.txt").write_text("\ufeff" + "\n".join(lines), "utf-8")
+    (tmp_path / "law.md").write_text("第一条 平等", "utf-8")
+    sources = data.corpus_files(str(tmp_path))
+    assert sources[0].key == "dump.txt@0" and sources[-1] == data.Source(tmp_path / "law.md", "law.md")
+    parts = sources[:-1]
+    assert len(parts) > 10 and all(part.key == f"dump.txt@{part.start}" for part in parts)
+    assert all(a.end == b.start for a, b in zip(parts, parts[1:])) and parts[-1].end == (tmp_path / "dump.txt").stat().st_size
+    texts = [data.read_document(part, None)[0] for part in parts]
+    # Every part ends at a line end, the byte-order mark is gone, and nothing is lost or doubled.
+    assert all(text.endswith("\n") for text in texts[:-1]) and "".join(texts) == "\n".join(lines)
+    assert all(1000 <= part.size < 1000 + 100 for part in parts[:-1])
+
+
+def test_a_bad_line_in_a_part_is_named_by_the_part(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "PART_BYTES", 1000)
+    (tmp_path / "dump.txt").write_text("第一条 平等\n" * 200 + "法" * 500 + "\n第三条", "utf-8")
+    with pytest.raises(InvalidInput, match=r"dump.txt \(the part from byte 3,009\):24: a line of 500 characters, over data.max_line_chars \(100\)"):
+        data.read_corpus(str(tmp_path), data.BadRecords("fail", max_line_chars=100))
 
 
 def test_skip_drops_and_counts_every_kind_of_bad_record_once(tmp_path):

@@ -67,6 +67,19 @@ def test_a_long_document_is_tokenized_in_pieces_to_the_same_ids(tokenizer, monke
     assert tokenizer.decode(ids[cut:]).replace(" ", "") == tokenizer.decode(whole[cut:]).replace(" ", "")
 
 
+def test_a_corpus_that_is_one_large_file_is_split_by_its_parts(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "PART_BYTES", 20_000)
+    (tmp_path / "corpus").mkdir()
+    statutes = sorted((SHARED_DATA / "corpus" / "statutes").rglob("*.md"))[:100]
+    (tmp_path / "corpus" / "dump.txt").write_text("\n".join(p.read_text("utf-8") for p in statutes), "utf-8")
+    index = packing.prepare(str(tmp_path / "corpus"), CLEANING, 10, tokenizer, 32, tmp_path / "blocks", processes=2)
+    # Held out part by part, as files are: not the whole file on both sides.
+    assert 0 < index["splits"]["heldout"]["documents"] < index["splits"]["train"]["documents"]
+    expected, got = reference_blocks(tmp_path / "corpus", tokenizer, 32), prepared_blocks(tmp_path / "blocks", 32)
+    for side in packing.SPLITS:
+        assert np.array_equal(got[side], expected[side]), side
+
+
 def _corpus(root, names: list[str]):
     root.mkdir()
     statutes = sorted((SHARED_DATA / "corpus" / "statutes").rglob("*.md"))
@@ -137,10 +150,10 @@ def test_a_worker_that_dies_fails_the_preparation_instead_of_hanging_it(tokenize
     corpus = _corpus(tmp_path / "corpus", _names(False, 6))
     prepare_file = packing._prepare_file
 
-    def dies_on_the_third(path, key, tokenize):
-        if path.name == sorted(p.name for p in corpus.iterdir())[2]:
+    def dies_on_the_third(source, want):
+        if source.path.name == sorted(p.name for p in corpus.iterdir())[2]:
             os._exit(9)  # as the kernel's OOM killer would end it
-        return prepare_file(path, key, tokenize)
+        return prepare_file(source, want)
 
     # Forked workers inherit the patch.
     monkeypatch.setattr(packing, "_prepare_file", dies_on_the_third)

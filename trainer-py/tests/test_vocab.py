@@ -4,6 +4,7 @@ import pytest
 import sentencepiece as spm
 from transformers import AutoTokenizer
 
+from lawgpt_trainer import data
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.stages import vocab
 
@@ -118,7 +119,7 @@ def test_a_side_of_the_corpus_writes_its_lines_out_and_keeps_only_the_start_of_i
     monkeypatch.setattr(vocab, "HELDOUT_SAMPLE_CHARS", 100)
     side = vocab._Side(tmp_path / "train.txt", 4096)
     for k in range(5):
-        side.add("train", tmp_path / f"{k}.md", f"{k}.md", f"第{k}条 " + "法" * 60 + "\n\n  第二款\n")
+        side.add("train", data.Source(tmp_path / f"{k}.md", f"{k}.md"), f"第{k}条 " + "法" * 60 + "\n\n  第二款\n")
     side.file.close()
     assert (side.documents, side.lines) == (5, 10)
     assert (tmp_path / "train.txt").read_text("utf-8").splitlines()[:3] == ["第0条 " + "法" * 60, "第二款", "第1条 " + "法" * 60]

@@ -53,7 +53,7 @@ class _Side:
         self.documents = self.lines = self.sample_chars = 0
         self.sample: list[str] = []
 
-    def add(self, side: str, path: Path, key: str, text: str) -> None:
+    def add(self, side: str, source: data.Source, text: str) -> None:
         self.documents += 1
         for line in text.splitlines():
             if line.strip():
