@@ -327,16 +327,14 @@ def _dialogue(record: dict) -> list[list[Sample]]:
 
 
 def read_dialogue(path: str, answers: str, limit: int, bad: BadRecords | None = None) -> list[Sample]:
-    """Lawyer consultations, `{question, answers[]}` or multi-turn `{turns[]}` (_dialogue): for each
-    question, a sample per answer (`all`), or the `first` or the `longest` answer (the fullest one,
-    when several lawyers answered)."""
+    """The first `limit` lawyer consultations, `{question, answers[]}` or multi-turn `{turns[]}`
+    (_dialogue): for each question, a sample per answer (`all`), or the `first` or the `longest`
+    answer (the fullest one, when several lawyers answered)."""
     samples = []
-    for questions in read_records(path, bad or BadRecords(), _dialogue):
+    for questions in islice(read_records(path, bad or BadRecords(), _dialogue), limit):
         for replies in questions:
             samples += {"all": replies, "first": replies[:1], "longest": [max(replies, key=lambda s: len(s.output))]}[answers]
-        if len(samples) >= limit:
-            break
-    return samples[:limit]
+    return samples
 
 
 def _instruction(record: dict) -> Sample:

@@ -29,6 +29,8 @@ def test_dialogue_yields_one_sample_per_answer_when_asked(tmp_path):
     path = _jsonl(tmp_path, [{"question": "欠钱不还", "answers": ["起诉", "协商"]}, {"question": "离婚", "answers": ["诉讼"]}])
     assert [s.output for s in data.read_dialogue(path, "all", 10)] == ["起诉", "协商", "诉讼"]
     assert [s.output for s in data.read_dialogue(path, "first", 10)] == ["起诉", "诉讼"]
+    # The limit counts consultations (max_dialogue_records), not the samples they give.
+    assert [s.output for s in data.read_dialogue(path, "all", 1)] == ["起诉", "协商"]
     longer = _jsonl(tmp_path, [{"question": "欠钱不还", "answers": ["起诉", "先协商，不成再起诉"]}])
     assert [s.output for s in data.read_dialogue(longer, "longest", 10)] == ["先协商，不成再起诉"]
     with pytest.raises(InvalidInput, match=r"records.jsonl:1: field 'answers'"):
