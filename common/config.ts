@@ -151,6 +151,33 @@ export function sequencesPerStep(section: { micro_batch_size: number; gradient_a
 
 const zeroStageFor = (method: 'lora' | 'full', deepspeed: DeepSpeedConfig) => (method === 'full' && worldSize(deepspeed) > 1 ? 'auto' : 2);
 
+// A stage's config as DeepSpeed's choices see it; one without a method (sft) trains LoRA.
+type UnderDeepSpeed = { compile: boolean | 'auto'; deepspeed?: DeepSpeedConfig; method?: 'lora' | 'full' };
+
+/** The config with deepspeed.zero_stage, when absent, chosen by the stage's method. */
+const withZeroStage = <C extends UnderDeepSpeed>(c: C): C =>
+  c.deepspeed && c.deepspeed.zero_stage === undefined ? { ...c, deepspeed: { ...c.deepspeed, zero_stage: zeroStageFor(c.method ?? 'lora', c.deepspeed) } } : c;
+
+const compiledOutsideZero3 = [
+  (c: UnderDeepSpeed) => !(c.compile === true && c.deepspeed && [3, 'auto'].includes(c.deepspeed.zero_stage ?? zeroStageFor(c.method ?? 'lora', c.deepspeed))),
+  {
+    path: ['compile'],
+    message:
+      'cannot be true under ZeRO-3, whose hooks gather weights inside the compiled layers, nor under "auto", which may choose it (deepspeed.zero_stage 3 or "auto", the default for full training on several processes): set deepspeed.zero_stage to 2, or compile to "auto"',
+  },
+] satisfies [unknown, { path: string[]; message: string }];
+
+// Sequences per optimizer step over all processes; when set, gradient_accumulation_steps is
+// derived from it (global = micro_batch_size x processes x accumulation), so that a stage keeps its
+// batch on any number of GPUs.
+const globalBatchSize = positiveInt.optional();
+
+const globalBatchOverProcesses = [
+  (c: { global_batch_size?: number; micro_batch_size: number; deepspeed?: DeepSpeedConfig }) =>
+    !c.global_batch_size || c.global_batch_size % (c.micro_batch_size * worldSize(c.deepspeed)) === 0,
+  { path: ['global_batch_size'], message: 'must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)' },
+] satisfies [unknown, { path: string[]; message: string }];
+
 export const PretrainConfig = z
   .object({
     ...TrainingLoop,
@@ -158,34 +185,28 @@ export const PretrainConfig = z
     block_size: positiveInt.default(128),
     // Held-out blocks scored at every checkpoint (0: none); the best checkpoint is always kept.
     eval_blocks: z.number().int().nonnegative().default(16),
-    // Sequences per optimizer step over all processes; when set, gradient_accumulation_steps is
-    // derived from it (global = micro_batch_size x processes x accumulation). LaWGPT: 128.
-    global_batch_size: positiveInt.optional(),
+    // LaWGPT pretrained with 128.
+    global_batch_size: globalBatchSize,
     // LaWGPT continued pretraining with LoRA; `full` trains every weight.
     method: z.enum(['lora', 'full']).default('lora'),
     lora: loraConfig({ r: 16, alpha: 32, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], modules_to_save: ['embed_tokens', 'lm_head'] }),
     deepspeed: DeepSpeedConfig.optional(),
   })
   .strict()
-  .refine((c) => !c.global_batch_size || c.global_batch_size % (c.micro_batch_size * worldSize(c.deepspeed)) === 0, {
-    path: ['global_batch_size'],
-    message: 'must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)',
-  })
+  .refine(...globalBatchOverProcesses)
   .refine(...profilerWithinRun)
-  .refine((c) => !(c.compile === true && c.deepspeed && [3, 'auto'].includes(c.deepspeed.zero_stage ?? zeroStageFor(c.method, c.deepspeed))), {
-    path: ['compile'],
-    message:
-      'cannot be true under ZeRO-3, whose hooks gather weights inside the compiled layers, nor under "auto", which may choose it (deepspeed.zero_stage 3 or "auto", the default for full training on several processes): set deepspeed.zero_stage to 2, or compile to "auto"',
-  })
-  .overwrite((c) => (c.deepspeed && c.deepspeed.zero_stage === undefined ? { ...c, deepspeed: { ...c.deepspeed, zero_stage: zeroStageFor(c.method, c.deepspeed) } } : c));
+  .refine(...compiledOutsideZero3)
+  .overwrite(withZeroStage);
 
 export const SftConfig = z
   .object({
     ...TrainingLoop,
     max_steps: positiveInt.default(30),
     cutoff_len: positiveInt.default(256),
-    // As deepspeed.gradient_checkpointing, for instruction tuning's one process: "auto" takes the
+    global_batch_size: globalBatchSize,
+    // As deepspeed.gradient_checkpointing, for instruction tuning in one process: "auto" takes the
     // least recomputation that sft's memory estimate fits on the GPU (README, "Per-GPU memory").
+    // Under sft.deepspeed, its own gradient_checkpointing says it.
     gradient_checkpointing: GradientCheckpointing.default(false),
     // Several samples share one sequence of up to cutoff_len tokens instead of each being padded
     // (each keeps its own prompt masked out of the loss): fewer wasted tokens on short answers.
@@ -199,9 +220,19 @@ export const SftConfig = z
     // Knowledge-graph records read (data.knowledge); each gives a question per relation, and one on
     // the whole entity where there are several.
     max_knowledge_records: positiveInt.default(300),
+    // Absent: one process, on one GPU. Present: data parallel over every slot of its hosts, as
+    // pretrain (ZeRO-2 by default: LoRA's frozen base fits each GPU whole); LaWGPT tuned on 8 GPUs.
+    deepspeed: DeepSpeedConfig.optional(),
   })
   .strict()
-  .refine(...profilerWithinRun);
+  .refine(...globalBatchOverProcesses)
+  .refine(...profilerWithinRun)
+  .refine((c) => !c.deepspeed || c.gradient_checkpointing === false, {
+    path: ['gradient_checkpointing'],
+    message: 'is for one process: under sft.deepspeed, set deepspeed.gradient_checkpointing instead',
+  })
+  .refine(...compiledOutsideZero3)
+  .overwrite(withZeroStage);
 
 export const EvalConfig = z
   .object({

@@ -104,7 +104,9 @@ describe('run config', () => {
     expect(lawgpt.pretrain).toMatchObject({ epochs: 1, micro_batch_size: 8, global_batch_size: 128, learning_rate: 3e-4, block_size: 1024, method: 'lora' });
     expect(lawgpt.pretrain.lora).toMatchObject({ r: 16, alpha: 32, dropout: 0.05, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });
     expect(lawgpt.pretrain.deepspeed).toMatchObject({ profile: 'v100', zero_stage: 2, gradient_checkpointing: 'auto', hosts: [{ host: 'localhost', slots: 8 }] });
-    expect(lawgpt.sft).toMatchObject({ epochs: 20, micro_batch_size: 8, gradient_accumulation_steps: 8, cutoff_len: 256 });
+    // 64 sequences a step, as one GPU took them 8 x 8, over the node's 8 GPUs.
+    expect(lawgpt.sft).toMatchObject({ epochs: 20, micro_batch_size: 8, global_batch_size: 64, cutoff_len: 256 });
+    expect(lawgpt.sft.deepspeed).toMatchObject({ profile: 'v100', zero_stage: 2, gradient_checkpointing: 'auto', hosts: [{ host: 'localhost', slots: 8 }] });
     expect(lawgpt.sft.lora).toMatchObject({ r: 8, alpha: 16, target_modules: ['q_proj', 'v_proj'] });
 
     const bentsao = parseRunConfig(read('bentsao.json'));
@@ -193,6 +195,18 @@ describe('run config', () => {
     }
     expect(problems({ ...demo, pretrain: { compile: 'yes' } }).map((p) => p.split(':')[0])).toEqual(['pretrain.compile']);
     expect(parseRunConfig(read('lawgpt.json')).pretrain.compile).toBe('auto');
+  });
+
+  it('tunes instructions data parallel under sft.deepspeed, with its own recomputation setting there', () => {
+    const sft = (section: object) => parseRunConfig({ ...demo, sft: { ...demo.sft, ...section } }).sft;
+    expect(sft({}).deepspeed).toBeUndefined();
+    expect(sft({ deepspeed: { profile: 'v100', hosts: [{ host: 'localhost', slots: 8 }] } }).deepspeed).toMatchObject({ zero_stage: 2, gradient_checkpointing: false });
+    expect(sft({ deepspeed: { profile: 'v100', zero_stage: 3 } }).deepspeed?.zero_stage).toBe(3);
+    expect(problems({ ...demo, sft: { ...demo.sft, gradient_checkpointing: 'auto', deepspeed: { profile: 'v100' } } })).toEqual([
+      'sft.gradient_checkpointing: is for one process: under sft.deepspeed, set deepspeed.gradient_checkpointing instead',
+    ]);
+    expect(problems({ ...demo, sft: { ...demo.sft, compile: true, deepspeed: { profile: 'v100', zero_stage: 3 } } }).map((p) => p.split(':')[0])).toEqual(['sft.compile']);
+    expect(sft({ compile: true, deepspeed: { profile: 'v100' } }).compile).toBe(true);
   });
 
   it('profiles only steps the stage will run', () => {

@@ -268,12 +268,16 @@ DEEPSPEED_LEVERS = "lower micro_batch_size, checkpoint more layers (deepspeed.gr
 ONE_PROCESS_LEVERS = "lower micro_batch_size or cutoff_len, or checkpoint more layers (sft.gradient_checkpointing)"
 
 
+def as_estimated(config: dict) -> dict:
+    """A stage's config as the estimate reads it: sft's as LoRA on sequences of cutoff_len tokens."""
+    return {**config, "method": "lora", "block_size": config["cutoff_len"]} if "cutoff_len" in config else config
+
+
 def as_one_process(config: dict, on_gpu: bool) -> dict:
     """A one-process LoRA stage's config (sft) as the estimate reads a DeepSpeed stage's: no ZeRO, in
-    half precision on a GPU (its frozen base is loaded so, and autocast computes in it), sequences
-    of cutoff_len tokens."""
+    half precision on a GPU (its frozen base is loaded so, and autocast computes in it)."""
     deepspeed = {"zero_stage": 0, "profile": "v100" if on_gpu else "cpu", "gradient_checkpointing": config["gradient_checkpointing"]}
-    return {**config, "method": "lora", "block_size": config["cutoff_len"], "deepspeed": deepspeed}
+    return {**as_estimated(config), "deepspeed": deepspeed}
 
 
 def plan_one_process(shape: Shape, config: dict, device_bytes: int | None, events) -> tuple[bool | int, dict[str, int]]:

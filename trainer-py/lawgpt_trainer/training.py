@@ -431,7 +431,7 @@ def device_memory_plan(request: dict, model_dir: str, vocab: int, events) -> tup
     that cannot fit stops here (memory.check_fits). `memory_estimate_bytes` goes beside
     `gpu_peak_bytes` in the metrics, with the `zero_stage` trained under. One process on a GPU
     trains under autocast, which the estimate does not model."""
-    config = request["config"]
+    config = memory.as_estimated(request["config"])
     deepspeed = config.get("deepspeed")
     if not deepspeed:
         return None, {}

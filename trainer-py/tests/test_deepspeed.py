@@ -280,3 +280,24 @@ def test_full_training_under_zero3_loads_the_model_partitioned(pipeline, tiny_da
     assert 0 < metrics["host_rss_before_model_bytes"] < metrics["host_peak_rss_bytes"]
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "full" / "out" / "model")
     assert sum(p.numel() for p in model.parameters()) == metrics["model_parameters"]
+
+
+def test_instruction_tuning_trains_data_parallel_and_folds_on_rank_0(pipeline, tiny_data, tmp_path):
+    deepspeed = {**two_process_config()["deepspeed"], "zero_stage": 2, "gradient_checkpointing": False}
+    config = {**CONFIGS["sft"], "max_steps": 4, "checkpoint_steps": 2, "learning_rate": 5e-3, "deepspeed": deepspeed}
+    inputs = {"model": pipeline["pretrain"].output_dir / "model", "dialogue": tiny_data["dialogue"], "instructions": tiny_data["instructions"]}
+    run = run_stage("sft", inputs, tmp_path, config)
+    completed = run.completed()
+    metrics = completed["metrics"]
+    assert (metrics["processes"], metrics["zero_stage"]) == (2, 2)
+    assert metrics["final_loss"] < metrics["first_loss"] and metrics["memory_estimate_bytes"] > 0
+    # Each rank took its half of every step's samples: both ranks' state is in each checkpoint.
+    checkpoints = [e for e in run.events if e["event"] == "checkpoint"]
+    assert [c["step"] for c in checkpoints] == [2, 4]
+    manifest = json.loads((run.output_dir / checkpoints[0]["path"] / "manifest.json").read_text("utf-8"))
+    assert manifest["world_size"] == 2 and {"rng_state_0.pth", "rng_state_1.pth"} <= {f["path"] for f in manifest["files"]}
+    # Rank 0 folded the adapter into a standalone model that loads and generates.
+    assert completed["outputs"] == {"adapter": "adapter", "model": "model"}
+    model = AutoModelForCausalLM.from_pretrained(run.output_dir / "model")
+    tokenizer = AutoTokenizer.from_pretrained(run.output_dir / "model")
+    assert model.generate(**tokenizer("欠钱不还怎么办", return_tensors="pt"), max_new_tokens=3, do_sample=False).shape[1] > 0

@@ -1,14 +1,16 @@
 """sft: instruction tuning with LoRA on lawyer consultations, judicial-exam questions, Alpaca-shape
-instructions and knowledge-graph records; the loss covers the response tokens only. Writes the
-adapter and the standalone merged model."""
+instructions and knowledge-graph records; the loss covers the response tokens only. In one process,
+or data parallel under DeepSpeed (every rank reads the samples; rank 0 folds). Writes the adapter
+and the standalone merged model."""
 
 from pathlib import Path
 
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from lawgpt_trainer import data, merge, prompt, startup, training
+from lawgpt_trainer import data, distributed, merge, prompt, startup, training
 from lawgpt_trainer.prompt import IGNORE_INDEX, encode
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
@@ -77,26 +79,40 @@ def run(request: dict, events) -> tuple[dict, dict]:
     startup.mark("data")
 
     # Loaded once the data is known to be usable and the model to fit: a bad file fails the stage
-    # before the model costs anything.
-    checkpointing, planned = training.one_process_memory_plan(request, request["inputs"]["model"], len(tokenizer), events)
+    # before the model costs anything. Under DeepSpeed the arguments come first (training.arguments).
+    model_dir = request["inputs"]["model"]
+    deepspeed, planned = training.device_memory_plan(request, model_dir, len(tokenizer), events)
+    checkpointing = False
+    if not deepspeed:
+        checkpointing, planned = training.one_process_memory_plan(request, model_dir, len(tokenizer), events)
+    args = training.arguments(request, evaluates=False, deepspeed=deepspeed, gradient_checkpointing=checkpointing)
     before = training.host_rss_bytes()
-    model = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.load_options(config, request["inputs"]["model"], partitioned=False, lora=True))
+    zero3 = bool(deepspeed) and deepspeed["zero_stage"] == 3
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **training.load_options(config, model_dir, partitioned=zero3, lora=True))
     loaded = training.host_rss_bytes() - before
-    parameters = sum(p.numel() for p in model.parameters())
+    parameters = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     model = merge.with_lora(model, config["lora"])
     training.trainable_in_fp32(model, config)
-    args = training.arguments(request, evaluates=False, deepspeed=None, gradient_checkpointing=checkpointing)
     startup.mark("model")
-    trainer, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer), training.compiles(config, None))
+    trainer, trained = training.train(model, args, dataset, pad_collator(tokenizer.unk_token_id), request, events, len(tokenizer), training.compiles(config, deepspeed))
 
-    model.save_pretrained(out / "adapter")
+    if deepspeed:
+        # Collective: under ZeRO-3 the ranks gather the adapter's shards.
+        trainer.save_model(str(out / "adapter"))
+        if not distributed.is_main():
+            return {}, {}
+    else:
+        model.save_pretrained(out / "adapter")
     # Folded into the base as stored, not into the copy trained on (half precision on a GPU); the
     # trained copy goes first, so that the process never holds two models.
     accelerator = trainer.accelerator
     del model, trainer
     training.release(accelerator)
-    base = AutoModelForCausalLM.from_pretrained(request["inputs"]["model"], **training.fold_options(config))
+    # The run's DeepSpeed config would make from_pretrained partition the base across ranks that
+    # have finished; the fold happens in this process alone.
+    unset_hf_deepspeed_config()
+    base = AutoModelForCausalLM.from_pretrained(model_dir, **training.fold_options(config))
     merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer), out / "model")
-    tok.save_with_model(tokenizer, request["inputs"]["model"], out / "model")
+    tok.save_with_model(tokenizer, model_dir, out / "model")
     metrics = {"train_samples": samples_count, "samples_over_cutoff": over_cutoff, "samples_quoting_exam": quoting_exam, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, before, loaded), **planned}
     return {"adapter": "adapter", "model": "model"}, metrics
