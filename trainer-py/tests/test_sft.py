@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -12,7 +13,7 @@ from conftest import CONFIGS, run_stage
 from lawgpt_trainer import prompt
 from lawgpt_trainer.data import BadRecords, Sample
 from lawgpt_trainer.prompt import IGNORE_INDEX, encode
-from lawgpt_trainer.stages.sft import pad_collator
+from lawgpt_trainer.stages.sft import compact, pad_collator
 
 
 def test_prompt_tokens_are_masked_out_of_the_loss(pipeline):
@@ -34,7 +35,8 @@ def test_cutoff_keeps_labels_aligned(pipeline):
 
 
 def test_padding_is_masked_too():
-    batch = pad_collator(0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [5], "labels": [5]}])
+    batch = pad_collator(0)([compact({"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}), compact({"input_ids": [5], "labels": [5]})])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]] and batch["input_ids"].dtype == torch.long
     assert batch["labels"].tolist() == [[-100, 6, 7], [5, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
@@ -132,12 +134,12 @@ def test_a_knowledge_graph_alone_is_enough(pipeline, tmp_path):
 def test_packing_fills_sequences_up_to_the_cutoff_and_keeps_each_prompt_masked():
     from lawgpt_trainer.stages.sft import pack_samples
 
-    sample = lambda n, prompt: {"input_ids": list(range(n)), "labels": [IGNORE_INDEX] * prompt + list(range(prompt, n))}  # noqa: E731
+    sample = lambda n, prompt: compact({"input_ids": list(range(n)), "labels": [IGNORE_INDEX] * prompt + list(range(prompt, n))})  # noqa: E731
     encoded = [sample(4, 2), sample(5, 3), sample(8, 1), sample(2, 1)]
     packed = pack_samples(encoded, cutoff_len=10)
     assert [len(p["input_ids"]) for p in packed] == [9, 10]
-    assert sum((p["input_ids"] for p in packed), []) == sum((e["input_ids"] for e in encoded), [])
-    assert packed[0]["labels"] == encoded[0]["labels"] + encoded[1]["labels"]
+    assert np.concatenate([p["input_ids"] for p in packed]).tolist() == np.concatenate([e["input_ids"] for e in encoded]).tolist()
+    assert packed[0]["labels"].tolist() == encoded[0]["labels"].tolist() + encoded[1]["labels"].tolist()
 
 
 def test_packed_instruction_tuning_trains_on_fewer_sequences(pipeline, tiny_data, tmp_path):
