@@ -1,6 +1,7 @@
 // Notices a trainer that has hung: alive, so the worker heartbeats on, but reporting nothing (a
 // kernel that never returns on a failing GPU, a dead network filesystem, a deadlocked data loader).
 // Left alone it would hold its GPUs until the stage timeout, a week in configs/lawgpt.json.
+import { RuntimeConfig } from '../common/config.js';
 import type { TrainerEvent } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
 
@@ -16,11 +17,15 @@ export interface Stall {
   totalSteps: number;
 }
 
+// A run started before runtime.stall_timeout_seconds existed carries none in its config.
+const DEFAULT_SECONDS = RuntimeConfig.parse({}).stall_timeout_seconds;
+
 /**
  * Aborts `signal` when a watched stage's trainer, once it has reported progress (before that it
  * loads data and models, for as long as they take), then reports nothing at all for `seconds`.
  */
-export function stallWatch(stage: StageName, seconds: number) {
+export function stallWatch(stage: StageName, configured: number | undefined) {
+  const seconds = configured ?? DEFAULT_SECONDS;
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   let last: { step: number; totalSteps: number } | undefined;

@@ -303,7 +303,8 @@ export const RuntimeConfig = z
     // long is taken for hung (its worker heartbeats on): it is stopped as by a cancel, and the
     // attempt fails retryably. Training reports every logging_steps steps and every checkpoint:
     // keep this above the time those steps take, plus a checkpoint save and a held-out evaluation.
-    stall_timeout_seconds: positiveInt.default(1800),
+    // At most setTimeout's 24.8 days, past which Node fires it at once.
+    stall_timeout_seconds: positiveInt.max(2_147_483).default(1800),
     // A stage that waits for a person's approval (the `approve` update: start-run approve, the UI)
     // before it starts, e.g. pretrain, before days of GPU time; the run fails if none comes in time.
     approve_before: StageName.optional(),

@@ -52,6 +52,15 @@ describe('stallWatch', () => {
     expect(evaluating.signal.aborted).toBe(true);
   });
 
+  it("takes the default for a run whose config predates the setting", () => {
+    const watch = stallWatch('pretrain', undefined);
+    watch.heard(progress(1));
+    vi.advanceTimersByTime(29 * MINUTE);
+    expect(watch.signal.aborted).toBe(false);
+    vi.advanceTimersByTime(MINUTE);
+    expect(watch.stalled()).toEqual({ seconds: 1800, step: 1, totalSteps: 50 });
+  });
+
   it('never aborts after the trainer has exited', () => {
     const watch = stallWatch('pretrain', 600);
     watch.heard(progress(50));

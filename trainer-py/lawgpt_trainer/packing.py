@@ -97,9 +97,9 @@ def encode(tokenizer, text: str, dtype: np.dtype) -> np.ndarray:
 
 
 def _prepare_file(source: data.Source, want: str | None) -> tuple:
-    """(source, state, digest, payload, problems): state is blank (not a document), short, or
-    kept; payload is what `want`s of the cleaned text, its token "ids" or the "text" itself;
-    problems are its bad records (data.BadRecords)."""
+    """One document, a file or a part of one, as (source, state, digest, payload, problems): state
+    is blank (not a document), short, or kept; payload is what `want`s of the cleaned text, its
+    token "ids" or the "text" itself; problems are its bad records (data.BadRecords)."""
     text, problems = data.read_document(source, _worker["max_line_chars"])
     if text is None or not text.strip():
         return source, "blank", None, None, problems
@@ -273,7 +273,7 @@ def cleaned_documents(corpus: str, cleaning_config: dict, heldout_percent: int, 
     with contextlib.closing(_prepared(tasks, processes or default_processes(), worker_args)) as prepared:
         ended = _split(_kept_documents(prepared, cleaning_config, bad, counts), side_of, sides)
     if ended is None:
-        raise cleaning.nothing_left(corpus, len(tasks), counts["documents"])
+        raise cleaning.nothing_left(corpus, len({source.path for source, _ in tasks}), counts["documents"])
     return ended, cleaning.report(**counts)
 
 
@@ -323,7 +323,7 @@ def prepare(
     with contextlib.closing(_prepared(tasks, processes or default_processes(), worker_args)) as prepared:
         ended = _split(_kept_documents(prepared, cleaning_config, bad, counts), side_of, sides)
     if ended is None:
-        raise cleaning.nothing_left(corpus, len(tasks), counts["documents"])
+        raise cleaning.nothing_left(corpus, len({source.path for source, _ in tasks}), counts["documents"])
 
     index = {
         "format_version": FORMAT_VERSION,

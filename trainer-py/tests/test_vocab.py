@@ -113,10 +113,12 @@ def test_a_line_too_long_for_sentencepiece_goes_in_pieces_cut_after_sentence_end
     pieces = list(vocab._sentences(endless, 300))
     assert "".join(pieces) == endless and all(len(p.encode("utf-8")) <= 300 for p in pieces)
     assert list(vocab._sentences("第一条 平等。", 300)) == ["第一条 平等。"]
+    # A limit under one character's bytes still moves on, a character at a time.
+    assert list(vocab._sentences("民法典", 2)) == ["民", "法", "典"]
 
 
 def test_a_side_of_the_corpus_writes_its_lines_out_and_keeps_only_the_start_of_its_text(tmp_path, monkeypatch):
-    monkeypatch.setattr(vocab, "HELDOUT_SAMPLE_CHARS", 100)
+    monkeypatch.setattr(vocab, "SAMPLE_CHARS", 100)
     side = vocab._Side(tmp_path / "train.txt", 4096)
     for k in range(5):
         side.add("train", data.Source(tmp_path / f"{k}.md", f"{k}.md"), f"第{k}条 " + "法" * 60 + "\n\n  第二款\n")

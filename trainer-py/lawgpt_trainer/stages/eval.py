@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import find_executable_batch_size
+from transformers import AutoTokenizer
 
 from lawgpt_trainer import data, exam, generate, packing, short_answer
 
@@ -85,7 +86,6 @@ def run(request: dict, events) -> tuple[dict, dict]:
     short_answer_items = data.read_short_answer_questions(inputs["short_answer"], config["max_short_answers"], bad) if "short_answer" in inputs else []
     models = {"model": "final"} | {name: prefix for name, prefix in COMPARED.items() if name in inputs}
     candidates = sum(len(exam.candidates(q)) for q in questions)
-    progress = Progress(events, len(models) * (1 + candidates) + len(questions) + len(short_answer_items))
 
     # Held-out blocks per tokenizer, with their characters: the final and the pretrained model share them.
     prepared: dict[str, tuple[packing.Blocks, int]] = {}
@@ -98,6 +98,13 @@ def run(request: dict, events) -> tuple[dict, dict]:
             blocks = packing.load(folder, config["block_size"], heldout_limit=config["max_heldout_blocks"])[1]
             prepared[key] = blocks, characters(tokenizer, blocks)
         return prepared[key]
+
+    # Every tokenizer's blocks before the first progress report: each reads the whole corpus
+    # (minutes at LaWGPT's size) without reporting, and the orchestrator takes a trainer that has
+    # reported progress and then goes silent for runtime.stall_timeout_seconds for hung.
+    for name in models:
+        heldout(AutoTokenizer.from_pretrained(inputs[name]))
+    progress = Progress(events, len(models) * (1 + candidates) + len(questions) + len(short_answer_items))
 
     scored, by_subject, answers, on_exam, short_answer_results = {}, {"loglik": defaultdict(list), "generated": defaultdict(list)}, [], {}, []
     def score(name: str, prefix: str) -> None:

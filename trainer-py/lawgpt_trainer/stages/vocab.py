@@ -11,9 +11,10 @@ from lawgpt_trainer import data, packing
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
-# Held-out text the merged tokenizer is measured on: its rates need no more, and a large corpus
-# holds gigabytes of it.
-HELDOUT_SAMPLE_CHARS = 4_000_000
+# Text each side keeps for measuring the tokenizers on, the held-out side's once the split ends (a
+# split that holds out nothing swaps the sides): rates need no more, and a large corpus holds
+# gigabytes of held-out text.
+SAMPLE_CHARS = 4_000_000
 # After a sentence's end, where a line too long for SentencePiece is cut.
 _SENTENCE_END = re.compile(r"(?<=[。！？；!?;])")
 
@@ -34,7 +35,8 @@ def _sentences(line: str, max_bytes: int):
         if piece:
             yield piece
         while length > max_bytes:
-            head = sentence.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+            # At least one character, even one longer than the limit (SentencePiece skips it).
+            head = sentence.encode("utf-8")[:max_bytes].decode("utf-8", "ignore") or sentence[0]
             yield head
             sentence = sentence[len(head) :]
             length = len(sentence.encode("utf-8"))
@@ -60,7 +62,7 @@ class _Side:
                 for sentence in _sentences(line.strip(), self.max_sentence_bytes):
                     self.file.write(sentence + "\n")
                     self.lines += 1
-        room = HELDOUT_SAMPLE_CHARS - self.sample_chars
+        room = SAMPLE_CHARS - self.sample_chars
         if room > 0:
             self.sample.append(text[:room])
             self.sample_chars += len(self.sample[-1])
