@@ -261,20 +261,25 @@ def _split(documents, side_of, sides: dict) -> dict | None:
     return sides
 
 
-def cleaned_documents(corpus: str, cleaning_config: dict, heldout_percent: int, sides: dict, bad: data.BadRecords, processes: int | None = None) -> tuple[dict, dict]:
-    """Hands every document that cleaning keeps to its side of the split, as its cleaned text
-    (`sides[side].add(side, source, text)`), reading and cleaning in worker processes with
-    nothing more of the corpus in memory than the window in flight; returns the sides as they end
-    up (see _split) and the cleaning report."""
-    worker_args = (None, cleaning_config, np.dtype(np.uint8).str, bad.max_line_chars)
-    tasks = [(source, "text") for source in data.corpus_files(corpus, bad.events)]
+def _read_split(corpus: str, tasks: list, worker_args: tuple, cleaning_config: dict, heldout_percent: int, sides: dict, bad: data.BadRecords, processes: int | None) -> tuple[dict, dict]:
+    """Reads, cleans and splits the corpus's `tasks` in worker processes, handing each kept
+    document to its side (_split); returns the sides as they end up and the cleaning report."""
     counts = dict.fromkeys(_DROPPED, 0)
-    side_of = _sides_of(heldout_percent)
+    # Closed however reading ends, a bad record's error included: the workers stop there.
     with contextlib.closing(_prepared(tasks, processes or default_processes(), worker_args)) as prepared:
-        ended = _split(_kept_documents(prepared, cleaning_config, bad, counts), side_of, sides)
+        ended = _split(_kept_documents(prepared, cleaning_config, bad, counts), _sides_of(heldout_percent), sides)
     if ended is None:
         raise cleaning.nothing_left(corpus, len({source.path for source, _ in tasks}), counts["documents"])
     return ended, cleaning.report(**counts)
+
+
+def cleaned_documents(corpus: str, cleaning_config: dict, heldout_percent: int, sides: dict, bad: data.BadRecords, processes: int | None = None) -> tuple[dict, dict]:
+    """Hands every document that cleaning keeps to its side of the split, as its cleaned text
+    (`sides[side].add(side, source, text)`), with nothing more of the corpus in memory than the
+    window in flight; returns the sides as they end up (see _split) and the cleaning report."""
+    worker_args = (None, cleaning_config, np.dtype(np.uint8).str, bad.max_line_chars)
+    tasks = [(source, "text") for source in data.corpus_files(corpus, bad.events)]
+    return _read_split(corpus, tasks, worker_args, cleaning_config, heldout_percent, sides, bad, processes)
 
 
 class _Blocks:
@@ -308,8 +313,8 @@ def prepare(
 
     Cleaning and the split are those of cleaning.clean and data.split_documents, so the blocks
     equal what packing every document of each side in order would give. Only the `splits` asked
-    for are tokenized (eval needs held-out text alone). Bad records (an unreadable file, an over-long line) go to
-    `bad`, and the index's report counts them."""
+    for are tokenized (eval needs held-out text alone). Bad records (an unreadable file, an
+    over-long line) go to `bad`, and the index's report counts them."""
     out.mkdir(parents=True, exist_ok=True)
     bad = bad or data.BadRecords()
     dtype = _dtype(len(tokenizer))
@@ -317,20 +322,14 @@ def prepare(
     side_of = _sides_of(heldout_percent)
     tasks = [(source, "ids" if side_of(source.key) in splits else None) for source in data.corpus_files(corpus, bad.events)]
     sides = {side: _Blocks(_ShardWriter(out, f"part{i}", block_size, dtype, tokenizer.eos_token_id), splits, worker_args) for i, side in enumerate(SPLITS)}
-    counts = dict.fromkeys(_DROPPED, 0)
-
-    # Closed however reading ends, a bad record's error included: the workers stop there.
-    with contextlib.closing(_prepared(tasks, processes or default_processes(), worker_args)) as prepared:
-        ended = _split(_kept_documents(prepared, cleaning_config, bad, counts), side_of, sides)
-    if ended is None:
-        raise cleaning.nothing_left(corpus, len({source.path for source, _ in tasks}), counts["documents"])
+    ended, report = _read_split(corpus, tasks, worker_args, cleaning_config, heldout_percent, sides, bad, processes)
 
     index = {
         "format_version": FORMAT_VERSION,
         "block_size": block_size,
         "dtype": dtype.name,
         "splits": {split: ended[split].writer.publish(split) for split in SPLITS},
-        "report": cleaning.report(**counts),
+        "report": report,
     }
     (out / f"{INDEX_FILE}.partial").write_text(json.dumps(index, indent=2), "utf-8")
     (out / f"{INDEX_FILE}.partial").rename(out / INDEX_FILE)
