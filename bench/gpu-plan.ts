@@ -71,17 +71,34 @@ export function plan(smoke: boolean) {
         deepspeed: { ...lawgpt.pretrain.deepspeed, profile: smoke ? 'cpu' : 'v100', hosts: [{ host: 'localhost', slots: 1 }], ...(zero_stage && { zero_stage }) },
       },
     }).pretrain;
+  const shortSft = { epochs: undefined, max_steps: smoke ? 2 : 3, checkpoint_steps: 1000, logging_steps: 1, warmup_steps: 0 };
   const sft = parseRunConfig({
     ...bentsao,
-    sft: { ...bentsao.sft, epochs: undefined, max_steps: smoke ? 2 : 3, checkpoint_steps: 1000, logging_steps: 1, warmup_steps: 0, ...(smoke && { micro_batch_size: 2, gradient_accumulation_steps: 2 }) },
+    sft: { ...bentsao.sft, ...shortSft, ...(smoke && { micro_batch_size: 2, gradient_accumulation_steps: 2 }) },
+  }).sft;
+  // LaWGPT's instruction tuning as the recipe runs it, under DeepSpeed, on one of its eight slots:
+  // a rank's memory is the same at any number of them (the ZeRO-2 partitions are of LoRA's few
+  // weights), so this row checks the per-rank estimate the recipe's V100 plan rests on.
+  const lawgptSft = parseRunConfig({
+    ...lawgpt,
+    sft: {
+      ...lawgpt.sft,
+      ...shortSft,
+      ...(smoke && { micro_batch_size: 2, global_batch_size: 4 }),
+      deepspeed: { ...lawgpt.sft.deepspeed, profile: smoke ? 'cpu' : 'v100', hosts: [{ host: 'localhost', slots: 1 }] },
+    },
   }).sft;
   const tiny = Object.keys(SMOKE_SHAPE)[0];
   const [small, wide] = smoke ? [tiny, tiny] : ['1.1B', '7B-width-4-layers'];
-  const measured = (shape: string, method: 'lora' | 'full', zero_stage?: number, checkpoint_steps?: number): Row => {
-    const config = pretrain(method, zero_stage, checkpoint_steps);
-    const start = deepspeedStart(config.deepspeed!, trainerArgs('pretrain', '{request}', true), {});
-    return { name: `${shape} ${method}`, stage: 'pretrain', shape, config, launcher: start.args, launcher_env: start.env, launcher_files: start.files };
+  const launched = (stage: Row['stage'], config: Row['config']) => {
+    const start = deepspeedStart(config.deepspeed!, trainerArgs(stage, '{request}', true), {});
+    return { stage, config, launcher: start.args, launcher_env: start.env, launcher_files: start.files };
   };
+  const measured = (shape: string, method: 'lora' | 'full', zero_stage?: number, checkpoint_steps?: number): Row => ({
+    name: `${shape} ${method}`,
+    shape,
+    ...launched('pretrain', pretrain(method, zero_stage, checkpoint_steps)),
+  });
   // The recipe's `compile` is "auto": the GPU rows compile their layers but under ZeRO-3; on the CPU,
   // where "auto" stays eager, the smoke plan compiles anyway, to check that path.
   const recipeLora = measured(small, 'lora', undefined, resumedAt);
@@ -91,7 +108,8 @@ export function plan(smoke: boolean) {
   // matters least: the small shape's LoRA (compiled, the recipe's way), its full training under
   // the one-process ZeRO stage, the resume (a fresh worker given what the first row compiled,
   // through the compile cache), the same LoRA eager (what compiling gains); the widest shape's
-  // full training under ZeRO-3; BenTsao's row; last the widest shape's LoRA, measured before.
+  // full training under ZeRO-3; BenTsao's row; LaWGPT's under DeepSpeed (never yet on a GPU); last
+  // the widest shape's LoRA, measured before.
   // The smoke plan's one shape is both, so it trains in full once, under ZeRO-3.
   const rows: Row[] = [
     lora,
@@ -100,6 +118,7 @@ export function plan(smoke: boolean) {
     { ...lora, name: `${lora.name} eager`, config: { ...lora.config, compile: false, checkpoint_steps: steps } },
     measured(wide, 'full', 3),
     { name: `${sftShape} sft (BenTsao)`, stage: 'sft', shape: sftShape, config: sft, scale_to_layers: 32 },
+    { name: `${sftShape} sft (LaWGPT, DeepSpeed)`, shape: sftShape, ...launched('sft', lawgptSft), scale_to_layers: 32 },
     ...(smoke ? [] : [measured(wide, 'lora')]),
   ];
   const run = parseRunConfig(lawgpt);

@@ -1,8 +1,9 @@
 // The GPU benchmark's plan (bench/gpu-plan.ts), which bench/gpu.py turns into trainer requests on
 // a machine where nothing can be fixed: every row must make a request the contract accepts.
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CONTRACT_VERSION, TrainerRequest } from '../common/contract.js';
-import { describeIssues, type RunConfig } from '../common/config.js';
+import { describeIssues, parseRunConfig, type RunConfig } from '../common/config.js';
 import { plan } from '../bench/gpu-plan.js';
 
 // What gpu.py gives each stage as inputs (paths are its own).
@@ -43,6 +44,7 @@ describe('the GPU benchmark plan', () => {
       '1.1B lora eager': false,
       '7B-width-4-layers full': 'auto',
       '7B-8-of-32-layers sft (BenTsao)': false,
+      '7B-8-of-32-layers sft (LaWGPT, DeepSpeed)': false,
       '7B-width-4-layers lora': 'auto',
     });
     // On the CPU "auto" would not compile: the smoke plan forces it, to check the compiled path.
@@ -74,13 +76,27 @@ describe('the GPU benchmark plan', () => {
       '1.1B lora eager',
       '7B-width-4-layers full',
       '7B-8-of-32-layers sft (BenTsao)',
+      '7B-8-of-32-layers sft (LaWGPT, DeepSpeed)',
       '7B-width-4-layers lora',
     ]);
   });
 
+  it("tunes LaWGPT's instructions as its recipe does, under DeepSpeed, on one of the recipe's slots", () => {
+    const recipe = parseRunConfig(JSON.parse(readFileSync('configs/lawgpt.json', 'utf8'))).sft;
+    const row = plan(false).rows.find((r) => r.name.includes('LaWGPT'))!;
+    const config = row.config as RunConfig['sft'];
+    expect(recipe.deepspeed!.hosts).toEqual([{ host: 'localhost', slots: 8 }]);
+    expect(config.deepspeed!.hosts).toEqual([{ host: 'localhost', slots: 1 }]);
+    expect({ ...config.deepspeed, hosts: undefined }).toEqual({ ...recipe.deepspeed, hosts: undefined });
+    expect([config.micro_batch_size, config.global_batch_size, config.lora, config.cutoff_len]).toEqual([recipe.micro_batch_size, recipe.global_batch_size, recipe.lora, recipe.cutoff_len]);
+    // One slot is the rank itself, with the environment DeepSpeed's launcher would give it.
+    expect(row.launcher!.slice(0, 2)).toEqual(['-m', 'lawgpt_trainer']);
+    expect(row.launcher_env).toMatchObject({ RANK: '0', WORLD_SIZE: '1' });
+  });
+
   it('launches the trainer as the activity does, waiting for its request', () => {
     for (const row of plan(false).rows.filter((r) => r.launcher)) {
-      expect(row.launcher!.slice(-5)).toEqual(['lawgpt_trainer', 'pretrain', '--request', '{request}', '--wait-for-request']);
+      expect(row.launcher!.slice(-5)).toEqual(['lawgpt_trainer', row.stage, '--request', '{request}', '--wait-for-request']);
     }
   });
 });
