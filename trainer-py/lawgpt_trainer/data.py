@@ -1,6 +1,7 @@
 """Reading the pipeline's data formats, with errors that name file, line and field, and the
 held-out split every stage applies the same way."""
 
+import codecs
 import hashlib
 import json
 import re
@@ -225,20 +226,27 @@ def split_documents(docs: list[Document], heldout_percent: int) -> tuple[list[Do
 
 
 def _is_json_array(path: str) -> bool:
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            if line.strip():
-                return line.lstrip().startswith("[")
+    """Whether the file's first character after any byte-order mark and white space is '[': read a
+    piece at a time, since a minified array is one line of the whole file."""
+    with open(path, "rb") as f:
+        if f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            f.seek(0)
+        while piece := f.read(1 << 16):
+            if piece.strip():
+                return piece.lstrip().startswith(b"[")
     return False
 
 
 def _decoded(path: str, bad: BadRecords):
     """(where, value) for every record of a JSONL file, or of a JSON array file (the `.json` that
     Alpaca's and BenTsao's own scripts read), read whole: such files are megabytes, and the line
-    limit is for JSONL. What does not decode goes to `bad`; an array file that does not is refused."""
+    limit is for JSONL. What does not decode (a line that is no JSON, or no UTF-8: one stray byte
+    in a scraped export) goes to `bad`; an array file that does not is refused."""
     if _is_json_array(path):
         try:
             records = json.loads(Path(path).read_text("utf-8-sig"))
+        except UnicodeDecodeError as e:
+            raise InvalidInput(f"{path}: not UTF-8 text ({e.reason} at byte {e.start:,})") from None
         except json.JSONDecodeError as e:
             # More after a first value: JSONL whose first line is an array (a bad record, below).
             if e.msg != "Extra data":
@@ -246,12 +254,17 @@ def _decoded(path: str, bad: BadRecords):
         else:
             yield from ((f"{path}: record {number}", record) for number, record in enumerate(records, start=1))
             return
-    with open(path, encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                bad.reject(where, f"not UTF-8 text ({e.reason} at byte {e.start:,} of the line)")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
-            problem = long_line(line.rstrip("\n"), bad.max_line_chars)
+            problem = long_line(line.rstrip("\r\n"), bad.max_line_chars)
             if problem:
                 bad.reject(where, problem)
                 continue

@@ -1,5 +1,6 @@
 """Data formats: clear errors naming file and line, and a held-out split decided by keys alone."""
 
+import codecs
 import json
 
 import pytest
@@ -294,6 +295,22 @@ def test_json_array_files_and_byte_order_marks_read_as_jsonl_does(tmp_path):
     bom = tmp_path / "bom.jsonl"
     bom.write_text("\ufeff" + json.dumps(good), "utf-8")
     assert len(data.read_instructions(str(bom), 10)) == 1
+
+
+def test_a_line_that_is_no_utf8_is_a_bad_record_and_an_array_file_that_is_not_is_refused(tmp_path):
+    good = json.dumps({"question": "欠钱不还", "answers": ["起诉"]}, ensure_ascii=False).encode("utf-8")
+    stray = json.dumps({"question": "离婚", "answers": ["诉讼"]}, ensure_ascii=False).encode("gbk")
+    path = tmp_path / "scraped.jsonl"
+    path.write_bytes(codecs.BOM_UTF8 + good + b"\r\n" + stray + b"\r\n" + good + b"\r\n")
+    bad = data.BadRecords("skip", max_line_chars=100)
+    assert [s.output for s in data.read_dialogue(str(path), "all", 10, bad)] == ["起诉", "起诉"]
+    assert bad.count == 1
+    with pytest.raises(InvalidInput, match=r"scraped.jsonl:2: not UTF-8 text"):
+        data.read_dialogue(str(path), "all", 10)
+    array = tmp_path / "array.json"
+    array.write_bytes(b"[" + stray + b"]")
+    with pytest.raises(InvalidInput, match=r"array.json: not UTF-8 text"):
+        data.read_dialogue(str(array), "all", 10, data.BadRecords("skip"))
 
 
 def test_a_blank_answer_among_several_leaves_the_others(tmp_path):

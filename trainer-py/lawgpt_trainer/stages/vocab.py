@@ -109,8 +109,12 @@ def _train_sentencepiece(text: Path, prefix: str, config: dict) -> None:
 
 def _read_words(path: str) -> list[str]:
     """A word list: one word per line (blank lines and surrounding spaces ignored)."""
+    try:
+        text = Path(path).read_text("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"{Path(path).name}: not UTF-8 text ({e.reason} at byte {e.start:,})") from None
     words = []
-    for number, line in enumerate(Path(path).read_text("utf-8-sig").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         word = line.strip()
         if any(ch.isspace() for ch in word):
             raise InvalidInput(f"{Path(path).name}:{number}: a word list entry may not contain spaces: {word!r}")
