@@ -90,7 +90,7 @@ async function* objectPages(client: S3Client, uri: string, pageSize?: number): A
   const { bucket, key: prefix } = parseS3Uri(uri);
   let token: string | undefined;
   do {
-    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: pageSize }));
+    const page = await withRetries(() => client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: pageSize })));
     yield (page.Contents ?? []).map((o) => ({ key: o.Key!, size: o.Size ?? 0, etag: o.ETag ?? '' }));
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
@@ -160,9 +160,11 @@ export async function inParallel<T>(items: readonly T[], limit: number, work: (i
 }
 
 // Files are streamed from disk (no copy in memory, unsigned payload): a large one in parts of
-// PART_BYTES, several at a time, as `mc` does. Every request of a transfer is tried up to
-// TRIES times with a backoff that outlasts a restart of the server (7.5 s in all); the SDK
-// cannot replay a stream it has read, so each try builds its request, and stream, anew.
+// PART_BYTES, several at a time, as `mc` does. Every request, of a transfer or not, is tried up to
+// TRIES times with a backoff that outlasts a restart of the server (7.5 s in all): the SDK's own
+// three tries are over in well under a second, and a stage that publishes days of training must
+// not fail on a listing or a small put in that second. The SDK cannot replay a stream it has
+// read, so each try builds its request, and stream, anew.
 const PART_BYTES = 32 * 2 ** 20;
 const PARALLEL_PARTS = 4;
 const TRIES = 5;
@@ -342,7 +344,7 @@ export async function downloadArtifact(client: S3Client, uri: string, dir: strin
 export async function getText(client: S3Client, uri: string): Promise<string | undefined> {
   const { bucket, key } = parseS3Uri(uri);
   try {
-    return await (await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToString();
+    return await withRetries(async () => (await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToString());
   } catch (err) {
     if (err instanceof NoSuchKey) return undefined;
     throw err;
@@ -351,14 +353,14 @@ export async function getText(client: S3Client, uri: string): Promise<string | u
 
 export async function putText(client: S3Client, uri: string, body: string | Buffer, contentType?: string): Promise<void> {
   const { bucket, key } = parseS3Uri(uri);
-  await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType }));
+  await withRetries(() => client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType })));
 }
 
 export const putJson = (client: S3Client, uri: string, value: unknown) => putText(client, uri, JSON.stringify(value), 'application/json');
 
 export async function deleteObject(client: S3Client, uri: string): Promise<void> {
   const { bucket, key } = parseS3Uri(uri);
-  await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+  await withRetries(() => client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key })));
 }
 
 /** Removes every object under a prefix, so a retried stage never leaves a mix of two attempts. */
@@ -367,7 +369,7 @@ export async function deletePrefix(client: S3Client, uri: string): Promise<numbe
   const keys = await listKeys(client, uri);
   for (let i = 0; i < keys.length; i += 1000) {
     const batch = keys.slice(i, i + 1000).map((Key) => ({ Key }));
-    const { Errors } = await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch, Quiet: true } }));
+    const { Errors } = await withRetries(() => client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch, Quiet: true } })));
     if (Errors?.length) throw new Error(`could not delete ${Errors.length} objects under ${uri}, e.g. ${Errors[0].Key}: ${Errors[0].Message}`);
   }
   return keys.length;

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3Client } from '@aws-sdk/client-s3';
 import { fetchBlocks, storeBlocks } from '../activities/block-cache.js';
-import { deleteObject, deletePrefix, downloadArtifact, downloadObject, ensureBucket, listKeys, relativeParts, uploadDir, uploadFile } from '../activities/s3.js';
+import { deleteObject, deletePrefix, downloadArtifact, downloadObject, ensureBucket, getText, listKeys, putText, relativeParts, uploadDir, uploadFile } from '../activities/s3.js';
 import { startMinio, type TestMinio } from './helpers/minio.js';
 
 let minio: TestMinio;
@@ -137,6 +137,30 @@ describe('S3 artifacts', () => {
     expect(asked).toEqual([{ Bucket: 'artifacts', Key: 'broken/whole.bin' }, { Bucket: 'artifacts', Key: 'broken/whole.bin' }]);
     expect((await readFile(join(work, 'broken', 'whole.bin'))).equals(content)).toBe(true);
     expect(got).toEqual({ bytes: content.length, sha256: createHash('sha256').update(content).digest('hex') });
+  });
+
+  it('tries a small request again when S3 fails it for a moment, as a restarting server does, but not one S3 refused', async () => {
+    // Each command's first two sends fail as the SDK's own retries would leave them, with a server fault.
+    const sends: Record<string, number> = {};
+    const outage = new S3Client({ endpoint: minio.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: minio.credentials });
+    outage.middlewareStack.add(
+      (next, context) => async (args) => {
+        const sent = (sends[context.commandName!] = (sends[context.commandName!] ?? 0) + 1);
+        if (sent <= 2) throw Object.assign(new Error('ServiceUnavailable'), { $fault: 'server' });
+        return next(args);
+      },
+      { step: 'initialize' },
+    );
+    await putText(outage, 's3://artifacts/outage/a.json', '{"a":1}');
+    expect(await getText(outage, 's3://artifacts/outage/a.json')).toBe('{"a":1}');
+    expect(await listKeys(outage, 's3://artifacts/outage/')).toEqual(['outage/a.json']);
+    expect(await deletePrefix(outage, 's3://artifacts/outage/')).toBe(1);
+    await deleteObject(outage, 's3://artifacts/outage/a.json');
+    expect(sends).toEqual({ PutObjectCommand: 3, GetObjectCommand: 3, ListObjectsV2Command: 4, DeleteObjectsCommand: 3, DeleteObjectCommand: 3 });
+    // An object that is not there is an answer, not an outage: asked once.
+    expect(await getText(outage, 's3://artifacts/outage/a.json')).toBeUndefined();
+    expect(sends.GetObjectCommand).toBe(4);
+    outage.destroy();
   });
 
   it('says what is missing', async () => {
