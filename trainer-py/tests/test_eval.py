@@ -44,7 +44,10 @@ def test_bits_per_char_and_perplexity_agree_on_the_same_text(pipeline, tiny_data
     blocks = packing.load(tmp_path, 64, heldout_limit=3)[1]
     chars = sum(len(tokenizer.decode(blocks.row(i), skip_special_tokens=True)) for i in range(3))
     assert characters(tokenizer, blocks, batch_size=2) == chars
-    result = language_modelling(model, blocks, chars, batch_size=2)
+    advanced = []
+    result = language_modelling(model, blocks, chars, batch_size=2, advance=advanced.append)
+    # Progress after every batch: a pass over thousands of blocks must not look hung.
+    assert advanced == [2, 1]
     # Perplexity is per predicted token (63 per block of 64); bits per char spreads the same nats over characters.
     expected = math.log(result["perplexity"]) * 3 * 63 / math.log(2) / chars
     assert result["blocks"] == 3
@@ -115,8 +118,31 @@ def test_the_exam_questions_scored_are_its_own_heldout_share(tiny_data):
     assert 0 < len(shared) < len(every)
     # The whole exam held out, whatever share of the corpus is.
     assert scored_questions(request({"heldout_percent": 2, "exam_heldout_percent": 100}, 1000), BadRecords()) == every
-    assert len(scored_questions(request({"heldout_percent": 2, "exam_heldout_percent": 100}, 5), BadRecords())) == 5
+    # Fewer than the exam holds: spread over it, not its first ones (often one subject).
+    five = scored_questions(request({"heldout_percent": 2, "exam_heldout_percent": 100}, 5), BadRecords())
+    assert len(five) == 5 and five[0] == every[0] and five[-1] in every[len(every) * 4 // 5 :]
     assert scored_questions({"inputs": {}, "split": {"heldout_percent": 20}, "config": {"max_exam_questions": 5}}, BadRecords()) == []
+
+
+def test_a_multiple_answer_question_with_too_many_options_to_score_is_left_out(tmp_path):
+    from lawgpt_trainer.data import BadRecords
+    from lawgpt_trainer.stages.eval import MAX_MULTI_OPTIONS, scored_questions
+
+    letters = "ABCDEFGHIJKLMNOP"
+    wide = {"id": "wide", "question": "以下哪些属于民事法律行为？", "options": {k: f"选项{k}" for k in letters}, "answer": "AB"}
+    single = {**wide, "id": "single", "answer": "A"}
+    four = {**wide, "id": "four", "options": {k: f"选项{k}" for k in "ABCD"}}
+    path = tmp_path / "exam.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in (wide, single, four)), "utf-8")
+    logged = []
+
+    class Events:
+        def log(self, message, level):
+            logged.append((level, message))
+
+    request = {"inputs": {"exam": str(path)}, "split": {"heldout_percent": 2, "exam_heldout_percent": 100}, "config": {"max_exam_questions": 10}}
+    assert [q.key for q in scored_questions(request, BadRecords(), Events())] == ["single", "four"]
+    assert logged == [("warning", f"1 held-out exam questions left out: several of their over {MAX_MULTI_OPTIONS} options may be right, too many combinations to score")]
 
 
 def test_a_batch_that_does_not_fit_is_halved_until_one_does():

@@ -36,8 +36,9 @@ def characters(tokenizer, blocks: packing.Blocks, batch_size: int = 256) -> int:
 
 
 @torch.no_grad()
-def language_modelling(model, blocks: packing.Blocks, chars: int, batch_size: int) -> dict:
-    """Perplexity per token and bits per character over the held-out blocks, which hold `chars` characters."""
+def language_modelling(model, blocks: packing.Blocks, chars: int, batch_size: int, advance=lambda blocks: None) -> dict:
+    """Perplexity per token and bits per character over the held-out blocks, which hold `chars`
+    characters; `advance(n)` after each batch of n blocks."""
     if not len(blocks):
         return {"blocks": 0}
     nats = predicted = 0
@@ -48,6 +49,7 @@ def language_modelling(model, blocks: packing.Blocks, chars: int, batch_size: in
         # No KV cache: scoring never decodes, and a 7B's for 8 blocks of 1,024 tokens is 4 GB.
         nats += model(input_ids=ids, labels=ids, use_cache=False).loss.float().item() * count
         predicted += count
+        advance(ids.shape[0])
     return {"blocks": len(blocks), "perplexity": math.exp(nats / predicted), "bits_per_char": nats / math.log(2) / max(chars, 1)}
 
 
@@ -70,19 +72,31 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def scored_questions(request: dict, bad: data.BadRecords) -> list[data.ExamQuestion]:
+# A question where several options may be right is scored against every combination of them:
+# 255 at 8 options, 65,535 at 16 (tens of minutes a question on a GPU), 67 million at 26.
+MAX_MULTI_OPTIONS = 8
+
+
+def scored_questions(request: dict, bad: data.BadRecords, events=None) -> list[data.ExamQuestion]:
     """The exam questions eval scores: the held-out part (by the exam's own share where the config
-    gives one), at most `max_exam_questions` of them."""
+    gives one), but for multiple-answer ones with over MAX_MULTI_OPTIONS options (`events` told how
+    many), at most `max_exam_questions` of them spread evenly over the exam: the first ones would
+    be those the exam's file lists first, often one subject."""
     if "exam" not in request["inputs"]:
         return []
     questions = data.read_exam(request["inputs"]["exam"], bad)
-    return data.split_exam(questions, data.exam_heldout_percent(request["split"]))[1][: request["config"]["max_exam_questions"]]
+    heldout = data.split_exam(questions, data.exam_heldout_percent(request["split"]))[1]
+    scorable = [q for q in heldout if not (q.multi and len(q.options) > MAX_MULTI_OPTIONS)]
+    if len(scorable) < len(heldout) and events:
+        events.log(f"{len(heldout) - len(scorable)} held-out exam questions left out: several of their over {MAX_MULTI_OPTIONS} options may be right, too many combinations to score", level="warning")
+    limit = min(len(scorable), request["config"]["max_exam_questions"])
+    return [scorable[i * len(scorable) // limit] for i in range(limit)]
 
 
 def run(request: dict, events) -> tuple[dict, dict]:
     config, inputs, out = request["config"], request["inputs"], Path(request["output_dir"])
     corpus_percent, bad = request["split"]["heldout_percent"], data.BadRecords.of(request, events)
-    questions = scored_questions(request, bad)
+    questions = scored_questions(request, bad, events)
     short_answer_items = data.read_short_answer_questions(inputs["short_answer"], config["max_short_answers"], bad) if "short_answer" in inputs else []
     models = {"model": "final"} | {name: prefix for name, prefix in COMPARED.items() if name in inputs}
     candidates = sum(len(exam.candidates(q)) for q in questions)
@@ -102,17 +116,16 @@ def run(request: dict, events) -> tuple[dict, dict]:
     # Every tokenizer's blocks before the first progress report: each reads the whole corpus
     # (minutes at LaWGPT's size) without reporting, and the orchestrator takes a trainer that has
     # reported progress and then goes silent for runtime.stall_timeout_seconds for hung.
-    for name in models:
-        heldout(AutoTokenizer.from_pretrained(inputs[name]))
-    progress = Progress(events, len(models) * (1 + candidates) + len(questions) + len(short_answer_items))
+    # A step per block scored: a pass over thousands of them takes longer than the stall timeout.
+    scored_blocks = sum(len(heldout(AutoTokenizer.from_pretrained(inputs[name]))[0]) for name in models)
+    progress = Progress(events, scored_blocks + len(models) * candidates + len(questions) + len(short_answer_items))
 
     scored, by_subject, answers, on_exam, short_answer_results = {}, {"loglik": defaultdict(list), "generated": defaultdict(list)}, [], {}, []
     def score(name: str, prefix: str) -> None:
         # Its own scope: the model is gone once this returns, before the next one is loaded.
         tokenizer, model = generate.load(inputs[name])
         blocks, chars = heldout(tokenizer)
-        scored[prefix] = fitting(config["batch_size"], lambda b: language_modelling(model, blocks, chars, b))
-        progress.advance(1)
+        scored[prefix] = fitting(config["batch_size"], lambda b: language_modelling(model, blocks, chars, b, progress.advance))
         likeliest = fitting(config["batch_size"], lambda b: exam.loglik_choices(model, tokenizer, questions, b, progress.advance)) if questions else []
         if questions:
             on_exam[prefix] = {
@@ -177,8 +190,8 @@ def _finite(value):
 
 
 class Progress:
-    """Progress events over the whole stage: a step per model scored, per exam item and per
-    short-answer question answered."""
+    """Progress events over the whole stage: a step per held-out block and exam item scored, per
+    model, and per short-answer question answered."""
 
     def __init__(self, events, total: int):
         self.events, self.total, self.done = events, total, 0
