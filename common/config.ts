@@ -280,6 +280,9 @@ export const CleaningConfig = z
   })
   .strict();
 
+/** runtime.progress_reports_per_execution's default, also for runs whose config predates it. */
+export const PROGRESS_REPORTS_PER_EXECUTION = 8_000;
+
 export const RuntimeConfig = z
   .object({
     stage_timeout_minutes: positiveInt.default(24 * 60),
@@ -291,6 +294,11 @@ export const RuntimeConfig = z
     // How often a running stage reports step and loss to the workflow; each report adds about four
     // history events, so 60 s lets one stage run for over a week within Temporal's history limit.
     progress_report_seconds: positiveInt.default(60),
+    // Temporal refuses an execution's signals past 10,000 (history.maximumSignalsPerExecution) and
+    // ends one whose history passes 51,200 events: a stage that has sent this many progress reports
+    // (5.5 days at 60 s) is stopped as a pause stops it, committing a checkpoint, and goes on from
+    // it in a fresh execution of the run (continue-as-new). Lower it on a server whose limit is lower.
+    progress_reports_per_execution: positiveInt.max(9_000).default(PROGRESS_REPORTS_PER_EXECUTION),
     // Skip a stage whose inputs, config and trainer match an earlier completed one (start-run --no-cache).
     cache: z.boolean().default(true),
     // Committed checkpoints kept per stage, plus the one with the lowest held-out loss; older ones

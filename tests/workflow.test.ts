@@ -382,3 +382,49 @@ describe('lawgptPipeline on a server that asks for continue-as-new early', () =>
     expect(runs.filter((s) => s === 'CONTINUED_AS_NEW')).toHaveLength(runs.length - 1);
   });
 });
+
+describe('lawgptPipeline on a server that refuses signals early', () => {
+  let strict: TestWorkflowEnvironment;
+  beforeAll(async () => {
+    // As history.maximumSignalsPerExecution's 10,000 is to a stage reporting every minute for a week.
+    strict = await startTemporal(['--dynamic-config-value', 'history.maximumSignalsPerExecution=30']);
+  });
+  afterAll(async () => {
+    await strict?.teardown();
+  });
+
+  it('goes on with a stage that has sent its reports in a fresh execution, none refused, without asking approval again', async () => {
+    const refused: string[] = [];
+    const executions: string[] = [];
+    const runStage = vi.fn(async (task: StageTask) => {
+      if (task.stage !== 'pretrain') return fakeStage(task);
+      const ctx = Context.current();
+      const { workflowId, runId } = ctx.info.workflowExecution!;
+      executions.push(runId);
+      const handle = strict.client.workflow.getHandle(workflowId, runId);
+      // The first runs, reporting, until stopped (a cancel thrown by the sleep); the second finishes.
+      for (let step = 1; executions.length === 1 || step <= 3; step++) {
+        ctx.heartbeat();
+        await handle.signal(progressSignal, { stage: 'pretrain', step, totalSteps: 1000, checkpoint: step }).catch((err: Error) => refused.push(err.message));
+        await ctx.sleep(400);
+      }
+      return fakeStage(task);
+    });
+    const cfg = config({ stages: ['base', 'vocab', 'pretrain', 'sft'], runtime: { progress_reports_per_execution: 10, approve_before: 'pretrain', approval_timeout_hours: 0.005 } });
+    const worker = await Worker.create({ connection: strict.nativeConnection, taskQueue: 'rollover', workflowsPath, activities: { runStage, stageCache: noCache, writeReport: fakeReport }, ...STAGE_WORKER_OPTIONS });
+    const result = await worker.runUntil(async () => {
+      const handle = await strict.client.workflow.start(lawgptPipeline, { workflowId: 'rollover', taskQueue: 'rollover', args: [cfg] });
+      await vi.waitFor(async () => expect((await handle.query(statusQuery)).stages.pretrain).toBe('awaiting-approval'), { timeout: 20_000 });
+      await handle.executeUpdate(approveUpdate);
+      return handle.result();
+    });
+
+    expect(refused).toEqual([]);
+    expect(runStage.mock.calls.map(([t]) => t.stage)).toEqual(['base', 'vocab', 'pretrain', 'pretrain', 'sft']);
+    expect(new Set(executions).size).toBe(2);
+    expect(Object.keys(result.stages)).toEqual(['base', 'vocab', 'pretrain', 'sft']);
+    const runs = [];
+    for await (const execution of strict.client.workflow.list({ query: "WorkflowId = 'rollover'" })) runs.push(execution.status.name);
+    expect(runs.sort()).toEqual(['COMPLETED', 'CONTINUED_AS_NEW']);
+  }, 120_000);
+});

@@ -23,22 +23,26 @@ import {
 import { RetryState } from '@temporalio/common';
 import type { createReportActivities } from '../activities/report.js';
 import type { createStageActivities } from '../activities/stage.js';
-import type { RunConfig } from '../common/config.js';
+import { PROGRESS_REPORTS_PER_EXECUTION, type RunConfig } from '../common/config.js';
 import { gateFailures } from '../common/gates.js';
 import { describeUsage, stageTask, type PipelineResult, type PipelineStatus, type StageResult } from '../common/run.js';
 import { STAGES, type StageOutputs, type StageName } from '../common/stages.js';
 import { approveUpdate, progressSignal, STAGE_KEY, statusQuery } from './definitions.js';
 import { pauseControl } from './pause.js';
+import { rolloverControl } from './rollover.js';
 
 /** What a run carries into its next execution when it continues as new. */
 export interface CarriedOver {
   finished: Partial<Record<StageName, StageResult>>;
   paused: boolean;
+  /** The stage stopped midway to go on here (rollover.ts): it was approved already. */
+  resuming?: StageName;
 }
 
 /**
- * A long run starts a fresh history between stages when Temporal suggests it, so it never nears
- * the history limit; `carried` brings the finished stages (and a pause) into the new execution.
+ * A long run starts a fresh history between stages when Temporal suggests it, and in the middle
+ * of a stage that has reported progress for days (rollover.ts), so it never nears the history
+ * limit; `carried` brings the finished stages (and a pause) into the new execution.
  */
 export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = { finished: {}, paused: false }): Promise<PipelineResult> {
   // A stage runs on its own task queue where the config names one (GPU stages on GPU workers).
@@ -61,7 +65,14 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
     startToCloseTimeout: '10 minutes',
     retry: { maximumAttempts: 3 },
   });
-  const status = trackStatus(config);
+  // Runs started before the setting existed carry none in their config.
+  const reportsPerExecution = config.runtime.progress_reports_per_execution ?? PROGRESS_REPORTS_PER_EXECUTION;
+  const rollover = rolloverControl(reportsPerExecution);
+  const status = trackStatus(config, rollover.reported);
+  const startAfresh = async (resuming?: StageName): Promise<never> => {
+    await condition(allHandlersFinished);
+    return continueAsNew<typeof lawgptPipeline>(config, { finished: status.current.results, paused: pause.isPaused(), ...(resuming && { resuming }) });
+  };
   /** Writes the run report (runs started before reports existed replay without one) and says where. */
   const report = async (error?: string): Promise<{ report?: string }> => {
     if (!patched('run-report')) return {};
@@ -86,19 +97,17 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
 
   for (const stage of config.stages) {
     if (carried.finished[stage]) continue;
-    if (workflowInfo().continueAsNewSuggested) {
-      await condition(allHandlersFinished);
-      await continueAsNew<typeof lawgptPipeline>(config, { finished: status.current.results, paused: pause.isPaused() });
-    }
+    if (workflowInfo().continueAsNewSuggested || rollover.due()) return startAfresh();
     status.begin(stage);
     const task = stageTask(workflowInfo().workflowId, config, stage, done);
-    let result: StageResult;
+    let result: StageResult | undefined;
     try {
       const cache = await stageCache(task, config.runtime.cache);
-      // Approval is for spending the stage's compute: a cached stage spends none.
-      if (!cache.hit && stage === config.runtime.approve_before) await approval.wait(stage, config.runtime.approval_timeout_hours);
+      // Approval is for spending the stage's compute: a cached stage spends none, and one going on
+      // in a fresh execution was approved in the first.
+      if (!cache.hit && stage === config.runtime.approve_before && carried.resuming !== stage) await approval.wait(stage, config.runtime.approval_timeout_hours);
       const summary = `${stage} on ${Object.values(task.inputs).join(', ') || 'no inputs'}`;
-      result = cache.hit ?? (await pause.run(() => whileProgressing(stage, status, () => runStageOf(stage).executeWithOptions({ summary }, [task]))));
+      result = cache.hit ?? (await rollover.run(() => pause.run(() => whileProgressing(stage, status, () => runStageOf(stage).executeWithOptions({ summary }, [task])))));
     } catch (err) {
       if (isCancellation(err)) {
         status.end(stage, 'cancelled');
@@ -114,6 +123,10 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
         nonRetryable: true,
         cause: err as Error,
       });
+    }
+    if (!result) {
+      log.info(`stage ${stage} has sent ${reportsPerExecution} progress reports (runtime.progress_reports_per_execution): it goes on from its checkpoint in a fresh execution`);
+      return startAfresh(stage);
     }
     // Gates first: a stage whose model misses them must not look completed, nor the run done.
     const failures = gateFailures(stage, result.metrics, config.gates?.[stage]);
@@ -189,7 +202,7 @@ function approvalGate(status: ReturnType<typeof trackStatus>) {
  * The run's visible state: the `status` query, the progress signal, the LawgptStage search
  * attribute, and the current details the Temporal UI shows without a query.
  */
-function trackStatus(config: RunConfig) {
+function trackStatus(config: RunConfig, onReport: () => void) {
   const status: PipelineStatus = {
     runName: config.name,
     stage: null,
@@ -211,6 +224,7 @@ function trackStatus(config: RunConfig) {
   };
   setHandler(statusQuery, () => status);
   setHandler(progressSignal, (progress) => {
+    onReport();
     if (progress.stage !== status.stage) return; // a late report from a finished stage
     status.step = progress.step;
     status.totalSteps = progress.totalSteps;
