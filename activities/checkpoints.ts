@@ -4,7 +4,7 @@
 //   s3://<bucket>/runs/<runId>/<stage>/checkpoints/checkpoint-<step>/{...files, manifest.json}
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
 import { describeIssues } from '../common/config.js';
@@ -48,9 +48,19 @@ async function listCheckpoints(s3: S3Client, prefix: string): Promise<{ step: nu
 
 export interface UploadListener {
   committed(checkpoint: CommittedCheckpoint): void;
-  /** An upload that failed (after the SDK's own retries); the next checkpoint is tried as usual. */
+  /** An upload that failed and is tried again in `seconds`, S3 being away for longer than a transfer's own retries. */
+  retrying(step: number, error: Error, seconds: number): void;
+  /** A checkpoint given up: broken on disk, superseded by a newer one while S3 was away, or S3 away for all its tries. */
   failed(step: number, error: Error): void;
 }
+
+// A checkpoint whose upload fails is tried again after 10 s, doubling up to 5 minutes, 8 tries in
+// all (about 15 minutes): it is the point a crash would resume from, and training goes on while
+// it waits. A newer one waiting in the queue supersedes it at once, so the disk holds no more
+// checkpoints for S3 being away.
+const COMMIT_TRIES = 8;
+const FIRST_RETRY_MS = 10_000;
+const LONGEST_RETRY_MS = 5 * 60_000;
 
 /**
  * Uploads checkpoints one after another in the background while training goes on. Each one's
@@ -59,6 +69,8 @@ export interface UploadListener {
  */
 export class CheckpointUploader {
   private queue: Promise<void> = Promise.resolve();
+  private waiting = 0;
+  private wake: (() => void) | undefined;
   committed: CommittedCheckpoint | undefined;
 
   constructor(
@@ -66,16 +78,21 @@ export class CheckpointUploader {
     private readonly prefix: string,
     private readonly keep: number,
     private readonly listener: UploadListener,
+    private readonly firstRetryMs = FIRST_RETRY_MS,
   ) {}
 
   submit(step: number, localDir: string): void {
-    const commit = () =>
-      this.commit(step, localDir).catch(async (err: Error) => {
+    this.waiting++;
+    this.wake?.();
+    const upload = () => {
+      this.waiting--;
+      return this.upload(step, localDir).catch(async (err: Error) => {
         this.listener.failed(step, err);
         // Lost for good: keeping it would only fill the disk while S3 is away.
         await rm(localDir, { recursive: true, force: true });
       });
-    this.queue = this.queue.then(commit);
+    };
+    this.queue = this.queue.then(upload);
   }
 
   /** Resolves once every submitted checkpoint is committed or has failed. */
@@ -83,14 +100,40 @@ export class CheckpointUploader {
     return this.queue;
   }
 
-  private async commit(step: number, localDir: string): Promise<void> {
+  private async upload(step: number, localDir: string): Promise<void> {
+    // Read and checked once: a checkpoint broken on disk fails the same way at every try.
     const manifest = CheckpointManifest.parse(JSON.parse(await readFile(join(localDir, MANIFEST_FILE), 'utf8')));
+    await Promise.all(manifest.files.map((f) => stat(join(localDir, ...f.path.split('/')))));
     const uri = `${this.prefix}checkpoint-${step}/`;
-    await uploadFiles(this.s3, localDir, [...manifest.files.map((f) => f.path), MANIFEST_FILE], uri, { last: MANIFEST_FILE });
+    for (let tried = 1; ; tried++) {
+      try {
+        await uploadFiles(this.s3, localDir, [...manifest.files.map((f) => f.path), MANIFEST_FILE], uri, { last: MANIFEST_FILE });
+        break;
+      } catch (err) {
+        if (tried === COMMIT_TRIES || this.waiting > 0) throw err;
+        const ms = Math.min(this.firstRetryMs * 2 ** (tried - 1), LONGEST_RETRY_MS);
+        this.listener.retrying(step, err as Error, ms / 1000);
+        await this.pause(ms);
+        if (this.waiting > 0) throw err;
+      }
+    }
     this.committed = { step, uri, ...(manifest.eval_loss !== undefined && { evalLoss: manifest.eval_loss }) };
     this.listener.committed(this.committed);
     await rm(localDir, { recursive: true, force: true });
     await this.prune(step);
+  }
+
+  /** Waits `ms`, or until a newer checkpoint is submitted. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wake = done;
+    });
   }
 
   private async prune(newest: number): Promise<void> {

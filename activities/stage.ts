@@ -227,8 +227,11 @@ export function createStageActivities(deps: StageDeps) {
         reporter.checkpoint(c.step);
         metrics.checkpoint(c.step, c.evalLoss);
       },
+      retrying(step, err, seconds) {
+        ctx.log.warn(`stage ${task.stage}: checkpoint-${step} could not be uploaded (${err.message}); it is tried again in ${seconds} s, training goes on`);
+      },
       failed(step, err) {
-        ctx.log.warn(`stage ${task.stage}: checkpoint-${step} could not be uploaded (${err.message}); training goes on`);
+        ctx.log.warn(`stage ${task.stage}: checkpoint-${step} could not be uploaded (${err.message}) and is given up; training goes on`);
       },
     });
     // A training step is reported only once every rank has loaded the checkpoint it resumed from

@@ -63,7 +63,7 @@ export async function checkpointUpload(ctx: BenchContext): Promise<Measured> {
   for (let i = 0; i < ctx.repeats; i++) {
     const mine = await freshCopy('checkpoint-ours');
     let failure: Error | undefined;
-    const uploader = new CheckpointUploader(minio.client, `s3://bench/ours-${i}/`, 100, { committed: () => {}, failed: (_, err) => (failure = err) });
+    const uploader = new CheckpointUploader(minio.client, `s3://bench/ours-${i}/`, 100, { committed: () => {}, retrying: (_, err) => (failure = err), failed: (_, err) => (failure = err) });
     let t0 = performance.now();
     const cpu0 = process.cpuUsage();
     uploader.submit(1, mine);
