@@ -34,9 +34,9 @@ export interface TestMinio {
 /** `env`: extra server settings, such as MINIO_NOTIFY_WEBHOOK_* for a notification target. */
 export async function startMinio(env: Record<string, string> = {}): Promise<TestMinio> {
   const dir = await mkdtemp(join(tmpdir(), 'lawgpt-minio-'));
-  const [port, consolePort] = [await freePort(), await freePort()];
+  let [port, consolePort] = [await freePort(), await freePort()];
   const credentials = { accessKeyId: `test-${randomBytes(4).toString('hex')}`, secretAccessKey: randomBytes(20).toString('hex') };
-  const endpoint = `http://127.0.0.1:${port}`;
+  let endpoint = `http://127.0.0.1:${port}`;
 
   async function launch(): Promise<ChildProcess> {
     const server = spawn(tools.minio, ['server', dir, '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, '--quiet'], {
@@ -53,7 +53,19 @@ export async function startMinio(env: Record<string, string> = {}): Promise<Test
     }
   }
 
-  let server = await launch();
+  let server: ChildProcess;
+  for (let tried = 1; ; tried++) {
+    try {
+      server = await launch();
+      break;
+    } catch (err) {
+      // A server started beside this one (a Temporal dev server binds a metrics port of its own
+      // choosing) can take a port between freePort and MinIO's bind: choose again.
+      if (tried === 3 || !/already in use/.test((err as Error).message)) throw err;
+      [port, consolePort] = [await freePort(), await freePort()];
+      endpoint = `http://127.0.0.1:${port}`;
+    }
+  }
   const client = createS3Client({ LAWGPT_S3_ENDPOINT: endpoint, LAWGPT_S3_FORCE_PATH_STYLE: 'true', AWS_REGION: 'us-east-1' }, credentials);
   return {
     endpoint,
