@@ -29,6 +29,10 @@ class Sample:
     instruction: str
     input: str
     output: str
+    # A consultation's later answer: the conversation before its question, a turn each, which
+    # `input` joins. Where it would leave the answer too little of sft.cutoff_len, its oldest turns
+    # are left out (prompt.encode).
+    history: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -313,8 +317,9 @@ def _conversation(record: dict) -> list[list[Sample]]:
             said[-1] = (speaker, f"{said[-1][1]}\n{text}")
         elif text:
             said.append((speaker, text))
+    turns = [f"{who}：{words}" for who, words in said]
     answered = [
-        [Sample(instruction=said[i - 1][1], input="\n".join(f"{who}：{words}" for who, words in said[: i - 1]), output=text)]
+        [Sample(instruction=said[i - 1][1], input="\n".join(turns[: i - 1]), output=text, history=tuple(turns[: i - 1]))]
         for i, (speaker, text) in enumerate(said)
         if speaker == "律师" and i > 0
     ]

@@ -32,10 +32,31 @@ def response_ids(tokenizer, response: str) -> list[int]:
 
 
 def encode(tokenizer, sample: Sample, cutoff_len: int) -> dict:
-    """BOS + prompt (masked out of the loss) + response + EOS, cut to cutoff_len tokens."""
+    """BOS + prompt (masked out of the loss) + response + EOS, cut to cutoff_len tokens. A
+    conversation's history gives up its oldest turns where the prompt would leave the response
+    less than half the cutoff (or less than all of it, where shorter): the turns nearest the
+    question matter most, and whole, the history of a third or later answer filled the cutoff."""
     prompt = prompt_ids(tokenizer, sample.instruction, sample.input)
     response = response_ids(tokenizer, sample.output)
+    room = cutoff_len - min(len(response), cutoff_len // 2)
+    if sample.history and len(prompt) > room:
+        prompt = _recent_history(tokenizer, sample, room)
     return {"input_ids": (prompt + response)[:cutoff_len], "labels": ([IGNORE_INDEX] * len(prompt) + response)[:cutoff_len]}
+
+
+def _recent_history(tokenizer, sample: Sample, room: int) -> list[int]:
+    """The prompt with the fewest oldest turns of the history left out that make it at most `room`
+    tokens (all of them, if none do), found by halving: a conversation may have hundreds of turns."""
+    turns = sample.history
+    shortened = lambda dropped: prompt_ids(tokenizer, sample.instruction, "\n".join(turns[dropped:]))  # noqa: E731
+    low, high = 1, len(turns)
+    while low < high:
+        middle = (low + high) // 2
+        if len(shortened(middle)) <= room:
+            high = middle
+        else:
+            low = middle + 1
+    return shortened(low)
 
 
 def exam_sample(q: ExamQuestion) -> Sample:

@@ -34,6 +34,22 @@ def test_cutoff_keeps_labels_aligned(pipeline):
     assert len(item["input_ids"]) == len(item["labels"]) == 40
 
 
+def test_a_long_conversation_gives_up_its_oldest_turns_not_the_answer(pipeline):
+    tokenizer = AutoTokenizer.from_pretrained(pipeline["vocab"].output_dir / "tokenizer")
+    history = tuple(f"{'客户' if i % 2 else '律师'}：第{i}轮，" + "借款纠纷" * 2 for i in range(20))
+    answer = "建议先发律师函催告，保留转账记录和借条，再向被告住所地法院起诉。" * 3
+    sample = Sample("那我现在该怎么办？", "\n".join(history), answer, history=history)
+    trained = lambda item: sum(label != IGNORE_INDEX for label in item["labels"])  # noqa: E731
+    item = encode(tokenizer, sample, cutoff_len=256)
+    assert len(item["input_ids"]) <= 256
+    assert trained(item) >= min(len(prompt.response_ids(tokenizer, answer)), 128)
+    text = tokenizer.decode(item["input_ids"], skip_special_tokens=True)
+    assert "第19轮" in text and "第0轮" not in text and sample.instruction in text
+    # Whole, the history fills the cutoff: the answer would keep less, or nothing.
+    whole = encode(tokenizer, Sample(sample.instruction, sample.input, answer), cutoff_len=256)
+    assert trained(whole) < trained(item)
+
+
 def test_padding_is_masked_too():
     batch = pad_collator(0)([compact({"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}), compact({"input_ids": [5], "labels": [5]})])
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]] and batch["input_ids"].dtype == torch.long
