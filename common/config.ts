@@ -280,6 +280,9 @@ export const CleaningConfig = z
   })
   .strict();
 
+/** runtime.retry_backoff_seconds' default, also for runs whose config predates it. */
+export const RETRY_BACKOFF_SECONDS = 30;
+
 /** runtime.progress_reports_per_execution's default, also for runs whose config predates it. */
 export const PROGRESS_REPORTS_PER_EXECUTION = 8_000;
 
@@ -291,6 +294,11 @@ export const RuntimeConfig = z
     // Attempts of a stage; a budget whose attempts committed a newer checkpoint is renewed once
     // spent, so a stage fails once a whole budget gets no further.
     max_attempts: positiveInt.max(20).default(3),
+    // A failed attempt is tried again after this long, each next wait twice the last, up to 10
+    // minutes: an outage of S3 or the network for a minute or two as a stage starts or publishes
+    // fails its downloads or uploads, and Temporal's default (1 s, then 2 s) spent three attempts
+    // in seconds. An attempt that committed a checkpoint is no crash loop: its retry starts at once.
+    retry_backoff_seconds: positiveInt.max(600).default(RETRY_BACKOFF_SECONDS),
     // How often a running stage reports step and loss to the workflow; each report adds about four
     // history events, so 60 s lets one stage run for over a week within Temporal's history limit.
     progress_report_seconds: positiveInt.default(60),

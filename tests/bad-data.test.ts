@@ -41,7 +41,7 @@ function config(name: string, stages: string[], data: Record<string, unknown>, a
     base: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 256 },
     vocab: { vocab_size: 3000, input_sentence_size: 20000 },
     sft: { max_steps: 2, micro_batch_size: 2, cutoff_len: 1024, max_dialogue_records: 16, max_exam_records: 16 },
-    runtime: { max_attempts: 3, progress_report_seconds: 1 },
+    runtime: { max_attempts: 3, retry_backoff_seconds: 1, progress_report_seconds: 1 },
   });
 }
 

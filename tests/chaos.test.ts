@@ -47,7 +47,7 @@ function chaosConfig(name: string, seed: number, maxSteps = 60, deepspeed?: { ma
       seed,
       ...(deepspeed && { deepspeed: { profile: 'cpu', hosts: [{ host: 'localhost', slots: 2 }], ...deepspeed } }),
     },
-    runtime: { max_attempts: 3, progress_report_seconds: 1, heartbeat_timeout_seconds: 15, stop_grace_seconds: 30, ...runtime },
+    runtime: { max_attempts: 3, retry_backoff_seconds: 1, progress_report_seconds: 1, heartbeat_timeout_seconds: 15, stop_grace_seconds: 30, ...runtime },
   });
 }
 

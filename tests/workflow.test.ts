@@ -18,7 +18,7 @@ import { inBackground, startTemporal, workflowsPath } from './helpers/temporal.j
 
 const demo = JSON.parse(readFileSync(new URL('../configs/demo.json', import.meta.url), 'utf8'));
 const config = (overrides: object = {}): RunConfig =>
-  parseRunConfig({ ...demo, ...overrides, runtime: { max_attempts: 3, progress_report_seconds: 1, ...(overrides as { runtime?: object }).runtime } });
+  parseRunConfig({ ...demo, ...overrides, runtime: { max_attempts: 3, retry_backoff_seconds: 1, progress_report_seconds: 1, ...(overrides as { runtime?: object }).runtime } });
 
 /** A stand-in for the real activity: outputs at the URIs the real one would use. */
 function fakeStage(task: StageTask): StageResult {
@@ -239,6 +239,21 @@ describe('lawgptPipeline', () => {
     const { error } = await run(runStage, config({ stages: ['base', 'vocab'], runtime: { max_attempts: 2 } }));
     expect(calls).toBe(2);
     expect(((error as WorkflowFailedError).cause as Error).message).toMatch(/^stage vocab failed: worker lost the disk/);
+  });
+
+  it('waits runtime.retry_backoff_seconds before retrying a failed attempt, twice that before the next', async () => {
+    const startedAt: number[] = [];
+    const runStage = vi.fn(async (task: StageTask) => {
+      if (task.stage !== 'vocab') return fakeStage(task);
+      startedAt.push(Date.now());
+      if (startedAt.length < 3) throw ApplicationFailure.retryable('S3 is away', 'TrainerFailed');
+      return fakeStage(task);
+    });
+    const { value } = await run(runStage, config({ stages: ['base', 'vocab'], runtime: { retry_backoff_seconds: 2 } }));
+    expect(value!.stages.vocab).toBeDefined();
+    const waits = startedAt.slice(1).map((at, i) => (at - startedAt[i]) / 1000);
+    expect(waits[0]).toBeGreaterThanOrEqual(2);
+    expect(waits[1]).toBeGreaterThanOrEqual(4);
   });
 
   it('gives a stage a fresh budget of attempts while its attempts commit newer checkpoints, and fails it once they do not', async () => {

@@ -23,7 +23,7 @@ import {
 import { RetryState } from '@temporalio/common';
 import type { createReportActivities } from '../activities/report.js';
 import type { createStageActivities } from '../activities/stage.js';
-import { PROGRESS_REPORTS_PER_EXECUTION, type RunConfig } from '../common/config.js';
+import { PROGRESS_REPORTS_PER_EXECUTION, RETRY_BACKOFF_SECONDS, type RunConfig } from '../common/config.js';
 import { gateFailures } from '../common/gates.js';
 import { describeUsage, stageTask, type PipelineResult, type PipelineStatus, type StageResult } from '../common/run.js';
 import { STAGES, type StageOutputs, type StageName } from '../common/stages.js';
@@ -50,7 +50,13 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
     proxyActivities<ReturnType<typeof createStageActivities>>({
       startToCloseTimeout: `${config.runtime.stage_timeout_minutes} minutes`,
       heartbeatTimeout: `${config.runtime.heartbeat_timeout_seconds} seconds`,
-      retry: { maximumAttempts: config.runtime.max_attempts, nonRetryableErrorTypes: ['InvalidInput', 'ContractViolation'] },
+      retry: {
+        maximumAttempts: config.runtime.max_attempts,
+        initialInterval: `${config.runtime.retry_backoff_seconds ?? RETRY_BACKOFF_SECONDS} seconds`,
+        backoffCoefficient: 2,
+        maximumInterval: '10 minutes',
+        nonRetryableErrorTypes: ['InvalidInput', 'ContractViolation'],
+      },
       // On cancel, wait while the stage stops its trainer and commits a final checkpoint.
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       ...(config.runtime.task_queues?.[stage] && { taskQueue: config.runtime.task_queues[stage] }),
