@@ -9,7 +9,9 @@ moves before accuracy does on a small model) of the final model against the pret
 what sft bought.
 
 Perplexity depends on the vocabulary, so the comparison with the base model (a different
-tokenizer) is in bits per character of the same held-out text. Models run one at a time on the
+tokenizer) is in bits per character of the held-out side: each tokenizer's blocks are spread
+evenly over the same held-out documents, and where `max_heldout_blocks` caps them they are
+samples of it, not the same characters. Models run one at a time on the
 GPU when there is one (devices.py), in batches of `batch_size`, halved while a batch does not fit."""
 
 import gc
@@ -25,7 +27,7 @@ from transformers import AutoTokenizer
 
 from lawgpt_trainer import data, exam, generate, packing, short_answer
 
-# Earlier models of the run scored on the same held-out text, by input name -> metric prefix.
+# Earlier models of the run scored on the held-out side, by input name -> metric prefix.
 COMPARED = {"base_model": "base", "pretrained_model": "pretrained"}
 
 
