@@ -61,11 +61,14 @@ export function stageMetrics(s3: S3Client, task: Pick<StageTask, 'bucket' | 'run
   function upload(): Promise<void> {
     again = true;
     running ??= (async () => {
-      while (again) {
-        again = false;
-        await send();
+      try {
+        while (again) {
+          again = false;
+          await send();
+        }
+      } finally {
+        running = undefined;
       }
-      running = undefined;
     })();
     return running;
   }

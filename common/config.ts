@@ -297,7 +297,8 @@ export const RuntimeConfig = z
     // A failed attempt is tried again after this long, each next wait twice the last, up to 10
     // minutes: an outage of S3 or the network for a minute or two as a stage starts or publishes
     // fails its downloads or uploads, and Temporal's default (1 s, then 2 s) spent three attempts
-    // in seconds. An attempt that committed a checkpoint is no crash loop: its retry starts at once.
+    // in seconds. An attempt that committed a checkpoint and then failed is no crash loop: its retry
+    // starts at once (one that timed out, a lost machine, waits like any other).
     retry_backoff_seconds: positiveInt.max(600).default(RETRY_BACKOFF_SECONDS),
     // How often a running stage reports step and loss to the workflow; each report adds about four
     // history events, so 60 s lets one stage run for over a week within Temporal's history limit.
@@ -306,7 +307,7 @@ export const RuntimeConfig = z
     // ends one whose history passes 51,200 events: a stage that has sent this many progress reports
     // (5.5 days at 60 s) is stopped as a pause stops it, committing a checkpoint, and goes on from
     // it in a fresh execution of the run (continue-as-new). Lower it on a server whose limit is lower.
-    progress_reports_per_execution: positiveInt.max(9_000).default(PROGRESS_REPORTS_PER_EXECUTION),
+    progress_reports_per_execution: positiveInt.min(10).max(9_000).default(PROGRESS_REPORTS_PER_EXECUTION),
     // Skip a stage whose inputs, config and trainer match an earlier completed one (start-run --no-cache).
     cache: z.boolean().default(true),
     // Committed checkpoints kept per stage, plus the one with the lowest held-out loss; older ones

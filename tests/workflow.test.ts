@@ -441,5 +441,6 @@ describe('lawgptPipeline on a server that refuses signals early', () => {
     const runs = [];
     for await (const execution of strict.client.workflow.list({ query: "WorkflowId = 'rollover'" })) runs.push(execution.status.name);
     expect(runs.sort()).toEqual(['COMPLETED', 'CONTINUED_AS_NEW']);
+    await keepHistory(strict.client.workflow.getHandle('rollover', executions[0]), 'progress-rollover');
   }, 120_000);
 });

@@ -45,26 +45,23 @@ export interface CarriedOver {
  * limit; `carried` brings the finished stages (and a pause) into the new execution.
  */
 export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = { finished: {}, paused: false }): Promise<PipelineResult> {
+  // A failed attempt waits runtime.retry_backoff_seconds, doubling (runs started before it carry none).
+  const backoff = { initialInterval: `${config.runtime.retry_backoff_seconds ?? RETRY_BACKOFF_SECONDS} seconds`, backoffCoefficient: 2, maximumInterval: '10 minutes' };
   // A stage runs on its own task queue where the config names one (GPU stages on GPU workers).
   const runStageOf = (stage: StageName) =>
     proxyActivities<ReturnType<typeof createStageActivities>>({
       startToCloseTimeout: `${config.runtime.stage_timeout_minutes} minutes`,
       heartbeatTimeout: `${config.runtime.heartbeat_timeout_seconds} seconds`,
-      retry: {
-        maximumAttempts: config.runtime.max_attempts,
-        initialInterval: `${config.runtime.retry_backoff_seconds ?? RETRY_BACKOFF_SECONDS} seconds`,
-        backoffCoefficient: 2,
-        maximumInterval: '10 minutes',
-        nonRetryableErrorTypes: ['InvalidInput', 'ContractViolation'],
-      },
+      retry: { maximumAttempts: config.runtime.max_attempts, ...backoff, nonRetryableErrorTypes: ['InvalidInput', 'ContractViolation'] },
       // On cancel, wait while the stage stops its trainer and commits a final checkpoint.
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       ...(config.runtime.task_queues?.[stage] && { taskQueue: config.runtime.task_queues[stage] }),
     }).runStage;
-  // Looking up the stage cache lists S3 objects: quick, but worth a few retries.
+  // Looking up the stage cache lists S3 objects: quick, but worth a few retries, with the same
+  // backoff (a failed lookup fails the run).
   const { stageCache } = proxyActivities<ReturnType<typeof createStageActivities>>({
     startToCloseTimeout: '10 minutes',
-    retry: { maximumAttempts: 5 },
+    retry: { maximumAttempts: 5, ...backoff },
   });
   // The report reads what the run left in S3; a run whose report cannot be written still did its work.
   const { writeReport } = proxyActivities<ReturnType<typeof createReportActivities>>({
@@ -103,7 +100,7 @@ export async function lawgptPipeline(config: RunConfig, carried: CarriedOver = {
 
   for (const stage of config.stages) {
     if (carried.finished[stage]) continue;
-    if (workflowInfo().continueAsNewSuggested || rollover.due()) return startAfresh();
+    if (workflowInfo().continueAsNewSuggested || rollover.dueBeforeStage()) return startAfresh();
     status.begin(stage);
     const task = stageTask(workflowInfo().workflowId, config, stage, done);
     let result: StageResult | undefined;
