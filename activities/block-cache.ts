@@ -28,10 +28,14 @@ export function blocksUri(task: StageTask & { config: { block_size: number } }, 
   return s3Uri(task.bucket, `cache/blocks/${key}/`);
 }
 
+/** Whether the cache holds the blocks at `uri`: their index, written last, is there. */
+export async function hasBlocks(s3: S3Client, uri: string): Promise<boolean> {
+  return (await listKeys(s3, uri)).includes(parseS3Uri(uri).key + BLOCKS_INDEX_FILE);
+}
+
 /** Downloads cached blocks into `dir`; undefined when there are none yet, or only part of them. */
 export async function fetchBlocks(s3: S3Client, uri: string, dir: string): Promise<string | undefined> {
-  const index = parseS3Uri(uri).key + BLOCKS_INDEX_FILE;
-  if (!(await listKeys(s3, uri)).includes(index)) return undefined;
+  if (!(await hasBlocks(s3, uri))) return undefined;
   return (await downloadArtifact(s3, uri, dir)).path;
 }
 

@@ -14,12 +14,12 @@ import { CONTRACT_VERSION, EXIT_INVALID_INPUT, TENSORBOARD_DIR, TrainerRequest, 
 import { lineageKey, type StageLineage } from '../common/report.js';
 import type { StageProgress, StageResult, StageTask, StageUsage } from '../common/run.js';
 import type { Settings } from '../common/settings.js';
-import { STAGE_IO } from '../common/stages.js';
+import { STAGE_IO, STAND_INS } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint, type ResumePoint } from './checkpoints.js';
 import { cacheKey, inputObjects, inputsHash, lookupStage, recordStage } from './stage-cache.js';
 import { deletePrefix, downloadArtifact, isRefusal, putJson, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
-import { blocksUri, fetchBlocks, storeBlocks, usesBlocks } from './block-cache.js';
+import { blocksUri, fetchBlocks, hasBlocks, storeBlocks, usesBlocks } from './block-cache.js';
 import { compileCacheUri, fetchCompileCache, storeCompileCache, usesCompileCache } from './compile-cache.js';
 import { gitCommit } from './provenance.js';
 import { stageMetrics } from './stage-metrics.js';
@@ -116,10 +116,10 @@ interface Prepared {
 }
 
 export function createStageActivities(deps: StageDeps) {
-  /** Downloads every input (all at once), exactly the objects `objects` lists for it. */
-  async function fetchInputs(task: StageTask, objects: Record<string, ObjectInfo[]>, dir: string): Promise<Record<string, string>> {
+  /** Downloads every input (all at once) but those `leftOut`, exactly the objects `objects` lists for it. */
+  async function fetchInputs(task: StageTask, objects: Record<string, ObjectInfo[]>, dir: string, leftOut: string[]): Promise<Record<string, string>> {
     const local = await allDone(
-      Object.entries(task.inputs).map(async ([name, uri]) => {
+      Object.entries(task.inputs).filter(([name]) => !leftOut.includes(name)).map(async ([name, uri]) => {
         if (!objects[name]?.length) throw ApplicationFailure.nonRetryable(`input '${name}' not found: ${uri}`, 'InvalidInput');
         return [name, (await downloadArtifact(deps.s3, uri, join(dir, name), objects[name])).path] as const;
       }),
@@ -147,6 +147,9 @@ export function createStageActivities(deps: StageDeps) {
       const compileCacheFor = usesCompileCache(task) ? (version: string) => compileCacheUri(task, version) : undefined;
       const workerVersion = blocksFor || compileCacheFor ? await deps.trainerVersion() : '';
       const blocks = blocksFor?.(workerVersion);
+      // Known before anything downloads: what cached blocks stand in for (the corpus) is not fetched.
+      const blocksCached = blocks !== undefined && (await hasBlocks(deps.s3, blocks));
+      const leftOut = blocksCached ? Object.entries(STAND_INS[task.stage] ?? {}).filter(([, standIn]) => standIn === 'blocks').map(([input]) => input) : [];
       const compileCache = compileCacheFor?.(workerVersion);
       const requestPath = join(work, 'request.json');
 
@@ -154,8 +157,8 @@ export function createStageActivities(deps: StageDeps) {
       async function prepare(): Promise<Prepared> {
         // Inputs, cached blocks and compiled layers, and the checkpoint to resume from travel at the same time.
         const [inputs, cachedBlocks, compiled, resume] = await allDone([
-          fetchInputs(task, objects, join(work, 'inputs')),
-          blocks && fetchBlocks(deps.s3, blocks, join(work, 'blocks')),
+          fetchInputs(task, objects, join(work, 'inputs'), leftOut),
+          blocksCached && fetchBlocks(deps.s3, blocks, join(work, 'blocks')),
           compileCache &&
             fetchCompileCache(deps.s3, compileCache, join(work, 'compile-cache')).catch((err: Error) => {
               ctx.log.warn(`stage ${task.stage}: could not read the compile cache, compiling cold (${err.message})`);
@@ -163,7 +166,8 @@ export function createStageActivities(deps: StageDeps) {
             }),
           findResumePoint(deps.s3, checkpointsPrefix(task), join(work, 'resume'), (m) => ctx.log.warn(m)),
         ]);
-        if (cachedBlocks) ctx.log.info(`stage ${task.stage}: tokenized blocks from the block cache ${blocks}`);
+        if (blocksCached && !cachedBlocks) throw new Error(`the block cache's entry ${blocks} went away as the stage started; the retry tokenizes the corpus`);
+        if (cachedBlocks) ctx.log.info(`stage ${task.stage}: tokenized blocks from the block cache ${blocks}${leftOut.length ? `, so ${leftOut.join(', ')} not downloaded` : ''}`);
         if (compiled) ctx.log.info(`stage ${task.stage}: compiled layers from the compile cache ${compileCache}`);
         if (resume) ctx.log.info(`stage ${task.stage}: resuming from checkpoint-${resume.step}`);
         const cached = { ...(cachedBlocks && { blocks: cachedBlocks }), ...(compiled && { compile_cache: compiled }) };
@@ -319,7 +323,7 @@ export function createStageActivities(deps: StageDeps) {
     return { completed: outcome(task, exit, uploader.committed !== undefined, prepared.named, stall.stalled()), trainerVersion };
   }
 
-  /** What the stage read (exactly the objects downloaded) and the code that ran it. */
+  /** What the stage's outputs derive from (the objects listed for its inputs: those downloaded, and a corpus its cached blocks stood in for) and the code that ran it. */
   async function lineage(task: StageTask, objects: Record<string, ObjectInfo[]>, trainerVersion: string): Promise<StageLineage> {
     return {
       stage: task.stage,

@@ -9,7 +9,7 @@
 // and both test suites check against it.
 import { z } from 'zod';
 import { CleaningConfig, MaxLineChars, OnBadRecord, SplitConfig, STAGE_CONFIGS } from './config.js';
-import { StageName, STAGE_IO, STAGES, TOKENIZER_INPUTS } from './stages.js';
+import { StageName, STAGE_IO, STAGES, STAND_INS, TOKENIZER_INPUTS } from './stages.js';
 
 export const CONTRACT_VERSION = 1;
 export const EXIT_INVALID_INPUT = 2;
@@ -43,14 +43,25 @@ const RequestCommon = {
   stop_file: z.string().min(1).optional(),
 };
 
-function requestFor<S extends StageName>(stage: S) {
-  const inputs = Object.fromEntries([
-    ...STAGE_IO[stage].inputs.map((name) => [name, z.string().min(1)]),
-    ...STAGE_IO[stage].optional.map((name) => [name, z.string().min(1).optional()]),
-  ]);
-  return z
-    .object({ ...RequestCommon, stage: z.literal(stage), inputs: z.object(inputs).strict(), config: STAGE_CONFIGS[stage] })
+/** A stage's inputs: each required one, or where it has a stand-in (STAND_INS), it or its stand-in. */
+function inputsFor(stage: StageName) {
+  const standIns = Object.entries(STAND_INS[stage] ?? {});
+  const inputs = z
+    .object(
+      Object.fromEntries([
+        ...STAGE_IO[stage].inputs.map((name) => [name, STAND_INS[stage]?.[name] ? z.string().min(1).optional() : z.string().min(1)]),
+        ...STAGE_IO[stage].optional.map((name) => [name, z.string().min(1).optional()]),
+      ]),
+    )
     .strict();
+  if (!standIns.length) return inputs;
+  return inputs
+    .refine((given) => standIns.every(([input, standIn]) => input in given || standIn in given), { message: standIns.map(([input, standIn]) => `${input} or ${standIn} is required`).join('; ') })
+    .meta({ allOf: standIns.map(([input, standIn]) => ({ anyOf: [{ required: [input] }, { required: [standIn] }] })) });
+}
+
+function requestFor<S extends StageName>(stage: S) {
+  return z.object({ ...RequestCommon, stage: z.literal(stage), inputs: inputsFor(stage), config: STAGE_CONFIGS[stage] }).strict();
 }
 
 export const TrainerRequest = z.discriminatedUnion(

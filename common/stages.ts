@@ -20,6 +20,11 @@ export const STAGE_IO = {
   eval: { inputs: ['model', 'corpus'], optional: ['exam', 'short_answer', 'base_model', 'pretrained_model'], outputs: ['report'] },
 } as const satisfies Record<StageName, { inputs: readonly string[]; optional: readonly string[]; outputs: readonly string[] }>;
 
+// Inputs a trainer does without when another stands in for it, as input -> stand-in: pretrain
+// given its tokenized `blocks` (from the block cache) never reads the `corpus`, so a request may
+// leave the corpus out, and the activity then downloads none (20-50 GB at LaWGPT's scale).
+export const STAND_INS: Partial<Record<StageName, Record<string, string>>> = { pretrain: { corpus: 'blocks' } };
+
 // Inputs that are tokenizer folders: the trainer checks them for a tokenizer alone, and a model
 // folder given as one is downloaded without its weights.
 export const TOKENIZER_INPUTS = ['base_tokenizer', 'tokenizer'] as const;

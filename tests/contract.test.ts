@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ApplicationFailure } from '@temporalio/common';
 import { trainerRequest } from '../activities/stage.js';
-import { parseRunConfig } from '../common/config.js';
-import { TrainerEvent, TrainerRequest } from '../common/contract.js';
+import { describeIssues, parseRunConfig } from '../common/config.js';
+import { CONTRACT_VERSION, TrainerEvent, TrainerRequest } from '../common/contract.js';
 import { CONTRACT_SCHEMA_PATH, renderContractSchema } from '../common/write-contract-schema.js';
 
 describe('trainer contract', () => {
@@ -31,6 +31,17 @@ describe('trainer contract', () => {
     expect(TrainerRequest.safeParse({ ...request, inputs: { corpus: '/c', base_tokenizer: '/t' } }).success).toBe(true);
     expect(TrainerRequest.safeParse({ ...request, inputs: { corpus: '/c' } }).success).toBe(false);
     expect(TrainerRequest.safeParse({ ...request, inputs: { corpus: '/c', base_tokenizer: '/t', model: '/m' } }).success).toBe(false);
+  });
+
+  it("lets cached blocks stand in for pretrain's corpus, but not nothing", () => {
+    const config = parseRunConfig(JSON.parse(readFileSync(new URL('../configs/demo.json', import.meta.url), 'utf8')));
+    const request = { contract_version: CONTRACT_VERSION, run_id: 'r', output_dir: '/out', split: config.data.split, cleaning: config.data.cleaning, on_bad_record: 'fail', max_line_chars: 1000, stage: 'pretrain', config: config.pretrain };
+    const models = { tokenizer: '/t', base_model: '/m' };
+    expect(TrainerRequest.safeParse({ ...request, inputs: { ...models, corpus: '/c' } }).success).toBe(true);
+    expect(TrainerRequest.safeParse({ ...request, inputs: { ...models, corpus: '/c', blocks: '/b' } }).success).toBe(true);
+    expect(TrainerRequest.safeParse({ ...request, inputs: { ...models, blocks: '/b' } }).success).toBe(true);
+    const neither = TrainerRequest.safeParse({ ...request, inputs: models });
+    expect(neither.success ? [] : describeIssues(neither.error)).toEqual(['inputs: corpus or blocks is required']);
   });
 
   it('the activity checks each request it writes against the contract before a trainer starts', () => {

@@ -9,8 +9,10 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRunConfig } from '../common/config.js';
+import { BLOCKS_INDEX_FILE } from '../common/contract.js';
 import type { StageResult, StageTask } from '../common/run.js';
 import type { StageName } from '../common/stages.js';
+import { blocksUri } from '../activities/block-cache.js';
 import { createS3Client, downloadArtifact, ensureBucket, getText, listKeys, putText } from '../activities/s3.js';
 import { cacheKey, inputObjects, recordStage } from '../activities/stage-cache.js';
 import { clip, createStageActivities, s3Names } from '../activities/stage.js';
@@ -66,6 +68,23 @@ afterAll(async () => {
 });
 
 describe('runStage', () => {
+  it("downloads no corpus for a pretrain whose blocks the block cache holds: they stand in for it", async () => {
+    const inputs = { corpus: 's3://lawgpt-test/data/corpus/', tokenizer: 's3://lawgpt-test/data/tokenizer/', base_model: 's3://lawgpt-test/data/model/' };
+    await putText(minio.client, inputs.tokenizer + 'tokenizer.json', '{}');
+    await putText(minio.client, inputs.base_model + 'config.json', '{}');
+    const given = async (runId: string) => {
+      const { error } = await runStage(task('pretrain', inputs, runId));
+      expect(error).toBeUndefined();
+      return JSON.parse((await getText(minio.client, `s3://lawgpt-test/runs/${runId}/pretrain/model/given.json`))!);
+    };
+    expect(await given('reads-blocks-uncached')).toEqual({ base_model: ['config.json'], corpus: ['law.md'], tokenizer: ['tokenizer.json'] });
+    const t = task('pretrain', inputs, 'reads-blocks-cached');
+    const cache = blocksUri(t as Parameters<typeof blocksUri>[0], await inputObjects(minio.client, inputs), 'fake');
+    await putText(minio.client, cache + 'train-00000.bin', 'blocks');
+    await putText(minio.client, cache + BLOCKS_INDEX_FILE, '{}');
+    expect(await given('reads-blocks-cached')).toEqual({ base_model: ['config.json'], blocks: [BLOCKS_INDEX_FILE, 'train-00000.bin'].sort(), tokenizer: ['tokenizer.json'] });
+  });
+
   it('uploads every output under runs/<run>/<stage>/ and returns their URIs and metrics', async () => {
     const { value, error, heartbeats } = await runStage(task('vocab', VOCAB_INPUTS));
     expect(error).toBeUndefined();

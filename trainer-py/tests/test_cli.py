@@ -51,6 +51,16 @@ def test_contract_names_the_same_stages_as_the_cli():
     assert contract.schema()["stage_io"]["pretrain"]["inputs"] == ["corpus", "tokenizer", "base_model"]
 
 
+def test_cached_blocks_may_stand_in_for_the_pretrain_corpus_but_not_nothing(tmp_path):
+    def problems(inputs):
+        return contract.problems("request", json.loads(write_request("pretrain", inputs, tmp_path).read_text("utf-8")))
+
+    models = {"tokenizer": tmp_path, "base_model": tmp_path}
+    assert problems({**models, "corpus": tmp_path}) == []
+    assert problems({**models, "blocks": tmp_path}) == []
+    assert [p.split(":")[0] for p in problems(models)] == ["inputs"]
+
+
 def test_invalid_request_exits_with_the_invalid_input_code(tmp_path):
     bad = {**CONFIGS["pretrain"], "max_steps": 0, "surprise": True}
     run = run_stage("pretrain", {"corpus": tmp_path, "tokenizer": tmp_path}, tmp_path / "w", config=bad)
