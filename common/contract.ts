@@ -56,7 +56,11 @@ function inputsFor(stage: StageName) {
     .strict();
   if (!standIns.length) return inputs;
   return inputs
-    .refine((given) => standIns.every(([input, standIn]) => input in given || standIn in given), { message: standIns.map(([input, standIn]) => `${input} or ${standIn} is required`).join('; ') })
+    .refine((given) => standIns.every(([input, standIn]) => given[input] !== undefined || given[standIn] !== undefined), {
+      message: standIns.map(([input, standIn]) => `${input} or ${standIn} is required`).join('; '),
+      // Said beside the other problems of the inputs, a missing model say, not only once they are fixed.
+      when: (payload) => typeof payload.value === 'object' && payload.value !== null,
+    })
     .meta({ allOf: standIns.map(([input, standIn]) => ({ anyOf: [{ required: [input] }, { required: [standIn] }] })) });
 }
 

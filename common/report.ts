@@ -3,7 +3,7 @@
 //   s3://<bucket>/runs/<runId>/<stage>/metrics/<scheduled ms>-attempt-<n>/part-<k>.jsonl
 //        the trainer's progress events and the committed checkpoints, per attempt, in parts
 //   s3://<bucket>/runs/<runId>/<stage>/tensorboard/       the trainer's TensorBoard event files (contract's TENSORBOARD_DIR)
-//   s3://<bucket>/runs/<runId>/<stage>/lineage.json       what the stage read, and the code that ran it (StageLineage)
+//   s3://<bucket>/runs/<runId>/<stage>/lineage.json       what the stage's outputs derive from, and the code that ran it (StageLineage)
 //   s3://<bucket>/runs/<runId>/report/index.html, report.json   the run report: the page, and every number on it
 import type { RunConfig } from './config.js';
 import type { StageState, StageResult, StageUsage } from './run.js';

@@ -42,6 +42,9 @@ describe('trainer contract', () => {
     expect(TrainerRequest.safeParse({ ...request, inputs: { ...models, blocks: '/b' } }).success).toBe(true);
     const neither = TrainerRequest.safeParse({ ...request, inputs: models });
     expect(neither.success ? [] : describeIssues(neither.error)).toEqual(['inputs: corpus or blocks is required']);
+    // Said beside the inputs' other problems, not only once they are fixed.
+    const alone = TrainerRequest.safeParse({ ...request, inputs: { base_model: '/m' } });
+    expect(alone.success ? [] : describeIssues(alone.error)).toEqual([expect.stringMatching(/^inputs\.tokenizer: /), 'inputs: corpus or blocks is required']);
   });
 
   it('the activity checks each request it writes against the contract before a trainer starts', () => {

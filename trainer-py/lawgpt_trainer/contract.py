@@ -40,7 +40,14 @@ def problems(part: str, document: dict) -> list[str]:
 
 def _format(errors) -> list[str]:
     errors = sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])
-    return [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors]
+    return [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {_message(e)}" for e in errors]
+
+
+def _message(error) -> str:
+    # "is not valid under any of the given schemas" would name neither alternative (a stand-in's).
+    if error.validator == "anyOf" and error.context:
+        return " or ".join(sorted({sub.message for sub in error.context}))
+    return error.message
 
 
 def load_request(path: str, stage: str) -> dict:

@@ -58,7 +58,7 @@ def test_cached_blocks_may_stand_in_for_the_pretrain_corpus_but_not_nothing(tmp_
     models = {"tokenizer": tmp_path, "base_model": tmp_path}
     assert problems({**models, "corpus": tmp_path}) == []
     assert problems({**models, "blocks": tmp_path}) == []
-    assert [p.split(":")[0] for p in problems(models)] == ["inputs"]
+    assert problems(models) == ["inputs: 'blocks' is a required property or 'corpus' is a required property"]
 
 
 def test_invalid_request_exits_with_the_invalid_input_code(tmp_path):
