@@ -126,9 +126,10 @@ export async function hasObjects(client: S3Client, uri: string): Promise<boolean
   return false;
 }
 
-export async function filesUnder(dir: string): Promise<string[]> {
+/** The files under `dir`, as the '/'-separated relative names uploadFiles takes. */
+export async function fileNamesUnder(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true, recursive: true });
-  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).sort();
+  return entries.filter((e) => e.isFile()).map((e) => relative(dir, join(e.parentPath, e.name)).split(sep).join('/')).sort();
 }
 
 export interface TransferStats {
@@ -238,8 +239,7 @@ export async function uploadFiles(client: S3Client, dir: string, names: string[]
 
 /** Uploads every file under `dir` below the prefix `uri`, keeping relative paths (see uploadFiles). */
 export async function uploadDir(client: S3Client, dir: string, uri: string, options: { last?: string } = {}): Promise<TransferStats> {
-  const names = (await filesUnder(dir)).map((path) => relative(dir, path).split(sep).join('/'));
-  return uploadFiles(client, dir, names, uri, options);
+  return uploadFiles(client, dir, await fileNamesUnder(dir), uri, options);
 }
 
 /**

@@ -6,11 +6,11 @@
 // after the last upload, and when the trainer exits; the TensorBoard files that changed go up with it.
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { relative, sep } from 'node:path';
+import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { StageTask } from '../common/run.js';
 import { metricsPartKey, tensorboardPrefix, type MetricsRecord } from '../common/report.js';
-import { filesUnder, putText, s3Uri, uploadFiles } from './s3.js';
+import { fileNamesUnder, putText, s3Uri, uploadFiles } from './s3.js';
 
 const UPLOAD_EVERY_MS = 60_000;
 const PART_RECORDS = 5_000;
@@ -44,9 +44,8 @@ export function stageMetrics(s3: S3Client, task: Pick<StageTask, 'bucket' | 'run
 
   async function sendTensorboard(): Promise<void> {
     const changed = new Map<string, string>();
-    for (const path of await filesUnder(tensorboardDir)) {
-      const { size, mtimeMs } = await stat(path);
-      const name = relative(tensorboardDir, path).split(sep).join('/');
+    for (const name of await fileNamesUnder(tensorboardDir)) {
+      const { size, mtimeMs } = await stat(join(tensorboardDir, ...name.split('/')));
       if (sent.get(name) !== `${size}:${mtimeMs}`) changed.set(name, `${size}:${mtimeMs}`);
     }
     await uploadFiles(s3, tensorboardDir, [...changed.keys()], s3Uri(task.bucket, tensorboardPrefix(task.runId, task.stage)));
