@@ -197,7 +197,9 @@ def read_document(source: Source, max_line_chars: int | None) -> tuple[str | Non
     if max_line_chars is None or len(text) <= max_line_chars:
         return text, []
     kept, problems = [], []
-    for number, line in enumerate(text.split("\n"), start=1):
+    # Lines as cleaning reads them (str.splitlines): a file saved with old Mac line ends, CR alone,
+    # would otherwise be one line over the limit.
+    for number, line in enumerate(text.splitlines(), start=1):
         problem = long_line(line, max_line_chars)
         if problem:
             problems.append((source.where(number), problem))
@@ -262,7 +264,8 @@ def _decoded(path: str, bad: BadRecords):
         for number, raw in enumerate(f, start=1):
             where = f"{path}:{number}"
             try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                # Any line may begin with a byte-order mark: `cat` of two Windows exports.
+                line = raw.decode("utf-8-sig")
             except UnicodeDecodeError as e:
                 bad.reject(where, f"not UTF-8 text ({e.reason} at byte {e.start:,} of the line)")
                 continue
@@ -280,15 +283,23 @@ def _decoded(path: str, bad: BadRecords):
 
 def read_records(path: str, bad: BadRecords, parse):
     """parse(record) for every usable record, in order; a record that is no JSON object, a line too
-    long, or a record that parse refuses (BadRecord) goes to `bad`."""
+    long, or a record that parse refuses (BadRecord) goes to `bad`. A file read to its end without
+    one usable record is refused whatever `bad` skips: an empty export, or records of another shape,
+    would otherwise train on nothing of it, silently."""
+    usable, bad_before = 0, bad.count
     for where, record in _decoded(path, bad):
         if not isinstance(record, dict):
             bad.reject(where, "expected a JSON object")
             continue
         try:
-            yield parse(record)
+            parsed = parse(record)
         except BadRecord as e:
             bad.reject(where, str(e))
+            continue
+        usable += 1
+        yield parsed
+    if not usable:
+        raise InvalidInput(f"{path}: no usable records (see the bad records logged before this)" if bad.count > bad_before else f"{path}: no records")
 
 
 def _field(record: dict, field: str, kind: type):
@@ -396,8 +407,9 @@ def read_knowledge(path: str, limit: int, bad: BadRecords | None = None) -> list
     return list(islice(read_records(path, bad or BadRecords(), _knowledge), limit))
 
 
-# What stands between the letters of an answer in the wild: "A,B", "A、B", "A B", "A和B", "A.".
-_ANSWER_SEPARATORS = re.compile(r"[\s,，、;；/.。和及与]+")
+# What stands between or around the letters of an answer in the wild: "A,B", "A、B", "A B",
+# "A和B", "A.", "(D)", "【D】".
+_ANSWER_SEPARATORS = re.compile(r"[\s,，、;；/.。和及与()\[\]【】]+")
 
 
 def _letters(text: str) -> str:
@@ -431,10 +443,7 @@ def _exam_question(record: dict) -> ExamQuestion:
 
 def read_exam(path: str, bad: BadRecords | None = None) -> list[ExamQuestion]:
     """Multiple-choice questions `{id?, question, options{letter: text}, answer, multi?, subject?, analysis?}`."""
-    questions = list(read_records(path, bad or BadRecords(), _exam_question))
-    if not questions:
-        raise InvalidInput(f"{path}: no usable questions")
-    return questions
+    return list(read_records(path, bad or BadRecords(), _exam_question))
 
 
 # Letters and digits only, width folded: copies of a bar-exam question differ in punctuation.
@@ -486,7 +495,4 @@ def _short_answer_question(record: dict) -> ShortAnswerQuestion:
 
 def read_short_answer_questions(path: str, limit: int, bad: BadRecords | None = None) -> list[ShortAnswerQuestion]:
     """Questions with reference answers `{id?, input, output}`: for evaluation alone, so all are held out."""
-    questions = list(islice(read_records(path, bad or BadRecords(), _short_answer_question), limit))
-    if not questions:
-        raise InvalidInput(f"{path}: no usable questions")
-    return questions
+    return list(islice(read_records(path, bad or BadRecords(), _short_answer_question), limit))

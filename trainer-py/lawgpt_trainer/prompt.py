@@ -2,6 +2,7 @@
 
 import json
 import re
+import unicodedata
 from functools import cache
 from importlib import resources
 
@@ -98,7 +99,8 @@ def extract_choice(generated: str, letters: str) -> str:
     group stated as the answer (after 答案 or 选), else the last group of option letters that does
     not merely mention an option (after 选项, or before 项 or 选项). "A和B都不对，应选C" is C;
     "C\nA项错误" is C; a word such as "ABOUT", or a group with a letter that is no option, is no
-    choice."""
+    choice. Full-width letters (Ｂ), as the exam's own answers may be written, read as half-width."""
+    generated = unicodedata.normalize("NFKC", generated)
     groups = [(m.group(), generated[: m.start()], generated[m.end() :]) for m in _GROUP.finditer(generated)]
 
     def choice(group: str) -> str | None:

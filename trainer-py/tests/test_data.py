@@ -121,8 +121,42 @@ def test_skip_drops_and_counts_every_kind_of_bad_record_once(tmp_path):
 
 
 def test_an_exam_with_no_usable_question_is_refused_even_when_skipping(tmp_path):
-    with pytest.raises(InvalidInput, match="records.jsonl: no usable questions"):
+    with pytest.raises(InvalidInput, match="records.jsonl: no usable records"):
         data.read_exam(_jsonl(tmp_path, ["{oops"]), data.BadRecords("skip"))
+
+
+@pytest.mark.parametrize("read", [
+    lambda path, bad: data.read_dialogue(path, "all", 100, bad),
+    lambda path, bad: data.read_instructions(path, 100, bad),
+    lambda path, bad: data.read_knowledge(path, 100, bad),
+    lambda path, bad: data.read_short_answer_questions(path, 100, bad),
+])
+def test_a_training_file_with_no_usable_record_is_refused_even_when_skipping(tmp_path, read):
+    # An empty export, or records of another shape, would otherwise add nothing to sft, silently.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n", "utf-8")
+    with pytest.raises(InvalidInput, match="empty.jsonl: no records"):
+        read(str(empty), data.BadRecords("skip"))
+    # No record here has the fields any reader asks for.
+    with pytest.raises(InvalidInput, match="records.jsonl: no usable records"):
+        read(_jsonl(tmp_path, [{"prompt": "问", "response": "答"}] * 2), data.BadRecords("skip"))
+
+
+def test_any_line_may_begin_with_a_byte_order_mark(tmp_path):
+    # What `cat` of two exports that each begin with one gives.
+    path = tmp_path / "joined.jsonl"
+    line = json.dumps({"instruction": "解释不当得利", "output": "没有法律根据取得利益"}, ensure_ascii=False)
+    path.write_bytes(codecs.BOM_UTF8 + line.encode() + b"\n" + codecs.BOM_UTF8 + line.encode() + b"\n")
+    assert len(data.read_instructions(str(path), 10)) == 2
+
+
+def test_a_corpus_saved_with_carriage_returns_alone_is_read_by_its_lines(tmp_path):
+    # Old Mac line ends: under a line limit, the whole file must not count as one line.
+    (tmp_path / "law.md").write_bytes("\r".join(f"第{k}条 民事主体从事民事活动，应当遵循诚信原则。" for k in range(1, 40)).encode())
+    bad = data.BadRecords("fail", max_line_chars=100)
+    [doc] = data.read_corpus(str(tmp_path), bad)
+    assert bad.count == 0
+    assert doc.text.splitlines()[1] == "第2条 民事主体从事民事活动，应当遵循诚信原则。"
 
 
 def test_a_corpus_line_over_the_limit_is_named_or_dropped_alone(tmp_path):
@@ -160,6 +194,8 @@ def test_a_corpus_line_over_the_limit_is_named_or_dropped_alone(tmp_path):
         ("故选A；B项错误", "ABCD", "A"),
         ("答案：A B项错误", "ABCD", "A"),
         ("B C项错误", "ABCD", "B"),
+        ("答案：Ｂ", "ABCD", "B"),
+        ("正确答案为Ａ、Ｃ", "ABCD", "AC"),
     ],
 )
 def test_extract_choice(generated, letters, chosen):
@@ -245,7 +281,7 @@ def test_exam_questions_train_on_letters_first_and_reasoning_where_present(tmp_p
 
 def test_exam_answers_are_read_in_the_forms_the_sources_write_them(tmp_path):
     base = {"question": "问", "options": {"A": "甲", "B": "乙", "C": "丙", "D": "丁"}}
-    answers = ["A,B", "A、B", "A B", "ab", "ＡＢ", "AAB", "B和A", "AB."]
+    answers = ["A,B", "A、B", "A B", "ab", "ＡＢ", "AAB", "B和A", "AB.", "(A)(B)", "【A、B】", "[AB]", "（Ａ，Ｂ）"]
     questions = data.read_exam(_jsonl(tmp_path, [{**base, "answer": a} for a in answers]))
     assert [q.answer for q in questions] == ["AB"] * len(answers)
     assert all(q.multi for q in questions)
