@@ -14,6 +14,9 @@ import { join } from 'node:path';
 import { trainerStart } from './deepspeed-launch.js';
 
 const STDERR_TAIL_CHARS = 4000;
+// How long DeepSpeed's runner may take to stop the ranks on every host before SIGKILL ends it:
+// its pkill over pdsh, then a second's wait.
+const RUNNER_CLEANUP_MS = 30_000;
 
 export interface TrainerLaunch {
   python: string;
@@ -112,14 +115,26 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   });
   createInterface({ input: child.stderr! }).on('line', keepStderr);
 
-  const killGroup = (sig: NodeJS.Signals) => {
+  const send = (pid: number, sig: NodeJS.Signals) => {
     try {
-      process.kill(-child.pid!, sig);
+      process.kill(pid, sig);
     } catch {
       // already gone
     }
   };
+  const killGroup = (sig: NodeJS.Signals) => send(-child.pid!, sig);
   let forceKill: NodeJS.Timeout | undefined;
+  const backstop = () => {
+    // Across hosts every rank is a child of its host's sshd, out of this group's reach: SIGTERM
+    // makes DeepSpeed's runner stop them, with pkill over pdsh on every host (each per-node
+    // launcher then stops its ranks, SIGKILL 30 s on); SIGKILL follows for whatever is left here.
+    if (ds && ds.hosts.length > 1) {
+      send(child.pid!, 'SIGTERM');
+      forceKill = setTimeout(() => killGroup('SIGKILL'), RUNNER_CLEANUP_MS);
+    } else {
+      killGroup('SIGKILL');
+    }
+  };
   const onAbort = () => {
     // Still waiting for its request, the trainer has done nothing it could save.
     if (launch.waitForRequest && !existsSync(launch.requestPath)) {
@@ -131,7 +146,7 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
     // under DeepSpeed the stop file alone asks, however the ranks were started, and SIGKILL after
     // the grace period is the backstop.
     if (!ds) killGroup('SIGTERM');
-    forceKill = setTimeout(() => killGroup('SIGKILL'), launch.stopGraceMs ?? 10_000);
+    forceKill = setTimeout(backstop, launch.stopGraceMs ?? 10_000);
   };
   launch.signal?.addEventListener('abort', onAbort, { once: true });
   // A cancel that arrived while inputs were downloading still stops this trainer at once.

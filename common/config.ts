@@ -103,6 +103,8 @@ const DeepSpeedHost = z
 
 const DEEPSPEED_PROFILES = ['cpu', 'v100'] as const;
 
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
+
 // Which decoder layers recompute their activations in the backward pass (see DeepSpeedConfig).
 const GradientCheckpointing = z.union([z.boolean(), z.number().int().min(2), z.literal('auto')]);
 
@@ -135,7 +137,13 @@ export const DeepSpeedConfig = z
     master_addr: z.string().min(1).default('127.0.0.1'),
     master_port: z.number().int().min(1024).max(65535).default(29500),
   })
-  .strict();
+  .strict()
+  .superRefine((d, ctx) => {
+    // The other hosts' ranks would wait for rank 0 on themselves until the rendezvous times out.
+    if (d.hosts.length > 1 && isLoopback(d.master_addr) && d.hosts.some((h) => !isLoopback(h.host))) {
+      ctx.addIssue({ code: 'custom', path: ['master_addr'], message: `${d.master_addr} is this machine to every host; with hosts on other machines, give the first host's address that all of them reach` });
+    }
+  });
 export type DeepSpeedConfig = z.infer<typeof DeepSpeedConfig>;
 
 /** Training processes of a stage: every slot of every host under DeepSpeed, else one. */

@@ -153,7 +153,7 @@ describe('run config', () => {
       { host: 'node-1', slots: 8 },
       { host: 'node-2', slots: 8 },
     ];
-    const ok = parseRunConfig({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 128, deepspeed: { profile: 'v100', hosts } } });
+    const ok = parseRunConfig({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 128, deepspeed: { profile: 'v100', hosts, master_addr: 'node-1' } } });
     expect(ok.pretrain.deepspeed).toMatchObject({ zero_stage: 2, master_port: 29500 });
     const zeroStage = (pretrain: object) => parseRunConfig({ ...demo, pretrain }).pretrain.deepspeed?.zero_stage;
     expect(zeroStage({ method: 'full', deepspeed: { profile: 'v100' } })).toBe('auto');
@@ -161,9 +161,16 @@ describe('run config', () => {
     expect(zeroStage({ method: 'full', deepspeed: { profile: 'v100', hosts: [{ host: 'localhost', slots: 1 }], zero_stage: 3 } })).toBe(3);
     expect(zeroStage({ method: 'lora', deepspeed: { profile: 'v100', zero_stage: 3 } })).toBe(3);
     expect(zeroStage({ method: 'lora', deepspeed: { profile: 'v100', zero_stage: 'auto' } })).toBe('auto');
-    expect(problems({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 96, deepspeed: { profile: 'v100', hosts } } })).toEqual([
+    expect(problems({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 96, deepspeed: { profile: 'v100', hosts, master_addr: 'node-1' } } })).toEqual([
       'pretrain.global_batch_size: must be a multiple of micro_batch_size x processes (the sum of deepspeed.hosts slots, or 1)',
     ]);
+    // Rank 0's address must reach it from every host; loopback hosts alone may share 127.0.0.1.
+    expect(problems({ ...demo, pretrain: { micro_batch_size: 8, global_batch_size: 128, deepspeed: { profile: 'v100', hosts } } })).toEqual([
+      "pretrain.deepspeed.master_addr: 127.0.0.1 is this machine to every host; with hosts on other machines, give the first host's address that all of them reach",
+    ]);
+    const loopbackHosts = [{ host: '127.0.0.1', slots: 1 }, { host: '127.0.0.2', slots: 1 }];
+    expect(parseRunConfig({ ...demo, pretrain: { deepspeed: { profile: 'cpu', hosts: loopbackHosts } } }).pretrain.deepspeed?.master_addr).toBe('127.0.0.1');
+    expect(parseRunConfig({ ...demo, pretrain: { deepspeed: { profile: 'v100', hosts: [{ host: 'node-1', slots: 8 }] } } }).pretrain.deepspeed?.master_addr).toBe('127.0.0.1');
     const checkpointing = (gradient_checkpointing: unknown) => parseRunConfig({ ...demo, pretrain: { deepspeed: { profile: 'v100', gradient_checkpointing } } }).pretrain.deepspeed?.gradient_checkpointing;
     expect([checkpointing(true), checkpointing(2), checkpointing(false), checkpointing('auto')]).toEqual([true, 2, false, 'auto']);
     const found = problems({ ...demo, pretrain: { deepspeed: { profile: 'a100', zero_stage: 4, gradient_checkpointing: 1, hosts: [{ host: 'bad host', slots: 0 }] } } });

@@ -3,11 +3,14 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DeepSpeedConfig } from '../common/config.js';
 import type { TrainerEvent } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
 import { launchTrainer, trainerEnv } from '../activities/trainer-process.js';
 import { createFakeTrainer } from './helpers/fake-trainer.js';
-import { findProcesses } from './helpers/processes.js';
+import { freePort } from './helpers/minio.js';
+import { findProcesses, waitFor } from './helpers/processes.js';
+import { startSshHosts } from './helpers/sshd.js';
 import { tools } from './helpers/tools.js';
 
 let fake: string;
@@ -122,5 +125,45 @@ describe('launchTrainer', () => {
     const { exit } = await launch('eval', abort.signal);
     expect(exit.signal).toBe('SIGTERM');
     expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  // Across hosts every rank is a child of its host's sshd (two loopback hosts here, as in
+  // chaos.test.ts), out of reach of the launcher's process group.
+  it('stops the ranks on every host when a stage across hosts outlasts its grace period', { timeout: 150_000 }, async () => {
+    const hosts = await startSshHosts(['127.0.0.1', '127.0.0.2'], join(work, 'ssh'));
+    try {
+      const requestPath = join(work, 'across-hosts.json');
+      await writeFile(requestPath, JSON.stringify({ output_dir: join(work, 'across-hosts-out'), inputs: { corpus: '/c' } }));
+      const deepspeed = DeepSpeedConfig.parse({ profile: 'cpu', master_addr: '127.0.0.1', master_port: await freePort(), hosts: [{ host: '127.0.0.1', slots: 1 }, { host: '127.0.0.2', slots: 1 }] });
+      const abort = new AbortController();
+      const exited = launchTrainer({
+        python: tools.python,
+        stage: 'eval',
+        requestPath,
+        cwd: work,
+        deepspeed,
+        stopFile: join(work, 'across-hosts.stop'),
+        signal: abort.signal,
+        stopGraceMs: 1000,
+        onEvent: () => undefined,
+        env: { ...trainerEnv(process.env), PYTHONPATH: fake, PDSH_SSH_ARGS_APPEND: `-F ${hosts.sshConfig}` },
+      });
+      // The fake eval hangs, deaf to the stop file.
+      const ranks = () => findProcesses('-m lawgpt_trainer', 'eval', requestPath);
+      await waitFor('a rank on each host', async () => ((await ranks()).length === 2 ? true : undefined), 90_000);
+      abort.abort();
+      await exited;
+      await waitFor('no rank left on either host', async () => ((await ranks()).length === 0 ? true : undefined), 20_000);
+    } finally {
+      // Whatever a failure left, for the tests after this one.
+      for (const pid of await findProcesses(join(work, 'across-hosts.json'))) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone since
+        }
+      }
+      await hosts.stop();
+    }
   });
 });

@@ -7,6 +7,7 @@ and resuming checks the checkpoint against it and against the run that wants to 
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,9 +31,31 @@ def _sha256(path: Path) -> str:
 HASHING_THREADS = min(4, len(os.sched_getaffinity(0)))
 
 
-def write_manifest(folder: Path, request: dict, step: int, world_size: int, vocab_size: int, eval_loss: float | None = None, zero_stage: int | None = None) -> dict:
+# How long rank 0 waits to see a file another rank says it wrote: a shared filesystem may cache
+# what a folder holds (NFS: up to a minute).
+VISIBLE_WITHIN_SECONDS = 120
+
+
+def files_in(folder: Path) -> list[str]:
+    """The checkpoint files this process sees in `folder`, relative, the manifest aside."""
     name = contract.schema()["manifest_file"]
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != name)
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != name)
+
+
+def _visible(folder: Path, names: list[str]) -> list[Path]:
+    deadline = time.monotonic() + VISIBLE_WITHIN_SECONDS
+    while missing := [n for n in names if not (folder / n).is_file()]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{folder}: files other ranks wrote are not here after {VISIBLE_WITHIN_SECONDS} s, e.g. {missing[:3]} (is the work folder one filesystem, shared by every host?)")
+        time.sleep(1)
+    return [folder / n for n in names]
+
+
+def write_manifest(folder: Path, names: list[str], request: dict, step: int, world_size: int, vocab_size: int, eval_loss: float | None = None, zero_stage: int | None = None) -> dict:
+    """Hashes the checkpoint's files `names` (what every rank saw of it, files_in; each waited for
+    until this process sees it too) into the manifest that makes the checkpoint exist."""
+    name = contract.schema()["manifest_file"]
+    files = _visible(folder, sorted(names))
     with ThreadPoolExecutor(HASHING_THREADS, thread_name_prefix="sha256") as pool:
         digests = list(pool.map(_sha256, files))
     manifest = {

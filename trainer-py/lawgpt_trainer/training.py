@@ -127,19 +127,24 @@ class CheckpointHandoff(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         # Every rank writes its own shards and RNG state: the checkpoint is complete only once all
-        # of them are done, and only then may the manifest make it exist.
+        # of them are done, and only then may the manifest make it exist. Then each names the
+        # files it sees, its own among them: on a filesystem shared by several hosts, rank 0's own
+        # listing could miss another host's (NFS caches what a folder holds), and a checkpoint
+        # without them would verify and never resume.
         distributed.barrier()
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        seen = distributed.gathered(checkpoints.files_in(folder))
         if not distributed.is_main():
             return
         # The Trainer saves right after the step ends (and after its evaluation, when there is one).
         seconds = time.monotonic() - self.last_done
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         eval_loss = self.eval_losses.get(state.global_step)
         zero_stage = args.deepspeed["zero_optimization"]["stage"] if args.deepspeed else None
-        self.pending.append(self.pool.submit(self._commit, folder, state.global_step, args.world_size, eval_loss, zero_stage, seconds))
+        names = sorted(set().union(*seen))
+        self.pending.append(self.pool.submit(self._commit, folder, state.global_step, args.world_size, eval_loss, zero_stage, seconds, names))
 
-    def _commit(self, folder: Path, step: int, world_size: int, eval_loss: float | None, zero_stage: int | None, save_seconds: float) -> None:
-        checkpoints.write_manifest(folder, self.request, step, world_size, self.vocab_size, eval_loss, zero_stage)
+    def _commit(self, folder: Path, step: int, world_size: int, eval_loss: float | None, zero_stage: int | None, save_seconds: float, names: list[str]) -> None:
+        checkpoints.write_manifest(folder, names, self.request, step, world_size, self.vocab_size, eval_loss, zero_stage)
         relative = folder.relative_to(self.request["output_dir"]).as_posix()
         self.events.emit("checkpoint", step=step, path=relative, save_seconds=round(save_seconds, 3))
 

@@ -7,7 +7,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 
+import pytest
 import torch
 from transformers import LlamaForCausalLM
 
@@ -128,3 +130,17 @@ def test_the_zero_stage_a_checkpoint_was_written_under_is_read_only_when_its_man
     (tmp_path / "manifest.json").write_text("[1,")
     assert checkpoints.written_zero_stage(str(tmp_path)) is None
     assert checkpoints.written_zero_stage(str(tmp_path / "absent")) is None
+
+
+def test_a_manifest_waits_for_the_files_other_ranks_wrote_and_refuses_without_them(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    (folder / "rng_state_0.pth").write_bytes(b"0")
+    request = {"run_id": "r", "stage": "pretrain", "config": {}}
+    # Rank 1's file shows up here a moment after rank 1 said it wrote it, as on a shared filesystem.
+    threading.Timer(1.5, lambda: (folder / "rng_state_1.pth").write_bytes(b"1")).start()
+    manifest = checkpoints.write_manifest(folder, ["rng_state_1.pth", "rng_state_0.pth"], request, 4, world_size=2, vocab_size=10)
+    assert [f["path"] for f in manifest["files"]] == ["rng_state_0.pth", "rng_state_1.pth"]
+    monkeypatch.setattr(checkpoints, "VISIBLE_WITHIN_SECONDS", 0.5)
+    with pytest.raises(RuntimeError, match=r"not here after 0.5 s, e.g. \['zero_pp_rank_1_mp_rank_00_optim_states.pt'\]"):
+        checkpoints.write_manifest(folder, ["rng_state_0.pth", "zero_pp_rank_1_mp_rank_00_optim_states.pt"], request, 4, world_size=2, vocab_size=10)

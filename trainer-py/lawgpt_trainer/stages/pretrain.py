@@ -4,6 +4,7 @@ as Chinese-LLaMA did, so the new vocabulary learns) ends with the adapter folded
 model; `full` trains every weight. The embeddings are grown to the vocabulary first (embeddings.py)."""
 
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -30,11 +31,50 @@ def resized_base(base_model: str, tokenizer, options: dict) -> tuple[LlamaForCau
 
 
 BLOCKS_DIR = "blocks"
+# Rank 0 prepares the blocks for every rank, touching PREPARING_FILE as it goes and writing
+# FAILED_FILE should it fail. Should it die, a host's launcher stops that host's ranks, but not those
+# of other hosts, which would wait for the blocks until the stage timed out, days later.
+PREPARING_FILE = ".preparing"
+FAILED_FILE = ".failed"
+BEAT_SECONDS = 10
+# Well past a shared filesystem's attribute caching (NFS: up to 60 s).
+SILENCE_SECONDS = 300
 
 
-def _wait_for(path: Path) -> None:
-    # Rank 0 prepares the blocks for every rank; should it fail, the launcher stops us.
-    while not path.is_file():
+def _prepare_for_every_rank(folder: Path, prepare) -> None:
+    """prepare(), the other ranks told that it goes on, and whether it failed; the folder is left
+    as prepare() leaves it, for the block cache."""
+    folder.mkdir(parents=True, exist_ok=True)
+    beat, stop = folder / PREPARING_FILE, threading.Event()
+
+    def keep_beating() -> None:
+        while not stop.wait(BEAT_SECONDS):
+            beat.touch()
+
+    beat.touch()
+    threading.Thread(target=keep_beating, daemon=True).start()
+    try:
+        prepare()
+    except BaseException as e:
+        (folder / FAILED_FILE).write_text(f"{type(e).__name__}: {e}", "utf-8")
+        raise
+    finally:
+        stop.set()
+        beat.unlink(missing_ok=True)
+
+
+def _wait_for_rank_0(folder: Path) -> None:
+    """Returns once rank 0 has written the blocks' index; raises once it has failed, or gone
+    SILENCE_SECONDS without touching PREPARING_FILE."""
+    beat, seen, since = folder / PREPARING_FILE, None, time.monotonic()
+    while not (folder / packing.INDEX_FILE).is_file():
+        if (folder / FAILED_FILE).is_file():
+            raise RuntimeError(f"rank 0 failed to prepare the blocks ({(folder / FAILED_FILE).read_text('utf-8')})")
+        touched = beat.stat().st_mtime if beat.is_file() else None
+        if touched != seen:
+            seen, since = touched, time.monotonic()
+        elif time.monotonic() - since > SILENCE_SECONDS:
+            raise RuntimeError(f"rank 0 has not been heard from in {SILENCE_SECONDS} s of preparing the blocks (killed?): giving up waiting")
         time.sleep(0.2)
 
 
@@ -51,9 +91,9 @@ def tokenized_blocks(request: dict, tokenizer, events) -> tuple[packing.Blocks, 
     folder = Path(request["output_dir"]) / BLOCKS_DIR
     started = time.perf_counter()
     if distributed.is_main():
-        packing.prepare(inputs["corpus"], request["cleaning"], request["split"]["heldout_percent"], tokenizer, block_size, folder, bad=data.BadRecords.of(request, events))
+        _prepare_for_every_rank(folder, lambda: packing.prepare(inputs["corpus"], request["cleaning"], request["split"]["heldout_percent"], tokenizer, block_size, folder, bad=data.BadRecords.of(request, events)))
     else:
-        _wait_for(folder / packing.INDEX_FILE)
+        _wait_for_rank_0(folder)
     train, heldout, index = packing.load(folder, block_size, eval_blocks)
     if not len(train):
         raise InvalidInput(f"the corpus yields no full block of {block_size} tokens")
