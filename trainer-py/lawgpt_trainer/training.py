@@ -149,9 +149,12 @@ class CheckpointHandoff(TrainerCallback):
         self.events.emit("checkpoint", step=step, path=relative, save_seconds=round(save_seconds, 3))
 
     def wait(self) -> None:
-        for future in self.pending:
-            future.result()
+        # Every commit is waited for, and the first failure raised after: the checkpoints after a
+        # failed one are as good, and an unfinished one would be lost when the rank exits.
+        failures = [e for e in (future.exception() for future in self.pending) if e]
         self.pool.shutdown()
+        if failures:
+            raise failures[0]
 
 
 class StopOnRequest(TrainerCallback):

@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from lawgpt_trainer import checkpoints, contract, fingerprint
+from lawgpt_trainer import checkpoints, contract, fingerprint, training
 
 from conftest import CLEANING, CONFIGS, RECORDS, TRAINER_ROOT, run_stage
 
@@ -144,3 +145,21 @@ def test_a_manifest_waits_for_the_files_other_ranks_wrote_and_refuses_without_th
     monkeypatch.setattr(checkpoints, "VISIBLE_WITHIN_SECONDS", 0.5)
     with pytest.raises(RuntimeError, match=r"not here after 0.5 s, e.g. \['zero_pp_rank_1_mp_rank_00_optim_states.pt'\]"):
         checkpoints.write_manifest(folder, ["rng_state_0.pth", "zero_pp_rank_1_mp_rank_00_optim_states.pt"], request, 4, world_size=2, vocab_size=10)
+
+
+def test_a_failed_commit_is_raised_once_every_later_one_is_done():
+    # A rank exits right after: a later checkpoint still being hashed would be lost.
+    handoff = training.CheckpointHandoff(events=None, request={}, vocab_size=1)
+    committed = []
+
+    def fails():
+        raise RuntimeError("checkpoint-2: files other ranks wrote are not here")
+
+    def commits():
+        time.sleep(0.5)
+        committed.append(4)
+
+    handoff.pending += [handoff.pool.submit(fails), handoff.pool.submit(commits)]
+    with pytest.raises(RuntimeError, match="checkpoint-2"):
+        handoff.wait()
+    assert committed == [4]

@@ -223,8 +223,12 @@ def test_ranks_waiting_for_the_blocks_give_up_when_rank_0_fails(tmp_path):
 
 def test_ranks_waiting_for_the_blocks_give_up_when_rank_0_goes_silent(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain, "SILENCE_SECONDS", 0.5)
+    monkeypatch.setattr(pretrain, "FIRST_TOUCH_SECONDS", 1.5)
     folder = tmp_path / "blocks"
     folder.mkdir()
+    # Never heard from at all: the first touch's longer wait.
+    with pytest.raises(RuntimeError, match="rank 0 has not been heard from in 1.5 s"):
+        pretrain._wait_for_rank_0(folder)
     (folder / pretrain.PREPARING_FILE).touch()
     with pytest.raises(RuntimeError, match="rank 0 has not been heard from in 0.5 s"):
         pretrain._wait_for_rank_0(folder)

@@ -39,6 +39,9 @@ FAILED_FILE = ".failed"
 BEAT_SECONDS = 10
 # Well past a shared filesystem's attribute caching (NFS: up to 60 s).
 SILENCE_SECONDS = 300
+# Before its first touch: rank 0 may reach the blocks later than the others (a slower load of the
+# tokenizer, say), but not this much later.
+FIRST_TOUCH_SECONDS = 1800
 
 
 def _prepare_for_every_rank(folder: Path, prepare) -> None:
@@ -52,7 +55,8 @@ def _prepare_for_every_rank(folder: Path, prepare) -> None:
             beat.touch()
 
     beat.touch()
-    threading.Thread(target=keep_beating, daemon=True).start()
+    beating = threading.Thread(target=keep_beating, daemon=True)
+    beating.start()
     try:
         prepare()
     except BaseException as e:
@@ -60,12 +64,13 @@ def _prepare_for_every_rank(folder: Path, prepare) -> None:
         raise
     finally:
         stop.set()
+        beating.join()
         beat.unlink(missing_ok=True)
 
 
 def _wait_for_rank_0(folder: Path) -> None:
     """Returns once rank 0 has written the blocks' index; raises once it has failed, or gone
-    SILENCE_SECONDS without touching PREPARING_FILE."""
+    SILENCE_SECONDS without touching PREPARING_FILE (FIRST_TOUCH_SECONDS before it first does)."""
     beat, seen, since = folder / PREPARING_FILE, None, time.monotonic()
     while not (folder / packing.INDEX_FILE).is_file():
         if (folder / FAILED_FILE).is_file():
@@ -73,8 +78,8 @@ def _wait_for_rank_0(folder: Path) -> None:
         touched = beat.stat().st_mtime if beat.is_file() else None
         if touched != seen:
             seen, since = touched, time.monotonic()
-        elif time.monotonic() - since > SILENCE_SECONDS:
-            raise RuntimeError(f"rank 0 has not been heard from in {SILENCE_SECONDS} s of preparing the blocks (killed?): giving up waiting")
+        elif time.monotonic() - since > (SILENCE_SECONDS if seen else FIRST_TOUCH_SECONDS):
+            raise RuntimeError(f"rank 0 has not been heard from in {SILENCE_SECONDS if seen else FIRST_TOUCH_SECONDS} s of preparing the blocks (killed?): giving up waiting")
         time.sleep(0.2)
 
 
