@@ -2,7 +2,8 @@
 // section. Every launcher layer imports DeepSpeed and torch before the ranks start (4-6 s each on
 // a GPU machine, 8-12 s of a 1.1B launch on an H100 for the two), so a run takes only the layers
 // its hosts need, each giving the ranks the environment DeepSpeed's full launch would:
-//   several hosts: DeepSpeed's runner, one per run on this worker, which reaches the others itself
+//   several hosts: DeepSpeed's runner (in lawgpt_trainer.runner, which stops the ranks of every
+//     host should this worker die), one per run on this worker, which reaches the others itself
 //     (pdsh over ssh, with the ssh options in PDSH_SSH_ARGS_APPEND); they then need this worker's
 //     Python environment and work folder at the same paths, and get the environment in
 //     DEEPSPEED_ENV_FILE (see the README's "Several nodes");
@@ -78,9 +79,21 @@ export function deepspeedStart(deepspeed: DeepSpeedConfig, trainer: string[], tr
   return { args: alone(trainer), env: { ...env, ...rank, MASTER_ADDR: deepspeed.master_addr, MASTER_PORT: String(deepspeed.master_port) }, files: {} };
 }
 
+/**
+ * pdsh's arguments to kill a stage's ranks on every host at once. Across hosts they are children
+ * of each host's sshd, out of the worker's reach, and DeepSpeed's launchers stop theirs one at a
+ * time, 30 s each. The pattern matches a rank's command line (`-m lawgpt_trainer <stage> --request
+ * <path>`) and not that of the shell running pkill, whose `[a-z]+` stands where the stage would.
+ */
+export function killRanksArgs(deepspeed: DeepSpeedConfig, requestPath: string): string[] {
+  const path = requestPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return ['-R', 'ssh', '-w', deepspeed.hosts.map((h) => h.host).join(','), `pkill -KILL -f -- '-m lawgpt_trainer [a-z]+ --request ${path}'`];
+}
+
 function runnerArgs(deepspeed: DeepSpeedConfig, trainer: string[]): string[] {
   return [
-    '-m', 'deepspeed.launcher.runner',
+    // DeepSpeed's runner, stopping every host's ranks should the worker die (see runner.py).
+    '-m', 'lawgpt_trainer.runner',
     '--hostfile', HOSTFILE,
     '--master_addr', deepspeed.master_addr,
     `--master_port=${deepspeed.master_port}`,

@@ -11,12 +11,11 @@ import { SECRET_NAME } from '../common/settings.js';
 import { TrainerEvent, trainerArgs } from '../common/contract.js';
 import type { StageName } from '../common/stages.js';
 import { join } from 'node:path';
-import { trainerStart } from './deepspeed-launch.js';
+import { killRanksArgs, trainerStart } from './deepspeed-launch.js';
 
 const STDERR_TAIL_CHARS = 4000;
-// How long DeepSpeed's runner may take to stop the ranks on every host before SIGKILL ends it:
-// its pkill over pdsh, then a second's wait.
-const RUNNER_CLEANUP_MS = 30_000;
+// How long killing a stage's ranks on every host may take (pdsh's ssh connections time out in 10 s).
+const KILL_ON_HOSTS_MS = 30_000;
 
 export interface TrainerLaunch {
   python: string;
@@ -67,6 +66,15 @@ export async function trainerVersion(python: string): Promise<string> {
   return stdout.trim();
 }
 
+/** Kills the stage's ranks on every host (killRanksArgs); resolves once pdsh is done, or has had its time. */
+function killOnHosts(deepspeed: DeepSpeedConfig, requestPath: string, env: NodeJS.ProcessEnv): Promise<void> {
+  return new Promise((resolve) => {
+    const pdsh = spawn('pdsh', killRanksArgs(deepspeed, requestPath), { env, stdio: 'ignore', timeout: KILL_ON_HOSTS_MS });
+    pdsh.on('error', () => resolve());
+    pdsh.on('close', () => resolve());
+  });
+}
+
 export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   const ds = launch.deepspeed;
   const trainer = trainerArgs(launch.stage, launch.requestPath, launch.waitForRequest);
@@ -115,25 +123,18 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
   });
   createInterface({ input: child.stderr! }).on('line', keepStderr);
 
-  const send = (pid: number, sig: NodeJS.Signals) => {
+  const killGroup = (sig: NodeJS.Signals) => {
     try {
-      process.kill(pid, sig);
+      process.kill(-child.pid!, sig);
     } catch {
       // already gone
     }
   };
-  const killGroup = (sig: NodeJS.Signals) => send(-child.pid!, sig);
   let forceKill: NodeJS.Timeout | undefined;
-  const backstop = () => {
-    // Across hosts every rank is a child of its host's sshd, out of this group's reach: SIGTERM
-    // makes DeepSpeed's runner stop them, with pkill over pdsh on every host (each per-node
-    // launcher then stops its ranks, SIGKILL 30 s on); SIGKILL follows for whatever is left here.
-    if (ds && ds.hosts.length > 1) {
-      send(child.pid!, 'SIGTERM');
-      forceKill = setTimeout(() => killGroup('SIGKILL'), RUNNER_CLEANUP_MS);
-    } else {
-      killGroup('SIGKILL');
-    }
+  const backstop = async () => {
+    // Across hosts every rank is a child of its host's sshd, out of this group's reach.
+    if (ds && ds.hosts.length > 1) await killOnHosts(ds, launch.requestPath, env);
+    killGroup('SIGKILL');
   };
   const onAbort = () => {
     // Still waiting for its request, the trainer has done nothing it could save.
@@ -146,7 +147,7 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
     // under DeepSpeed the stop file alone asks, however the ranks were started, and SIGKILL after
     // the grace period is the backstop.
     if (!ds) killGroup('SIGTERM');
-    forceKill = setTimeout(backstop, launch.stopGraceMs ?? 10_000);
+    forceKill = setTimeout(() => void backstop(), launch.stopGraceMs ?? 10_000);
   };
   launch.signal?.addEventListener('abort', onAbort, { once: true });
   // A cancel that arrived while inputs were downloading still stops this trainer at once.

@@ -166,7 +166,7 @@ describe('chaos', () => {
     });
     const committed = await committedCheckpoint(handle);
     const [launcher] = await findProcesses('deepspeed.launcher.launch', 'pretrain', workDir);
-    const ranks = await findProcesses('-m lawgpt_trainer', 'pretrain', workDir);
+    const ranks = await findProcesses('-m lawgpt_trainer pretrain ', workDir);
     expect(ranks).toHaveLength(2);
     expect(Number((await readFile(`/proc/${launcher}/stat`, 'utf8')).split(') ')[1].split(' ')[1])).toBe(first.child.pid); // the launcher's parent
     process.kill(first.child.pid!, 'SIGKILL');
@@ -390,7 +390,7 @@ describe('chaos', () => {
       const twoHosts = { master_port: 29623, master_addr: '127.0.0.1', hosts: [{ host: '127.0.0.1', slots: 1 }, { host: '127.0.0.2', slots: 1 }] };
       const handle = await env.client.workflow.start(lawgptPipeline, { workflowId: 'two-hosts', taskQueue: 'two-hosts', args: [chaosConfig('two-hosts', 6, 60, twoHosts)] });
       const committed = await committedCheckpoint(handle);
-      const ranks = await findProcesses('-m lawgpt_trainer', 'pretrain', workDir);
+      const ranks = await findProcesses('-m lawgpt_trainer pretrain ', workDir);
       expect(ranks).toHaveLength(2);
       // Across hosts the ranks start once the request is written, never to wait for it.
       expect(await findProcesses('-m lawgpt_trainer', '--wait-for-request', workDir)).toEqual([]);

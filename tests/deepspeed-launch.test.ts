@@ -50,7 +50,7 @@ describe('DeepSpeed launch', () => {
 
   it('starts several hosts through the runner, which parses its command line into one module launch on the hostfile', async () => {
     const start = deepspeedStart(twoNodes, trainerArgs('pretrain', '/work/request.json', true), { HF_HUB_OFFLINE: '1', AWS_SECRET_ACCESS_KEY: 's' });
-    expect(start.args.slice(0, 2)).toEqual(['-m', 'deepspeed.launcher.runner']);
+    expect(start.args.slice(0, 2)).toEqual(['-m', 'lawgpt_trainer.runner']);
     expect(start.files).toEqual({ hostfile: hostfile(twoNodes), '.deepspeed_env': 'HF_HUB_OFFLINE=1\n' });
     const parsed = await deepspeedSays(
       'import json, sys; from deepspeed.launcher.runner import parse_args; a = parse_args(sys.argv[1:]); ' +

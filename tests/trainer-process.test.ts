@@ -1,4 +1,5 @@
 // The trainer launcher with a stand-in trainer: event parsing, exits, cancellation, environment.
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import { launchTrainer, trainerEnv } from '../activities/trainer-process.js';
 import { createFakeTrainer } from './helpers/fake-trainer.js';
 import { freePort } from './helpers/minio.js';
 import { findProcesses, waitFor } from './helpers/processes.js';
-import { startSshHosts } from './helpers/sshd.js';
+import { startSshHosts, type SshHosts } from './helpers/sshd.js';
 import { tools } from './helpers/tools.js';
 
 let fake: string;
@@ -129,41 +130,79 @@ describe('launchTrainer', () => {
 
   // Across hosts every rank is a child of its host's sshd (two loopback hosts here, as in
   // chaos.test.ts), out of reach of the launcher's process group.
-  it('stops the ranks on every host when a stage across hosts outlasts its grace period', { timeout: 150_000 }, async () => {
-    const hosts = await startSshHosts(['127.0.0.1', '127.0.0.2'], join(work, 'ssh'));
-    try {
-      const requestPath = join(work, 'across-hosts.json');
-      await writeFile(requestPath, JSON.stringify({ output_dir: join(work, 'across-hosts-out'), inputs: { corpus: '/c' } }));
-      const deepspeed = DeepSpeedConfig.parse({ profile: 'cpu', master_addr: '127.0.0.1', master_port: await freePort(), hosts: [{ host: '127.0.0.1', slots: 1 }, { host: '127.0.0.2', slots: 1 }] });
-      const abort = new AbortController();
-      const exited = launchTrainer({
+  describe('across hosts', () => {
+    let hosts: SshHosts;
+    beforeAll(async () => {
+      hosts = await startSshHosts(['127.0.0.1', '127.0.0.2'], join(work, 'ssh'));
+    });
+    afterAll(async () => {
+      await hosts?.stop();
+    });
+
+    /**
+     * A launch with one rank on each host of a fake stage deaf to the stop file: eval, or pretrain
+     * under a run id beginning "hangs", deaf to SIGTERM too, as a rank stuck in a collective is.
+     */
+    async function acrossHosts(name: string, stage: 'eval' | 'pretrain') {
+      const requestPath = join(work, `${name}.json`);
+      await writeFile(requestPath, JSON.stringify({ run_id: name, output_dir: join(work, `${name}-out`), inputs: { corpus: '/c' } }));
+      const launch = {
         python: tools.python,
-        stage: 'eval',
+        stage,
         requestPath,
         cwd: work,
-        deepspeed,
-        stopFile: join(work, 'across-hosts.stop'),
-        signal: abort.signal,
+        deepspeed: DeepSpeedConfig.parse({ profile: 'cpu', master_addr: '127.0.0.1', master_port: await freePort(), hosts: [{ host: '127.0.0.1', slots: 1 }, { host: '127.0.0.2', slots: 1 }] }),
+        stopFile: join(work, `${name}.stop`),
         stopGraceMs: 1000,
-        onEvent: () => undefined,
         env: { ...trainerEnv(process.env), PYTHONPATH: fake, PDSH_SSH_ARGS_APPEND: `-F ${hosts.sshConfig}` },
-      });
-      // The fake eval hangs, deaf to the stop file.
-      const ranks = () => findProcesses('-m lawgpt_trainer', 'eval', requestPath);
-      await waitFor('a rank on each host', async () => ((await ranks()).length === 2 ? true : undefined), 90_000);
-      abort.abort();
-      await exited;
-      await waitFor('no rank left on either host', async () => ((await ranks()).length === 0 ? true : undefined), 20_000);
-    } finally {
-      // Whatever a failure left, for the tests after this one.
-      for (const pid of await findProcesses(join(work, 'across-hosts.json'))) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone since
-        }
-      }
-      await hosts.stop();
+      };
+      // A rank's command line; the runner's (`-m lawgpt_trainer.runner … --request`) holds the path too.
+      const ranks = async () => (await findProcesses(`-m lawgpt_trainer ${stage} --request ${requestPath}`)).length;
+      return {
+        launch,
+        started: () => waitFor('a rank on each host', async () => ((await ranks()) === 2 ? true : undefined), 90_000),
+        stopped: () => waitFor('no rank left on either host', async () => ((await ranks()) === 0 ? true : undefined), 20_000),
+        // Whatever a failure left, for the tests after this one.
+        cleanUp: async () => {
+          for (const pid of await findProcesses(requestPath)) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              // gone since
+            }
+          }
+        },
+      };
     }
+
+    it('kills the ranks on every host at once when they outlast the grace period', { timeout: 150_000 }, async () => {
+      // DeepSpeed's launchers would give each SIGTERM-deaf rank 30 s, one after another.
+      const { launch, started, stopped, cleanUp } = await acrossHosts('hangs-across-hosts', 'pretrain');
+      try {
+        const abort = new AbortController();
+        const exited = launchTrainer({ ...launch, signal: abort.signal, onEvent: () => undefined });
+        await started();
+        abort.abort();
+        await exited;
+        await stopped();
+      } finally {
+        await cleanUp();
+      }
+    });
+
+    it('stops the ranks on every host when the worker that launched them dies', { timeout: 150_000 }, async () => {
+      const { launch, started, stopped, cleanUp } = await acrossHosts('orphaned', 'eval');
+      const script = join(work, 'worker.mts');
+      await writeFile(script, `const { launchTrainer } = await import(${JSON.stringify(new URL('../activities/trainer-process.ts', import.meta.url).pathname)});\nvoid launchTrainer({ ...JSON.parse(process.argv[2]), onEvent: () => undefined });\n`);
+      const worker = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(launch)], { stdio: 'ignore' });
+      try {
+        await started();
+        worker.kill('SIGKILL');
+        await stopped();
+      } finally {
+        worker.kill('SIGKILL');
+        await cleanUp();
+      }
+    });
   });
 });

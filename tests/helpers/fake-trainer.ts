@@ -111,10 +111,13 @@ elif stage == "eval":
     time.sleep(600)
 `;
 
+const REAL_PACKAGE = new URL('../../trainer-py/lawgpt_trainer', import.meta.url).pathname;
+
 export async function createFakeTrainer(): Promise<string> {
   const root = await mkdtemp(join(tmpdir(), 'lawgpt-fake-trainer-'));
   await mkdir(join(root, 'lawgpt_trainer'));
-  await writeFile(join(root, 'lawgpt_trainer', '__init__.py'), '');
+  // Modules the stand-in does not replace (lawgpt_trainer.runner, DeepSpeed's runner across hosts) come from the real package.
+  await writeFile(join(root, 'lawgpt_trainer', '__init__.py'), `__path__.append(${JSON.stringify(REAL_PACKAGE)})\n`);
   await writeFile(join(root, 'lawgpt_trainer', '__main__.py'), MAIN);
   return root;
 }
