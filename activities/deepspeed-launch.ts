@@ -80,14 +80,15 @@ export function deepspeedStart(deepspeed: DeepSpeedConfig, trainer: string[], tr
 }
 
 /**
- * pdsh's arguments to kill a stage's ranks on every host at once. Across hosts they are children
- * of each host's sshd, out of the worker's reach, and DeepSpeed's launchers stop theirs one at a
- * time, 30 s each. The pattern matches a rank's command line (`-m lawgpt_trainer <stage> --request
- * <path>`) and not that of the shell running pkill, whose `[a-z]+` stands where the stage would.
+ * pdsh's arguments to kill a stage's ranks on every host at once, and their launchers (one still
+ * starting would start ranks after). Across hosts the ranks are children of each host's sshd, out
+ * of the worker's reach, and DeepSpeed's launchers stop theirs one at a time, 30 s each. The
+ * pattern matches their command lines (`… lawgpt_trainer <stage> --request <path>`) and not that
+ * of the shell running pkill, whose `[a-z]+` stands where the stage would.
  */
 export function killRanksArgs(deepspeed: DeepSpeedConfig, requestPath: string): string[] {
   const path = requestPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  return ['-R', 'ssh', '-w', deepspeed.hosts.map((h) => h.host).join(','), `pkill -KILL -f -- '-m lawgpt_trainer [a-z]+ --request ${path}'`];
+  return ['-R', 'ssh', '-w', deepspeed.hosts.map((h) => h.host).join(','), `pkill -KILL -f -- 'lawgpt_trainer [a-z]+ --request ${path}'`];
 }
 
 function runnerArgs(deepspeed: DeepSpeedConfig, trainer: string[]): string[] {

@@ -131,6 +131,7 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
     }
   };
   let forceKill: NodeJS.Timeout | undefined;
+  let backstopping: Promise<void> | undefined;
   const backstop = async () => {
     // Across hosts every rank is a child of its host's sshd, out of this group's reach.
     if (ds && ds.hosts.length > 1) await killOnHosts(ds, launch.requestPath, env);
@@ -147,7 +148,7 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
     // under DeepSpeed the stop file alone asks, however the ranks were started, and SIGKILL after
     // the grace period is the backstop.
     if (!ds) killGroup('SIGTERM');
-    forceKill = setTimeout(() => void backstop(), launch.stopGraceMs ?? 10_000);
+    forceKill = setTimeout(() => (backstopping = backstop()), launch.stopGraceMs ?? 10_000);
   };
   launch.signal?.addEventListener('abort', onAbort, { once: true });
   // A cancel that arrived while inputs were downloading still stops this trainer at once.
@@ -160,7 +161,9 @@ export function launchTrainer(launch: TrainerLaunch): Promise<TrainerExit> {
       // The trainer is gone; nothing of its group may outlive it (a DataLoader or launcher child).
       killGroup('SIGKILL');
       launch.signal?.removeEventListener('abort', onAbort);
-      resolve({ code, signal, events, stderrTail, protocolErrors });
+      // A kill on the other hosts still under way must not outlive this attempt: its pattern
+      // would match the next attempt's ranks, which take the same request path.
+      void (backstopping ?? Promise.resolve()).then(() => resolve({ code, signal, events, stderrTail, protocolErrors }));
     });
   });
 }

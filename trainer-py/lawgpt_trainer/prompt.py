@@ -88,7 +88,7 @@ def knowledge_samples(entry: KnowledgeEntry) -> list[Sample]:
 
 # A group of option letters, as a model writes one choice: "B", "AC", "A、C", "A和C". Spaces and
 # semicolons part groups: they part a choice from the next clause ("答案：B；A项错误", "B A错误").
-_GROUP = re.compile(r"(?<![A-Z])[A-Z]+(?:\s*[、,，和与及/]\s*[A-Z]+)*(?![A-Z])")
+_GROUP = re.compile(r"(?<![A-Z])[A-Z]+(?:\s*[、,，和与及/／]\s*[A-Z]+)*(?![A-Z])")
 # Full-width capitals (Ａ) as half-width ones; nothing else is folded (NFKC would make ℃ a C).
 _HALF_WIDTH_CAPITALS = {code: code - 0xFEE0 for code in range(0xFF21, 0xFF3B)}
 # What states an answer just before a group: 答案 or 选 ("答案是 D", "应选C", "故选B"), but not 选项 ("选项A", option A).

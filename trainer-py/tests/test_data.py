@@ -196,6 +196,7 @@ def test_a_corpus_line_over_the_limit_is_named_or_dropped_alone(tmp_path):
         ("B C项错误", "ABCD", "B"),
         ("答案：Ｂ", "ABCD", "B"),
         ("正确答案为Ａ、Ｃ", "ABCD", "AC"),
+        ("答案：Ａ／Ｃ", "ABCD", "AC"),
         # Only letters are folded: a temperature is no choice, a Roman numeral no letter.
         ("B\n加热到100℃后", "ABCD", "B"),
         ("应选A、Ⅱ说法错误", "ABCD", "A"),

@@ -75,7 +75,10 @@ def _wait_for_rank_0(folder: Path) -> None:
     while not (folder / packing.INDEX_FILE).is_file():
         if (folder / FAILED_FILE).is_file():
             raise RuntimeError(f"rank 0 failed to prepare the blocks ({(folder / FAILED_FILE).read_text('utf-8')})")
-        touched = beat.stat().st_mtime if beat.is_file() else None
+        try:
+            touched = beat.stat().st_mtime
+        except FileNotFoundError:
+            touched = None
         if touched != seen:
             seen, since = touched, time.monotonic()
         elif time.monotonic() - since > (SILENCE_SECONDS if seen else FIRST_TOUCH_SECONDS):
