@@ -12,7 +12,8 @@ import re
 from lawgpt_trainer.data import Document
 from lawgpt_trainer.errors import InvalidInput
 
-_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F) if chr(code - 0xFEE0).isalnum()} | {0x3000: ord(" ")}
+# Full-width letters and digits as half-width ones, and the ideographic space as a space.
+HALF_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F) if chr(code - 0xFEE0).isalnum()} | {0x3000: ord(" ")}
 _INVISIBLE = {0x200B: None, 0xFEFF: None}
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -20,7 +21,7 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 
 def normalize(text: str, normalize_width: bool) -> str:
     if normalize_width:
-        text = text.translate(_WIDTH)
+        text = text.translate(HALF_WIDTH)
     text = text.translate(_INVISIBLE)
     lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip() + "\n"

@@ -5,6 +5,7 @@ import re
 from functools import cache
 from importlib import resources
 
+from lawgpt_trainer import cleaning
 from lawgpt_trainer.data import ExamQuestion, KnowledgeEntry, Sample
 
 
@@ -89,8 +90,6 @@ def knowledge_samples(entry: KnowledgeEntry) -> list[Sample]:
 # A group of option letters, as a model writes one choice: "B", "AC", "A、C", "A和C". Spaces and
 # semicolons part groups: they part a choice from the next clause ("答案：B；A项错误", "B A错误").
 _GROUP = re.compile(r"(?<![A-Z])[A-Z]+(?:\s*[、,，和与及/／]\s*[A-Z]+)*(?![A-Z])")
-# Full-width capitals (Ａ) as half-width ones; nothing else is folded (NFKC would make ℃ a C).
-_HALF_WIDTH_CAPITALS = {code: code - 0xFEE0 for code in range(0xFF21, 0xFF3B)}
 # What states an answer just before a group: 答案 or 选 ("答案是 D", "应选C", "故选B"), but not 选项 ("选项A", option A).
 _STATED = re.compile(r"(?:答案|选(?!项))[\s:：是为应该的]*$")
 
@@ -101,7 +100,8 @@ def extract_choice(generated: str, letters: str) -> str:
     not merely mention an option (after 选项, or before 项 or 选项). "A和B都不对，应选C" is C;
     "C\nA项错误" is C; a word such as "ABOUT", or a group with a letter that is no option, is no
     choice. Full-width letters (Ｂ), as the exam's own answers may be written, read as half-width."""
-    generated = generated.translate(_HALF_WIDTH_CAPITALS)
+    # Width folded as cleaning folds it: letters and digits alone (NFKC would make ℃ a C).
+    generated = generated.translate(cleaning.HALF_WIDTH)
     groups = [(m.group(), generated[: m.start()], generated[m.end() :]) for m in _GROUP.finditer(generated)]
 
     def choice(group: str) -> str | None:
