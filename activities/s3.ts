@@ -305,13 +305,16 @@ export class EmptyPrefix extends Error {
   }
 }
 
-/** The path segments of `objectKey` below `prefix`; AWS S3 accepts keys such as 'a/../../x', so check. */
+/** Whether a key below a prefix can name a file there: AWS S3 accepts keys such as 'a/../../x' and 'a//b', which cannot. */
+export const isPlainPath = (relativeKey: string) => relativeKey.split('/').every((p) => p !== '' && p !== '.' && p !== '..');
+
+/** The path segments of `objectKey` below `prefix`, refused unless they are a plain path (isPlainPath). */
 export function relativeParts(prefix: string, objectKey: string): string[] {
-  const parts = objectKey.slice(prefix.length).split('/');
-  if (!objectKey.startsWith(prefix) || parts.some((p) => p === '..' || p === '.' || p === '')) {
+  const relativeKey = objectKey.slice(prefix.length);
+  if (!objectKey.startsWith(prefix) || !isPlainPath(relativeKey)) {
     throw new Error(`refusing to download ${objectKey}: not a plain path below ${prefix}`);
   }
-  return parts;
+  return relativeKey.split('/');
 }
 
 // Objects fetched at the same time: corpora can be many small files, and under ZeRO a checkpoint

@@ -18,7 +18,7 @@ import { STAGE_IO, STAND_INS } from '../common/stages.js';
 import { progressSignal } from '../workflows/definitions.js';
 import { CheckpointUploader, checkpointsPrefix, findResumePoint, type ResumePoint } from './checkpoints.js';
 import { cacheKey, inputObjects, inputsHash, lookupStage, recordStage } from './stage-cache.js';
-import { deletePrefix, downloadArtifact, isRefusal, putJson, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
+import { deletePrefix, downloadArtifact, isPlainPath, isRefusal, putJson, s3Uri, uploadDir, type ObjectInfo } from './s3.js';
 import { blocksUri, fetchBlocks, hasBlocks, storeBlocks, usesBlocks } from './block-cache.js';
 import { compileCacheUri, fetchCompileCache, storeCompileCache, usesCompileCache } from './compile-cache.js';
 import { gitCommit } from './provenance.js';
@@ -115,6 +115,22 @@ interface Prepared {
   resumeCopy?: ResumePoint;
 }
 
+/**
+ * Refuses, before the trainer starts, input folders holding objects that no local file can be
+ * named after (isPlainPath): their download would fail the same way at every attempt.
+ */
+function refuseUnnameable(task: StageTask, objects: Record<string, ObjectInfo[]>): void {
+  const unnameable = Object.entries(objects).flatMap(([name, listed]) =>
+    task.inputs[name].endsWith('/') ? listed.filter((o) => !isPlainPath(o.key)).map((o) => `${name}: ${task.inputs[name]}${o.key}`) : [],
+  );
+  if (unnameable.length === 0) return;
+  const more = unnameable.length > 5 ? ` and ${unnameable.length - 5} more` : '';
+  throw ApplicationFailure.nonRetryable(
+    `input objects whose keys are no plain path (an empty, '.' or '..' part), so no file can hold them; rename or remove them: ${unnameable.slice(0, 5).join(', ')}${more}`,
+    'InvalidInput',
+  );
+}
+
 export function createStageActivities(deps: StageDeps) {
   /** Downloads every input (all at once) but those `leftOut`, exactly the objects `objects` lists for it. */
   async function fetchInputs(task: StageTask, objects: Record<string, ObjectInfo[]>, dir: string, leftOut: string[]): Promise<Record<string, string>> {
@@ -143,6 +159,7 @@ export function createStageActivities(deps: StageDeps) {
       ctx.log.info(`stage ${task.stage}: fetching inputs`, { inputs: task.inputs });
       // Listed once: the inputs hash and the block-cache key describe exactly what is downloaded.
       const objects = await inputObjects(deps.s3, task.inputs);
+      refuseUnnameable(task, objects);
       const blocksFor = usesBlocks(task) ? (version: string) => blocksUri(task, objects, version) : undefined;
       const compileCacheFor = usesCompileCache(task) ? (version: string) => compileCacheUri(task, version) : undefined;
       const workerVersion = blocksFor || compileCacheFor ? await deps.trainerVersion() : '';

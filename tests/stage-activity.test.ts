@@ -3,7 +3,7 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { PutObjectCommand, S3Client, type ListObjectsV2CommandOutput } from '@aws-sdk/client-s3';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
@@ -39,8 +39,8 @@ function task(stage: StageName, inputs: Record<string, string> = {}, runId = 'ru
 // The stand-in trainer's vocab succeeds; any S3 folder will do for its inputs.
 const VOCAB_INPUTS = { corpus: 's3://lawgpt-test/data/corpus/', base_tokenizer: 's3://lawgpt-test/data/corpus/' };
 
-async function runStage(t: StageTask, workerThinksTrainerIs = 'fake') {
-  const { runStage } = createStageActivities({ s3: minio.client, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, trainerVersion: async () => workerThinksTrainerIs });
+async function runStage(t: StageTask, workerThinksTrainerIs = 'fake', s3 = minio.client) {
+  const { runStage } = createStageActivities({ s3, settings: { LAWGPT_PYTHON: tools.python, LAWGPT_WORK_DIR: work }, trainerVersion: async () => workerThinksTrainerIs });
   const heartbeats: unknown[] = [];
   const env = new MockActivityEnvironment({ attempt: 1 }, { logger: new DefaultLogger('ERROR') });
   env.on('heartbeat', (d) => heartbeats.push(d));
@@ -226,6 +226,29 @@ describe('runStage', () => {
     expect(error!.type).toBe('InvalidInput');
     expect(error!.message).toBe("input 'corpus' not found: s3://lawgpt-test/data/missing/");
     // The trainer started beside the downloads, waiting for its request, is gone with the stage.
+    expect(await findProcesses('lawgpt_trainer', work)).toEqual([]);
+  });
+
+  it('fails without retry, before the trainer starts, on an input folder holding keys no file can be named after', async () => {
+    // AWS S3 takes keys such as 'a//b.md' and 'a/../b.md', MinIO does not: its listing is given them as AWS would list them.
+    const listing = new S3Client({ endpoint: minio.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: minio.credentials });
+    listing.middlewareStack.add(
+      (next, context) => async (args) => {
+        const result = await next(args);
+        if (context.commandName === 'ListObjectsV2Command') {
+          const { Contents } = result.output as ListObjectsV2CommandOutput;
+          Contents?.push(...['data/corpus/a//b.md', 'data/corpus/a/../b.md'].map((Key) => ({ Key, Size: 3, ETag: '"x"' })));
+        }
+        return result;
+      },
+      { step: 'initialize' },
+    );
+    const { error } = await runStage(task('vocab', VOCAB_INPUTS), 'fake', listing);
+    listing.destroy();
+    expect(error!.type).toBe('InvalidInput');
+    expect(error!.nonRetryable).toBe(true);
+    expect(error!.message).toContain("no plain path (an empty, '.' or '..' part)");
+    for (const key of ['a//b.md', 'a/../b.md']) expect(error!.message).toContain(`corpus: s3://lawgpt-test/data/corpus/${key}`);
     expect(await findProcesses('lawgpt_trainer', work)).toEqual([]);
   });
 
