@@ -187,6 +187,21 @@ async function withRetries<T>(send: () => Promise<T>, retryable = worthRetrying)
   }
 }
 
+/**
+ * Sends a request whose body is `start` to `end` (exclusive) of the file at `path`, and closes the
+ * file however the request ends: a request that fails before reading its body to the end (S3 away,
+ * a socket timeout) leaves the stream open, and with it the file, whose bytes a full disk then
+ * never gets back once the file is deleted, for as long as the worker lives.
+ */
+async function sendFile<T>(path: string, start: number, end: number, send: (body: Readable) => Promise<T>): Promise<T> {
+  const body = createReadStream(path, { start, end: end - 1, highWaterMark: 2 ** 20 });
+  try {
+    return await send(body);
+  } finally {
+    body.destroy();
+  }
+}
+
 /** Uploads a single file, in parallel parts when it is large; returns its size. */
 export async function uploadFile(client: S3Client, path: string, uri: string): Promise<number> {
   const { bucket: Bucket, key: Key } = parseS3Uri(uri);
@@ -194,9 +209,9 @@ export async function uploadFile(client: S3Client, path: string, uri: string): P
   const part = Math.max(PART_BYTES, Math.ceil(size / MAX_PARTS));
   if (size <= part) {
     // The first `size` bytes, no more: a file still being written (TensorBoard's events) would
-    // otherwise outgrow ContentLength, and the request would drop the stream with its file still open.
-    const body = () => (size ? createReadStream(path, { end: size - 1, highWaterMark: 2 ** 20 }) : '');
-    await withRetries(() => client.send(new PutObjectCommand({ Bucket, Key, Body: body(), ContentLength: size })));
+    // otherwise outgrow ContentLength.
+    const put = (Body: Readable | string) => client.send(new PutObjectCommand({ Bucket, Key, Body, ContentLength: size }));
+    await withRetries(() => (size ? sendFile(path, 0, size, put) : put('')));
     return size;
   }
   const { UploadId } = await withRetries(() => client.send(new CreateMultipartUploadCommand({ Bucket, Key })));
@@ -204,8 +219,7 @@ export async function uploadFile(client: S3Client, path: string, uri: string): P
     const parts = Array.from({ length: Math.ceil(size / part) }, (_, i) => ({ PartNumber: i + 1, start: i * part, end: Math.min(size, (i + 1) * part) }));
     const done: { PartNumber: number; ETag?: string }[] = [];
     await inParallel(parts, PARALLEL_PARTS, async ({ PartNumber, start, end }) => {
-      const Body = () => createReadStream(path, { start, end: end - 1, highWaterMark: 2 ** 20 });
-      const { ETag } = await withRetries(() => client.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber, Body: Body(), ContentLength: end - start })));
+      const { ETag } = await withRetries(() => sendFile(path, start, end, (Body) => client.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber, Body, ContentLength: end - start }))));
       done.push({ PartNumber, ETag });
     });
     done.sort((a, b) => a.PartNumber - b.PartNumber);
@@ -219,7 +233,6 @@ export async function uploadFile(client: S3Client, path: string, uri: string): P
 
 // Files of a folder that travel at the same time; each large one is also sent in parallel parts.
 const PARALLEL_FILES = 4;
-
 
 /**
  * Uploads the files `names` (relative paths under `dir`, '/'-separated) below the prefix `uri`

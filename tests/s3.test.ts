@@ -1,6 +1,6 @@
 // Artifact transfers against a real MinIO server.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -161,6 +161,32 @@ describe('S3 artifacts', () => {
     expect(await getText(outage, 's3://artifacts/outage/a.json')).toBeUndefined();
     expect(sends.GetObjectCommand).toBe(4);
     outage.destroy();
+  });
+
+  it('closes the file of every upload request S3 fails, so that the file, once deleted, gives its bytes back to the disk', async () => {
+    // Each upload request fails twice, as a socket timeout leaves it, before S3 takes it.
+    const sends: Record<string, number> = {};
+    const failing = new S3Client({ endpoint: minio.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: minio.credentials });
+    failing.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName !== 'PutObjectCommand' && context.commandName !== 'UploadPartCommand') return next(args);
+        const request = `${context.commandName} ${(args.input as { PartNumber?: number }).PartNumber ?? ''}`.trim();
+        const sent = (sends[request] = (sends[request] ?? 0) + 1);
+        if (sent <= 2) throw Object.assign(new Error('TimeoutError'), { $fault: 'server' });
+        return next(args);
+      },
+      { step: 'initialize' },
+    );
+    const [small, large] = [join(work, 'upload-small.bin'), join(work, 'upload-large.bin')];
+    await writeFile(small, randomBytes(1000));
+    await writeFile(large, randomBytes(40 << 20)); // two parts
+    await uploadFile(failing, small, 's3://artifacts/failing/small.bin');
+    await uploadFile(failing, large, 's3://artifacts/failing/large.bin');
+    failing.destroy();
+    expect(sends).toEqual({ PutObjectCommand: 3, 'UploadPartCommand 1': 3, 'UploadPartCommand 2': 3 });
+    await new Promise((r) => setTimeout(r, 200)); // a stream destroyed before its file opened closes it once open
+    const open = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+    expect(open.filter((path) => path.startsWith(join(work, 'upload-')))).toEqual([]);
   });
 
   it('says what is missing', async () => {
