@@ -1,7 +1,6 @@
 """pretrain: the base model, resized to the merged vocabulary, loads and trains."""
 
 import math
-import threading
 import time
 from types import SimpleNamespace
 
@@ -11,7 +10,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 import pytest
 
 from conftest import CONFIGS, run_stage
-from lawgpt_trainer import packing
 from lawgpt_trainer.stages import pretrain
 
 
@@ -206,46 +204,3 @@ def test_tokenized_blocks_are_offered_to_the_cache_and_reused_without_tokenizing
     for name in ("train_blocks", "corpus_documents", "first_loss", "heldout_loss"):
         assert metrics[name] == pytest.approx(before[name]), name
     assert not any(e["event"] == "blocks" for e in again.events)
-
-
-# Ranks on other hosts than rank 0's outlive it: no launcher of theirs sees it die.
-def test_ranks_waiting_for_the_blocks_give_up_when_rank_0_fails(tmp_path):
-    folder = tmp_path / "blocks"
-
-    def prepare():
-        raise ValueError("corpus unreadable")
-
-    with pytest.raises(ValueError, match="corpus unreadable"):
-        pretrain._prepare_for_every_rank(folder, prepare)
-    with pytest.raises(RuntimeError, match=r"rank 0 failed to prepare the blocks \(ValueError: corpus unreadable\)"):
-        pretrain._wait_for_rank_0(folder)
-
-
-def test_ranks_waiting_for_the_blocks_give_up_when_rank_0_goes_silent(tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrain, "SILENCE_SECONDS", 0.5)
-    monkeypatch.setattr(pretrain, "FIRST_TOUCH_SECONDS", 1.5)
-    folder = tmp_path / "blocks"
-    folder.mkdir()
-    # Never heard from at all: the first touch's longer wait.
-    with pytest.raises(RuntimeError, match="rank 0 has not been heard from in 1.5 s"):
-        pretrain._wait_for_rank_0(folder)
-    (folder / pretrain.PREPARING_FILE).touch()
-    with pytest.raises(RuntimeError, match="rank 0 has not been heard from in 0.5 s"):
-        pretrain._wait_for_rank_0(folder)
-
-
-def test_ranks_wait_for_the_blocks_as_long_as_rank_0_prepares_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrain, "BEAT_SECONDS", 0.1)
-    monkeypatch.setattr(pretrain, "SILENCE_SECONDS", 1)
-    folder = tmp_path / "blocks"
-
-    def prepare():
-        time.sleep(2.5)
-        (folder / packing.INDEX_FILE).write_text("{}", "utf-8")
-
-    rank_0 = threading.Thread(target=pretrain._prepare_for_every_rank, args=(folder, prepare))
-    rank_0.start()
-    pretrain._wait_for_rank_0(folder)
-    rank_0.join()
-    # What the block cache is offered: the blocks alone.
-    assert [p.name for p in folder.iterdir()] == [packing.INDEX_FILE]

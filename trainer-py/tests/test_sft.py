@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from conftest import CONFIGS, run_stage
 from lawgpt_trainer import prompt
 from lawgpt_trainer.data import BadRecords, Sample
 from lawgpt_trainer.prompt import IGNORE_INDEX, encode
-from lawgpt_trainer.stages.sft import compact, pad_collator
+from lawgpt_trainer.stages import sft
+from lawgpt_trainer.stages.sft import pad_collator
 
 
 def test_prompt_tokens_are_masked_out_of_the_loss(pipeline):
@@ -51,7 +53,8 @@ def test_a_long_conversation_gives_up_its_oldest_turns_not_the_answer(pipeline):
 
 
 def test_padding_is_masked_too():
-    batch = pad_collator(0)([compact({"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}), compact({"input_ids": [5], "labels": [5]})])
+    as_read = lambda ids, labels: {"input_ids": np.asarray(ids, np.int32), "labels": np.asarray(labels, np.int32)}  # noqa: E731
+    batch = pad_collator(0)([as_read([5, 6, 7], [-100, 6, 7]), as_read([5], [5])])
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]] and batch["input_ids"].dtype == torch.long
     assert batch["labels"].tolist() == [[-100, 6, 7], [5, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -147,15 +150,28 @@ def test_a_knowledge_graph_alone_is_enough(pipeline, tmp_path):
     assert run.completed()["metrics"]["train_samples"] == 7
 
 
-def test_packing_fills_sequences_up_to_the_cutoff_and_keeps_each_prompt_masked():
-    from lawgpt_trainer.stages.sft import pack_samples
+def test_only_rank_0_reads_and_encodes_the_samples_which_every_rank_maps(pipeline, tiny_data, tmp_path, monkeypatch):
+    tokenizer = AutoTokenizer.from_pretrained(pipeline["vocab"].output_dir / "tokenizer")
+    inputs = {k: str(tiny_data[k]) for k in ("dialogue", "exam", "instructions")}
+    config = {**CONFIGS["sft"], "packing": True, "cutoff_len": 512}
+    request = {"config": config, "split": {"heldout_percent": 20}, "inputs": inputs, "output_dir": str(tmp_path), "on_bad_record": "fail", "max_line_chars": 100_000}
+    logged = SimpleNamespace(log=lambda *args, **kwargs: None)
+    by_rank_0 = sft.encoded(request, tokenizer, logged)
+    found = sft.samples(request, BadRecords())[0]
+    assert by_rank_0.index["samples"] + by_rank_0.index["over_cutoff"] == len(found) > 0
+    assert 0 < len(by_rank_0) < by_rank_0.index["samples"]  # packed
 
-    sample = lambda n, prompt: compact({"input_ids": list(range(n)), "labels": [IGNORE_INDEX] * prompt + list(range(prompt, n))})  # noqa: E731
-    encoded = [sample(4, 2), sample(5, 3), sample(8, 1), sample(2, 1)]
-    packed = pack_samples(encoded, cutoff_len=10)
-    assert [len(p["input_ids"]) for p in packed] == [9, 10]
-    assert np.concatenate([p["input_ids"] for p in packed]).tolist() == np.concatenate([e["input_ids"] for e in encoded]).tolist()
-    assert packed[0]["labels"].tolist() == encoded[0]["labels"].tolist() + encoded[1]["labels"].tolist()
+    # Rank 1 never reads a data file: it maps the folder rank 0 wrote.
+    monkeypatch.setattr(sft.distributed, "is_main", lambda: False)
+    monkeypatch.setattr(sft, "samples", lambda *args: pytest.fail("rank 1 read the samples"))
+    by_rank_1 = sft.encoded(request, tokenizer, logged)
+    assert by_rank_1.index == by_rank_0.index and len(by_rank_1) == len(by_rank_0)
+    for i in range(len(by_rank_0)):
+        assert all(np.array_equal(by_rank_1[i][key], by_rank_0[i][key]) for key in ("input_ids", "labels"))
+    # In order, each as prompt.encode gives it: those with a response token within the cutoff.
+    kept = [e for e in (encode(tokenizer, f, config["cutoff_len"]) for f in found) if set(e["labels"]) != {IGNORE_INDEX}]
+    for key in ("input_ids", "labels"):
+        assert np.concatenate([by_rank_1[i][key] for i in range(len(by_rank_1))]).tolist() == sum((e[key] for e in kept), [])
 
 
 def test_packed_instruction_tuning_trains_on_fewer_sequences(pipeline, tiny_data, tmp_path):

@@ -4,7 +4,6 @@ as Chinese-LLaMA did, so the new vocabulary learns) ends with the adapter folded
 model; `full` trains every weight. The embeddings are grown to the vocabulary first (embeddings.py)."""
 
 import math
-import threading
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer, LlamaForCausalLM, default_data_collator
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from lawgpt_trainer import data, distributed, embeddings, merge, packing, partitioned_save, startup, training
+from lawgpt_trainer import data, distributed, embeddings, merge, packing, partitioned_save, rank_zero, startup, training
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
@@ -31,59 +30,6 @@ def resized_base(base_model: str, tokenizer, options: dict) -> tuple[LlamaForCau
 
 
 BLOCKS_DIR = "blocks"
-# Rank 0 prepares the blocks for every rank, touching PREPARING_FILE as it goes and writing
-# FAILED_FILE should it fail. Should it die, a host's launcher stops that host's ranks, but not those
-# of other hosts, which would wait for the blocks until the stage timed out, days later.
-PREPARING_FILE = ".preparing"
-FAILED_FILE = ".failed"
-BEAT_SECONDS = 10
-# Well past a shared filesystem's attribute caching (NFS: up to 60 s).
-SILENCE_SECONDS = 300
-# Before its first touch: rank 0 may reach the blocks later than the others (a slower load of the
-# tokenizer, say), but not this much later.
-FIRST_TOUCH_SECONDS = 1800
-
-
-def _prepare_for_every_rank(folder: Path, prepare) -> None:
-    """prepare(), the other ranks told that it goes on, and whether it failed; the folder is left
-    as prepare() leaves it, for the block cache."""
-    folder.mkdir(parents=True, exist_ok=True)
-    beat, stop = folder / PREPARING_FILE, threading.Event()
-
-    def keep_beating() -> None:
-        while not stop.wait(BEAT_SECONDS):
-            beat.touch()
-
-    beat.touch()
-    beating = threading.Thread(target=keep_beating, daemon=True)
-    beating.start()
-    try:
-        prepare()
-    except BaseException as e:
-        (folder / FAILED_FILE).write_text(f"{type(e).__name__}: {e}", "utf-8")
-        raise
-    finally:
-        stop.set()
-        beating.join()
-        beat.unlink(missing_ok=True)
-
-
-def _wait_for_rank_0(folder: Path) -> None:
-    """Returns once rank 0 has written the blocks' index; raises once it has failed, or gone
-    SILENCE_SECONDS without touching PREPARING_FILE (FIRST_TOUCH_SECONDS before it first does)."""
-    beat, seen, since = folder / PREPARING_FILE, None, time.monotonic()
-    while not (folder / packing.INDEX_FILE).is_file():
-        if (folder / FAILED_FILE).is_file():
-            raise RuntimeError(f"rank 0 failed to prepare the blocks ({(folder / FAILED_FILE).read_text('utf-8')})")
-        try:
-            touched = beat.stat().st_mtime
-        except FileNotFoundError:
-            touched = None
-        if touched != seen:
-            seen, since = touched, time.monotonic()
-        elif time.monotonic() - since > (SILENCE_SECONDS if seen else FIRST_TOUCH_SECONDS):
-            raise RuntimeError(f"rank 0 has not been heard from in {SILENCE_SECONDS if seen else FIRST_TOUCH_SECONDS} s of preparing the blocks (killed?): giving up waiting")
-        time.sleep(0.2)
 
 
 def tokenized_blocks(request: dict, tokenizer, events) -> tuple[packing.Blocks, packing.Blocks, dict]:
@@ -99,9 +45,9 @@ def tokenized_blocks(request: dict, tokenizer, events) -> tuple[packing.Blocks, 
     folder = Path(request["output_dir"]) / BLOCKS_DIR
     started = time.perf_counter()
     if distributed.is_main():
-        _prepare_for_every_rank(folder, lambda: packing.prepare(inputs["corpus"], request["cleaning"], request["split"]["heldout_percent"], tokenizer, block_size, folder, bad=data.BadRecords.of(request, events)))
+        rank_zero.prepare_for_every_rank(folder, lambda: packing.prepare(inputs["corpus"], request["cleaning"], request["split"]["heldout_percent"], tokenizer, block_size, folder, bad=data.BadRecords.of(request, events)))
     else:
-        _wait_for_rank_0(folder)
+        rank_zero.wait_for_rank_0(folder, packing.INDEX_FILE, "the blocks")
     train, heldout, index = packing.load(folder, block_size, eval_blocks)
     if not len(train):
         raise InvalidInput(f"the corpus yields no full block of {block_size} tokens")

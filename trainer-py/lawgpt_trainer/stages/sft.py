@@ -1,37 +1,21 @@
 """sft: instruction tuning with LoRA on lawyer consultations, judicial-exam questions, Alpaca-shape
 instructions and knowledge-graph records; the loss covers the response tokens only. In one process,
-or data parallel under DeepSpeed (every rank reads the samples; rank 0 folds). Writes the adapter
-and the standalone merged model."""
+or data parallel under DeepSpeed (rank 0 encodes the samples for every rank, and folds). Writes the
+adapter and the standalone merged model."""
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from lawgpt_trainer import data, distributed, merge, prompt, startup, training
+from lawgpt_trainer import data, distributed, encoded_samples, merge, prompt, rank_zero, startup, training
 from lawgpt_trainer.prompt import IGNORE_INDEX, encode
 from lawgpt_trainer import tokenizer as tok
 from lawgpt_trainer.errors import InvalidInput
 
-def compact(item: dict) -> dict:
-    """An encoded sample as int32 arrays: a 256-token sample as Python lists of ints takes about
-    12 KB, 2.4 KB so, and under DeepSpeed every rank holds every sample (1M of them in
-    configs/lawgpt.json: 98 GB on a node of 8 ranks as lists)."""
-    return {key: np.asarray(item[key], dtype=np.int32) for key in ("input_ids", "labels")}
-
-
-def pack_samples(encoded: list[dict], cutoff_len: int) -> list[dict]:
-    """Consecutive samples concatenated into sequences of at most cutoff_len tokens."""
-    packed: list[dict] = []
-    for item in encoded:
-        if packed and len(packed[-1]["input_ids"]) + len(item["input_ids"]) <= cutoff_len:
-            packed[-1] = {key: np.concatenate([packed[-1][key], item[key]]) for key in ("input_ids", "labels")}
-        else:
-            packed.append(dict(item))
-    return packed
+SAMPLES_DIR = "samples"
 
 
 def pad_collator(pad_id: int):
@@ -70,26 +54,35 @@ def samples(request: dict, bad: data.BadRecords) -> tuple[list[data.Sample], int
     return kept["dialogue"] + exam + kept["instructions"] + kept["knowledge"], quoting
 
 
+def encoded(request: dict, tokenizer, events) -> encoded_samples.Samples:
+    """The run's samples, encoded by rank 0 for every rank (packed, with `packing`); their index
+    counts what was left out on the way."""
+    config, folder = request["config"], Path(request["output_dir"]) / SAMPLES_DIR
+
+    def prepare() -> None:
+        bad = data.BadRecords.of(request, events)
+        found, quoting_exam = samples(request, bad)
+        if quoting_exam:
+            events.log(f"{quoting_exam} instruction samples left out: they quote a held-out exam question, which eval scores", level="warning")
+        encoded_samples.write((encode(tokenizer, s, config["cutoff_len"]) for s in found), folder, {"quoting_exam": quoting_exam, "skipped_records": bad.count})
+
+    if distributed.is_main():
+        rank_zero.prepare_for_every_rank(folder, prepare)
+    else:
+        rank_zero.wait_for_rank_0(folder, encoded_samples.INDEX_FILE, "the instruction samples")
+    return encoded_samples.Samples(folder, config["cutoff_len"] if config["packing"] else None)
+
+
 def run(request: dict, events) -> tuple[dict, dict]:
     config, out = request["config"], Path(request["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(request["inputs"]["model"])
-    bad = data.BadRecords.of(request, events)
-    found, quoting_exam = samples(request, bad)
-    if quoting_exam:
-        events.log(f"{quoting_exam} instruction samples left out: they quote a held-out exam question, which eval scores", level="warning")
-    encoded = [compact(encode(tokenizer, s, config["cutoff_len"])) for s in found]
-    dataset = [item for item in encoded if (item["labels"] != IGNORE_INDEX).any()]
-    if not dataset:
+    dataset = encoded(request, tokenizer, events)
+    counts = dataset.index
+    if not counts["samples"]:
         raise InvalidInput(f"no sample keeps a response token within cutoff_len={config['cutoff_len']}")
-    if over_cutoff := len(encoded) - len(dataset):
-        events.log(f"{over_cutoff} of {len(encoded)} instruction samples left out: the prompt alone fills sft.cutoff_len ({config['cutoff_len']} tokens)", level="warning")
-    # The texts and unfiltered encodings are not needed again: under DeepSpeed every rank held
-    # them (about 2 GB of strings a rank at 1M samples) idle through the training.
-    del found, encoded
-    samples_count = len(dataset)
-    if config["packing"]:
-        dataset = pack_samples(dataset, config["cutoff_len"])
-    events.log(f"{samples_count} instruction samples in {len(dataset)} sequences")
+    if counts["over_cutoff"]:
+        events.log(f"{counts['over_cutoff']} of {counts['samples'] + counts['over_cutoff']} instruction samples left out: the prompt alone fills sft.cutoff_len ({config['cutoff_len']} tokens)", level="warning")
+    events.log(f"{counts['samples']} instruction samples in {len(dataset)} sequences")
     startup.mark("data")
 
     # Loaded once the data is known to be usable and the model to fit: a bad file fails the stage
@@ -128,5 +121,5 @@ def run(request: dict, events) -> tuple[dict, dict]:
     base = AutoModelForCausalLM.from_pretrained(model_dir, **training.fold_options(config))
     merge.fold(PeftModel.from_pretrained(base, out / "adapter"), len(tokenizer), out / "model")
     tok.save_with_model(tokenizer, model_dir, out / "model")
-    metrics = {"train_samples": samples_count, "samples_over_cutoff": over_cutoff, "samples_quoting_exam": quoting_exam, "skipped_records": bad.count, "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, before, loaded), **planned}
+    metrics = {"train_samples": counts["samples"], "samples_over_cutoff": counts["over_cutoff"], "samples_quoting_exam": counts["quoting_exam"], "skipped_records": counts["skipped_records"], "train_sequences": len(dataset), **training.loss_metrics(trained, config["cutoff_len"]), **training.memory_metrics(parameters, before, loaded), **planned}
     return {"adapter": "adapter", "model": "model"}, metrics

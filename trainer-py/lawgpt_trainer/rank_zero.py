@@ -1,0 +1,62 @@
+"""Data that rank 0 prepares once, in a folder every rank reads (on one host, or a shared filesystem
+across hosts), while the other ranks wait for it: pretrain's tokenized blocks, sft's encoded samples.
+
+Rank 0 touches PREPARING_FILE as it goes and writes FAILED_FILE should it fail. Should it die, a
+host's launcher stops that host's ranks, but not those of other hosts, which would wait until the
+stage timed out, days later; they give up once it falls silent instead."""
+
+import threading
+import time
+from pathlib import Path
+
+PREPARING_FILE = ".preparing"
+FAILED_FILE = ".failed"
+BEAT_SECONDS = 10
+# Well past a shared filesystem's attribute caching (NFS: up to 60 s).
+SILENCE_SECONDS = 300
+# Before its first touch: rank 0 may reach the folder later than the others (a slower load of the
+# tokenizer, say), but not this much later.
+FIRST_TOUCH_SECONDS = 1800
+
+
+def prepare_for_every_rank(folder: Path, prepare) -> None:
+    """prepare(), the other ranks told that it goes on, and whether it failed; the folder is left
+    as prepare() leaves it (the block cache takes pretrain's as it is)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    beat, stop = folder / PREPARING_FILE, threading.Event()
+
+    def keep_beating() -> None:
+        while not stop.wait(BEAT_SECONDS):
+            beat.touch()
+
+    beat.touch()
+    beating = threading.Thread(target=keep_beating, daemon=True)
+    beating.start()
+    try:
+        prepare()
+    except BaseException as e:
+        (folder / FAILED_FILE).write_text(f"{type(e).__name__}: {e}", "utf-8")
+        raise
+    finally:
+        stop.set()
+        beating.join()
+        beat.unlink(missing_ok=True)
+
+
+def wait_for_rank_0(folder: Path, done_file: str, what: str) -> None:
+    """Returns once rank 0 has written `done_file`, the last file of `what` it prepares; raises
+    once it has failed, or gone SILENCE_SECONDS without touching PREPARING_FILE
+    (FIRST_TOUCH_SECONDS before it first does)."""
+    beat, seen, since = folder / PREPARING_FILE, None, time.monotonic()
+    while not (folder / done_file).is_file():
+        if (folder / FAILED_FILE).is_file():
+            raise RuntimeError(f"rank 0 failed to prepare {what} ({(folder / FAILED_FILE).read_text('utf-8')})")
+        try:
+            touched = beat.stat().st_mtime
+        except FileNotFoundError:
+            touched = None
+        if touched != seen:
+            seen, since = touched, time.monotonic()
+        elif time.monotonic() - since > (SILENCE_SECONDS if seen else FIRST_TOUCH_SECONDS):
+            raise RuntimeError(f"rank 0 has not been heard from in {SILENCE_SECONDS if seen else FIRST_TOUCH_SECONDS} s of preparing {what} (killed?): giving up waiting")
+        time.sleep(0.2)
