@@ -318,8 +318,12 @@ export class EmptyPrefix extends Error {
   }
 }
 
-/** Whether a key below a prefix can name a file there: AWS S3 accepts keys such as 'a/../../x' and 'a//b', which cannot. */
-export const isPlainPath = (relativeKey: string) => relativeKey.split('/').every((p) => p !== '' && p !== '.' && p !== '..');
+// The longest file name Linux filesystems take, in bytes: 85 Chinese characters.
+const NAME_MAX_BYTES = 255;
+
+/** Whether a key below a prefix can name a file there: AWS S3 accepts keys such as 'a/../../x', 'a//b' and parts of up to 1,024 bytes, which cannot. */
+export const isPlainPath = (relativeKey: string) =>
+  relativeKey.split('/').every((p) => p !== '' && p !== '.' && p !== '..' && Buffer.byteLength(p) <= NAME_MAX_BYTES);
 
 /** The path segments of `objectKey` below `prefix`, refused unless they are a plain path (isPlainPath). */
 export function relativeParts(prefix: string, objectKey: string): string[] {

@@ -126,7 +126,7 @@ function refuseUnnameable(task: StageTask, objects: Record<string, ObjectInfo[]>
   if (unnameable.length === 0) return;
   const more = unnameable.length > 5 ? ` and ${unnameable.length - 5} more` : '';
   throw ApplicationFailure.nonRetryable(
-    `input objects whose keys are no plain path (an empty, '.' or '..' part), so no file can hold them; rename or remove them: ${unnameable.slice(0, 5).join(', ')}${more}`,
+    clip(`input objects whose keys are no plain path (an empty, '.' or '..' part, or one over 255 bytes), so no file can hold them; rename or remove them: ${unnameable.slice(0, 5).join(', ')}${more}`, FAILURE_MESSAGE_BYTES, 'start'),
     'InvalidInput',
   );
 }
@@ -449,7 +449,9 @@ function outcome(task: StageTask, exit: Awaited<ReturnType<typeof launchTrainer>
       'ContractViolation',
     ));
   }
-  if (exit.code === EXIT_INVALID_INPUT) {
+  // Under DeepSpeed the launcher exits with the code of the first rank it sees fail, which may be
+  // one that stopped because rank 0 refused its input: rank 0's own event says what happened.
+  if (exit.code === EXIT_INVALID_INPUT || failed?.kind === 'invalid_input') {
     throw withoutStack(ApplicationFailure.nonRetryable(`${ended}: ${reason('invalid input')}\n${stderrTail}`, 'InvalidInput'));
   }
   // One that stopped for good as it was taken for hung completed all the same.

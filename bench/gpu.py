@@ -445,7 +445,7 @@ def free_what_no_later_row_reads(row: dict, rows: list[dict], out: Path) -> None
     holds 64 GiB, so each row's outputs go once measured, but for its blocks (later rows of its
     shape take them) and the checkpoints of a row that a later row resumes."""
     resumed = any(r.get("resumes", {}).get("row") == row["name"] for r in rows)
-    for name in ("model", "adapter", *(() if resumed else ("checkpoints",))):
+    for name in ("model", "adapter", "samples", *(() if resumed else ("checkpoints",))):
         shutil.rmtree(out / name, ignore_errors=True)
 
 

@@ -161,6 +161,14 @@ describe('runStage', () => {
     expect(error!.message).not.toContain(work);
   });
 
+  it('fails without retry when rank 0 refuses its input, whatever exit code the launcher passes on', async () => {
+    const corpus = 's3://lawgpt-test/data/corpus/';
+    const { error } = await runStage(task('pretrain', { corpus, tokenizer: corpus, base_model: corpus }, 'another-rank-exits-first'));
+    expect(error!.type).toBe('InvalidInput');
+    expect(error!.nonRetryable).toBe(true);
+    expect(error!.message).toMatch(/^trainer pretrain exited with 1: s3:\/\/lawgpt-test\/data\/corpus\/law\.md:1: a line of/);
+  });
+
   it('keeps the compiled layers a trainer offers, and gives them to later runs whose layers compile alike', async () => {
     const corpus = 's3://lawgpt-test/data/corpus/';
     const compiling = (runId: string, settings: Partial<StageTask['config']>) => {
@@ -230,25 +238,27 @@ describe('runStage', () => {
   });
 
   it('fails without retry, before the trainer starts, on an input folder holding keys no file can be named after', async () => {
-    // AWS S3 takes keys such as 'a//b.md' and 'a/../b.md', MinIO does not: its listing is given them as AWS would list them.
+    // AWS S3 takes keys such as 'a//b.md', 'a/../b.md' and 86 Chinese characters of a name, MinIO
+    // does not all of them: its listing is given them as AWS would list them.
     const listing = new S3Client({ endpoint: minio.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: minio.credentials });
     listing.middlewareStack.add(
       (next, context) => async (args) => {
         const result = await next(args);
         if (context.commandName === 'ListObjectsV2Command') {
           const { Contents } = result.output as ListObjectsV2CommandOutput;
-          Contents?.push(...['data/corpus/a//b.md', 'data/corpus/a/../b.md'].map((Key) => ({ Key, Size: 3, ETag: '"x"' })));
+          Contents?.push(...['data/corpus/a//b.md', 'data/corpus/a/../b.md', `data/corpus/${'判'.repeat(86)}.md`].map((Key) => ({ Key, Size: 3, ETag: '"x"' })));
         }
         return result;
       },
       { step: 'initialize' },
     );
-    const { error } = await runStage(task('vocab', VOCAB_INPUTS), 'fake', listing);
+    // The corpus is the one folder among the inputs: its keys alone are named.
+    const { error } = await runStage(task('vocab', { corpus: 's3://lawgpt-test/data/corpus/', base_tokenizer: 's3://lawgpt-test/data/tokenizer.json' }), 'fake', listing);
     listing.destroy();
     expect(error!.type).toBe('InvalidInput');
     expect(error!.nonRetryable).toBe(true);
-    expect(error!.message).toContain("no plain path (an empty, '.' or '..' part)");
-    for (const key of ['a//b.md', 'a/../b.md']) expect(error!.message).toContain(`corpus: s3://lawgpt-test/data/corpus/${key}`);
+    expect(error!.message).toContain("no plain path (an empty, '.' or '..' part, or one over 255 bytes)");
+    for (const key of ['a//b.md', 'a/../b.md', `${'判'.repeat(86)}.md`]) expect(error!.message).toContain(`corpus: s3://lawgpt-test/data/corpus/${key}`);
     expect(await findProcesses('lawgpt_trainer', work)).toEqual([]);
   });
 

@@ -97,7 +97,8 @@ elif stage == "pretrain":
     message = os.path.join(request["inputs"]["corpus"], "law.md") + ":1: a line of 50,000,000 characters, over data.max_line_chars (%s)" % f"{request['max_line_chars']:,}"
     print("invalid input: " + message, file=sys.stderr)
     emit(event="failed", kind="invalid_input", message=message)
-    sys.exit(2)
+    # Under DeepSpeed, the launcher may exit with another rank's code.
+    sys.exit(1 if request["run_id"].startswith("another-rank") else 2)
 elif stage == "sft":
     # Breaks the protocol on stdout.
     print("hello from a stray print", flush=True)

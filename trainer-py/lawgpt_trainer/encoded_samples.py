@@ -31,11 +31,13 @@ def write(encoded, folder: Path, counts: dict | None = None) -> dict:
     offsets, over_cutoff = [0], 0
     with open(folder / _FILES["input_ids"], "wb") as ids, open(folder / _FILES["labels"], "wb") as labels:
         for item in encoded:
-            item_labels = np.asarray(item["labels"], dtype=np.int32)
+            item_ids, item_labels = np.asarray(item["input_ids"], dtype=np.int32), np.asarray(item["labels"], dtype=np.int32)
+            if len(item_ids) != len(item_labels):
+                raise ValueError(f"a sample of {len(item_ids)} token ids has {len(item_labels)} labels")
             if not (item_labels != IGNORE_INDEX).any():
                 over_cutoff += 1
                 continue
-            ids.write(np.asarray(item["input_ids"], dtype=np.int32).tobytes())
+            ids.write(item_ids.tobytes())
             labels.write(item_labels.tobytes())
             offsets.append(offsets[-1] + len(item_labels))
     np.asarray(offsets, dtype=np.int64).tofile(folder / "offsets.bin")

@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from lawgpt_trainer.errors import InvalidInput
+
 PREPARING_FILE = ".preparing"
 FAILED_FILE = ".failed"
 BEAT_SECONDS = 10
@@ -45,18 +47,21 @@ def prepare_for_every_rank(folder: Path, prepare) -> None:
 
 def wait_for_rank_0(folder: Path, done_file: str, what: str) -> None:
     """Returns once rank 0 has written `done_file`, the last file of `what` it prepares; raises
-    once it has failed, or gone SILENCE_SECONDS without touching PREPARING_FILE
-    (FIRST_TOUCH_SECONDS before it first does)."""
-    beat, seen, since = folder / PREPARING_FILE, None, time.monotonic()
+    once it has failed (InvalidInput where rank 0's failure was one: every rank then exits as
+    rank 0 does, whichever the launcher sees first), or gone SILENCE_SECONDS without touching
+    PREPARING_FILE (FIRST_TOUCH_SECONDS before it first does; a rank 0 that dies without a word,
+    on a full disk, may also take PREPARING_FILE with it)."""
+    beat, seen, heard, since = folder / PREPARING_FILE, None, False, time.monotonic()
     while not (folder / done_file).is_file():
         if (folder / FAILED_FILE).is_file():
-            raise RuntimeError(f"rank 0 failed to prepare {what} ({(folder / FAILED_FILE).read_text('utf-8')})")
+            failure = (folder / FAILED_FILE).read_text("utf-8")
+            raise (InvalidInput if failure.startswith(f"{InvalidInput.__name__}: ") else RuntimeError)(f"rank 0 failed to prepare {what} ({failure})")
         try:
             touched = beat.stat().st_mtime
         except FileNotFoundError:
             touched = None
         if touched != seen:
-            seen, since = touched, time.monotonic()
-        elif time.monotonic() - since > (SILENCE_SECONDS if seen else FIRST_TOUCH_SECONDS):
-            raise RuntimeError(f"rank 0 has not been heard from in {SILENCE_SECONDS if seen else FIRST_TOUCH_SECONDS} s of preparing {what} (killed?): giving up waiting")
+            seen, since, heard = touched, time.monotonic(), heard or touched is not None
+        elif time.monotonic() - since > (limit := SILENCE_SECONDS if heard else FIRST_TOUCH_SECONDS):
+            raise RuntimeError(f"rank 0 has not been heard from in {limit} s of preparing {what} (killed?): giving up waiting")
         time.sleep(0.2)

@@ -10,7 +10,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 import pytest
 
 from conftest import CONFIGS, run_stage
-from lawgpt_trainer.stages import pretrain
 
 
 def test_resized_model_covers_the_merged_vocabulary(pipeline):
@@ -110,9 +109,10 @@ def test_the_seconds_training_waited_for_its_batches_are_counted(tmp_path):
     trainer = training.BatchWaitTrainer(model=model, args=args, train_dataset=samples, callbacks=[SlowStepEnds()])
     trainer.train()
     # 3 steps of 2 micro-batches of 2 samples (and the batch accelerate reads ahead at an epoch's
-    # end), each sample 20 ms to read; the 3 s the steps themselves took longer are not counted.
+    # end), each sample 20 ms to read; the 3 s the steps themselves took longer are not counted
+    # (the margin is for a busy machine: npm test runs pytest beside vitest).
     assert samples.reads >= 12
-    assert samples.reads * 0.02 <= trainer.data_wait_seconds < samples.reads * 0.02 + 0.5
+    assert samples.reads * 0.02 <= trainer.data_wait_seconds < samples.reads * 0.02 + 2
 
 
 def test_training_changes_the_base_weights(pipeline):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lawgpt_trainer import encoded_samples, rank_zero
+from lawgpt_trainer.errors import InvalidInput
 from lawgpt_trainer.prompt import IGNORE_INDEX
 
 
@@ -22,6 +23,18 @@ def test_ranks_waiting_give_up_when_rank_0_fails(tmp_path):
         rank_zero.wait_for_rank_0(folder, "index.json", "the blocks")
 
 
+def test_ranks_waiting_fail_as_invalid_input_when_rank_0_refused_its_input(tmp_path):
+    folder = tmp_path / "samples"
+
+    def prepare():
+        raise InvalidInput("dialogue.jsonl:4: field 'answers' must be a non-empty list")
+
+    with pytest.raises(InvalidInput):
+        rank_zero.prepare_for_every_rank(folder, prepare)
+    with pytest.raises(InvalidInput, match=r"rank 0 failed to prepare the samples \(InvalidInput: dialogue.jsonl:4: field"):
+        rank_zero.wait_for_rank_0(folder, "index.json", "the samples")
+
+
 def test_ranks_waiting_give_up_when_rank_0_goes_silent(tmp_path, monkeypatch):
     monkeypatch.setattr(rank_zero, "SILENCE_SECONDS", 0.5)
     monkeypatch.setattr(rank_zero, "FIRST_TOUCH_SECONDS", 1.5)
@@ -33,15 +46,19 @@ def test_ranks_waiting_give_up_when_rank_0_goes_silent(tmp_path, monkeypatch):
     (folder / rank_zero.PREPARING_FILE).touch()
     with pytest.raises(RuntimeError, match="rank 0 has not been heard from in 0.5 s"):
         rank_zero.wait_for_rank_0(folder, "index.json", "the samples")
+    # Heard from, then gone without a word, its beat with it: the short wait still.
+    threading.Timer(0.3, (folder / rank_zero.PREPARING_FILE).unlink).start()
+    with pytest.raises(RuntimeError, match="rank 0 has not been heard from in 0.5 s"):
+        rank_zero.wait_for_rank_0(folder, "index.json", "the samples")
 
 
 def test_ranks_wait_as_long_as_rank_0_prepares(tmp_path, monkeypatch):
     monkeypatch.setattr(rank_zero, "BEAT_SECONDS", 0.1)
-    monkeypatch.setattr(rank_zero, "SILENCE_SECONDS", 1)
+    monkeypatch.setattr(rank_zero, "SILENCE_SECONDS", 3)
     folder = tmp_path / "blocks"
 
     def prepare():
-        time.sleep(2.5)
+        time.sleep(4)
         (folder / "index.json").write_text("{}", "utf-8")
 
     rank_0 = threading.Thread(target=rank_zero.prepare_for_every_rank, args=(folder, prepare))
