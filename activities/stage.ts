@@ -120,9 +120,11 @@ interface Prepared {
  * named after (isPlainPath): their download would fail the same way at every attempt.
  */
 function refuseUnnameable(task: StageTask, objects: Record<string, ObjectInfo[]>): void {
-  const unnameable = Object.entries(objects).flatMap(([name, listed]) =>
-    task.inputs[name].endsWith('/') ? listed.filter((o) => !isPlainPath(o.key)).map((o) => `${name}: ${task.inputs[name]}${o.key}`) : [],
-  );
+  const unnameable = Object.entries(objects).flatMap(([name, listed]) => {
+    const uri = task.inputs[name];
+    if (!uri.endsWith('/')) return isPlainPath(uri.slice(uri.lastIndexOf('/') + 1)) ? [] : [`${name}: ${uri}`];
+    return listed.filter((o) => !isPlainPath(o.key)).map((o) => `${name}: ${uri}${o.key}`);
+  });
   if (unnameable.length === 0) return;
   const more = unnameable.length > 5 ? ` and ${unnameable.length - 5} more` : '';
   throw ApplicationFailure.nonRetryable(

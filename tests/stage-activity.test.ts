@@ -260,6 +260,11 @@ describe('runStage', () => {
     expect(error!.message).toContain("no plain path (an empty, '.' or '..' part, or one over 255 bytes)");
     for (const key of ['a//b.md', 'a/../b.md', `${'判'.repeat(86)}.md`]) expect(error!.message).toContain(`corpus: s3://lawgpt-test/data/corpus/${key}`);
     expect(await findProcesses('lawgpt_trainer', work)).toEqual([]);
+    // A single object, too, whose name no file can take.
+    const named = `s3://lawgpt-test/data/${'判'.repeat(86)}.jsonl`;
+    const single = await runStage(task('vocab', { corpus: 's3://lawgpt-test/data/corpus/', base_tokenizer: named }));
+    expect(single.error!.type).toBe('InvalidInput');
+    expect(single.error!.message).toContain(`base_tokenizer: ${named}`);
   });
 
   it('takes a folder holding only a "Create folder" marker for a missing input', async () => {

@@ -37,7 +37,9 @@ def prepare_for_every_rank(folder: Path, prepare) -> None:
     try:
         prepare()
     except BaseException as e:
-        (folder / FAILED_FILE).write_text(f"{type(e).__name__}: {e}", "utf-8")
+        # Renamed into place whole: a shared filesystem may show a file's content only once closed.
+        (folder / f"{FAILED_FILE}.partial").write_text(f"{type(e).__name__}: {e}", "utf-8")
+        (folder / f"{FAILED_FILE}.partial").rename(folder / FAILED_FILE)
         raise
     finally:
         stop.set()

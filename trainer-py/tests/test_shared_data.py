@@ -46,8 +46,15 @@ def test_ranks_waiting_give_up_when_rank_0_goes_silent(tmp_path, monkeypatch):
     (folder / rank_zero.PREPARING_FILE).touch()
     with pytest.raises(RuntimeError, match="rank 0 has not been heard from in 0.5 s"):
         rank_zero.wait_for_rank_0(folder, "index.json", "the samples")
-    # Heard from, then gone without a word, its beat with it: the short wait still.
-    threading.Timer(0.3, (folder / rank_zero.PREPARING_FILE).unlink).start()
+    # Heard from, then gone without a word, its beat with it (after the first look): the short wait still.
+    sleep = time.sleep
+
+    def beat_gone_after_first_look(seconds):
+        (folder / rank_zero.PREPARING_FILE).unlink(missing_ok=True)
+        sleep(seconds)
+
+    (folder / rank_zero.PREPARING_FILE).touch()
+    monkeypatch.setattr(rank_zero.time, "sleep", beat_gone_after_first_look)
     with pytest.raises(RuntimeError, match="rank 0 has not been heard from in 0.5 s"):
         rank_zero.wait_for_rank_0(folder, "index.json", "the samples")
 
