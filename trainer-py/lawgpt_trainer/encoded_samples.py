@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lawgpt_trainer import rank_zero
 from lawgpt_trainer.prompt import IGNORE_INDEX
 
 INDEX_FILE = "index.json"
@@ -42,8 +43,7 @@ def write(encoded, folder: Path, counts: dict | None = None) -> dict:
             offsets.append(offsets[-1] + len(item_labels))
     np.asarray(offsets, dtype=np.int64).tofile(folder / "offsets.bin")
     index = {"samples": len(offsets) - 1, "over_cutoff": over_cutoff, "tokens": offsets[-1], **(counts or {})}
-    (folder / f"{INDEX_FILE}.partial").write_text(json.dumps(index), "utf-8")
-    (folder / f"{INDEX_FILE}.partial").rename(folder / INDEX_FILE)
+    rank_zero.write_whole(folder / INDEX_FILE, json.dumps(index))
     return index
 
 

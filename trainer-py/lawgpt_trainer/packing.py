@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lawgpt_trainer import cleaning, contract, data
+from lawgpt_trainer import cleaning, contract, data, rank_zero
 
 INDEX_FILE = contract.schema()["blocks_index_file"]
 FORMAT_VERSION = 1
@@ -331,8 +331,7 @@ def prepare(
         "splits": {split: ended[split].writer.publish(split) for split in SPLITS},
         "report": report,
     }
-    (out / f"{INDEX_FILE}.partial").write_text(json.dumps(index, indent=2), "utf-8")
-    (out / f"{INDEX_FILE}.partial").rename(out / INDEX_FILE)
+    rank_zero.write_whole(out / INDEX_FILE, json.dumps(index, indent=2))
     return index
 
 

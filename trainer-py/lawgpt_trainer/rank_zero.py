@@ -21,6 +21,14 @@ SILENCE_SECONDS = 300
 FIRST_TOUCH_SECONDS = 1800
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Writes a file the other ranks look for, renamed into place once whole: a shared filesystem
+    may show another host a file's content only once it is closed."""
+    partial = path.with_name(f"{path.name}.partial")
+    partial.write_text(text, "utf-8")
+    partial.rename(path)
+
+
 def prepare_for_every_rank(folder: Path, prepare) -> None:
     """prepare(), the other ranks told that it goes on, and whether it failed; the folder is left
     as prepare() leaves it (the block cache takes pretrain's as it is)."""
@@ -37,9 +45,7 @@ def prepare_for_every_rank(folder: Path, prepare) -> None:
     try:
         prepare()
     except BaseException as e:
-        # Renamed into place whole: a shared filesystem may show a file's content only once closed.
-        (folder / f"{FAILED_FILE}.partial").write_text(f"{type(e).__name__}: {e}", "utf-8")
-        (folder / f"{FAILED_FILE}.partial").rename(folder / FAILED_FILE)
+        write_whole(folder / FAILED_FILE, f"{type(e).__name__}: {e}")
         raise
     finally:
         stop.set()
